@@ -1,0 +1,21 @@
+# make demo  — set up the environment (uv, locked) and train the demo experiment
+# make test  — set up the environment and run the whole test suite
+# make bench — the data-loop benchmark (ours vs a DataLoader + PIL loop)
+
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTHON := .venv/bin/python
+
+.PHONY: setup demo test bench
+
+setup:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --compile-bytecode
+
+demo: setup
+	$(PYTHON) train.py experiment=demo
+
+test: setup
+	$(PYTHON) -m pytest
+
+bench: setup
+	$(PYTHON) benchmarks/data_loop.py

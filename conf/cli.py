@@ -1,0 +1,97 @@
+"""The `key=value` grammar shared by train.py, train.sh and analysis.py.
+
+`python train.py [experiment=NAME] [key=value ...]`: a value `a,b,c` sweeps that key (commas inside
+`[...]` belong to a list value), several swept keys form a Cartesian grid. Every value is validated
+before anything runs; a bad one raises `SettingsError` with one line naming the key and the
+accepted values.
+"""
+
+import dataclasses
+import difflib
+import itertools
+from dataclasses import dataclass
+
+from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
+from conf.global_settings import Execution, Settings, SettingsError, describe_accepted, parse_value
+
+RUN_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
+EXECUTION_FIELDS = {item.name: item for item in dataclasses.fields(Execution)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one command line asks for: an experiment's grid of runs and how to execute them."""
+
+    experiment: str
+    grid: tuple[Settings, ...]
+    execution: Execution
+
+
+def split_sweep(text: str) -> list[str]:
+    """'0,0.2' -> ['0', '0.2']; '[60,120],[100]' -> ['[60,120]', '[100]'] (brackets protect commas)."""
+    parts, depth, current = [], 0, ""
+    for character in text:
+        depth += {"[": 1, "]": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += character
+    parts.append(current)
+    return parts
+
+
+def _unknown_key(key: str) -> SettingsError:
+    known = ["experiment", *RUN_FIELDS, *EXECUTION_FIELDS]
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return SettingsError(f"unknown key {key!r}; {hint}see `python train.py --help` for the accepted keys")
+
+
+def parse_arguments(arguments: list[str], extra_execution: dict | None = None) -> Plan:
+    """Command-line words -> Plan. `extra_execution` lets a caller (e.g. slurm/) add option fields."""
+    experiment_name, run_values, execution_values = DEFAULT_EXPERIMENT, {}, {}
+    for argument in arguments:
+        key, separator, text = argument.partition("=")
+        if not separator or not key:
+            raise SettingsError(f"cannot read {argument!r}; write key=value (see `python train.py --help`)")
+        if key == "experiment":
+            if text not in EXPERIMENTS:
+                raise SettingsError(f"experiment={text!r} is not known; accepted: {', '.join(EXPERIMENTS)}")
+            experiment_name = text
+        elif key in RUN_FIELDS:
+            run_values[key] = [parse_value(RUN_FIELDS[key], part) for part in split_sweep(text)]
+        elif key in EXECUTION_FIELDS:
+            execution_values[key] = parse_value(EXECUTION_FIELDS[key], text)
+        else:
+            raise _unknown_key(key)
+    preset = {key: value if isinstance(value, list) else [value]
+              for key, value in EXPERIMENTS[experiment_name].settings.items()}
+    grid = expand_grid({**preset, **run_values})
+    return Plan(experiment_name, grid, Execution(**execution_values))
+
+
+def expand_grid(sweeps: dict[str, list]) -> tuple[Settings, ...]:
+    """Cartesian product of the swept values, in command-line order, duplicates removed."""
+    keys = list(sweeps)
+    grid: dict[str, Settings] = {}
+    for combination in itertools.product(*(sweeps[key] for key in keys)):
+        settings = Settings(**dict(zip(keys, combination)))
+        grid.setdefault(settings.run_id, settings)
+    return tuple(grid.values())
+
+
+def help_text() -> str:
+    """`--help`: every key, its default and its doc, run settings first."""
+    lines = ["usage: python train.py [experiment=NAME] [key=value | key=a,b,c ...]", "",
+             "A value a,b,c sweeps that key; several swept keys form a Cartesian grid.", "",
+             "experiments:"]
+    lines += [f"  {name:<22} {experiment.description}" for name, experiment in EXPERIMENTS.items()]
+    for title, fields in (("run settings (they define the run id)", RUN_FIELDS),
+                          ("execution options (never part of the run id)", EXECUTION_FIELDS)):
+        lines += ["", f"{title}:"]
+        for name, item in fields.items():
+            default = item.default
+            shown = f"[{','.join(map(str, default))}]" if isinstance(default, tuple) else str(default).lower() if isinstance(default, bool) else default
+            lines.append(f"  {name + '=' + str(shown):<34} {item.metadata['doc']} (accepted: {describe_accepted(item)})")
+    return "\n".join(lines)

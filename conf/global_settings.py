@@ -1,0 +1,213 @@
+"""python train.py --help — every run setting and execution option, its default and its doc.
+
+Two frozen dataclasses, passed explicitly (never module globals):
+
+- `Settings`: everything that changes what a run computes. Its hash is the run id, so the same
+  settings always land in the same folder (resume, never duplicate).
+- `Execution`: where and how runs execute (device, folders, launcher). Never part of the run id.
+
+Validation lives here, so a bad value is refused before anything is written: `SettingsError`
+carries one line naming the key and the accepted values.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+
+DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashionmnist", "svhn")
+ARCHITECTURES = ("convnet", "convresnet", "mlp", "resnet", "vgg")
+VGG_DEPTHS = (8, 11, 13, 16)  # LearnPhase's VGG-8 and the standard VGG-11/13/16 plans
+SYNTHETIC_ONLY = ("image_size", "synthetic_classes", "synthetic_train_size", "synthetic_test_size")
+
+
+class SettingsError(ValueError):
+    """A bad key or value; the message is the one line the CLI prints."""
+
+
+def setting(default, doc, *, choices=None, minimum=None, maximum=None, below=None, above=None):
+    """A dataclass field with its one-line doc and its accepted range (inclusive `minimum`/`maximum`,
+    exclusive `above`/`below`)."""
+    limits = {"choices": choices, "minimum": minimum, "maximum": maximum, "below": below, "above": above}
+    return field(default=default, metadata={"doc": doc, **limits})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One training run. Grouped as the papers use them: data, model, optimisation, checkpoints."""
+
+    # data
+    dataset: str = setting("synthetic", "training data; synthetic is embedded, the others are read with torchvision", choices=DATASETS)
+    data_seed: int = setting(0, "seed of the synthetic data and of the train_subset draw", minimum=0)
+    train_subset: int = setting(0, "train on this many training examples (0 = all)", minimum=0)
+    image_size: int = setting(32, "synthetic: image side in pixels", minimum=8, maximum=256)
+    synthetic_classes: int = setting(10, "synthetic: number of classes", minimum=2, maximum=1000)
+    synthetic_train_size: int = setting(5000, "synthetic: training examples", minimum=1)
+    synthetic_test_size: int = setting(1000, "synthetic: test examples", minimum=1)
+    label_noise: float = setting(0.0, "fraction of training labels replaced by a different class (IntermediateNC)", minimum=0.0, maximum=1.0)
+    augment: bool = setting(False, "random crop (padding 4) and horizontal flip of training batches")
+    # model
+    arch: str = setting("convnet", "architecture family (models/)", choices=ARCHITECTURES)
+    depth: int = setting(4, "hidden layers (mlp, convnet, convresnet), VGG variant (8/11/13/16), or blocks per stage (resnet)", minimum=1)
+    width: int = setting(32, "hidden units or channels (mlp, convnet, convresnet), base channels (vgg, resnet)", minimum=1)
+    batch_norm: bool = setting(True, "batch normalisation after every hidden linear or conv layer")
+    # optimisation
+    loss: str = setting("ce", "training loss: cross-entropy or mean squared error to one-hot targets", choices=("ce", "mse"))
+    optimizer: str = setting("sgd", "optimizer", choices=("sgd", "adam"))
+    lr: float = setting(0.05, "peak learning rate", above=0.0)
+    momentum: float = setting(0.9, "SGD momentum (adam: beta1)", minimum=0.0, below=1.0)
+    weight_decay: float = setting(5e-4, "L2 weight decay (coupled, as torch.optim applies it)", minimum=0.0)
+    lr_schedule: str = setting("multistep", "constant, multistep (x lr_gamma at each milestone) or cosine to 0", choices=("constant", "multistep", "cosine"))
+    lr_milestones: tuple[int, ...] = setting((), "multistep: epochs at which the lr is multiplied by lr_gamma, e.g. [60,120,160]")
+    lr_gamma: float = setting(0.1, "multistep: factor applied at each milestone", above=0.0, maximum=1.0)
+    warmup_iterations: int = setting(0, "linear warm-up from 0 to lr over this many iterations", minimum=0)
+    epochs: int = setting(20, "passes over the training set", minimum=1)
+    batch_size: int = setting(128, "examples per iteration (the last partial batch of an epoch is dropped)", minimum=1)
+    seed: int = setting(0, "seed of initialisation, data order, augmentation and label noise", minimum=0)
+    # checkpoints: iteration 0, every power of two, the final iteration, plus these
+    checkpoint_every_epochs: int = setting(0, "also checkpoint every this many epochs (0 = off)", minimum=0)
+    checkpoint_extra: tuple[int, ...] = setting((), "also checkpoint at these iterations, e.g. [100,300]")
+
+    def __post_init__(self):
+        for item in dataclasses.fields(self):
+            _check_value(item, getattr(self, item.name))
+        if self.arch == "vgg" and self.depth not in VGG_DEPTHS:
+            raise SettingsError(f"depth={self.depth} is not a VGG variant; accepted with arch=vgg: {', '.join(map(str, VGG_DEPTHS))}")
+        if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(not 0 < m <= self.epochs for m in self.lr_milestones):
+            raise SettingsError(f"lr_milestones={list(self.lr_milestones)} must be increasing epochs in [1, epochs={self.epochs}]")
+        if any(iteration < 0 for iteration in self.checkpoint_extra):
+            raise SettingsError(f"checkpoint_extra={list(self.checkpoint_extra)}: iterations must be >= 0")
+        if self.dataset == "synthetic":
+            available = self.train_subset or self.synthetic_train_size
+            if self.batch_size > available:
+                raise SettingsError(f"batch_size={self.batch_size} exceeds the {available} training examples; accepted: 1..{available}")
+            if self.train_subset > self.synthetic_train_size:
+                raise SettingsError(f"train_subset={self.train_subset} exceeds synthetic_train_size={self.synthetic_train_size}")
+
+    def to_record(self) -> dict:
+        """JSON-ready values (tuples as lists): what settings.json and every checkpoint hold."""
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_record(cls, values: dict) -> "Settings":
+        """The inverse of `to_record`, validated: a checkpoint alone rebuilds its settings."""
+        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in values.items()})
+
+    def identity(self) -> dict:
+        """The settings that define the run: synthetic-only ones are dropped for real datasets."""
+        values = dataclasses.asdict(self)
+        if self.dataset != "synthetic":
+            for name in SYNTHETIC_ONLY:
+                values.pop(name)
+        return values
+
+    @property
+    def run_id(self) -> str:
+        """Readable prefix + hash of every setting, e.g. `convnet4-w32-synthetic-s0-1a2b3c4d5e`."""
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+        return f"{self.arch}{self.depth}-w{self.width}-{self.dataset}-s{self.seed}-{digest}"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how runs execute. Never part of the run id: the same run on a laptop or a cluster
+    lands in the same folder."""
+
+    out_dir: str = setting("outputs", "results root: <out_dir>/<experiment>/runs/<run_id>/")
+    data_root: str = setting("datasets", "torchvision datasets' root folder (standard layout)")
+    download: bool = setting(True, "download a missing torchvision dataset (fails clearly when offline)")
+    device: str = setting("auto", "auto = cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
+    bf16: bool = setting(False, "CUDA only: bfloat16 autocast for forward and loss")
+    channels_last: bool = setting(False, "CUDA only: channels_last memory format for conv nets")
+    threads: int = setting(0, "CPU threads for torch (0 = torch's default)", minimum=0)
+    resume_every_seconds: float = setting(60.0, "save the resumable state at least this often (0 = every iteration)", minimum=0.0)
+    progress: str = setting("auto", "progress bar: auto = only on a terminal", choices=("auto", "on", "off"))
+    log_level: str = setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    def __post_init__(self):
+        for item in dataclasses.fields(self):
+            _check_value(item, getattr(self, item.name))
+
+
+def _type_of(item: dataclasses.Field) -> type:
+    owner = Settings if item.name in {f.name for f in dataclasses.fields(Settings)} else Execution
+    return typing.get_type_hints(owner)[item.name]
+
+
+def describe_accepted(item: dataclasses.Field) -> str:
+    """The accepted values of a field, in words (used in every error line and in --help)."""
+    meta, kind = item.metadata, _type_of(item)
+    if meta.get("choices"):
+        return ", ".join(meta["choices"])
+    if kind is bool:
+        return "true or false"
+    if typing.get_origin(kind) is tuple:
+        return "a list of non-negative integers like [60,120,160] or []"
+    bounds = []
+    if meta.get("minimum") is not None:
+        bounds.append(f">= {meta['minimum']}")
+    if meta.get("above") is not None:
+        bounds.append(f"> {meta['above']}")
+    if meta.get("maximum") is not None:
+        bounds.append(f"<= {meta['maximum']}")
+    if meta.get("below") is not None:
+        bounds.append(f"< {meta['below']}")
+    noun = {int: "an integer", float: "a finite number", str: "text"}[kind]
+    return noun + (" " + " and ".join(bounds) if bounds else "")
+
+
+def _check_value(item: dataclasses.Field, value) -> None:
+    meta, kind = item.metadata, _type_of(item)
+
+    def refuse(reason: str):
+        raise SettingsError(f"{item.name}={value!r} {reason}; accepted: {describe_accepted(item)}")
+
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            refuse("is not a list of integers")
+        return
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        refuse(f"has the wrong type ({type(value).__name__})")
+    if kind is float and not math.isfinite(value):
+        refuse("is not finite")
+    if meta.get("choices") and value not in meta["choices"]:
+        refuse("is not known")
+    out_of_range = (
+        (meta.get("minimum") is not None and value < meta["minimum"])
+        or (meta.get("maximum") is not None and value > meta["maximum"])
+        or (meta.get("above") is not None and value <= meta["above"])
+        or (meta.get("below") is not None and value >= meta["below"])
+    )
+    if out_of_range:
+        refuse("is out of range")
+
+
+def parse_value(item: dataclasses.Field, text: str):
+    """Turn the command-line text of one value into the field's type (SettingsError if it can't)."""
+    kind = _type_of(item)
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if typing.get_origin(kind) is tuple:
+            inner = text.strip()
+            if not (inner.startswith("[") and inner.endswith("]")):
+                raise ValueError(text)
+            return tuple(int(part) for part in inner[1:-1].split(",") if part.strip())
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise SettingsError(f"{item.name}={text!r} cannot be read; accepted: {describe_accepted(item)}") from None

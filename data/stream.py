@@ -1,0 +1,112 @@
+"""Training batches by global iteration: the dataset as one tensor, augmentation as batched tensor ops.
+
+Airbench style (KellerJordan): no DataLoader and no per-sample Python. Each epoch's randomness
+(order, crop offsets, flips) is drawn at once on the CPU from seeded_generator(seed, "epoch", e) and
+only that small plan travels to the device. Batch i is therefore a pure function of
+(i, seed, data): exact resume needs nothing but the iteration counter, and a run restarted at
+iteration i sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as functional
+from torch import Tensor
+
+from data.dataset import DataError, normalize
+from utils import seeded_generator
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """All random choices of one epoch; row j applies to the example at permutation[j]."""
+
+    permutation: Tensor  # int64 [N]: the epoch's order of example indices
+    crop_rows: Tensor  # int64 [N]: top edge of the crop inside the padded image, 0..2*padding
+    crop_columns: Tensor  # int64 [N]: left edge of the crop inside the padded image, 0..2*padding
+    flips: Tensor  # bool [N]: mirror the crop horizontally
+
+
+def crop_and_flip(images: Tensor, crop_rows: Tensor, crop_columns: Tensor, flips: Tensor, padding: int) -> Tensor:
+    """Random crop of zero-padded images + horizontal flip, for a whole uint8 batch at once.
+
+    Matches torchvision RandomCrop(size, padding) followed by RandomHorizontalFlip: pad with 0 on the
+    raw image (before normalisation, so the border is black, not the mean), take an H x W window at
+    (row, column), then mirror it. The flip is folded into the column index (reading the window
+    right to left), so the whole augmentation is one pad and one gather.
+    """
+    batch, channels, height, width = images.shape
+    device = images.device
+    padded = functional.pad(images, (padding, padding, padding, padding))
+    row_steps = torch.arange(height, device=device)
+    column_steps = torch.arange(width, device=device)
+    rows = crop_rows.to(device)[:, None] + row_steps  # [B, H]
+    forward = crop_columns.to(device)[:, None] + column_steps  # [B, W]
+    backward = crop_columns.to(device)[:, None] + (width - 1 - column_steps)
+    columns = torch.where(flips.to(device)[:, None], backward, forward)  # [B, W]
+    return padded[
+        torch.arange(batch, device=device)[:, None, None, None],
+        torch.arange(channels, device=device)[None, :, None, None],
+        rows[:, None, :, None],
+        columns[:, None, None, :],
+    ]
+
+
+class TrainingStream:
+    """Random access to training batches by global iteration — what makes exact resume trivial."""
+
+    def __init__(self, images: Tensor, labels: Tensor, *, batch_size: int, augment: bool, seed: int,
+                 mean: Tensor, std: Tensor, padding: int = 4) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"expected uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        if batch_size < 1 or batch_size > images.shape[0]:
+            raise DataError(f"batch_size={batch_size} does not fit the {images.shape[0]} training examples; "
+                            f"accepted: 1..{images.shape[0]}")
+        self.images = images
+        self.labels = labels.to(images.device)  # so one index tensor serves both
+        self.batch_size = batch_size
+        self.augment = augment
+        self.seed = seed
+        self.mean = mean.to(images.device)
+        self.std = std.to(images.device)
+        self.padding = padding
+        # The last partial batch is dropped: a batch of 1 breaks BatchNorm, and equal batches keep
+        # the iteration -> (epoch, batch) map a simple divmod.
+        self.iterations_per_epoch = images.shape[0] // batch_size
+        self._cached_epoch: int | None = None
+        self._cached_plan: EpochPlan | None = None
+
+    def epoch_plan(self, epoch: int) -> EpochPlan:
+        """The epoch's plan, drawn on the CPU (device-independent) and cached for the current epoch."""
+        if epoch != self._cached_epoch:
+            count = self.images.shape[0]
+            generator = seeded_generator(self.seed, "epoch", epoch)
+            # Always draw in this order, and draw the augmentation even when unused, so that the
+            # permutation of an epoch does not depend on whether augmentation is on.
+            permutation = torch.randperm(count, generator=generator)
+            crop_rows = torch.randint(0, 2 * self.padding + 1, (count,), generator=generator)
+            crop_columns = torch.randint(0, 2 * self.padding + 1, (count,), generator=generator)
+            flips = torch.rand(count, generator=generator) < 0.5
+            device = self.images.device
+            self._cached_plan = EpochPlan(permutation.to(device), crop_rows.to(device),
+                                          crop_columns.to(device), flips.to(device))
+            self._cached_epoch = epoch
+        return self._cached_plan
+
+    def batch(self, iteration: int) -> tuple[Tensor, Tensor]:
+        """(normalized float32 images [B, C, H, W], int64 labels [B]) of global iteration `iteration`."""
+        if iteration < 0:
+            raise ValueError(f"iteration must be >= 0, got {iteration}")
+        epoch, position = divmod(iteration, self.iterations_per_epoch)
+        plan = self.epoch_plan(epoch)
+        rows = slice(position * self.batch_size, (position + 1) * self.batch_size)
+        indices = plan.permutation[rows]
+        images = self.images[indices]
+        if self.augment:
+            images = crop_and_flip(images, plan.crop_rows[rows], plan.crop_columns[rows], plan.flips[rows],
+                                   self.padding)
+        return normalize(images, self.mean, self.std), self.labels[indices]

@@ -1,0 +1,15 @@
+"""Models with one per-layer contract (DESIGN.md, contract 5), built by name.
+
+    model = models.build(settings, input_shape=(3, 32, 32), num_classes=10)
+    logits = model(x)                      # [B, num_classes]
+    outputs = model.features(x)            # {"input": x, ["stem": …], "block00": …, …, "logits": …}
+"""
+
+# Importing each family registers it (timm-style @register, no if/elif lookup).
+from models import convnet, convresnet, mlp, resnet, vgg  # noqa: F401
+from models.base import LayerwiseModel
+from models.registry import REGISTRY, UnknownArchitecture, build, register
+
+ARCHITECTURES: tuple[str, ...] = tuple(sorted(REGISTRY))
+
+__all__ = ["ARCHITECTURES", "REGISTRY", "LayerwiseModel", "UnknownArchitecture", "build", "register"]

@@ -1,0 +1,47 @@
+"""Shared test helpers: tiny synthetic runs and a subprocess runner for the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY))
+
+# A run that trains in about a second on a CPU: 8 iterations per epoch, 3 epochs.
+TINY = ["synthetic_train_size=256", "synthetic_test_size=64", "image_size=16", "batch_size=32", "epochs=3",
+        "arch=convnet", "depth=2", "width=8", "lr=0.05"]
+
+
+def tiny_words(out_dir: Path, *extra: str) -> list[str]:
+    return [*TINY, f"out_dir={out_dir}", "progress=off", "threads=1", *extra]
+
+
+def run_cli(script: str, words: list[str], *, timeout: float = 300, **options) -> subprocess.CompletedProcess:
+    """`python <script> <words>` in the repository, as a user would type it."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(REPOSITORY / script), *words], cwd=REPOSITORY, env=environment,
+                          capture_output=True, text=True, timeout=timeout, **options)
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def only_run_dir(out_dir: Path, experiment: str = "default") -> Path:
+    (run_dir,) = (out_dir / experiment / "runs").iterdir()
+    return run_dir
+
+
+@pytest.fixture
+def tiny_settings():
+    from conf import parse_arguments
+
+    def make(*extra: str):
+        plan = parse_arguments([*TINY, "progress=off", *extra])
+        return plan.grid[0], plan.execution
+
+    return make

@@ -1,0 +1,129 @@
+"""Small dataset files in torchvision's standard on-disk formats, for tests that must run offline.
+
+Each fabricator writes random uint8 images and labels under `root` exactly where torchvision looks
+for the real files and returns what it wrote as NCHW tensors, so a test can compare the loader's
+output pixel for pixel. CIFAR and SVHN files cannot match torchvision's md5 checksums; MNIST and
+Fashion-MNIST have no checksum at load time and are read fully honestly; `skip_md5_checks` lets a
+test read the others through torchvision's real parsing code, and `go_offline` cuts the network.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _random_split(count: int, channels: int, size: int, num_classes: int, rng: np.random.Generator):
+    images = rng.integers(0, 256, size=(count, channels, size, size), dtype=np.uint8)
+    labels = rng.integers(0, num_classes, size=count, dtype=np.int64)
+    return images, labels
+
+
+def _result(train, test) -> dict[str, torch.Tensor]:
+    return {"train_images": torch.from_numpy(train[0]), "train_labels": torch.from_numpy(train[1]),
+            "test_images": torch.from_numpy(test[0]), "test_labels": torch.from_numpy(test[1])}
+
+
+def _pickle(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        pickle.dump(value, handle, protocol=2)
+
+
+def fabricate_cifar10(root: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """cifar-10-batches-py/: five data_batch_N pickles, test_batch, batches.meta (rows of 3072 = CHW)."""
+    rng = np.random.default_rng(seed)
+    train, test = _random_split(n_train, 3, 32, 10, rng), _random_split(n_test, 3, 32, 10, rng)
+    folder = Path(root) / "cifar-10-batches-py"
+    batches = np.array_split(np.arange(n_train), 5)
+    for number, rows in enumerate(batches, start=1):
+        _pickle(folder / f"data_batch_{number}", {"data": train[0][rows].reshape(len(rows), -1),
+                                                  "labels": train[1][rows].tolist()})
+    _pickle(folder / "test_batch", {"data": test[0].reshape(n_test, -1), "labels": test[1].tolist()})
+    _pickle(folder / "batches.meta", {"label_names": [f"class{index}" for index in range(10)]})
+    return _result(train, test)
+
+
+def fabricate_cifar100(root: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """cifar-100-python/: train and test pickles with fine_labels (and coarse_labels), meta."""
+    rng = np.random.default_rng(seed)
+    train, test = _random_split(n_train, 3, 32, 100, rng), _random_split(n_test, 3, 32, 100, rng)
+    folder = Path(root) / "cifar-100-python"
+    for name, (images, labels) in (("train", train), ("test", test)):
+        _pickle(folder / name, {"data": images.reshape(len(images), -1), "fine_labels": labels.tolist(),
+                                "coarse_labels": (labels // 5).tolist()})
+    _pickle(folder / "meta", {"fine_label_names": [f"fine{index}" for index in range(100)],
+                              "coarse_label_names": [f"coarse{index}" for index in range(20)]})
+    return _result(train, test)
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX format: magic (0, 0, type 0x08 = uint8, number of dimensions), big-endian sizes, raw bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def fabricate_mnist(root: Path, n_train: int, n_test: int, seed: int = 0,
+                    folder: str = "MNIST") -> dict[str, torch.Tensor]:
+    """<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (folder "FashionMNIST" for Fashion-MNIST)."""
+    rng = np.random.default_rng(seed)
+    train, test = _random_split(n_train, 1, 28, 10, rng), _random_split(n_test, 1, 28, 10, rng)
+    raw = Path(root) / folder / "raw"
+    for prefix, (images, labels) in (("train", train), ("t10k", test)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images[:, 0])
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return _result(train, test)
+
+
+def fabricate_svhn(root: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """train_32x32.mat and test_32x32.mat: X is [32, 32, 3, N] uint8, y is [N, 1] with digit 0 stored as 10."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    train, test = _random_split(n_train, 3, 32, 10, rng), _random_split(n_test, 3, 32, 10, rng)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for name, (images, labels) in (("train", train), ("test", test)):
+        stored_labels = np.where(labels == 0, 10, labels).astype(np.uint8)[:, None]
+        scipy.io.savemat(Path(root) / f"{name}_32x32.mat",
+                         {"X": images.transpose(2, 3, 1, 0), "y": stored_labels})
+    return _result(train, test)
+
+
+def fabricate_fashionmnist(root: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    return fabricate_mnist(root, n_train, n_test, seed, folder="FashionMNIST")
+
+
+FABRICATORS = {"cifar10": fabricate_cifar10, "cifar100": fabricate_cifar100, "mnist": fabricate_mnist,
+               "fashionmnist": fabricate_fashionmnist, "svhn": fabricate_svhn}
+
+
+def skip_md5_checks(monkeypatch) -> None:
+    """Fabricated files cannot match the real md5 sums: make torchvision check their existence only.
+
+    Only the md5 comparison is replaced, in torchvision's module-level `check_integrity` of the CIFAR
+    and SVHN modules (CIFAR calls it from both `_check_integrity` and `_load_meta`, so patching
+    `_check_integrity` alone would still reject the fabricated meta file); parsing runs for real.
+    """
+    import torchvision.datasets.cifar
+    import torchvision.datasets.svhn
+
+    def exists(path, md5=None) -> bool:
+        return Path(path).is_file()
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", exists)
+    monkeypatch.setattr(torchvision.datasets.svhn, "check_integrity", exists)
+
+
+def go_offline(monkeypatch) -> None:
+    """Every torchvision download goes through urllib.request.urlopen: make it fail like a dead network."""
+    def refuse(*arguments, **keywords):
+        raise urllib.error.URLError("no network (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)

@@ -1,0 +1,159 @@
+"""train.run(): schedule and manifest, self-describing checkpoints, divergence, corrupt files, bad input."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import models
+import train
+from checkpointing import RunFolder, checkpoint_schedule
+from conf import Settings
+from tests.conftest import read_json, run_cli, tiny_words
+from utils import sha256_file
+
+
+def test_schedule_is_zero_powers_of_two_final_and_extras():
+    assert checkpoint_schedule(total_iterations=24, iterations_per_epoch=8) == [0, 1, 2, 4, 8, 16, 24]
+    assert checkpoint_schedule(total_iterations=16, iterations_per_epoch=8) == [0, 1, 2, 4, 8, 16]
+    assert checkpoint_schedule(total_iterations=24, iterations_per_epoch=8, every_epochs=1, extra=(3, 5)) == \
+        [0, 1, 2, 3, 4, 5, 8, 16, 24]
+
+
+def test_learning_rate_schedules():
+    settings = Settings(lr=1.0, lr_schedule="multistep", lr_milestones=(2, 4), lr_gamma=0.1, epochs=6)
+    assert [train.learning_rate(settings, epoch * 10, 10) for epoch in range(6)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    warm = dataclasses.replace(settings, warmup_iterations=4)
+    assert [train.learning_rate(warm, i, 10) for i in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1, 1])
+    cosine = dataclasses.replace(settings, lr_schedule="cosine", lr_milestones=())
+    assert train.learning_rate(cosine, 0, 10) == 1 and train.learning_rate(cosine, 30, 10) == pytest.approx(0.5)
+    constant = dataclasses.replace(settings, lr_schedule="constant")
+    assert train.learning_rate(constant, 59, 10) == 1
+
+
+def test_a_run_writes_its_schedule_manifest_log_and_status(tmp_path, tiny_settings):
+    settings, execution = tiny_settings()
+    assert train.run(settings, tmp_path, execution) == "done"
+    folder = RunFolder(tmp_path)
+    manifest = read_json(folder.manifest_path)
+    assert manifest["schedule"] == [0, 1, 2, 4, 8, 16, 24]
+    assert sorted(path.name for path in folder.checkpoints.iterdir()) == \
+        [f"iteration_{i:08d}.pt" for i in manifest["schedule"]]
+    for name, entry in manifest["files"].items():
+        assert sha256_file(folder.checkpoints / name) == entry["sha256"]
+        assert 0 <= entry["test_accuracy"] <= 1
+    status = read_json(folder.status_path)
+    assert status["state"] == "done" and status["iteration"] == status["total_iterations"] == 24
+    log = [json.loads(line) for line in folder.log_path.read_text().splitlines()]
+    assert [record["iteration"] for record in log] == list(range(1, 25))
+    assert all({"train_loss", "train_accuracy", "lr", "epoch"} <= set(record) for record in log)
+    assert all("test_accuracy" in record for record in log if record["iteration"] in manifest["schedule"])
+    assert read_json(folder.settings_path) == {"run_id": settings.run_id, "settings": settings.to_record()}
+    assert not list(tmp_path.rglob("*.tmp-*"))
+
+
+def test_a_checkpoint_alone_rebuilds_the_model(tmp_path, tiny_settings):
+    settings, execution = tiny_settings()
+    train.run(settings, tmp_path, execution)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "iteration_00000024.pt", weights_only=True)
+    assert checkpoint["iteration"] == 24 and checkpoint["epoch"] == 3.0 and checkpoint["run_id"] == settings.run_id
+    rebuilt_settings = Settings.from_record(checkpoint["settings"])
+    assert rebuilt_settings == settings
+    model = models.build(rebuilt_settings, input_shape=(3, 16, 16), num_classes=10)
+    model.load_state_dict(checkpoint["model"])
+
+
+def test_training_learns_the_synthetic_task(tmp_path, tiny_settings):
+    settings, execution = tiny_settings("epochs=10", "synthetic_train_size=1024")
+    train.run(settings, tmp_path, execution)
+    manifest = read_json(tmp_path / "manifest.json")
+    accuracies = [entry["test_accuracy"] for entry in sorted(manifest["files"].values(), key=lambda e: e["iteration"])]
+    assert accuracies[-1] > 0.5 > accuracies[0]  # ten classes: chance is 0.1
+
+
+def test_a_done_run_is_skipped(tmp_path, tiny_settings):
+    settings, execution = tiny_settings()
+    train.run(settings, tmp_path, execution)
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")}
+    assert train.run(settings, tmp_path, execution) == "done"
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")} == before
+
+
+def test_a_folder_with_other_settings_is_refused(tmp_path, tiny_settings):
+    settings, execution = tiny_settings()
+    RunFolder(tmp_path).prepare({"run_id": "other", "settings": {}})
+    with pytest.raises(RuntimeError, match="other settings"):
+        train.run(settings, tmp_path, execution)
+
+
+def test_label_noise_is_exact_and_recorded(tmp_path, tiny_settings):
+    settings, execution = tiny_settings("label_noise=0.25")
+    train.run(settings, tmp_path, execution)
+    record = read_json(tmp_path / "label_noise.json")
+    assert len(record["indices"]) == round(0.25 * 256)
+    assert all(original != noisy for original, noisy in zip(record["original"], record["noisy"]))
+
+
+def test_divergence_stops_the_run_with_its_iteration(tmp_path, tiny_settings):
+    settings, execution = tiny_settings("lr=1e30", "batch_norm=false", "loss=mse")
+    assert train.run(settings, tmp_path, execution) == "diverged"
+    status = read_json(tmp_path / "status.json")
+    assert status["state"] == "diverged" and "non-finite" in status["reason"]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["iteration"] == status["iteration"]
+    assert all(value == value and abs(value) != float("inf") for value in (r["train_loss"] for r in log[:-1]))
+
+
+def test_a_diverging_run_does_not_stop_the_grid(tmp_path):
+    result = run_cli("train.py", tiny_words(tmp_path, "lr=1e30,0.05", "batch_norm=false", "loss=mse"))
+    assert result.returncode == 0, result.stderr
+    states = sorted(read_json(run / "status.json")["state"] for run in (tmp_path / "default" / "runs").iterdir())
+    assert states == ["diverged", "done"]
+    assert "1 diverged" in result.stdout and "1 done" in result.stdout
+
+
+def test_a_corrupt_resume_state_is_reported_and_the_previous_one_used(tmp_path, caplog):
+    folder = RunFolder(tmp_path)
+    for iteration in (5, 9):
+        folder.save_resume_state({"iteration": iteration, "model": {"w": torch.full((3,), float(iteration))}})
+    newest = tmp_path / "resume" / "state_00000009.pt"
+    newest.write_bytes(newest.read_bytes()[:-7])  # truncated, as by a full disk
+    state = folder.load_resume_state()
+    assert state["iteration"] == 5
+    assert "state_00000009.pt" in caplog.text and "sha256 mismatch" in caplog.text
+
+
+def test_a_corrupt_checkpoint_is_reported_and_remade_identically(tmp_path, tiny_settings, caplog):
+    settings, execution = tiny_settings()
+    train.run(settings, tmp_path, execution)
+    folder = RunFolder(tmp_path)
+    original = read_json(folder.manifest_path)["files"]
+    victim = folder.checkpoint_path(4)
+    victim.write_bytes(b"garbage" + victim.read_bytes()[7:])
+    folder.write_status("interrupted")
+    assert train.run(settings, tmp_path, execution) == "done"
+    assert "iteration_00000004.pt is missing or corrupt" in caplog.text
+    assert read_json(folder.manifest_path)["files"] == original
+    assert sha256_file(victim) == original[victim.name]["sha256"]
+
+
+@pytest.mark.parametrize("words, needle", [
+    (["depth=0"], "depth=0 is out of range"),
+    (["arch=transformer"], "accepted: convnet, convresnet, mlp, resnet, vgg"),
+    (["dataset=cifar10", "download=false"], "python utils.py download cifar10"),
+    (["checkpoint_extra=[100000]"], "checkpoint_extra=[100000] goes past the last iteration"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, words, needle):
+    out_dir = tmp_path / "outputs"
+    result = run_cli("train.py", [*tiny_words(out_dir), f"data_root={tmp_path / 'datasets'}", *words])
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not out_dir.exists()
+
+
+def test_help_exits_0():
+    result = run_cli("train.py", ["--help"])
+    assert result.returncode == 0 and "label_noise=0.0" in result.stdout

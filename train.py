@@ -1,0 +1,292 @@
+"""python train.py [experiment=NAME] [key=value | key=a,b,c ...] — train a grid of runs, one after another.
+
+Writes `<out_dir>/<experiment>/runs/<run_id>/` per run (layout in checkpointing.py): log-spaced
+checkpoints with a sha256 manifest, a per-iteration log and a status file. Runs that are done are
+skipped and partial ones resume exactly where they stopped (bit for bit on CPU). `--help` lists
+every key. Exit codes: 0 all runs done or diverged, 1 a run failed, 2 bad input (nothing written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as functional
+
+import data
+import models
+from checkpointing import RunFolder, checkpoint_schedule
+from conf import Execution, Settings, SettingsError, help_text, parse_arguments
+from utils import atomic_write_json, derive_seed, setup_logging
+
+logger = logging.getLogger("train")
+LOG_FLUSH_EVERY = 50  # iterations between host syncs for the log (and the divergence check)
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGUSR2 arrived; the resumable state was saved first."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(f"stopped by signal {signal.Signals(signal_number).name}")
+        self.signal_number = signal_number
+
+
+def learning_rate(settings: Settings, iteration: int, iterations_per_epoch: int) -> float:
+    """The lr of step `iteration` (0-based): a pure function, so resuming needs no scheduler state."""
+    epoch = iteration // iterations_per_epoch
+    factor = 1.0
+    if settings.lr_schedule == "multistep":
+        factor = settings.lr_gamma ** sum(epoch >= milestone for milestone in settings.lr_milestones)
+    elif settings.lr_schedule == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * iteration / (settings.epochs * iterations_per_epoch)))
+    if iteration < settings.warmup_iterations:
+        factor *= (iteration + 1) / settings.warmup_iterations
+    return settings.lr * factor
+
+
+def make_optimizer(settings: Settings, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=settings.lr, betas=(settings.momentum, 0.999),
+                                weight_decay=settings.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                           weight_decay=settings.weight_decay)
+
+
+def loss_function(settings: Settings, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if settings.loss == "mse":  # squared error to one-hot targets, averaged over batch and classes
+        return functional.mse_loss(logits.float(), functional.one_hot(labels, logits.shape[1]).float())
+    return functional.cross_entropy(logits.float(), labels)
+
+
+@torch.no_grad()
+def evaluate(settings, model, images, labels, dataset, batch_size: int = 1000) -> tuple[float, float]:
+    """(mean loss, accuracy) of the model in eval mode over a whole split."""
+    model.eval()
+    total_loss, correct = torch.zeros((), device=images.device), torch.zeros((), device=images.device)
+    for start in range(0, len(images), batch_size):
+        logits = model(data.normalize(images[start:start + batch_size], dataset.mean, dataset.std))
+        batch_labels = labels[start:start + batch_size]
+        total_loss += loss_function(settings, logits, batch_labels) * len(batch_labels)
+        correct += (logits.argmax(1) == batch_labels).sum()
+    model.train()
+    return total_loss.item() / len(images), correct.item() / len(images)
+
+
+_DATA_CACHE: dict = {}
+
+
+def load_data(settings: Settings, execution: Execution) -> data.ImageDataset:
+    """Load (or generate) the dataset once per process: a grid's runs usually share it."""
+    key = (settings.dataset, settings.data_seed, settings.train_subset,
+           *((getattr(settings, name) for name in ("image_size", "synthetic_classes", "synthetic_train_size",
+                                                   "synthetic_test_size")) if settings.dataset == "synthetic" else ()),
+           execution.data_root)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # keep one dataset in memory
+        _DATA_CACHE[key] = data.load_dataset(settings, data_root=Path(execution.data_root), download=execution.download)
+    return _DATA_CACHE[key]
+
+
+def check_fits(settings: Settings, dataset: data.ImageDataset) -> None:
+    """Checks that need the dataset's size (known only once it is read)."""
+    examples = len(dataset.train_labels)
+    if settings.batch_size > examples:
+        raise SettingsError(f"batch_size={settings.batch_size} exceeds the {examples} training examples of "
+                            f"{settings.dataset}; accepted: 1..{examples}")
+    total = settings.epochs * (examples // settings.batch_size)
+    beyond = [iteration for iteration in settings.checkpoint_extra if iteration > total]
+    if beyond:
+        raise SettingsError(f"checkpoint_extra={list(settings.checkpoint_extra)} goes past the last iteration; "
+                            f"accepted: iterations in 0..{total}")
+
+
+def resolve_device(execution: Execution) -> torch.device:
+    if execution.device == "cuda" and not torch.cuda.is_available():
+        raise SettingsError("device='cuda' but no CUDA device is visible; accepted here: auto, cpu")
+    if execution.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(execution.device)
+
+
+@contextlib.contextmanager
+def stop_on_signals(enabled: bool):
+    """SIGTERM/SIGUSR2 set a flag that the loop checks after each step (save, then stop)."""
+    received: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in (signal.SIGTERM, signal.SIGUSR2)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def run(settings: Settings, run_dir: str | Path, execution: Execution = Execution(), *,
+        handle_signals: bool = True) -> str:
+    """Train one run to its end, resuming from the newest good state in `run_dir`. Returns the final
+    state: "done" or "diverged" (raises Interrupted on SIGTERM/SIGUSR2)."""
+    folder = RunFolder(run_dir)
+    record = {"run_id": settings.run_id, "settings": settings.to_record()}
+    folder.prepare(record)
+    if folder.read_status()["state"] == "done":
+        return "done"
+    if execution.threads:
+        torch.set_num_threads(execution.threads)
+    device = resolve_device(execution)
+    dataset = load_data(settings, execution).to(device)
+    train_labels = dataset.train_labels
+    if settings.label_noise > 0:  # IntermediateNC's noisy-label runs; the analysis needs the trained-on labels
+        train_labels, changed = data.apply_label_noise(train_labels, fraction=settings.label_noise,
+                                                       num_classes=dataset.num_classes, seed=settings.seed)
+        atomic_write_json(folder.path / "label_noise.json", {
+            "fraction": settings.label_noise, "indices": changed.tolist(),
+            "original": dataset.train_labels[changed].tolist(), "noisy": train_labels[changed].tolist()})
+    stream = data.TrainingStream(dataset.train_images, train_labels, batch_size=settings.batch_size,
+                                 augment=settings.augment, seed=settings.seed, mean=dataset.mean, std=dataset.std)
+    per_epoch = stream.iterations_per_epoch
+    total = settings.epochs * per_epoch
+    schedule = checkpoint_schedule(total_iterations=total, iterations_per_epoch=per_epoch,
+                                   every_epochs=settings.checkpoint_every_epochs, extra=settings.checkpoint_extra)
+    folder.start_manifest(schedule, per_epoch)
+
+    torch.manual_seed(derive_seed(settings.seed, "init"))
+    model = models.build(settings, input_shape=tuple(dataset.train_images.shape[1:]),
+                         num_classes=dataset.num_classes).to(device)
+    if execution.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(settings, model)
+
+    # A missing or corrupt checkpoint is re-made by resuming from a state before it (training is deterministic).
+    corrupt = folder.corrupt_checkpoints()
+    state = folder.load_resume_state(at_most=corrupt[0] - 1 if corrupt else None)
+    iteration = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        iteration = state["iteration"]
+        logger.info("%s: resuming at iteration %d of %d", settings.run_id, iteration, total)
+    folder.truncate_log(iteration)
+    folder.write_status("running", iteration=iteration, total_iterations=total)
+
+    def resume_state() -> dict:
+        return {"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state()}
+
+    def save_checkpoint(log_record: dict) -> None:
+        test_loss, test_accuracy = evaluate(settings, model, dataset.test_images, dataset.test_labels, dataset)
+        metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy}
+        log_record.update(metrics)
+        folder.save_checkpoint(iteration=iteration, epoch=iteration / per_epoch, stage=1, settings_record=record,
+                               model_state=model.state_dict(), metrics=metrics)
+
+    scheduled = set(schedule)
+    if iteration in scheduled and folder.checkpoint_path(iteration).name not in folder.read_manifest()["files"]:
+        save_checkpoint({})
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                              enabled=execution.bf16 and device.type == "cuda")
+    pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
+    last_saved = time.monotonic()
+    progress = _progress_bar(execution, total, iteration, settings.run_id)
+    with stop_on_signals(handle_signals) as received:
+        while iteration < total:
+            lr = learning_rate(settings, iteration, per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, labels = stream.batch(iteration)
+            with autocast:
+                logits = model(images)
+                loss = loss_function(settings, logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iteration += 1
+            pending.append((iteration, lr, loss.detach(), (logits.argmax(1) == labels).float().mean()))
+            if progress is not None:
+                progress.update(1)
+            at_checkpoint = iteration in scheduled
+            save_now = at_checkpoint or received or time.monotonic() - last_saved >= execution.resume_every_seconds
+            if save_now or len(pending) >= LOG_FLUSH_EVERY:
+                records = [{"iteration": step, "epoch": step / per_epoch, "lr": step_lr, "train_loss": value.item(),
+                            "train_accuracy": accuracy.item()} for step, step_lr, value, accuracy in pending]
+                pending.clear()
+                diverged = next((r["iteration"] for r in records if not math.isfinite(r["train_loss"])), None)
+                if diverged is not None:  # a grid goes on; the status says where
+                    folder.append_log([r for r in records if r["iteration"] <= diverged])
+                    folder.write_status("diverged", iteration=diverged, total_iterations=total,
+                                        reason=f"non-finite training loss at iteration {diverged}")
+                    logger.warning("%s diverged at iteration %d", settings.run_id, diverged)
+                    return "diverged"
+                if at_checkpoint:
+                    save_checkpoint(records[-1])
+                    if progress is None:
+                        logger.info("%s iteration %d/%d %s", settings.run_id, iteration, total, json.dumps(records[-1]))
+                folder.append_log(records)
+            if save_now and iteration < total:
+                folder.save_resume_state(resume_state())
+                folder.write_status("running", iteration=iteration, total_iterations=total)
+                last_saved = time.monotonic()
+            if received:
+                folder.write_status("interrupted", iteration=iteration, total_iterations=total,
+                                    reason=f"signal {signal.Signals(received[0]).name}")
+                raise Interrupted(received[0])
+    if progress is not None:
+        progress.close()
+    folder.write_status("done", iteration=total, total_iterations=total)  # written last: "done" means complete
+    return "done"
+
+
+def _progress_bar(execution: Execution, total: int, initial: int, description: str):
+    if execution.progress == "off" or (execution.progress == "auto" and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit="it", leave=False)
+
+
+def main(arguments: list[str]) -> int:
+    if any(argument in ("-h", "--help", "help") for argument in arguments):
+        print(help_text())
+        return 0
+    try:
+        plan = parse_arguments(arguments)
+        setup_logging(plan.execution.log_level)
+        resolve_device(plan.execution)
+        for settings in plan.grid:  # pre-flight: every dataset readable before anything is written
+            check_fits(settings, load_data(settings, plan.execution))
+    except (SettingsError, data.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    experiment_dir = Path(plan.execution.out_dir) / plan.experiment
+    outcomes: dict[str, list[str]] = {}
+    for index, settings in enumerate(plan.grid, 1):
+        run_dir = experiment_dir / "runs" / settings.run_id
+        logger.info("run %d/%d: %s", index, len(plan.grid), run_dir)
+        try:
+            outcome = run(settings, run_dir, plan.execution)
+        except Interrupted as error:
+            logger.warning("%s: %s; the state is saved, run the same command to resume", settings.run_id, error)
+            return 128 + error.signal_number
+        except Exception as error:  # the grid goes on; the status file keeps the reason
+            logger.exception("%s failed", settings.run_id)
+            RunFolder(run_dir).write_status("failed", reason=f"{type(error).__name__}: {error}")
+            outcome = "failed"
+        outcomes.setdefault(outcome, []).append(settings.run_id)
+    summary = ", ".join(f"{len(ids)} {state}" for state, ids in outcomes.items())
+    print(f"{len(plan.grid)} run(s) of experiment {plan.experiment!r}: {summary}. Results in {experiment_dir / 'runs'}")
+    return 1 if "failed" in outcomes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
