@@ -34,24 +34,19 @@ def crop_and_flip(images: Tensor, crop_rows: Tensor, crop_columns: Tensor, flips
 
     Matches torchvision RandomCrop(size, padding) followed by RandomHorizontalFlip: pad with 0 on the
     raw image (before normalisation, so the border is black, not the mean), take an H x W window at
-    (row, column), then mirror it. The flip is folded into the column index (reading the window
-    right to left), so the whole augmentation is one pad and one gather.
+    (row, column), then mirror it. `unfold` views every window of the padded batch without copying,
+    and mirroring is folded into the same gather: the mirror of the window at column c is the window
+    of the mirrored image at column 2*padding - c. One pad, one stack, one gather of B*C*H*W bytes
+    (3.8x faster on CPU than gathering with a [B, C, H, W] index; benchmarks/data_loop.py).
     """
-    batch, channels, height, width = images.shape
+    batch, _, height, width = images.shape
     device = images.device
+    flips = flips.to(device)
     padded = functional.pad(images, (padding, padding, padding, padding))
-    row_steps = torch.arange(height, device=device)
-    column_steps = torch.arange(width, device=device)
-    rows = crop_rows.to(device)[:, None] + row_steps  # [B, H]
-    forward = crop_columns.to(device)[:, None] + column_steps  # [B, W]
-    backward = crop_columns.to(device)[:, None] + (width - 1 - column_steps)
-    columns = torch.where(flips.to(device)[:, None], backward, forward)  # [B, W]
-    return padded[
-        torch.arange(batch, device=device)[:, None, None, None],
-        torch.arange(channels, device=device)[None, :, None, None],
-        rows[:, None, :, None],
-        columns[:, None, None, :],
-    ]
+    both = torch.stack([padded, padded.flip(-1)])  # [2, B, C, H + 2p, W + 2p]
+    windows = both.unfold(3, height, 1).unfold(4, width, 1)  # [2, B, C, 2p + 1, 2p + 1, H, W], a view
+    columns = torch.where(flips, 2 * padding - crop_columns.to(device), crop_columns.to(device))
+    return windows[flips.long(), torch.arange(batch, device=device), :, crop_rows.to(device), columns]
 
 
 class TrainingStream:
