@@ -25,7 +25,7 @@ EXPERIMENTS = {
             "demo",
             "synthetic data on a CPU in a few minutes: CONV-L-32 of two depths, clean and 20% noisy labels",
             {"dataset": "synthetic", "arch": "convnet", "depth": [2, 4], "width": 32,
-             "label_noise": [0.0, 0.2], "epochs": 12, "lr": 0.05, "lr_schedule": "multistep",
+             "label_noise": [0.0, 0.2], "epochs": 12, "lr": 0.02, "lr_schedule": "multistep",
              "lr_milestones": (8,), "batch_size": 128},
         ),
     )

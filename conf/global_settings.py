@@ -56,7 +56,7 @@ class Settings:
     # optimisation
     loss: str = setting("ce", "training loss: cross-entropy or mean squared error to one-hot targets", choices=("ce", "mse"))
     optimizer: str = setting("sgd", "optimizer", choices=("sgd", "adam"))
-    lr: float = setting(0.05, "peak learning rate", above=0.0)
+    lr: float = setting(0.02, "peak learning rate", above=0.0)
     momentum: float = setting(0.9, "SGD momentum (adam: beta1)", minimum=0.0, below=1.0)
     weight_decay: float = setting(5e-4, "L2 weight decay (coupled, as torch.optim applies it)", minimum=0.0)
     lr_schedule: str = setting("multistep", "constant, multistep (x lr_gamma at each milestone) or cosine to 0", choices=("constant", "multistep", "cosine"))

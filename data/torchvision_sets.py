@@ -117,6 +117,7 @@ def download(name: str, *, data_root: Path) -> None:
         return
     except DataError:
         pass
+    created_root = not data_root.exists()
     data_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".download-{name}-", dir=data_root))
     previous_timeout = socket.getdefaulttimeout()
@@ -126,6 +127,9 @@ def download(name: str, *, data_root: Path) -> None:
             _open_split(name, staging, train=train, download=True)
         _move_files(staging, data_root)
     except Exception as error:  # URLError, socket.timeout, torchvision's RuntimeError, a full disk ...
+        shutil.rmtree(staging, ignore_errors=True)
+        if created_root and not any(data_root.iterdir()):
+            data_root.rmdir()  # a failed download leaves nothing behind
         raise DataError(f"{name} not found under {data_root} and it could not be downloaded (offline?) "
                         f"({_cause(error)}): {_prefetch_hint(name, data_root)}") from error
     finally:

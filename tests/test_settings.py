@@ -127,3 +127,19 @@ def test_help_lists_every_key_with_default_and_doc():
         assert f"  {item.name}=" in text, item.name
         assert item.metadata["doc"] in text
     assert "lr_milestones=[]" in text and "augment=false" in text
+
+
+def test_readme_settings_tables_match_the_code():
+    from conf.global_settings import describe_accepted
+    from tests.conftest import REPOSITORY
+
+    rows = {}
+    for line in (REPOSITORY / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[1].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1].strip("`"), cells[2], cells[3]
+    for item in dataclasses.fields(Settings) + dataclasses.fields(Execution):
+        default = item.default
+        shown = f"[{','.join(map(str, default))}]" if isinstance(default, tuple) else \
+            str(default).lower() if isinstance(default, bool) else str(default)
+        assert rows.get(item.name) == (shown, describe_accepted(item), item.metadata["doc"]), item.name
