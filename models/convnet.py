@@ -65,9 +65,11 @@ class ConvNet(LayerwiseModel):
         out_height, out_width = stem_output_size(height), stem_output_size(width_in_pixels)
         super().__init__(
             stem=downsampling_stem(channels, width, batch_norm=batch_norm),
-            blocks=[
-                conv_block(width, width, kernel_size=3, padding=1, batch_norm=batch_norm)
-                for _ in range(depth)
-            ],
+            blocks=[self.make_block(width, batch_norm=batch_norm) for _ in range(depth)],
             head=flatten_linear_head(width * out_height * out_width, num_classes),
         )
+
+    @staticmethod
+    def make_block(width: int, *, batch_norm: bool) -> nn.Module:
+        """One of the `depth` blocks: 3×3 conv (padding 1) → BN → ReLU; subclasses change only this."""
+        return conv_block(width, width, kernel_size=3, padding=1, batch_norm=batch_norm)

@@ -3,15 +3,14 @@ models/convresnet.py), the residual counterpart of CONV-L-W (Galanti et al., TML
 
 from torch import nn
 
-from models.base import LayerwiseModel, require_positive
-from models.convnet import downsampling_stem, stem_output_size
-from models.layers import BasicBlock, flatten_linear_head
+from models.convnet import ConvNet
+from models.layers import BasicBlock
 from models.registry import register
 
 
 @register("convresnet")
-class ConvResNet(LayerwiseModel):
-    """CONV-L-W's stem and head around `depth` residual blocks of `width` channels.
+class ConvResNet(ConvNet):
+    """CONV-L-W's stem and head (inherited from ConvNet) around `depth` residual blocks of `width` channels.
 
     Each block: relu(x + BN(conv3×3(ReLU(BN(conv3×3(x)))))), the two-conv block of the source (its
     `alpha` fixed to 1). The source returns the sum and applies the ReLU as the next layer; here the
@@ -25,23 +24,6 @@ class ConvResNet(LayerwiseModel):
     it); no conv bias before BN; ReLU, not leaky ReLU. PyTorch default init.
     """
 
-    def __init__(
-        self,
-        *,
-        depth: int,
-        width: int,
-        batch_norm: bool,
-        input_shape: tuple[int, int, int],
-        num_classes: int,
-    ) -> None:
-        require_positive(depth=depth, width=width, num_classes=num_classes)
-        channels, height, width_in_pixels = input_shape
-        out_height, out_width = stem_output_size(height), stem_output_size(width_in_pixels)
-        blocks: list[nn.Module] = [
-            BasicBlock(width, width, stride=1, batch_norm=batch_norm) for _ in range(depth)
-        ]
-        super().__init__(
-            stem=downsampling_stem(channels, width, batch_norm=batch_norm),
-            blocks=blocks,
-            head=flatten_linear_head(width * out_height * out_width, num_classes),
-        )
+    @staticmethod
+    def make_block(width: int, *, batch_norm: bool) -> nn.Module:
+        return BasicBlock(width, width, stride=1, batch_norm=batch_norm)
