@@ -247,7 +247,7 @@ def test_download_stages_files_and_skips_present_data(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", fake_download_and_extract_archive)
     with pytest.raises(DataError, match="could not be downloaded"):
         data.download("mnist", data_root=root)
-    assert list(root.iterdir()) == []  # neither the fetched train files nor the staging folder
+    assert not root.exists()  # neither the fetched train files, the staging folder, nor the folder we created
     failing[0], fetched[:] = False, []
     data.download("mnist", data_root=root)
     assert [path.name for path in root.iterdir()] == ["MNIST"]
