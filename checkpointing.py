@@ -3,7 +3,8 @@
 Layout of `<out_dir>/<experiment>/runs/<run_id>/`:
 
     settings.json             the run's settings (the truth) and run id
-    status.json               running | done | diverged | failed | interrupted, iteration, reason
+    status.json               running | done | diverged | failed | interrupted, iteration, reason (the run writes it)
+    job.json                  the Slurm job last submitted for the run (the submitter writes it)
     log.jsonl                 one line per iteration (train loss, accuracy, lr; test metrics at checkpoints)
     label_noise.json          which training labels were changed, and to what (label_noise > 0)
     manifest.json             the checkpoint schedule and, per written checkpoint, its sha256
@@ -48,6 +49,14 @@ def checkpoint_schedule(*, total_iterations: int, iterations_per_epoch: int, eve
     return sorted(points)
 
 
+def slurm_job_id() -> str | None:
+    """This process's Slurm job id as squeue prints it (`123_4` for an array task), or None."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 class CorruptFile(Exception):
     """A file whose sha256 does not match the one recorded when it was written."""
 
@@ -57,6 +66,7 @@ class RunFolder:
         self.path = Path(path)
         self.settings_path = self.path / "settings.json"
         self.status_path = self.path / "status.json"
+        self.job_path = self.path / "job.json"
         self.log_path = self.path / "log.jsonl"
         self.manifest_path = self.path / "manifest.json"
         self.checkpoints = self.path / "checkpoints"
@@ -69,9 +79,24 @@ class RunFolder:
         except (FileNotFoundError, json.JSONDecodeError):
             return {"state": "new"}
 
+    def read_job(self) -> dict:
+        """The submitter's record of the last Slurm job launched for this run ({} if none)."""
+        try:
+            return json.loads(self.job_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def write_job(self, job_id: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.job_path, {"job_id": job_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                          "submitted_at": time.time()})
+
     def write_status(self, state: str, **fields) -> None:
-        record = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
-                  "pid": os.getpid(), **fields}
+        """Record the run's state; inside a Slurm job the job id comes along, so status can ask squeue."""
+        job_id = slurm_job_id()
+        record = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated_at": time.time(),
+                  "host": socket.gethostname(),
+                  "pid": os.getpid(), **({"job_id": job_id} if job_id else {}), **fields}
         atomic_write_json(self.status_path, record)
 
     # -- start of a run -----------------------------------------------------------------------

@@ -256,36 +256,31 @@ def _progress_bar(execution: Execution, total: int, initial: int, description: s
 
 
 def main(arguments: list[str]) -> int:
+    """`python train.py [status] [experiment=NAME] [key=value ...]`; see --help."""
     if any(argument in ("-h", "--help", "help") for argument in arguments):
         print(help_text())
         return 0
+    show_status = bool(arguments) and arguments[0] == "status"
     try:
-        plan = parse_arguments(arguments)
+        plan = parse_arguments(arguments[1:] if show_status else arguments)
         setup_logging(plan.execution.log_level)
-        resolve_device(plan.execution)
+        from slurm import launch, runs  # here: slurm/ imports this module
+
+        if show_status:
+            experiment_dir = Path(plan.execution.out_dir) / plan.experiment
+            print(runs.status_table(runs.observe(plan.grid, experiment_dir, runs.queued_job_ids())))
+            return 0
+        if plan.cluster.launcher != "slurm":
+            resolve_device(plan.execution)
         for settings in plan.grid:  # pre-flight: every dataset readable before anything is written
             check_fits(settings, load_data(settings, plan.execution))
+        return launch.launch(plan)
     except (SettingsError, data.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    experiment_dir = Path(plan.execution.out_dir) / plan.experiment
-    outcomes: dict[str, list[str]] = {}
-    for index, settings in enumerate(plan.grid, 1):
-        run_dir = experiment_dir / "runs" / settings.run_id
-        logger.info("run %d/%d: %s", index, len(plan.grid), run_dir)
-        try:
-            outcome = run(settings, run_dir, plan.execution)
-        except Interrupted as error:
-            logger.warning("%s: %s; the state is saved, run the same command to resume", settings.run_id, error)
-            return 128 + error.signal_number
-        except Exception as error:  # the grid goes on; the status file keeps the reason
-            logger.exception("%s failed", settings.run_id)
-            RunFolder(run_dir).write_status("failed", reason=f"{type(error).__name__}: {error}")
-            outcome = "failed"
-        outcomes.setdefault(outcome, []).append(settings.run_id)
-    summary = ", ".join(f"{len(ids)} {state}" for state, ids in outcomes.items())
-    print(f"{len(plan.grid)} run(s) of experiment {plan.experiment!r}: {summary}. Results in {experiment_dir / 'runs'}")
-    return 1 if "failed" in outcomes else 0
+    except Interrupted as error:
+        logger.warning("%s; the state is saved: run the same command to resume", error)
+        return 128 + error.signal_number
 
 
 if __name__ == "__main__":

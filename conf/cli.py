@@ -11,20 +11,23 @@ import difflib
 import itertools
 from dataclasses import dataclass
 
+from conf.cluster import Cluster
 from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
 from conf.global_settings import Execution, Settings, SettingsError, describe_accepted, parse_value
 
 RUN_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
 EXECUTION_FIELDS = {item.name: item for item in dataclasses.fields(Execution)}
+CLUSTER_FIELDS = {item.name: item for item in dataclasses.fields(Cluster)}
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What one command line asks for: an experiment's grid of runs and how to execute them."""
+    """What one command line asks for: an experiment's grid of runs, how to execute and how to launch them."""
 
     experiment: str
     grid: tuple[Settings, ...]
     execution: Execution
+    cluster: Cluster = Cluster()
 
 
 def split_sweep(text: str) -> list[str]:
@@ -42,15 +45,15 @@ def split_sweep(text: str) -> list[str]:
 
 
 def _unknown_key(key: str) -> SettingsError:
-    known = ["experiment", *RUN_FIELDS, *EXECUTION_FIELDS]
+    known = ["experiment", *RUN_FIELDS, *EXECUTION_FIELDS, *CLUSTER_FIELDS]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return SettingsError(f"unknown key {key!r}; {hint}see `python train.py --help` for the accepted keys")
 
 
-def parse_arguments(arguments: list[str], extra_execution: dict | None = None) -> Plan:
-    """Command-line words -> Plan. `extra_execution` lets a caller (e.g. slurm/) add option fields."""
-    experiment_name, run_values, execution_values = DEFAULT_EXPERIMENT, {}, {}
+def parse_arguments(arguments: list[str]) -> Plan:
+    """Command-line words -> Plan (SettingsError on any bad word)."""
+    experiment_name, run_values, execution_values, cluster_values = DEFAULT_EXPERIMENT, {}, {}, {}
     for argument in arguments:
         key, separator, text = argument.partition("=")
         if not separator or not key:
@@ -63,12 +66,14 @@ def parse_arguments(arguments: list[str], extra_execution: dict | None = None) -
             run_values[key] = [parse_value(RUN_FIELDS[key], part) for part in split_sweep(text)]
         elif key in EXECUTION_FIELDS:
             execution_values[key] = parse_value(EXECUTION_FIELDS[key], text)
+        elif key in CLUSTER_FIELDS:
+            cluster_values[key] = parse_value(CLUSTER_FIELDS[key], text)
         else:
             raise _unknown_key(key)
     preset = {key: value if isinstance(value, list) else [value]
               for key, value in EXPERIMENTS[experiment_name].settings.items()}
     grid = expand_grid({**preset, **run_values})
-    return Plan(experiment_name, grid, Execution(**execution_values))
+    return Plan(experiment_name, grid, Execution(**execution_values), Cluster(**cluster_values))
 
 
 def expand_grid(sweeps: dict[str, list]) -> tuple[Settings, ...]:
@@ -83,12 +88,15 @@ def expand_grid(sweeps: dict[str, list]) -> tuple[Settings, ...]:
 
 def help_text() -> str:
     """`--help`: every key, its default and its doc, run settings first."""
-    lines = ["usage: python train.py [experiment=NAME] [key=value | key=a,b,c ...]", "",
-             "A value a,b,c sweeps that key; several swept keys form a Cartesian grid.", "",
+    lines = ["usage: python train.py [experiment=NAME] [key=value | key=a,b,c ...]",
+             "       python train.py status [experiment=NAME] [key=value ...]   one row per run of the grid",
+             "       sh train.sh [experiment=NAME] [key=value ...]              the same grid as Slurm job arrays", "",
+             "A value a,b,c sweeps a run setting; several swept keys form a Cartesian grid.", "",
              "experiments:"]
     lines += [f"  {name:<22} {experiment.description}" for name, experiment in EXPERIMENTS.items()]
     for title, fields in (("run settings (they define the run id)", RUN_FIELDS),
-                          ("execution options (never part of the run id)", EXECUTION_FIELDS)):
+                          ("execution options (never part of the run id)", EXECUTION_FIELDS),
+                          ("launch options (never part of the run id; site defaults in conf/cluster.py)", CLUSTER_FIELDS)):
         lines += ["", f"{title}:"]
         for name, item in fields.items():
             default = item.default

@@ -71,8 +71,7 @@ class Settings:
     checkpoint_extra: tuple[int, ...] = setting((), "also checkpoint at these iterations, e.g. [100,300]")
 
     def __post_init__(self):
-        for item in dataclasses.fields(self):
-            _check_value(item, getattr(self, item.name))
+        check_fields(self)
         if self.arch == "vgg" and self.depth not in VGG_DEPTHS:
             raise SettingsError(f"depth={self.depth} is not a VGG variant; accepted with arch=vgg: {', '.join(map(str, VGG_DEPTHS))}")
         if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(not 0 < m <= self.epochs for m in self.lr_milestones):
@@ -129,13 +128,17 @@ class Execution:
     log_level: str = setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     def __post_init__(self):
-        for item in dataclasses.fields(self):
-            _check_value(item, getattr(self, item.name))
+        check_fields(self)
 
 
 def _type_of(item: dataclasses.Field) -> type:
-    owner = Settings if item.name in {f.name for f in dataclasses.fields(Settings)} else Execution
-    return typing.get_type_hints(owner)[item.name]
+    return item.type  # a real type: this package never uses `from __future__ import annotations`
+
+
+def check_fields(instance) -> None:
+    """Validate every field of a settings dataclass against its type and range (SettingsError)."""
+    for item in dataclasses.fields(instance):
+        _check_value(item, getattr(instance, item.name))
 
 
 def describe_accepted(item: dataclasses.Field) -> str:

@@ -1,0 +1,77 @@
+"""The unit of work every launcher runs: a pack of runs, one after another (train.run each).
+
+On Slurm it is wrapped in `TrainJob`, a submitit `Checkpointable`. While a run trains, train.run's
+own handler holds SIGUSR2: the loop finishes its step, saves the resumable state and raises
+`Interrupted`. Only then is submitit's handler called, which pickles the job's *arguments* (the
+settings, never a state path), requeues this array element alone (`scontrol requeue 123_4`) and
+exits. On every start the runs discover their newest good state in their folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import submitit
+
+from checkpointing import RunFolder
+from conf import Execution, Settings
+from utils import setup_logging
+
+logger = logging.getLogger(__name__)
+FINISHED = ("done", "failed", "diverged")
+
+
+def _folder(experiment_dir: str | Path, record: dict) -> RunFolder:
+    return RunFolder(Path(experiment_dir) / "runs" / Settings.from_record(record).run_id)
+
+
+def train_pack(experiment_dir: str | Path, records: list[dict], execution_record: dict) -> dict[str, str]:
+    """Train each run (settings records) under `<experiment_dir>/runs/`; a failure is recorded in the
+    run's status and the pack goes on. Returns {run_id: done | diverged | failed}."""
+    import train  # here: train imports this package for its CLI
+
+    execution = Execution(**execution_record)
+    setup_logging(execution.log_level)  # in a job or worker process: our lines reach its log file
+    outcomes = {}
+    for record in records:
+        settings, folder = Settings.from_record(record), _folder(experiment_dir, record)
+        try:
+            outcomes[settings.run_id] = train.run(settings, folder.path, execution)
+        except train.Interrupted:
+            raise
+        except Exception as error:  # the status file keeps the reason; the other runs go on
+            logger.exception("%s failed", settings.run_id)
+            folder.write_status("failed", reason=f"{type(error).__name__}: {error}")
+            outcomes[settings.run_id] = "failed"
+    return outcomes
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """A Slurm array element: `train_pack` with save-then-requeue on SIGUSR2 (timeout, preemption).
+
+    A restart needs nothing but the arguments: each run discovers its state in its folder."""
+
+    def checkpoint(self, experiment_dir: str, records: list[dict], execution_record: dict):
+        """Resubmit the pack without its finished runs (a failed run is retried only when asked)."""
+        remaining = [record for record in records
+                     if _folder(experiment_dir, record).read_status().get("state") not in FINISHED]
+        return submitit.helpers.DelayedSubmission(self, experiment_dir, remaining, execution_record)
+
+    def __call__(self, experiment_dir: str, records: list[dict], execution_record: dict) -> dict[str, str]:
+        import train
+
+        try:
+            return train_pack(experiment_dir, records, execution_record)
+        except train.Interrupted as interrupted:
+            if interrupted.signal_number != signal.SIGUSR2:
+                raise  # SIGTERM: scancel or the end of the job; the state is saved, nothing to requeue
+            for record in records:  # the pack's unfinished runs wait in the queue again, not "interrupted"
+                folder = _folder(experiment_dir, record)
+                if folder.read_status().get("state") not in FINISHED:
+                    folder.write_status("queued", reason=f"requeued after SIGUSR2 ({interrupted})")
+            submitit_handler = signal.getsignal(signal.SIGUSR2)  # train.run restored it on the way out
+            if callable(submitit_handler):
+                submitit_handler(signal.SIGUSR2, None)  # checkpoint() -> scontrol requeue -> exit
+            raise

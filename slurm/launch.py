@@ -1,0 +1,154 @@
+"""Launch a grid: inline (this process), local (worker processes) or slurm (submitit job arrays).
+
+Every launcher first decides from the run folders what to launch (slurm/runs.py): done, queued and
+running runs never again, failed and diverged ones only with retry=failed. So submitting the same
+grid twice submits nothing the second time, and a deleted run folder is exactly what comes back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shutil
+import subprocess
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from conf import Plan, SettingsError
+from conf.cluster import sbatch_parameters
+from slurm.job import TrainJob, train_pack
+from slurm.runs import RunView, observe, queued_job_ids, to_launch
+
+logger = logging.getLogger(__name__)
+REPOSITORY = Path(__file__).resolve().parent.parent
+SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
+
+
+def pack_runs(views: list[RunView], runs_per_job: int) -> list[list[RunView]]:
+    """Consecutive groups of `runs_per_job` runs: each group is one job (short runs share a job)."""
+    return [views[start:start + runs_per_job] for start in range(0, len(views), runs_per_job)]
+
+
+def split_arrays(packs: list, max_array_size: int) -> list[list]:
+    """Arrays of at most `max_array_size` tasks (Slurm refuses array indices >= MaxArraySize)."""
+    return [packs[start:start + max_array_size] for start in range(0, len(packs), max_array_size)]
+
+
+def cluster_limits() -> dict[str, int]:
+    """MaxArraySize and MaxJobCount from `scontrol show config`, and the number of nodes (sinfo)."""
+    limits = {"MaxArraySize": SLURM_DEFAULT_MAX_ARRAY_SIZE, "MaxJobCount": 10000, "nodes": 1}
+    try:
+        config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60).stdout
+        for key in ("MaxArraySize", "MaxJobCount"):
+            match = re.search(rf"^{key}\s*=\s*(\d+)", config, re.MULTILINE)
+            if match:
+                limits[key] = int(match.group(1))
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, timeout=60).stdout
+        limits["nodes"] = len(set(nodes.split())) or 1
+    except (subprocess.SubprocessError, OSError):
+        logger.warning("could not read the cluster's limits; assuming Slurm's defaults")
+    return limits
+
+
+def absolute_execution(plan: Plan) -> dict:
+    """The execution options with absolute folders: jobs must not depend on where they start."""
+    return dataclasses.asdict(dataclasses.replace(plan.execution, out_dir=str(Path(plan.execution.out_dir).resolve()),
+                                                  data_root=str(Path(plan.execution.data_root).resolve())))
+
+
+def launch(plan: Plan) -> int:
+    """Launch what the grid still needs; print what was done or submitted. Returns an exit code."""
+    experiment_dir = Path(plan.execution.out_dir).resolve() / plan.experiment
+    views = observe(plan.grid, experiment_dir, queued_job_ids())
+    chosen = to_launch(views, plan.cluster.retry)
+    skipped = {}
+    for view in views:
+        if view not in chosen:
+            skipped[view.state] = skipped.get(view.state, 0) + 1
+    if skipped:
+        print(f"skipping {', '.join(f'{count} {state}' for state, count in sorted(skipped.items()))} run(s)"
+              + ("" if plan.cluster.retry == "failed" or not {"failed", "diverged"} & set(skipped)
+                 else " (retry=failed relaunches failed and diverged ones)"))
+    launcher = {"inline": launch_inline, "local": launch_local, "slurm": submit_to_slurm}[plan.cluster.launcher]
+    return launcher(plan, experiment_dir, chosen)
+
+
+def _report(plan: Plan, experiment_dir: Path, outcomes: dict[str, str]) -> int:
+    counts: dict[str, int] = {}
+    for outcome in outcomes.values():
+        counts[outcome] = counts.get(outcome, 0) + 1
+    summary = ", ".join(f"{count} {state}" for state, count in counts.items()) or "nothing to do"
+    print(f"{len(outcomes)} run(s) of experiment {plan.experiment!r} trained: {summary}. "
+          f"Results in {experiment_dir / 'runs'}")
+    return 1 if "failed" in counts else 0
+
+
+def launch_inline(plan: Plan, experiment_dir: Path, chosen: list[RunView]) -> int:
+    records = [view.settings.to_record() for view in chosen]
+    return _report(plan, experiment_dir, train_pack(experiment_dir, records, absolute_execution(plan)))
+
+
+def launch_local(plan: Plan, experiment_dir: Path, chosen: list[RunView]) -> int:
+    """`workers` processes at a time, one run each (spawned: no state shared with this process)."""
+    execution = absolute_execution(plan)
+    outcomes: dict[str, str] = {}
+    with ProcessPoolExecutor(max_workers=plan.cluster.workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(train_pack, experiment_dir, [view.settings.to_record()], execution) for view in chosen]
+        for future in futures:
+            outcomes.update(future.result())
+    return _report(plan, experiment_dir, outcomes)
+
+
+def make_executor(plan: Plan, experiment_dir: Path):
+    import submitit
+
+    cluster = plan.cluster
+    executor = submitit.SlurmExecutor(folder=experiment_dir / "slurm" / "%j", max_num_timeout=cluster.max_requeues)
+    # The job imports this repository's packages (the pickled TrainJob): put it first on PYTHONPATH.
+    setup = [f'export PYTHONPATH="{REPOSITORY}${{PYTHONPATH:+:$PYTHONPATH}}"',
+             *filter(None, (line.strip() for line in cluster.job_setup.split(";")))]
+    parameters = dict(job_name=f"lab-{plan.experiment}", time=cluster.time_minutes, cpus_per_task=cluster.cpus,
+                      signal_delay_s=cluster.signal_delay_seconds, array_parallelism=cluster.array_parallelism,
+                      setup=setup, additional_parameters=sbatch_parameters(cluster.sbatch_extra))
+    optional = {"partition": cluster.partition, "account": cluster.account, "qos": cluster.qos,
+                "constraint": cluster.constraint, "gpus_per_node": cluster.gpus,
+                "mem": f"{cluster.mem_gb}GB" if cluster.mem_gb else None}
+    parameters.update({key: value for key, value in optional.items() if value})
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def submit_to_slurm(plan: Plan, experiment_dir: Path, chosen: list[RunView]) -> int:
+    """One submitit array per chunk of at most MaxArraySize packs; job ids recorded in the run folders."""
+    if shutil.which("sbatch") is None:
+        raise SettingsError("launcher=slurm but there is no sbatch here; accepted here: launcher=inline or local")
+    packs = pack_runs(chosen, plan.cluster.runs_per_job)
+    if not packs:
+        print(f"submitted 0 jobs: every run of experiment {plan.experiment!r} is done, queued or running")
+        return 0
+    limits = cluster_limits()
+    if len(packs) > limits["MaxJobCount"]:
+        raise SettingsError(f"{len(packs)} jobs exceed the cluster's MaxJobCount={limits['MaxJobCount']}, which no "
+                            f"split avoids; accepted: fewer runs, or runs_per_job >= {-(-len(chosen) // limits['MaxJobCount'])}")
+    if limits["nodes"] > 1 and str(experiment_dir).startswith("/tmp"):
+        logger.warning("out_dir %s is under /tmp on a %d-node cluster: other nodes will not see it", experiment_dir,
+                       limits["nodes"])
+    executor = make_executor(plan, experiment_dir)
+    execution = absolute_execution(plan)
+    arrays = split_arrays(packs, limits["MaxArraySize"])
+    job_ids = []
+    for array in arrays:
+        with executor.batch():
+            jobs = [executor.submit(TrainJob(), str(experiment_dir), [view.settings.to_record() for view in pack],
+                                    execution) for pack in array]
+        for job, pack in zip(jobs, array):
+            job_ids.append(job.job_id)
+            for view in pack:
+                view.folder.write_job(job.job_id)
+    first = job_ids[0].split("_")[0]
+    print(f"submitted {len(packs)} job(s) for {len(chosen)} run(s) in {len(arrays)} array(s) (first array job {first}); "
+          f"logs in {experiment_dir / 'slurm'}; results in {experiment_dir / 'runs'}")
+    print(f"follow with: python train.py status experiment={plan.experiment} out_dir={plan.execution.out_dir} ...")
+    return 0

@@ -1,0 +1,107 @@
+"""What state each run of a grid is in, from the run folders (not from sacct), and what to launch.
+
+A run's `status.json` is the truth about it; `squeue` (when there is one) only says whether a job
+recorded as queued or running still exists. Many clusters, and our test cluster, have no
+accounting, so nothing here needs `sacct`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from checkpointing import RunFolder
+from conf import Settings
+
+ACTIVE = ("queued", "running")  # a job holds the run: never launched twice
+RETRYABLE = ("failed", "diverged")  # launched again only with retry=failed
+# "lost": recorded as queued or running, but its job is gone from the queue (or its local process
+# is dead) — cancelled, or its node failed. Launched again, like a new or interrupted run.
+
+
+@dataclass(frozen=True)
+class RunView:
+    settings: Settings
+    folder: RunFolder
+    status: dict
+    job: dict
+    state: str  # new | queued | running | done | diverged | failed | interrupted | lost
+
+
+def queued_job_ids() -> set[str] | None:
+    """Ids of this user's Slurm jobs still queued or running (array tasks one by one, as `123_4`);
+    None when there is no squeue to ask."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        listing = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i"], capture_output=True, text=True,
+                                 timeout=60, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return {line.strip() for line in listing.splitlines() if line.strip()}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def observed_state(status: dict, job: dict, queue: set[str] | None) -> str:
+    """The recorded state, with two corrections from the queue: a run whose job is queued but has not
+    written its status yet is "queued" (a retried failed run, say); a queued or running run whose job
+    or process is gone is "lost"."""
+    state = status.get("state", "new")
+    if queue is not None and job.get("job_id") in queue:
+        written_by_this_job = status.get("updated_at", 0) >= job.get("submitted_at", 0)
+        return state if written_by_this_job else "queued"
+    if state not in ACTIVE:
+        return state
+    job_id = status.get("job_id") or job.get("job_id")
+    if job_id and queue is not None:
+        return state if job_id in queue else "lost"
+    if not job_id and status.get("host") == socket.gethostname() and "pid" in status:
+        return state if _process_alive(status["pid"]) else "lost"
+    return state  # recorded by a job, but no squeue here to ask: believe the record
+
+
+def observe(grid: tuple[Settings, ...], experiment_dir: Path, queue: set[str] | None) -> list[RunView]:
+    views = []
+    for settings in grid:
+        folder = RunFolder(experiment_dir / "runs" / settings.run_id)
+        status, job = folder.read_status(), folder.read_job()
+        views.append(RunView(settings, folder, status, job, observed_state(status, job, queue)))
+    return views
+
+
+def to_launch(views: list[RunView], retry: str) -> list[RunView]:
+    """New, interrupted and lost runs; failed and diverged ones too with retry=failed."""
+    return [view for view in views
+            if view.state not in ("done", *ACTIVE) and (view.state not in RETRYABLE or retry == "failed")]
+
+
+def status_table(views: list[RunView]) -> str:
+    """`python train.py status`: one row per run — state, iteration/total, job, last error."""
+    header = ("run", "state", "iteration", "job", "reason")
+    rows = [header]
+    for view in views:
+        status = view.status
+        progress = f"{status.get('iteration', 0)}/{status['total_iterations']}" if "total_iterations" in status else "-"
+        job_id = view.job.get("job_id") or status.get("job_id", "-")
+        rows.append((view.settings.run_id, view.state, progress, job_id, status.get("reason", "")))
+    widths = [max(len(str(row[column])) for row in rows) for column in range(len(header) - 1)]
+    lines = ["  ".join(str(value).ljust(width) for value, width in zip(row, widths)) + "  " + str(row[-1])
+             for row in rows]
+    counts: dict[str, int] = {}
+    for view in views:
+        counts[view.state] = counts.get(view.state, 0) + 1
+    summary = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
+    return "\n".join([*(line.rstrip() for line in lines), f"{len(views)} run(s): {summary}"])

@@ -1,0 +1,124 @@
+"""Launching without Slurm: packing, array splitting, launch options, run states, local workers."""
+
+import os
+import socket
+
+import pytest
+
+from conf import Cluster, SettingsError, parse_arguments
+from conf.cluster import sbatch_parameters, time_in_minutes
+from slurm.launch import make_executor, pack_runs, split_arrays
+from slurm.runs import observe, observed_state, status_table, to_launch
+from tests.conftest import read_json, run_cli, tiny_words
+
+
+def test_packing_and_array_splitting():
+    runs = list(range(10))
+    assert pack_runs(runs, 1) == [[run] for run in runs]
+    assert pack_runs(runs, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    packs = pack_runs(list(range(2500)), 1)
+    arrays = split_arrays(packs, 1001)
+    assert [len(array) for array in arrays] == [1001, 1001, 498]
+    assert [pack for array in arrays for pack in array] == packs
+    assert split_arrays([], 1001) == []
+
+
+@pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("24:00:00", 1440), ("2-0", 2880),
+                                           ("1-2:30", 1590), ("0-0:0:1", 1)])
+def test_slurm_time_formats(text, minutes):
+    assert time_in_minutes(text) == minutes
+
+
+@pytest.mark.parametrize("words, needle", [
+    (["time=abc"], "time='abc' cannot be read; accepted: minutes, H:M:S or D-H:M:S"),
+    (["time=0"], "accepted: a positive duration"),
+    (["launcher=k8s"], "accepted: inline, local, slurm"),
+    (["gpus=-1"], "gpus=-1 is out of range"),
+    (["runs_per_job=0"], "runs_per_job=0 is out of range"),
+    (["workers=0"], "workers=0 is out of range"),
+    (["retry=always"], "accepted: none, failed"),
+    (["sbatch_extra=Bad Key"], "sbatch_extra item 'Bad Key' cannot be read"),
+    (["parition=gpu"], "unknown key 'parition'; did you mean 'partition'"),
+])
+def test_bad_launch_options_are_refused(words, needle):
+    with pytest.raises(SettingsError, match=None) as raised:
+        parse_arguments(words)
+    assert needle in str(raised.value)
+
+
+def test_launch_options_never_enter_the_run_id():
+    plain = parse_arguments(["depth=3"]).grid[0]
+    cluster = parse_arguments(["depth=3", "launcher=slurm", "partition=gpu", "time=24:00:00", "gpus=1"]).grid[0]
+    assert plain.run_id == cluster.run_id
+
+
+def test_executor_gets_the_cluster_options(tmp_path):
+    plan = parse_arguments(["launcher=slurm", "partition=gpu", "account=lab", "time=24:00:00", "gpus=2", "cpus=4",
+                            "mem_gb=16", "array_parallelism=8", "signal_delay_seconds=300",
+                            "sbatch_extra=reservation=r1;exclusive", "job_setup=module load cuda"])
+    parameters = make_executor(plan, tmp_path).parameters
+    assert parameters["partition"] == "gpu" and parameters["account"] == "lab" and parameters["time"] == 1440
+    assert parameters["gpus_per_node"] == 2 and parameters["cpus_per_task"] == 4 and parameters["mem"] == "16GB"
+    assert parameters["array_parallelism"] == 8 and parameters["signal_delay_s"] == 300
+    assert parameters["additional_parameters"] == {"reservation": "r1", "exclusive": True}
+    assert parameters["setup"][-1] == "module load cuda" and "PYTHONPATH" in parameters["setup"][0]
+    assert "qos" not in parameters  # empty site values are left to the cluster
+    assert sbatch_parameters("") == {}
+
+
+def test_observed_state_from_the_folder_and_the_queue():
+    here, dead_pid = socket.gethostname(), 2 ** 22 + 12345
+    assert observed_state({"state": "done"}, {}, {"7_1"}) == "done"
+    assert observed_state({}, {}, None) == "new"
+    assert observed_state({"state": "running", "job_id": "7_1"}, {"job_id": "7_1"}, {"7_1"}) == "running"
+    assert observed_state({"state": "running", "job_id": "7_1"}, {"job_id": "7_1"}, set()) == "lost"
+    assert observed_state({}, {"job_id": "7_2", "submitted_at": 5.0}, {"7_2"}) == "queued"
+    retried = {"job_id": "9_0", "submitted_at": 10.0}  # a failed run submitted again: queued until it starts
+    assert observed_state({"state": "failed", "updated_at": 9.0}, retried, {"9_0"}) == "queued"
+    assert observed_state({"state": "running", "updated_at": 11.0}, retried, {"9_0"}) == "running"
+    assert observed_state({"state": "done", "updated_at": 12.0}, retried, {"9_0"}) == "done"  # job winding down
+    assert observed_state({"state": "failed"}, {"job_id": "9_0"}, set()) == "failed"
+    assert observed_state({"state": "running", "host": here, "pid": os.getpid()}, {}, None) == "running"
+    assert observed_state({"state": "running", "host": here, "pid": dead_pid}, {}, None) == "lost"
+    assert observed_state({"state": "running", "host": "elsewhere", "pid": dead_pid}, {}, None) == "running"
+
+
+def test_what_is_launched_again(tmp_path):
+    plan = parse_arguments(["depth=1,2,3,4,5,6"])
+    states = ["done", "running", "failed", "diverged", "interrupted", None]
+    views = observe(plan.grid, tmp_path, queue={"5_1"})
+    for view, state in zip(views, states):
+        if state:
+            view.folder.path.mkdir(parents=True)
+            view.folder.write_status(state, **({"job_id": "5_1"} if state == "running" else {}))
+    views = observe(plan.grid, tmp_path, queue={"5_1"})
+    assert [view.state for view in views] == ["done", "running", "failed", "diverged", "interrupted", "new"]
+    assert [view.settings.depth for view in to_launch(views, "none")] == [5, 6]
+    assert [view.settings.depth for view in to_launch(views, "failed")] == [3, 4, 5, 6]
+    table = status_table(views)
+    assert "6 run(s): 1 diverged, 1 done, 1 failed, 1 interrupted, 1 new, 1 running" in table
+    assert "5_1" in table
+
+
+def test_local_workers_train_a_grid_in_parallel_and_skip_done_runs(tmp_path):
+    words = tiny_words(tmp_path, "depth=1,2", "seed=0,1", "launcher=local", "workers=2")
+    first = run_cli("train.py", words)
+    assert first.returncode == 0, first.stderr
+    assert "4 run(s) of experiment 'default' trained: 4 done" in first.stdout
+    runs = sorted((tmp_path / "default" / "runs").iterdir())
+    assert [read_json(run / "status.json")["state"] for run in runs] == ["done"] * 4
+    assert len({read_json(run / "status.json")["pid"] for run in runs}) >= 2  # really other processes
+    again = run_cli("train.py", words)
+    assert "skipping 4 done run(s)" in again.stdout and "0 run(s)" in again.stdout
+
+
+def test_status_command_lists_every_run(tmp_path):
+    assert run_cli("train.py", tiny_words(tmp_path, "depth=1,2", "lr=0.05,1e30", "batch_norm=false")).returncode == 0
+    result = run_cli("train.py", ["status", *tiny_words(tmp_path, "depth=1,2", "lr=0.05,1e30", "batch_norm=false")])
+    assert result.returncode == 0
+    assert "4 run(s): 2 diverged, 2 done" in result.stdout
+    assert "non-finite training loss at iteration" in result.stdout
+
+
+def test_cluster_defaults_are_valid():
+    Cluster()
