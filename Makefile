@@ -1,6 +1,6 @@
 # make demo  — set up the environment (uv, locked) and train the demo experiment
 # make test  — set up the environment and run the whole test suite
-# make bench — the data-loop benchmark (ours vs a DataLoader + PIL loop)
+# make bench — the benchmarks: data loop (ours vs a DataLoader + PIL loop), deciding a finished 1000-run grid
 
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTHON := .venv/bin/python
@@ -19,3 +19,4 @@ test: setup
 
 bench: setup
 	$(PYTHON) benchmarks/data_loop.py
+	$(PYTHON) benchmarks/decide_grid.py

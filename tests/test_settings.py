@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from conf import ARCHITECTURES, DATASETS, EXPERIMENTS, Execution, Settings, SettingsError, help_text, parse_arguments
+from conf import ARCHITECTURES, DATASETS, EXPERIMENTS, Cluster, Execution, Settings, SettingsError, help_text, parse_arguments
 from conf.cli import split_sweep
 
 
@@ -123,7 +123,7 @@ def test_direct_construction_is_validated_too():
 
 def test_help_lists_every_key_with_default_and_doc():
     text = help_text()
-    for item in dataclasses.fields(Settings) + dataclasses.fields(Execution):
+    for item in dataclasses.fields(Settings) + dataclasses.fields(Execution) + dataclasses.fields(Cluster):
         assert f"  {item.name}=" in text, item.name
         assert item.metadata["doc"] in text
     assert "lr_milestones=[]" in text and "augment=false" in text
@@ -138,7 +138,7 @@ def test_readme_settings_tables_match_the_code():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[0].startswith("`") and cells[1].startswith("`"):
             rows[cells[0].strip("`")] = cells[1].strip("`"), cells[2], cells[3]
-    for item in dataclasses.fields(Settings) + dataclasses.fields(Execution):
+    for item in dataclasses.fields(Settings) + dataclasses.fields(Execution) + dataclasses.fields(Cluster):
         default = item.default
         shown = f"[{','.join(map(str, default))}]" if isinstance(default, tuple) else \
             str(default).lower() if isinstance(default, bool) else str(default)
