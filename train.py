@@ -284,4 +284,8 @@ def main(arguments: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # Through the imported module, not __main__: slurm/ imports `train`, and a second copy of this
+    # module would raise an `Interrupted` that this copy's `except Interrupted` does not catch.
+    import train
+
+    sys.exit(train.main(sys.argv[1:]))

@@ -11,13 +11,15 @@ import difflib
 import itertools
 from dataclasses import dataclass
 
+from conf.analysis import Analysis
 from conf.cluster import Cluster
 from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
-from conf.global_settings import Execution, Settings, SettingsError, describe_accepted, parse_value
+from conf.global_settings import Execution, Settings, SettingsError, describe_accepted, parse_value, show_default
 
 RUN_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
 EXECUTION_FIELDS = {item.name: item for item in dataclasses.fields(Execution)}
 CLUSTER_FIELDS = {item.name: item for item in dataclasses.fields(Cluster)}
+ANALYSIS_FIELDS = {item.name: item for item in dataclasses.fields(Analysis)}
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Plan:
     grid: tuple[Settings, ...]
     execution: Execution
     cluster: Cluster = Cluster()
+    analysis: Analysis = Analysis()
+    overrides: tuple = ()  # (key, values) of the run settings typed on the command line, for filters
 
 
 def split_sweep(text: str) -> list[str]:
@@ -44,20 +48,21 @@ def split_sweep(text: str) -> list[str]:
     return parts
 
 
-def _unknown_key(key: str) -> SettingsError:
-    known = ["experiment", *RUN_FIELDS, *EXECUTION_FIELDS, *CLUSTER_FIELDS]
+def _unknown_key(key: str, command: str, analysis: bool) -> SettingsError:
+    known = ["experiment", *RUN_FIELDS, *EXECUTION_FIELDS, *CLUSTER_FIELDS, *(ANALYSIS_FIELDS if analysis else ())]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return SettingsError(f"unknown key {key!r}; {hint}see `python train.py --help` for the accepted keys")
+    return SettingsError(f"unknown key {key!r}; {hint}see `python {command} --help` for the accepted keys")
 
 
-def parse_arguments(arguments: list[str]) -> Plan:
-    """Command-line words -> Plan (SettingsError on any bad word)."""
-    experiment_name, run_values, execution_values, cluster_values = DEFAULT_EXPERIMENT, {}, {}, {}
+def parse_arguments(arguments: list[str], *, analysis: bool = False) -> Plan:
+    """Command-line words -> Plan (SettingsError on any bad word). `analysis`: analysis.py's keys too."""
+    experiment_name, run_values, execution_values, cluster_values, analysis_values = DEFAULT_EXPERIMENT, {}, {}, {}, {}
+    command = "analysis.py" if analysis else "train.py"
     for argument in arguments:
         key, separator, text = argument.partition("=")
         if not separator or not key:
-            raise SettingsError(f"cannot read {argument!r}; write key=value (see `python train.py --help`)")
+            raise SettingsError(f"cannot read {argument!r}; write key=value (see `python {command} --help`)")
         if key == "experiment":
             if text not in EXPERIMENTS:
                 raise SettingsError(f"experiment={text!r} is not known; accepted: {', '.join(EXPERIMENTS)}")
@@ -68,12 +73,16 @@ def parse_arguments(arguments: list[str]) -> Plan:
             execution_values[key] = parse_value(EXECUTION_FIELDS[key], text)
         elif key in CLUSTER_FIELDS:
             cluster_values[key] = parse_value(CLUSTER_FIELDS[key], text)
+        elif analysis and key in ANALYSIS_FIELDS:
+            analysis_values[key] = parse_value(ANALYSIS_FIELDS[key], text)
         else:
-            raise _unknown_key(key)
+            raise _unknown_key(key, command, analysis)
     preset = {key: value if isinstance(value, list) else [value]
               for key, value in EXPERIMENTS[experiment_name].settings.items()}
     grid = expand_grid({**preset, **run_values})
-    return Plan(experiment_name, grid, Execution(**execution_values), Cluster(**cluster_values))
+    overrides = tuple((key, tuple(values)) for key, values in run_values.items())
+    return Plan(experiment_name, grid, Execution(**execution_values), Cluster(**cluster_values),
+                Analysis(**analysis_values), overrides)
 
 
 def expand_grid(sweeps: dict[str, list]) -> tuple[Settings, ...]:
@@ -99,7 +108,5 @@ def help_text() -> str:
                           ("launch options (never part of the run id; site defaults in conf/cluster.py)", CLUSTER_FIELDS)):
         lines += ["", f"{title}:"]
         for name, item in fields.items():
-            default = item.default
-            shown = f"[{','.join(map(str, default))}]" if isinstance(default, tuple) else str(default).lower() if isinstance(default, bool) else default
-            lines.append(f"  {name + '=' + str(shown):<34} {item.metadata['doc']} (accepted: {describe_accepted(item)})")
+            lines.append(f"  {name + '=' + show_default(item):<34} {item.metadata['doc']} (accepted: {describe_accepted(item)})")
     return "\n".join(lines)

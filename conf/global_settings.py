@@ -163,6 +163,14 @@ def describe_accepted(item: dataclasses.Field) -> str:
     return noun + (" " + " and ".join(bounds) if bounds else "")
 
 
+def show_default(item: dataclasses.Field) -> str:
+    """A field's default as one writes it on the command line: [60,120], true, 0.0005."""
+    value = item.default
+    if isinstance(value, tuple):
+        return f"[{','.join(map(str, value))}]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _check_value(item: dataclasses.Field, value) -> None:
     meta, kind = item.metadata, _type_of(item)
 

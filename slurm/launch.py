@@ -120,6 +120,23 @@ def make_executor(plan: Plan, experiment_dir: Path):
     return executor
 
 
+def check_submission(jobs: int, runs: int, limits: dict[str, int], experiment_dir: Path, cluster=None) -> None:
+    """Refuse what no array split can fix (more jobs than MaxJobCount); warn of results on a node's /tmp
+    and of a signal that may come before the job's Python is listening."""
+    # Slurm may send --signal up to 60 s early: a job whose limit leaves less than that after the
+    # delay can be signalled while starting, and a process not yet listening dies of SIGUSR2.
+    if cluster is not None and cluster.time_minutes * 60 - cluster.signal_delay_seconds < 60:
+        logger.warning("time=%s leaves less than 60 s before SIGUSR2 (signal_delay_seconds=%d): a job may be signalled "
+                       "while it starts and end without being requeued; its runs then show as lost", cluster.time,
+                       cluster.signal_delay_seconds)
+    if jobs > limits["MaxJobCount"]:
+        raise SettingsError(f"{jobs} jobs exceed the cluster's MaxJobCount={limits['MaxJobCount']}, which no split "
+                            f"avoids; accepted: fewer runs, or runs_per_job >= {-(-runs // limits['MaxJobCount'])}")
+    if limits["nodes"] > 1 and Path(experiment_dir).resolve().is_relative_to("/tmp"):
+        logger.warning("out_dir %s is under /tmp on a %d-node cluster: other nodes will not see it", experiment_dir,
+                       limits["nodes"])
+
+
 def submit_to_slurm(plan: Plan, experiment_dir: Path, chosen: list[RunView]) -> int:
     """One submitit array per chunk of at most MaxArraySize packs; job ids recorded in the run folders."""
     if shutil.which("sbatch") is None:
@@ -129,12 +146,7 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, chosen: list[RunView]) -> 
         print(f"submitted 0 jobs: every run of experiment {plan.experiment!r} is done, queued or running")
         return 0
     limits = cluster_limits()
-    if len(packs) > limits["MaxJobCount"]:
-        raise SettingsError(f"{len(packs)} jobs exceed the cluster's MaxJobCount={limits['MaxJobCount']}, which no "
-                            f"split avoids; accepted: fewer runs, or runs_per_job >= {-(-len(chosen) // limits['MaxJobCount'])}")
-    if limits["nodes"] > 1 and str(experiment_dir).startswith("/tmp"):
-        logger.warning("out_dir %s is under /tmp on a %d-node cluster: other nodes will not see it", experiment_dir,
-                       limits["nodes"])
+    check_submission(len(packs), len(chosen), limits, experiment_dir, plan.cluster)
     executor = make_executor(plan, experiment_dir)
     execution = absolute_execution(plan)
     arrays = split_arrays(packs, limits["MaxArraySize"])

@@ -7,7 +7,7 @@ import pytest
 
 from conf import Cluster, SettingsError, parse_arguments
 from conf.cluster import sbatch_parameters, time_in_minutes
-from slurm.launch import make_executor, pack_runs, split_arrays
+from slurm.launch import check_submission, make_executor, pack_runs, split_arrays
 from slurm.runs import observe, observed_state, status_table, to_launch
 from tests.conftest import read_json, run_cli, tiny_words
 
@@ -21,6 +21,22 @@ def test_packing_and_array_splitting():
     assert [len(array) for array in arrays] == [1001, 1001, 498]
     assert [pack for array in arrays for pack in array] == packs
     assert split_arrays([], 1001) == []
+
+
+def test_submission_limits(tmp_path, caplog):
+    limits = {"MaxArraySize": 1001, "MaxJobCount": 100, "nodes": 1}
+    check_submission(100, 100, limits, tmp_path)
+    with pytest.raises(SettingsError, match="101 jobs exceed the cluster's MaxJobCount=100.*runs_per_job >= 2"):
+        check_submission(101, 101, limits, tmp_path)
+    check_submission(5, 5, {**limits, "nodes": 4}, tmp_path / "shared")
+    assert ("under /tmp on a 4-node cluster" in caplog.text) == str(tmp_path.resolve()).startswith("/tmp/")
+    caplog.clear()
+    check_submission(5, 5, {**limits, "nodes": 1}, tmp_path / "shared")
+    assert "under /tmp" not in caplog.text
+    check_submission(5, 5, limits, tmp_path, Cluster(time="2", signal_delay_seconds=30))
+    assert "signalled while it starts" not in caplog.text
+    check_submission(5, 5, limits, tmp_path, Cluster(time="1", signal_delay_seconds=30))
+    assert "signalled while it starts" in caplog.text
 
 
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("24:00:00", 1440), ("2-0", 2880),

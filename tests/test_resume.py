@@ -1,7 +1,6 @@
 """Exact resume (DESIGN.md contract 4): a run killed at any moment — including in the middle of a
 save — and restarted ends with the same bytes as one never interrupted."""
 
-import os
 import random
 import signal
 import subprocess

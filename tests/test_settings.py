@@ -130,7 +130,7 @@ def test_help_lists_every_key_with_default_and_doc():
 
 
 def test_readme_settings_tables_match_the_code():
-    from conf.global_settings import describe_accepted
+    from conf.global_settings import describe_accepted, show_default
     from tests.conftest import REPOSITORY
 
     rows = {}
@@ -139,7 +139,4 @@ def test_readme_settings_tables_match_the_code():
         if len(cells) == 4 and cells[0].startswith("`") and cells[1].startswith("`"):
             rows[cells[0].strip("`")] = cells[1].strip("`"), cells[2], cells[3]
     for item in dataclasses.fields(Settings) + dataclasses.fields(Execution) + dataclasses.fields(Cluster):
-        default = item.default
-        shown = f"[{','.join(map(str, default))}]" if isinstance(default, tuple) else \
-            str(default).lower() if isinstance(default, bool) else str(default)
-        assert rows.get(item.name) == (shown, describe_accepted(item), item.metadata["doc"]), item.name
+        assert rows.get(item.name) == (show_default(item), describe_accepted(item), item.metadata["doc"]), item.name

@@ -92,14 +92,15 @@ def slurm_logs(out_dir) -> dict[str, str]:
 
 
 def test_time_limit_requeue_resumes_bitwise(slurm, tmp_path):
-    # A 1-minute limit and SIGUSR2 30 s before it, for a run of over a minute: it is signalled,
-    # saves, is requeued by submitit and resumes, as often as it takes; its weights end as those of
-    # an uninterrupted run (trained meanwhile, beside the job).
-    longer = [*LONG_RUN, "epochs=120"]
+    # A 2-minute limit and SIGUSR2 30 s before it (Slurm may send it up to 60 s early: between 30 s
+    # and 90 s into the job), for a run of over two minutes: it is signalled, saves, is requeued by
+    # submitit and resumes, as often as it takes; its weights end as those of an uninterrupted run
+    # (trained meanwhile, beside the job).
+    longer = [*LONG_RUN, "epochs=200"]
     reference = subprocess.Popen([sys.executable, str(REPOSITORY / "train.py"), *tiny_words(tmp_path / "reference", *longer)],
                                  cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     words = [*tiny_words(tmp_path / "cluster", *longer), *NODE]
-    words[words.index("time=10")] = "time=1"
+    words[words.index("time=10")] = "time=2"
     submit(*words, "signal_delay_seconds=30")
     wait_for_jobs(tmp_path / "cluster", timeout=600)
     assert reference.wait(timeout=600) == 0, reference.stderr.read()

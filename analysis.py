@@ -1,0 +1,180 @@
+"""python analysis.py [experiment=NAME] [key=value ...] — per-layer metrics of every checkpoint not yet measured.
+
+Measures the runs in `<out_dir>/<experiment>/runs/` (run settings on the command line filter them:
+`depth=3,5` keeps the runs of depth 3 or 5). Writes
+`<out_dir>/<experiment>/metrics/<run_id>/iteration_*.parquet` (one file per checkpoint) and
+merges them into `<out_dir>/<experiment>/metrics.parquet`: one row per (run_id, iteration, layer,
+metric, split) with `value`, the layer's index, the epoch, and the run's settings as columns.
+Incremental: a checkpoint already measured under the same recipe is not measured again; runs still
+training are measured up to their newest checkpoint.
+
+    python analysis.py features RUN_DIR iteration=256 split=test out=feats.npz
+        every layer's features (as the metrics see them) and the labels of one split, for one's own analyses
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import data
+import models
+from checkpointing import RunFolder
+from conf import Plan, Settings, SettingsError, parse_arguments
+from metrics import engine, store
+from utils import atomic_write_bytes, setup_logging, sha256_file
+
+logger = logging.getLogger("analysis")
+METRICS_VERSION = 1  # bump when a metric's definition changes: every cell becomes stale
+
+
+def recipe(plan: Plan) -> str:
+    """Hash of what decides the numbers besides the checkpoint: metric version and analysis options."""
+    text = json.dumps({"version": METRICS_VERSION, **dataclasses.asdict(plan.analysis)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: bool, device):
+    """(train, test, num_classes): the training split with the labels the run trained on."""
+    dataset = data.load_dataset(settings, data_root=data_root, download=download).to(device)
+    labels = dataset.train_labels.clone()
+    noise_path = folder.path / "label_noise.json"
+    if noise_path.exists():  # the run's own record of which labels it trained with (IntermediateNC's noisy runs)
+        noise = json.loads(noise_path.read_text())
+        labels[torch.tensor(noise["indices"], dtype=torch.long, device=device)] = torch.tensor(noise["noisy"], device=device)
+    train = engine.SplitData(dataset.train_images, labels, dataset.mean, dataset.std)
+    test = engine.SplitData(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std)
+    return train, test, dataset.num_classes
+
+
+def load_model(path: Path, input_shape, num_classes: int, device) -> tuple[dict, models.LayerwiseModel]:
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model = models.build(Settings.from_record(checkpoint["settings"]), input_shape=input_shape, num_classes=num_classes)
+    model.load_state_dict(checkpoint["model"])
+    return checkpoint, model.to(device).eval()
+
+
+def runs_of(experiment_dir: Path, overrides: tuple) -> list[Settings]:
+    """Every run folder of the experiment whose settings match the command line's run settings
+    (`depth=3,5` keeps runs with depth 3 or 5); none typed: all of them."""
+    chosen = []
+    for settings_path in sorted((experiment_dir / "runs").glob("*/settings.json")):
+        settings = Settings.from_record(json.loads(settings_path.read_text())["settings"])
+        if all(getattr(settings, key) in values for key, values in overrides):
+            chosen.append(settings)
+    return chosen
+
+
+def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) -> dict[str, int]:
+    """Measure every checkpoint of one run that has no fresh cell; returns counts by outcome."""
+    folder = RunFolder(experiment_dir / "runs" / settings.run_id)
+    files = folder.read_manifest().get("files", {})
+    counts = {"measured": 0, "fresh": 0, "busy": 0, "corrupt": 0}
+    current_recipe = recipe(plan)
+    pending = {name: entry for name, entry in files.items()
+               if not store.is_fresh(store.cell_path(experiment_dir, settings.run_id, entry["iteration"]),
+                                     current_recipe, entry["sha256"])}
+    counts["fresh"] = len(files) - len(pending)
+    if not pending:
+        return counts
+    train, test, num_classes = splits_of(settings, folder, Path(plan.execution.data_root), plan.execution.download, device)
+    for name, entry in sorted(pending.items()):
+        path = store.cell_path(experiment_dir, settings.run_id, entry["iteration"])
+        with store.claim(path) as mine:
+            if not mine:
+                counts["busy"] += 1  # another analysis process is measuring it
+                continue
+            checkpoint_path = folder.checkpoints / name
+            if not checkpoint_path.exists() or sha256_file(checkpoint_path) != entry["sha256"]:
+                logger.error("%s is missing or corrupt (sha256 mismatch); skipped", checkpoint_path)
+                counts["corrupt"] += 1
+                continue
+            checkpoint, model = load_model(checkpoint_path, tuple(train.images.shape[1:]), num_classes, device)
+            rows = engine.measure(model, train, test, num_classes, plan.analysis, seed=settings.seed)
+            rows += engine.effective_depth_rows(rows, model.layer_names(), plan.analysis.effective_depth_epsilon)
+            index = {layer: position for position, layer in enumerate(model.layer_names())}
+            frame = pd.DataFrame(rows)
+            frame.insert(0, "run_id", settings.run_id)
+            frame.insert(1, "iteration", checkpoint["iteration"])
+            frame.insert(2, "epoch", checkpoint["epoch"])
+            frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
+            frame["recipe"], frame["checkpoint_sha256"] = current_recipe, entry["sha256"]
+            store.write_frame(path, frame)
+            counts["measured"] += 1
+            logger.info("%s iteration %d measured", settings.run_id, checkpoint["iteration"])
+    return counts
+
+
+def features_command(arguments: list[str]) -> int:
+    """`features RUN_DIR iteration=N split=train|test out=FILE.npz` — labels + one array per layer."""
+    if not arguments:
+        raise SettingsError("features needs RUN_DIR; usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz")
+    folder = RunFolder(arguments[0])
+    options = dict(argument.partition("=")[::2] for argument in arguments[1:])
+    unknown = set(options) - {"iteration", "split", "out", "device", "data_root"}
+    if unknown:
+        raise SettingsError(f"unknown key {sorted(unknown)[0]!r}; accepted: iteration, split, out, device, data_root")
+    if not folder.settings_path.exists():
+        raise SettingsError(f"{folder.path} is not a run folder (no settings.json)")
+    files = {entry["iteration"]: name for name, entry in folder.read_manifest().get("files", {}).items()}
+    if not options.get("iteration", "").isdigit() or int(options["iteration"]) not in files:
+        raise SettingsError(f"iteration={options.get('iteration')!r} has no checkpoint; accepted: {', '.join(map(str, sorted(files)))}")
+    split = options.get("split", "test")
+    if split not in ("train", "test"):
+        raise SettingsError(f"split={split!r} is not known; accepted: train, test")
+    device = torch.device(options.get("device", "cpu"))
+    settings = Settings.from_record(json.loads(folder.settings_path.read_text())["settings"])
+    train, test, num_classes = splits_of(settings, folder, Path(options.get("data_root", "datasets")), False, device)
+    chosen = train if split == "train" else test
+    _, model = load_model(folder.checkpoints / files[int(options["iteration"])], tuple(train.images.shape[1:]),
+                          num_classes, device)
+    arrays: dict[str, list] = {}
+    with torch.no_grad():
+        for _, _, images, _, _ in chosen.batches(500):
+            for name, tensor in model.features(images).items():
+                arrays.setdefault(name, []).append(tensor.flatten(1).float().cpu().numpy())
+    buffer = io.BytesIO()
+    np.savez(buffer, labels=chosen.labels.cpu().numpy(), **{name: np.concatenate(parts) for name, parts in arrays.items()})
+    out = Path(options.get("out", "features.npz"))
+    atomic_write_bytes(out, buffer.getvalue())
+    print(f"wrote {out}: labels and {len(arrays)} layers ({', '.join(arrays)}) of the {split} split")
+    return 0
+
+
+def main(arguments: list[str]) -> int:
+    if any(argument in ("-h", "--help", "help") for argument in arguments):
+        print(__doc__)
+        return 0
+    try:
+        if arguments and arguments[0] == "features":
+            return features_command(arguments[1:])
+        plan = parse_arguments(arguments, analysis=True)
+        setup_logging(plan.execution.log_level)
+        device = torch.device("cuda" if plan.execution.device != "cpu" and torch.cuda.is_available() else "cpu")
+        experiment_dir = Path(plan.execution.out_dir) / plan.experiment
+        totals: dict[str, int] = {}
+        runs = runs_of(experiment_dir, plan.overrides)
+        for settings in runs:
+            for outcome, count in analyse_run(settings, experiment_dir, plan, device).items():
+                totals[outcome] = totals.get(outcome, 0) + count
+        table = store.merge(experiment_dir)
+    except (SettingsError, data.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(runs)} run(s): {totals.get('measured', 0)} checkpoint(s) measured, {totals.get('fresh', 0)} already "
+          f"fresh, {totals.get('busy', 0)} left to another process, {totals.get('corrupt', 0)} corrupt. "
+          f"{len(table)} rows in {experiment_dir / 'metrics.parquet'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

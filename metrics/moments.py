@@ -1,0 +1,118 @@
+"""Per-class feature moments, CDNV and nearest-class-centre predictions (Galanti et al., TMLR 2023).
+
+    moments = ClassMoments(num_classes=10, dimension=512, device="cuda")
+    for features, labels in batches:          # features [B, 512] any float dtype, labels int64 [B]
+        moments.update(features, labels)      # no host synchronisation
+    value = cdnv(moments)                     # float, one synchronisation at the end
+    predictions = ncc_predictions(features, moments.mean, moments.count > 0)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class ClassMoments:
+    """Per-class count, mean and scatter (sum of squared distances to the class mean) of [B, D] features,
+    streamed batch by batch in float64 with Chan et al.'s parallel merge — never E‖h‖² − ‖Eh‖² (which
+    cancels catastrophically exactly in collapsed layers, IntermediateNC).
+
+    Each batch is shifted per class by its first sample there and reduced in two passes (class means,
+    then squared distances to them); it is merged into the running moments with Chan, Golub & LeVeque:
+        n = n_a + n_b,  μ = μ_a + δ n_b / n,  scatter = scatter_a + scatter_b + ‖δ‖² n_a n_b / n,
+    with δ = μ_b − μ_a, so the result does not depend on batch size or order beyond float64 rounding.
+    """
+
+    def __init__(self, num_classes: int, dimension: int, device=None):
+        self.num_classes, self.dimension = num_classes, dimension
+        self.count = torch.zeros(num_classes, dtype=torch.float64, device=device)
+        self.mean = torch.zeros(num_classes, dimension, dtype=torch.float64, device=device)
+        self.scatter = torch.zeros(num_classes, dtype=torch.float64, device=device)
+
+    def update(self, features: Tensor, labels: Tensor) -> None:
+        """Add a batch: features [B, D] (any float dtype), labels int64 [B] in [0, num_classes)."""
+        if features.dim() != 2 or features.shape[1] != self.dimension or labels.shape != features.shape[:1]:
+            raise ValueError(f"expected features [B, {self.dimension}] and labels [B], "
+                             f"got {tuple(features.shape)} and {tuple(labels.shape)}")
+        if features.shape[0] == 0:
+            return
+        device = self.mean.device
+        features = features.detach().to(device=device, dtype=torch.float64)
+        labels = labels.to(device=device, dtype=torch.int64)
+        # index_add_ rather than bincount: bincount on CUDA reads the largest label back to the host.
+        count = torch.zeros_like(self.count).index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+        # Shift each class by its first sample in the batch before summing: the sums then carry no large
+        # common offset, and a collapsed class (all samples equal) gets its mean exactly and scatter 0.
+        positions = torch.arange(features.shape[0], device=device)
+        first = labels.new_zeros(self.num_classes).scatter_reduce_(
+            0, labels, positions, "amin", include_self=False)
+        reference = torch.where(count.unsqueeze(1) > 0, features[first], 0.0)
+        shifted = features - reference[labels]
+        offset = torch.zeros_like(self.mean).index_add_(0, labels, shifted) / count.clamp_min(1).unsqueeze(1)
+        squared_distance = (shifted - offset[labels]).square().sum(dim=1)
+        scatter = torch.zeros_like(self.scatter).index_add_(0, labels, squared_distance)
+        mean = reference + offset  # classes absent from the batch: mean 0, count 0, scatter 0
+        self.count, self.mean, self.scatter = _chan_merge(self.count, self.mean, self.scatter, count, mean, scatter)
+
+    def merge(self, other: "ClassMoments") -> "ClassMoments":
+        """The moments of both streams together (neither operand changes)."""
+        if (other.num_classes, other.dimension) != (self.num_classes, self.dimension):
+            raise ValueError("cannot merge moments of different shapes")
+        merged = ClassMoments(self.num_classes, self.dimension, device=self.mean.device)
+        merged.count, merged.mean, merged.scatter = _chan_merge(
+            self.count, self.mean, self.scatter,
+            other.count.to(self.mean.device), other.mean.to(self.mean.device), other.scatter.to(self.mean.device))
+        return merged
+
+    def variances(self) -> Tensor:
+        """[C] float64: mean squared distance to the class mean, E‖h − μ_c‖² (nan for absent classes)."""
+        return self.scatter / self.count
+
+
+def _chan_merge(count_a: Tensor, mean_a: Tensor, scatter_a: Tensor,
+                count_b: Tensor, mean_b: Tensor, scatter_b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Chan et al.'s pairwise combination, per class; a class empty on one side takes the other's values."""
+    count = count_a + count_b
+    safe_count = count.clamp_min(1)  # 0/0 for classes absent on both sides: keep mean 0 and scatter 0
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (count_b / safe_count).unsqueeze(1)
+    scatter = scatter_a + scatter_b + delta.square().sum(dim=1) * count_a * count_b / safe_count
+    return count, mean, scatter
+
+
+def cdnv(moments: ClassMoments) -> float:
+    """Class-distance normalised variance (Galanti et al., TMLR 2023), unitless; 0 = full collapse.
+
+    Mean over class pairs i < j, both present, of (Var_i + Var_j) / (2 ‖μ_i − μ_j‖²). nan with fewer
+    than two present classes. Distances are computed as differences (not ‖μ_i‖² + ‖μ_j‖² − 2 μ_i·μ_j,
+    which cancels when the means share a large offset), after centring the means.
+    """
+    present = moments.count > 0
+    means = torch.where(present.unsqueeze(1), moments.mean, 0.0)
+    means = means - means.sum(dim=0) / present.sum().clamp_min(1)
+    distance = torch.cdist(means.unsqueeze(0), means.unsqueeze(0),
+                           compute_mode="donot_use_mm_for_euclid_dist").squeeze(0).square()
+    variances = moments.variances()
+    pairs = torch.triu(present.unsqueeze(0) & present.unsqueeze(1), diagonal=1)
+    ratio = (variances.unsqueeze(0) + variances.unsqueeze(1)) / (2 * distance)
+    return ratio[pairs].mean().item()
+
+
+def ncc_predictions(features: Tensor, centres: Tensor, present: Tensor) -> Tensor:
+    """Nearest-class-centre classifier (Galanti et al., TMLR 2023): int64 [B] of argmin_c ‖x − μ_c‖².
+
+    features [B, D], centres [C, D] (e.g. ClassMoments.mean of the training split), present bool [C]
+    (only those classes can be predicted). In float64 as ‖μ_c‖² − 2 x·μ_c (‖x‖² is shared by every c),
+    after subtracting the mean present centre from both sides: the argmin does not change, and the
+    products no longer carry a large common offset that would swamp the class differences.
+    """
+    centres = centres.to(torch.float64)
+    present = present.to(device=centres.device, dtype=torch.bool)
+    centres = torch.where(present.unsqueeze(1), centres, 0.0)
+    shift = centres.sum(dim=0) / present.sum().clamp_min(1)
+    centres = centres - shift
+    features = features.detach().to(device=centres.device, dtype=torch.float64) - shift
+    scores = centres.square().sum(dim=1) - 2 * features @ centres.T
+    scores = scores.masked_fill(~present, float("inf"))
+    return scores.argmin(dim=1)

@@ -1,0 +1,78 @@
+"""The metrics store: one Parquet file per (run, checkpoint), merged into one tidy table.
+
+    outputs/<experiment>/metrics/<run_id>/iteration_00000256.parquet   one checkpoint's rows
+    outputs/<experiment>/metrics.parquet                                all of them + the runs' settings
+
+A checkpoint's file is fresh when it was computed under the current recipe (metric version +
+analysis options) from the checkpoint whose sha256 the manifest lists; otherwise it is computed
+again. Files are written atomically; a lock per checkpoint (non-blocking: another process already
+on it is left to it) keeps two analysis processes from doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from utils import atomic_write_bytes
+
+KEY = ["run_id", "iteration", "layer", "metric", "split"]
+
+
+def cell_path(experiment_dir: Path, run_id: str, iteration: int) -> Path:
+    return experiment_dir / "metrics" / run_id / f"iteration_{iteration:08d}.parquet"
+
+
+def write_frame(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def is_fresh(path: Path, recipe: str, checkpoint_sha256: str) -> bool:
+    """Computed under this recipe from this very checkpoint (metadata read without the rows)."""
+    if not path.exists():
+        return False
+    try:
+        import pyarrow.parquet as parquet
+
+        columns = parquet.read_table(path, columns=["recipe", "checkpoint_sha256"]).to_pandas()
+    except Exception:  # unreadable (a foreign or damaged file): compute it again
+        return False
+    return bool(len(columns)) and set(columns["recipe"]) == {recipe} and set(columns["checkpoint_sha256"]) == {checkpoint_sha256}
+
+
+@contextmanager
+def claim(path: Path):
+    """Yield True when this process holds the cell's lock, False when another process does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def merge(experiment_dir: Path) -> pd.DataFrame:
+    """Every checkpoint file of the experiment + each run's settings as columns -> metrics.parquet."""
+    frames = []
+    for path in sorted((experiment_dir / "metrics").glob("*/iteration_*.parquet")):
+        frame = pd.read_parquet(path)
+        settings_path = experiment_dir / "runs" / path.parent.name / "settings.json"
+        if settings_path.exists():
+            for key, value in json.loads(settings_path.read_text())["settings"].items():
+                frame[key] = json.dumps(value) if isinstance(value, list) else value
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY, "value"])
+    write_frame(experiment_dir / "metrics.parquet", table)
+    return table

@@ -1,0 +1,99 @@
+"""analysis.py end to end on tiny runs: the tidy table, incremental recomputation, features export."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import analysis
+from tests.conftest import run_cli, tiny_words
+
+# Small, so the closed-form decoder (features -> every pixel) stays cheap: 8x8 images.
+RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]
+QUICK = ["probe_dimensions=32", "log_level=WARNING"]
+
+
+@pytest.fixture
+def trained(tmp_path):
+    assert run_cli("train.py", tiny_words(tmp_path, *RUN, "label_noise=0,0.25")).returncode == 0
+    return tmp_path
+
+
+def test_every_checkpoint_layer_metric_and_split_lands_in_one_tidy_table(trained):
+    assert analysis.main([f"out_dir={trained}", *QUICK]) == 0
+    table = pd.read_parquet(trained / "default" / "metrics.parquet")
+    assert set(table["metric"]) == {"ncc_accuracy", "cdnv", "probe_accuracy", "transfer_accuracy",
+                                    "reconstruction_mse", "classifier_loss", "classifier_accuracy", "effective_depth"}
+    assert not table.duplicated(["run_id", "iteration", "layer", "metric", "split"]).any()
+    assert table["run_id"].nunique() == 2 and set(table["iteration"]) == {0, 1, 2, 4, 8}
+    layers = table[table["metric"] == "ncc_accuracy"].sort_values("layer_index")["layer"].unique().tolist()
+    assert layers == ["input", "stem", "block00", "logits"]
+    assert {"label_noise", "depth", "lr", "epoch"} <= set(table.columns)  # settings as columns, ready for seaborn
+    for metric in ("ncc_accuracy", "probe_accuracy", "transfer_accuracy", "classifier_accuracy"):
+        values = table[table["metric"] == metric]["value"]
+        assert values.between(0, 1).all(), metric
+    assert (table[table["metric"] == "cdnv"]["value"] >= 0).all()
+    probe = table[table["metric"] == "probe_accuracy"]
+    assert probe["l2"].notna().all() and (probe["dimensions"] <= 32).all()  # the choices are recorded
+
+
+def test_the_input_layer_reconstructs_the_input(tmp_path):
+    # 3x8x8 = 192 input dimensions, unpooled, and more training images than that, so the identity
+    # map is determined by the training split and holds on the test split too (LearnPhase's decoder).
+    assert run_cli("train.py", tiny_words(tmp_path, *RUN, "synthetic_train_size=512", "epochs=1")).returncode == 0
+    analysis.main([f"out_dir={tmp_path}", *QUICK, "probe_dimensions=192"])
+    table = pd.read_parquet(tmp_path / "default" / "metrics.parquet")
+    reconstruction = table[(table["metric"] == "reconstruction_mse") & (table["layer"] == "input")]
+    assert (reconstruction["value"] < 1e-3).all()
+
+
+def test_second_call_recomputes_nothing_and_a_new_recipe_everything(trained):
+    assert analysis.main([f"out_dir={trained}", *QUICK]) == 0
+    cells = sorted((trained / "default" / "metrics").rglob("*.parquet"))
+    stamps = {path: path.stat().st_mtime_ns for path in cells}
+    result = run_cli("analysis.py", [f"out_dir={trained}", *QUICK])
+    assert "0 checkpoint(s) measured, 10 already fresh" in result.stdout
+    assert {path: path.stat().st_mtime_ns for path in cells} == stamps
+    result = run_cli("analysis.py", [f"out_dir={trained}", "depth=1", "label_noise=0.25", *QUICK,
+                                     "heldout_fraction=0.2"])
+    assert "1 run(s): 5 checkpoint(s) measured" in result.stdout
+
+
+def test_only_new_checkpoints_are_measured_while_a_run_trains(tmp_path):
+    assert run_cli("train.py", tiny_words(tmp_path, *RUN, "epochs=2")).returncode == 0
+    assert analysis.main([f"out_dir={tmp_path}", *QUICK]) == 0
+    assert run_cli("train.py", tiny_words(tmp_path, *RUN, "epochs=3")).returncode == 0  # a second run appears
+    result = run_cli("analysis.py", [f"out_dir={tmp_path}", *QUICK])
+    assert "2 run(s): 6 checkpoint(s) measured, 5 already fresh" in result.stdout
+
+
+def test_a_corrupt_checkpoint_is_reported_and_skipped(trained):
+    victim = next((trained / "default" / "runs").glob("*/checkpoints/iteration_00000004.pt"))
+    victim.write_bytes(b"garbage")
+    result = run_cli("analysis.py", [f"out_dir={trained}", *QUICK])
+    assert result.returncode == 0 and "1 corrupt" in result.stdout
+    assert "iteration_00000004.pt is missing or corrupt" in result.stderr
+
+
+def test_features_export_matches_the_model(trained, tmp_path):
+    run_dir = next((trained / "default" / "runs").iterdir())
+    out = tmp_path / "feats.npz"
+    result = run_cli("analysis.py", ["features", str(run_dir), "iteration=8", "split=test", f"out={out}"])
+    assert result.returncode == 0, result.stderr
+    arrays = np.load(out)
+    assert set(arrays.files) == {"labels", "input", "stem", "block00", "logits"}
+    assert arrays["labels"].shape == (64,) and arrays["logits"].shape == (64, 10)
+    checkpoint = torch.load(run_dir / "checkpoints" / "iteration_00000008.pt", weights_only=True)
+    assert checkpoint["iteration"] == 8
+
+
+@pytest.mark.parametrize("words, needle", [
+    (["features", "/nonexistent"], "is not a run folder"),
+    (["probe_dimensions=0"], "probe_dimensions=0 is out of range"),
+    (["heldout_fraction=1"], "heldout_fraction=1.0 is out of range"),
+    (["nonsense=1"], "unknown key 'nonsense'"),
+])
+def test_bad_analysis_input_exits_2(tmp_path, words, needle):
+    result = run_cli("analysis.py", [*words, f"out_dir={tmp_path}"] if words[0] != "features" else words)
+    assert result.returncode == 2 and needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
