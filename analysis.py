@@ -8,6 +8,8 @@ metric, split) with `value`, the layer's index, the epoch, and the run's setting
 Incremental: a checkpoint already measured under the same recipe is not measured again; runs still
 training are measured up to their newest checkpoint.
 
+    python analysis.py experiment=demo launcher=slurm
+        the same, one Slurm array task per run (cluster options as for sh train.sh)
     python analysis.py features RUN_DIR iteration=256 split=test out=feats.npz
         every layer's features (as the metrics see them) and the labels of one split, for one's own analyses
 """
@@ -30,16 +32,18 @@ import data
 import models
 from checkpointing import RunFolder
 from conf import Plan, Settings, SettingsError, parse_arguments
-from metrics import engine, store
+from metrics import engine, registry, store
 from utils import atomic_write_bytes, setup_logging, sha256_file
 
 logger = logging.getLogger("analysis")
-METRICS_VERSION = 1  # bump when a metric's definition changes: every cell becomes stale
+ENGINE_VERSION = 1  # bump when the engine's shared statistics change (held-out draw, pooling, ...)
 
 
 def recipe(plan: Plan) -> str:
-    """Hash of what decides the numbers besides the checkpoint: metric version and analysis options."""
-    text = json.dumps({"version": METRICS_VERSION, **dataclasses.asdict(plan.analysis)}, sort_keys=True)
+    """Hash of what decides the numbers besides the checkpoint: every metric's version, the engine's,
+    and the analysis options. A cell computed under another recipe is stale."""
+    text = json.dumps({"engine": ENGINE_VERSION, "metrics": registry.versions(), **dataclasses.asdict(plan.analysis)},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -114,6 +118,34 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) ->
     return counts
 
 
+def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> dict[str, int]:
+    """One Slurm array task: one run's missing cells, then the merged table (atomic; the last task to
+    finish merges everything that is done)."""
+    setup_logging(plan.execution.log_level)
+    device = torch.device("cuda" if plan.execution.device != "cpu" and torch.cuda.is_available() else "cpu")
+    counts = analyse_run(Settings.from_record(settings_record), Path(experiment_dir), plan, device)
+    store.merge(Path(experiment_dir))
+    return counts
+
+
+def submit_analysis(plan: Plan, experiment_dir: Path, runs: list[Settings]) -> int:
+    """`launcher=slurm`: one array task per run, with the cluster options of train.sh."""
+    from slurm.launch import absolute_execution, make_executor
+
+    if not runs:
+        print(f"submitted 0 jobs: experiment {plan.experiment!r} has no runs under {experiment_dir / 'runs'}")
+        return 0
+    plan = dataclasses.replace(plan, execution=dataclasses.replace(plan.execution, **{
+        key: value for key, value in absolute_execution(plan).items() if key in ("out_dir", "data_root")}))
+    executor = make_executor(plan, experiment_dir)
+    executor.update_parameters(job_name=f"analysis-{plan.experiment}")
+    jobs = executor.map_array(analyse_job, [settings.to_record() for settings in runs],
+                              [str(experiment_dir.resolve())] * len(runs), [plan] * len(runs))
+    print(f"submitted {len(jobs)} analysis job(s) (array {jobs[0].job_id.split('_')[0]}); logs in "
+          f"{experiment_dir / 'slurm'}; the table: {experiment_dir / 'metrics.parquet'}")
+    return 0
+
+
 def features_command(arguments: list[str]) -> int:
     """`features RUN_DIR iteration=N split=train|test out=FILE.npz` — labels + one array per layer."""
     if not arguments:
@@ -163,6 +195,8 @@ def main(arguments: list[str]) -> int:
         experiment_dir = Path(plan.execution.out_dir) / plan.experiment
         totals: dict[str, int] = {}
         runs = runs_of(experiment_dir, plan.overrides)
+        if plan.cluster.launcher == "slurm":
+            return submit_analysis(plan, experiment_dir, runs)
         for settings in runs:
             for outcome, count in analyse_run(settings, experiment_dir, plan, device).items():
                 totals[outcome] = totals.get(outcome, 0) + count

@@ -18,13 +18,15 @@ from torch import Tensor
 
 import data
 from conf.analysis import Analysis
-from metrics.moments import ClassMoments, cdnv, ncc_predictions
+from metrics.moments import ClassMoments, ncc_predictions
 from metrics.pooling import pool_to
-from metrics.ridge import CrossMoments, choose_l2, ridge_fit, ridge_mse
+from metrics.registry import METRICS, LayerResults, LinearMap
+from metrics.ridge import CrossMoments, choose_l2, ridge_fit
 from metrics.transfer import colour_dominance
 from utils import seeded_generator
 
 TRANSFER_CLASSES = 3  # colour dominance: R, G or B (LearnPhase)
+SPLITS = ("train", "test")
 
 
 @dataclass
@@ -67,16 +69,28 @@ def _one_hot(labels: Tensor, classes: int) -> Tensor:
 @torch.no_grad()
 def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_classes: int, options: Analysis,
             seed: int) -> list[dict]:
-    """Rows {layer, metric, split, value, [l2], [dimensions]} for every layer, both splits, plus the
-    classifier's loss and accuracy and the effective depth."""
+    """Rows {layer, metric, split, value, [l2], [dimensions]}: every registered metric (metrics/registry.py)
+    of every layer on both splits, plus the classifier's loss and accuracy."""
+    layers, classifier = collect(model, train, test, num_classes, options, seed)
+    rows = []
+    for name, layer in layers.items():
+        for metric in METRICS.values():
+            details = metric.details(layer) if metric.details else {}
+            rows += [_row(name, metric.name, split, value, **details) for split, value in metric.function(layer).items()]
+    for split, (loss, accuracy) in classifier.items():
+        rows += [_row("logits", "classifier_loss", split, loss), _row("logits", "classifier_accuracy", split, accuracy)]
+    return rows
+
+
+def collect(model, train: SplitData, test: SplitData, num_classes: int, options: Analysis, seed: int):
+    """One pass over each split -> ({layer: LayerResults}, {split: (classifier loss, accuracy)})."""
     model.eval()
     device = train.images.device
     heldout = torch.rand(len(train.labels), generator=seeded_generator(seed, "heldout")) < options.heldout_fraction
     heldout = heldout.to(device)
     states: dict[str, LayerState] = {}
     cache_budget = options.feature_cache_gb * 2 ** 30
-    classifier = {"train": torch.zeros(2, dtype=torch.float64, device=device),
-                  "test": torch.zeros(2, dtype=torch.float64, device=device)}
+    classifier = {split: torch.zeros(2, dtype=torch.float64, device=device) for split in SPLITS}
 
     for start, stop, images, labels, transfer in train.batches(options.analysis_batch_size):
         features = model.features(images)
@@ -100,62 +114,44 @@ def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_class
                 state.cached_full.append(flat)
                 cache_budget -= flat.numel() * flat.element_size()
 
-    rows: list[dict] = []
-    fitted = {}
+    results: dict[str, LayerResults] = {}
     for name, state in states.items():
-        centres, present = state.classes.mean, state.classes.count > 0
-        rows.append(_row(name, "cdnv", "train", cdnv(state.classes)))
         maps = {}
-        for metric, (fit, held_out) in (("probe", state.probe), ("reconstruction", state.decoder),
-                                        ("transfer", state.transfer)):
-            l2 = choose_l2(fit, held_out)
-            weights, bias = ridge_fit(fit.merge(held_out), l2)  # refit on the whole split with the chosen l2
-            maps[metric] = (weights, bias, l2)
-            if metric == "reconstruction":  # LearnPhase's decoder loss: mean squared error per pixel
-                rows.append(_row(name, "reconstruction_mse", "train", ridge_mse(fit.merge(held_out), weights, bias),
-                                 l2=l2, dimensions=state.pooled_dimensions))
-        fitted[name] = (centres, present, maps)
+        for key, (fit, held_out) in (("probe", state.probe), ("reconstruction", state.decoder),
+                                     ("transfer", state.transfer)):
+            l2 = choose_l2(fit, held_out)  # on the held-out part, then refit on the whole split
+            whole = fit.merge(held_out)
+            maps[key] = LinearMap(*ridge_fit(whole, l2), l2, {"train": whole})
         pooled = torch.cat(state.cached_pooled)
-        rows += _accuracies(name, "train", pooled, train, maps, state.pooled_dimensions)
         full = torch.cat(state.cached_full) if len(state.cached_full) == len(state.cached_pooled) else None
-        rows.append(_row(name, "ncc_accuracy", "train", _ncc_accuracy(model, name, full, train, centres, present,
-                                                                      options.analysis_batch_size)))
+        correct = {"ncc": _ncc_correct(model, name, full, train, state.classes, options.analysis_batch_size),
+                   "probe": (_predict(pooled, maps["probe"]) == train.labels).sum().item(),
+                   "transfer": (_predict(pooled, maps["transfer"]) == train.transfer_labels).sum().item()}
+        results[name] = LayerResults(SPLITS, {"train": len(train.labels), "test": len(test.labels)},
+                                     {"train": state.classes}, {"train": correct}, maps, state.pooled_dimensions)
         state.cached_full.clear()
         state.cached_pooled.clear()
 
-    test_classes: dict[str, ClassMoments] = {}
-    test_decoder: dict[str, CrossMoments] = {}
-    correct = {name: torch.zeros(3, dtype=torch.float64, device=device) for name in states}
+    test_correct = {name: torch.zeros(3, dtype=torch.float64, device=device) for name in states}
     for _, _, images, labels, transfer in test.batches(options.analysis_batch_size):
         features = model.features(images)
         _classifier_update(classifier["test"], features["logits"], labels)
         for name, tensor in features.items():
-            flat, pooled = tensor.flatten(1), pool_to(tensor, options.probe_dimensions)
-            centres, present, maps = fitted[name]
-            test_classes.setdefault(name, ClassMoments(num_classes, flat.shape[1], device)).update(flat, labels)
-            test_decoder.setdefault(name, CrossMoments(pooled.shape[1], images[0].numel(), device)).update(
+            flat, pooled, layer = tensor.flatten(1), pool_to(tensor, options.probe_dimensions), results[name]
+            train_classes = layer.classes["train"]
+            layer.classes.setdefault("test", ClassMoments(num_classes, flat.shape[1], device)).update(flat, labels)
+            decoder = layer.maps["reconstruction"].moments
+            decoder.setdefault("test", CrossMoments(pooled.shape[1], images[0].numel(), device)).update(
                 pooled, images.flatten(1))
-            correct[name] += torch.stack([
-                (ncc_predictions(flat, centres, present) == labels).sum(),
-                (_predict(pooled, maps["probe"]) == labels).sum(),
-                (_predict(pooled, maps["transfer"]) == transfer).sum()]).to(torch.float64)
-    for name, state in states.items():
-        count = len(test.labels)
-        ncc, probe, transfer = (correct[name] / count).tolist()
-        weights, bias, l2 = fitted[name][2]["reconstruction"]
-        rows += [_row(name, "ncc_accuracy", "test", ncc), _row(name, "cdnv", "test", cdnv(test_classes[name])),
-                 _row(name, "probe_accuracy", "test", probe, l2=fitted[name][2]["probe"][2],
-                      dimensions=state.pooled_dimensions),
-                 _row(name, "transfer_accuracy", "test", transfer, l2=fitted[name][2]["transfer"][2],
-                      dimensions=state.pooled_dimensions),
-                 _row(name, "reconstruction_mse", "test", ridge_mse(test_decoder[name], weights, bias), l2=l2,
-                      dimensions=state.pooled_dimensions)]
-    for split, sums in classifier.items():
-        loss, correct_count = sums.tolist()
-        count = len((train if split == "train" else test).labels)
-        rows += [_row("logits", "classifier_loss", split, loss / count),
-                 _row("logits", "classifier_accuracy", split, correct_count / count)]
-    return rows
+            test_correct[name] += torch.stack([
+                (ncc_predictions(flat, train_classes.mean, train_classes.count > 0) == labels).sum(),
+                (_predict(pooled, layer.maps["probe"]) == labels).sum(),
+                (_predict(pooled, layer.maps["transfer"]) == transfer).sum()]).to(torch.float64)
+    for name, layer in results.items():
+        layer.correct["test"] = dict(zip(("ncc", "probe", "transfer"), test_correct[name].tolist()))
+    counts = {"train": len(train.labels), "test": len(test.labels)}
+    return results, {split: (sums[0].item() / counts[split], sums[1].item() / counts[split])
+                     for split, sums in classifier.items()}
 
 
 def _new_state(width: int, pooled_width: int, pixels: int, num_classes: int, device) -> LayerState:
@@ -172,30 +168,24 @@ def _classifier_update(sums: Tensor, logits: Tensor, labels: Tensor) -> None:
     sums[1] += (logits.argmax(1) == labels).sum().to(torch.float64)
 
 
-def _predict(pooled: Tensor, fitted: tuple[Tensor, Tensor, float]) -> Tensor:
-    weights, bias, _ = fitted
-    return (pooled.to(torch.float64) @ weights + bias).argmax(1)
+def _predict(pooled: Tensor, fitted: LinearMap) -> Tensor:
+    return (pooled.to(torch.float64) @ fitted.weights + fitted.bias).argmax(1)
 
 
-def _accuracies(name, split, pooled, split_data: SplitData, maps, dimensions) -> list[dict]:
-    probe = (_predict(pooled, maps["probe"]) == split_data.labels).double().mean().item()
-    transfer = (_predict(pooled, maps["transfer"]) == split_data.transfer_labels).double().mean().item()
-    return [_row(name, "probe_accuracy", split, probe, l2=maps["probe"][2], dimensions=dimensions),
-            _row(name, "transfer_accuracy", split, transfer, l2=maps["transfer"][2], dimensions=dimensions)]
-
-
-def _ncc_accuracy(model, name, full, split_data: SplitData, centres, present, batch_size) -> float:
-    """NCC accuracy of the training split against its own centres: from the kept features, or from a
-    second pass when the layer was too wide to keep."""
-    if full is not None:
-        predictions = torch.cat([ncc_predictions(full[start:start + batch_size], centres, present)
-                                 for start in range(0, len(full), batch_size)])
-        return (predictions == split_data.labels).double().mean().item()
+def _ncc_correct(model, name, full, split_data: SplitData, classes: ClassMoments, batch_size) -> float:
+    """Correct NCC predictions on the training split against its own centres: from the kept features,
+    or from a second pass when the layer was too wide to keep."""
+    centres, present = classes.mean, classes.count > 0
     correct = torch.zeros((), dtype=torch.float64, device=centres.device)
+    if full is not None:
+        for start in range(0, len(full), batch_size):
+            predictions = ncc_predictions(full[start:start + batch_size], centres, present)
+            correct += (predictions == split_data.labels[start:start + batch_size]).sum()
+        return correct.item()
     for _, _, images, labels, _ in split_data.batches(batch_size):
         flat = model.features(images)[name].flatten(1)
         correct += (ncc_predictions(flat, centres, present) == labels).sum()
-    return correct.item() / len(split_data.labels)
+    return correct.item()
 
 
 def _row(layer: str, metric: str, split: str, value: float, **details) -> dict:

@@ -1,5 +1,7 @@
 """analysis.py end to end on tiny runs: the tidy table, incremental recomputation, features export."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -97,3 +99,66 @@ def test_bad_analysis_input_exits_2(tmp_path, words, needle):
     result = run_cli("analysis.py", [*words, f"out_dir={tmp_path}"] if words[0] != "features" else words)
     assert result.returncode == 2 and needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _measure_table(run_dir, batch_size: int, order=None):
+    from conf.analysis import Analysis
+    from metrics import engine
+    from tests.conftest import read_json
+    from checkpointing import RunFolder
+    from conf import Settings
+
+    settings = Settings.from_record(read_json(run_dir / "settings.json")["settings"])
+    train, test, classes = analysis.splits_of(settings, RunFolder(run_dir), Path("datasets"), False, torch.device("cpu"))
+    if order is not None:  # the same examples in another order
+        train = engine.SplitData(train.images[order], train.labels[order], train.mean, train.std)
+    _, model = analysis.load_model(run_dir / "checkpoints" / "iteration_00000008.pt", (3, 8, 8), classes, "cpu")
+    rows = engine.measure(model, train, test, classes, Analysis(analysis_batch_size=batch_size, probe_dimensions=32), 0)
+    return {(row["layer"], row["metric"], row["split"]): row["value"] for row in rows}
+
+
+def test_results_do_not_depend_on_batch_size_or_order(trained):
+    run_dir = sorted((trained / "default" / "runs").iterdir())[0]
+    reference = _measure_table(run_dir, 500)
+    # The accumulators are batch-independent to 1e-10 on fixed features (tests/test_metrics.py); here
+    # the model's float32 features themselves differ in the last bits between batch sizes.
+    assert _measure_table(run_dir, 7) == pytest.approx(reference, rel=1e-6, abs=1e-9)
+    # Reordering moves examples in and out of the held-out part (drawn by position), which may move
+    # the probes' l2; the NCC rule, CDNV and the classifier do not depend on it.
+    shuffled = _measure_table(run_dir, 33, order=torch.randperm(128, generator=torch.Generator().manual_seed(1)))
+    for key, value in reference.items():
+        if key[1] in ("ncc_accuracy", "cdnv", "classifier_loss", "classifier_accuracy"):
+            assert shuffled[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_a_registered_metric_is_measured_for_every_layer_and_split(trained):
+    from metrics import registry
+
+    @registry.register("class_count", version=1, paper="test")
+    def class_count(layer):
+        return {split: float((layer.classes[split].count > 0).sum()) for split in layer.splits}
+
+    try:
+        table = _measure_table(sorted((trained / "default" / "runs").iterdir())[0], 500)
+    finally:
+        del registry.METRICS["class_count"]
+    counted = {key: value for key, value in table.items() if key[1] == "class_count"}
+    assert len(counted) == 4 * 2 and set(counted.values()) == {10.0}
+
+
+def test_two_analysis_processes_at_once_corrupt_nothing(trained):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPOSITORY
+
+    command = [sys.executable, str(REPOSITORY / "analysis.py"), f"out_dir={trained}", *QUICK]
+    processes = [subprocess.Popen(command, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    table = pd.read_parquet(trained / "default" / "metrics.parquet")
+    assert not table.duplicated(["run_id", "iteration", "layer", "metric", "split"]).any()
+    assert len(table.groupby(["run_id", "iteration"])) == 10  # every checkpoint of both runs, once
+    again = run_cli("analysis.py", [f"out_dir={trained}", *QUICK])
+    assert "0 checkpoint(s) measured, 10 already fresh" in again.stdout

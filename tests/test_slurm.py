@@ -163,3 +163,19 @@ def test_status_shows_done_running_failed_and_diverged(slurm, tmp_path):
     job_id = read_json(next((tmp_path / "default" / "runs").glob("convnet3-w16-*/job.json")))["job_id"]
     assert job_id in running
     subprocess.run(["scancel", job_id.split("_")[0]], check=False)
+
+
+def test_analysis_runs_as_one_array_task_per_run(slurm, tmp_path):
+    import pandas as pd
+
+    assert run_cli("train.py", tiny_words(tmp_path, "image_size=8", "depth=1", "width=4", "epochs=1",
+                                           "synthetic_train_size=128", "seed=0,1")).returncode == 0
+    result = run_cli("analysis.py", [f"out_dir={tmp_path}", "launcher=slurm", *NODE, "probe_dimensions=32"])
+    assert result.returncode == 0 and "submitted 2 analysis job(s)" in result.stdout, result.stderr
+    array = result.stdout.split("(array ")[1].split(")")[0]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and array in subprocess.run(["squeue", "--me", "-h", "-o", "%i"],
+                                                                   capture_output=True, text=True).stdout:
+        time.sleep(2)
+    table = pd.read_parquet(tmp_path / "default" / "metrics.parquet")
+    assert table["run_id"].nunique() == 2 and set(table["iteration"]) == {0, 1, 2, 4}
