@@ -60,6 +60,23 @@ def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: 
     return train, test, dataset.num_classes
 
 
+def transfer_splits(settings: Settings, plan: Plan, reference: engine.SplitData, device):
+    """The colour-dominance probe's own dataset (`transfer_dataset`), normalised as the network's
+    inputs; None for the run's own images. The synthetic one is drawn with the next data seed."""
+    name = plan.analysis.transfer_dataset
+    if name == "own":
+        return None
+    source = dataclasses.replace(settings, dataset=name, train_subset=0, label_noise=0.0,
+                                 data_seed=settings.data_seed + (name == "synthetic"))
+    dataset = data.load_dataset(source, data_root=Path(plan.execution.data_root), download=plan.execution.download)
+    if dataset.train_images.shape[1:] != reference.images.shape[1:]:
+        raise SettingsError(f"transfer_dataset={name} has images of shape {tuple(dataset.train_images.shape[1:])}, the "
+                            f"run's are {tuple(reference.images.shape[1:])}; accepted: own or a dataset of that shape")
+    dataset = dataset.to(device)
+    return (engine.SplitData(dataset.train_images, dataset.train_labels, reference.mean, reference.std),
+            engine.SplitData(dataset.test_images, dataset.test_labels, reference.mean, reference.std))
+
+
 def load_model(path: Path, input_shape, num_classes: int, device) -> tuple[dict, models.LayerwiseModel]:
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     model = models.build(Settings.from_record(checkpoint["settings"]), input_shape=input_shape, num_classes=num_classes)
@@ -91,6 +108,7 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) ->
     if not pending:
         return counts
     train, test, num_classes = splits_of(settings, folder, Path(plan.execution.data_root), plan.execution.download, device)
+    transfer = transfer_splits(settings, plan, train, device)
     for name, entry in sorted(pending.items()):
         path = store.cell_path(experiment_dir, settings.run_id, entry["iteration"])
         with store.claim(path) as mine:
@@ -103,7 +121,7 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) ->
                 counts["corrupt"] += 1
                 continue
             checkpoint, model = load_model(checkpoint_path, tuple(train.images.shape[1:]), num_classes, device)
-            rows = engine.measure(model, train, test, num_classes, plan.analysis, seed=settings.seed)
+            rows = engine.measure(model, train, test, num_classes, plan.analysis, seed=settings.seed, transfer=transfer)
             rows += engine.effective_depth_rows(rows, model.layer_names(), plan.analysis.effective_depth_epsilon)
             index = {layer: position for position, layer in enumerate(model.layer_names())}
             frame = pd.DataFrame(rows)
@@ -184,7 +202,12 @@ def features_command(arguments: list[str]) -> int:
 
 def main(arguments: list[str]) -> int:
     if any(argument in ("-h", "--help", "help") for argument in arguments):
-        print(__doc__)
+        from conf.cli import ANALYSIS_FIELDS
+        from conf.global_settings import describe_accepted, show_default
+
+        print(__doc__.strip(), "\nanalysis options (the recipe; run settings filter the runs; launch options as train.py):")
+        for name, item in ANALYSIS_FIELDS.items():
+            print(f"  {name + '=' + show_default(item):<34} {item.metadata['doc']} (accepted: {describe_accepted(item)})")
         return 0
     try:
         if arguments and arguments[0] == "features":

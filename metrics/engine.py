@@ -68,10 +68,10 @@ def _one_hot(labels: Tensor, classes: int) -> Tensor:
 
 @torch.no_grad()
 def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_classes: int, options: Analysis,
-            seed: int) -> list[dict]:
+            seed: int, transfer: tuple[SplitData, SplitData] | None = None) -> list[dict]:
     """Rows {layer, metric, split, value, [l2], [dimensions]}: every registered metric (metrics/registry.py)
     of every layer on both splits, plus the classifier's loss and accuracy."""
-    layers, classifier = collect(model, train, test, num_classes, options, seed)
+    layers, classifier = collect(model, train, test, num_classes, options, seed, transfer)
     rows = []
     for name, layer in layers.items():
         for metric in METRICS.values():
@@ -82,8 +82,11 @@ def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_class
     return rows
 
 
-def collect(model, train: SplitData, test: SplitData, num_classes: int, options: Analysis, seed: int):
-    """One pass over each split -> ({layer: LayerResults}, {split: (classifier loss, accuracy)})."""
+def collect(model, train: SplitData, test: SplitData, num_classes: int, options: Analysis, seed: int,
+            transfer: tuple[SplitData, SplitData] | None = None):
+    """One pass over each split -> ({layer: LayerResults}, {split: (classifier loss, accuracy)}).
+    `transfer`: another dataset's (train, test) splits for the colour-dominance probe, read in passes
+    of their own; None: the probe reads the run's own images in the same passes."""
     model.eval()
     device = train.images.device
     heldout = torch.rand(len(train.labels), generator=seeded_generator(seed, "heldout")) < options.heldout_fraction
@@ -92,7 +95,9 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
     cache_budget = options.feature_cache_gb * 2 ** 30
     classifier = {split: torch.zeros(2, dtype=torch.float64, device=device) for split in SPLITS}
 
-    for start, stop, images, labels, transfer in train.batches(options.analysis_batch_size):
+    own_transfer = transfer is None
+    transfer_train, transfer_test = (train, test) if own_transfer else transfer
+    for start, stop, images, labels, transfer_labels in train.batches(options.analysis_batch_size):
         features = model.features(images)
         _classifier_update(classifier["train"], features["logits"], labels)
         held = heldout[start:stop]
@@ -104,9 +109,10 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
                 states[name] = _new_state(flat.shape[1], pooled.shape[1], target_image.shape[1], num_classes, device)
             state = states[name]
             state.classes.update(flat, labels)
-            for (fit, held_out), targets in ((state.probe, _one_hot(labels, num_classes)),
-                                             (state.decoder, target_image),
-                                             (state.transfer, _one_hot(transfer, TRANSFER_CLASSES))):
+            pairs = [(state.probe, _one_hot(labels, num_classes)), (state.decoder, target_image)]
+            if own_transfer:
+                pairs.append((state.transfer, _one_hot(transfer_labels, TRANSFER_CLASSES)))
+            for (fit, held_out), targets in pairs:
                 fit.update(pooled[~held], targets[~held])
                 held_out.update(pooled[held], targets[held])
             state.cached_pooled.append(pooled)
@@ -114,6 +120,7 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
                 state.cached_full.append(flat)
                 cache_budget -= flat.numel() * flat.element_size()
 
+    transfer_pooled = states if own_transfer else _transfer_fit(model, transfer_train, states, options, seed)
     results: dict[str, LayerResults] = {}
     for name, state in states.items():
         maps = {}
@@ -124,16 +131,18 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
             maps[key] = LinearMap(*ridge_fit(whole, l2), l2, {"train": whole})
         pooled = torch.cat(state.cached_pooled)
         full = torch.cat(state.cached_full) if len(state.cached_full) == len(state.cached_pooled) else None
+        pooled_for_transfer = pooled if own_transfer else transfer_pooled[name]
         correct = {"ncc": _ncc_correct(model, name, full, train, state.classes, options.analysis_batch_size),
                    "probe": (_predict(pooled, maps["probe"]) == train.labels).sum().item(),
-                   "transfer": (_predict(pooled, maps["transfer"]) == train.transfer_labels).sum().item()}
+                   "transfer": (_predict(pooled_for_transfer, maps["transfer"]) == transfer_train.transfer_labels).sum().item()}
         results[name] = LayerResults(SPLITS, {"train": len(train.labels), "test": len(test.labels)},
-                                     {"train": state.classes}, {"train": correct}, maps, state.pooled_dimensions)
+                                     {"train": state.classes}, {"train": correct}, maps, state.pooled_dimensions,
+                                     {"train": len(transfer_train.labels), "test": len(transfer_test.labels)})
         state.cached_full.clear()
         state.cached_pooled.clear()
 
     test_correct = {name: torch.zeros(3, dtype=torch.float64, device=device) for name in states}
-    for _, _, images, labels, transfer in test.batches(options.analysis_batch_size):
+    for _, _, images, labels, transfer_labels in test.batches(options.analysis_batch_size):
         features = model.features(images)
         _classifier_update(classifier["test"], features["logits"], labels)
         for name, tensor in features.items():
@@ -146,12 +155,36 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
             test_correct[name] += torch.stack([
                 (ncc_predictions(flat, train_classes.mean, train_classes.count > 0) == labels).sum(),
                 (_predict(pooled, layer.maps["probe"]) == labels).sum(),
-                (_predict(pooled, layer.maps["transfer"]) == transfer).sum()]).to(torch.float64)
+                (_predict(pooled, layer.maps["transfer"]) == transfer_labels).sum() if own_transfer
+                else torch.zeros((), device=device)]).to(torch.float64)
+    if not own_transfer:
+        for _, _, images, _, transfer_labels in transfer_test.batches(options.analysis_batch_size):
+            for name, tensor in model.features(images).items():
+                predictions = _predict(pool_to(tensor, options.probe_dimensions), results[name].maps["transfer"])
+                test_correct[name][2] += (predictions == transfer_labels).sum()
     for name, layer in results.items():
         layer.correct["test"] = dict(zip(("ncc", "probe", "transfer"), test_correct[name].tolist()))
     counts = {"train": len(train.labels), "test": len(test.labels)}
     return results, {split: (sums[0].item() / counts[split], sums[1].item() / counts[split])
                      for split, sums in classifier.items()}
+
+
+def _transfer_fit(model, transfer_train: SplitData, states: dict[str, LayerState], options: Analysis,
+                  seed: int) -> dict[str, Tensor]:
+    """Another dataset's training split, in a pass of its own: the transfer probe's moments (fit and
+    held-out parts) per layer; returns its pooled features per layer, for its train accuracy."""
+    heldout = torch.rand(len(transfer_train.labels), generator=seeded_generator(seed, "transfer heldout"))
+    heldout = (heldout < options.heldout_fraction).to(transfer_train.images.device)
+    pooled_by_layer: dict[str, list[Tensor]] = {}
+    for start, stop, images, _, transfer_labels in transfer_train.batches(options.analysis_batch_size):
+        held, targets = heldout[start:stop], _one_hot(transfer_labels, TRANSFER_CLASSES)
+        for name, tensor in model.features(images).items():
+            pooled = pool_to(tensor, options.probe_dimensions)
+            fit, held_out = states[name].transfer
+            fit.update(pooled[~held], targets[~held])
+            held_out.update(pooled[held], targets[held])
+            pooled_by_layer.setdefault(name, []).append(pooled)
+    return {name: torch.cat(parts) for name, parts in pooled_by_layer.items()}
 
 
 def _new_state(width: int, pooled_width: int, pixels: int, num_classes: int, device) -> LayerState:

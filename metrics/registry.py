@@ -40,6 +40,7 @@ class LayerResults:
     correct: dict[str, dict[str, float]]  # split -> {"ncc", "probe", "transfer"} -> correct predictions
     maps: dict[str, LinearMap]  # "probe", "transfer", "reconstruction"
     dimensions: int  # width of the pooled features the maps were fitted on
+    transfer_count: dict[str, int]  # examples of the transfer task per split (another dataset's, or the same)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def _map_details(key: str):
 
 
 def _accuracy(layer: LayerResults, key: str) -> dict[str, float]:
-    return {split: layer.correct[split][key] / layer.count[split] for split in layer.splits}
+    counts = layer.transfer_count if key == "transfer" else layer.count
+    return {split: layer.correct[split][key] / counts[split] for split in layer.splits}
 
 
 @register("ncc_accuracy", version=1, paper="Galanti et al., TMLR 2023 (IntermediateNC)")

@@ -162,3 +162,25 @@ def test_two_analysis_processes_at_once_corrupt_nothing(trained):
     assert len(table.groupby(["run_id", "iteration"])) == 10  # every checkpoint of both runs, once
     again = run_cli("analysis.py", [f"out_dir={trained}", *QUICK])
     assert "0 checkpoint(s) measured, 10 already fresh" in again.stdout
+
+
+def test_the_transfer_probe_can_read_another_dataset(trained, tmp_path):
+    from tests.fabricate import fabricate_mnist
+
+    own = _measure_rows(trained, [])
+    other = _measure_rows(trained, ["transfer_dataset=synthetic"])  # drawn with the next data seed
+    for key, value in own.items():
+        if key[3] != "transfer_accuracy":
+            assert other[key] == pytest.approx(value, rel=1e-9), key  # nothing else moves
+    assert {key: value for key, value in other.items() if key[3] == "transfer_accuracy"} != \
+        {key: value for key, value in own.items() if key[3] == "transfer_accuracy"}
+    fabricate_mnist(tmp_path / "datasets", 20, 10)
+    result = run_cli("analysis.py", [f"out_dir={trained}", f"data_root={tmp_path / 'datasets'}", "download=false",
+                                     "transfer_dataset=mnist", *QUICK])
+    assert result.returncode == 2 and "transfer_dataset=mnist has images of shape (1, 28, 28)" in result.stderr
+
+
+def _measure_rows(out_dir, words):
+    assert analysis.main([f"out_dir={out_dir}", *QUICK, *words]) == 0
+    table = pd.read_parquet(out_dir / "default" / "metrics.parquet")
+    return {(row.run_id, row.iteration, row.layer, row.metric, row.split): row.value for row in table.itertuples()}

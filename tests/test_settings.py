@@ -138,5 +138,8 @@ def test_readme_settings_tables_match_the_code():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[0].startswith("`") and cells[1].startswith("`"):
             rows[cells[0].strip("`")] = cells[1].strip("`"), cells[2], cells[3]
-    for item in dataclasses.fields(Settings) + dataclasses.fields(Execution) + dataclasses.fields(Cluster):
+    from conf.analysis import Analysis
+
+    for item in (dataclasses.fields(Settings) + dataclasses.fields(Execution) + dataclasses.fields(Cluster)
+                 + dataclasses.fields(Analysis)):
         assert rows.get(item.name) == (show_default(item), describe_accepted(item), item.metadata["doc"]), item.name
