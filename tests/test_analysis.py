@@ -184,3 +184,23 @@ def _measure_rows(out_dir, words):
     assert analysis.main([f"out_dir={out_dir}", *QUICK, *words]) == 0
     table = pd.read_parquet(out_dir / "default" / "metrics.parquet")
     return {(row.run_id, row.iteration, row.layer, row.metric, row.split): row.value for row in table.itertuples()}
+
+
+def test_a_new_checkpoint_of_a_training_run_is_the_only_new_cell(tmp_path):
+    import json
+
+    assert run_cli("train.py", tiny_words(tmp_path, *RUN)).returncode == 0
+    (run_dir,) = (tmp_path / "default" / "runs").iterdir()
+    manifest_path = run_dir / "manifest.json"
+    complete = manifest_path.read_text()
+    manifest = json.loads(complete)
+    for name in ("iteration_00000004.pt", "iteration_00000008.pt"):  # not written yet, as while it trains
+        del manifest["files"][name]
+    manifest_path.write_text(json.dumps(manifest))
+    first = run_cli("analysis.py", [f"out_dir={tmp_path}", *QUICK])
+    assert "1 run(s): 3 checkpoint(s) measured" in first.stdout
+    manifest_path.write_text(complete)  # training went on: two more checkpoints
+    second = run_cli("analysis.py", [f"out_dir={tmp_path}", *QUICK])
+    assert "1 run(s): 2 checkpoint(s) measured, 3 already fresh" in second.stdout
+    table = pd.read_parquet(tmp_path / "default" / "metrics.parquet")
+    assert sorted(table["iteration"].unique()) == [0, 1, 2, 4, 8]
