@@ -17,11 +17,22 @@ synthetic data (5000 train + 1000 test images, 3×32×32, 10 classes) for every 
    form's test MSE must not exceed the trained one's (asserted).
 
 Ratios are of medians over `rounds` interleaved rounds (this shared machine's speed drifts); the
-timed code starts from the same tensors on the device and ends with a host synchronisation.
+timed code starts from the same tensors on the device and ends with a host synchronisation. The header
+prints the load average: on 2 cores shared with other jobs, MKL's threads oversubscribe (one 512×512
+eigh went from 0.05 s to 1.7 s) and every time here inflates several-fold; `threads=1` is steadier then.
+About 95 s on 2 idle cores with rounds=3.
+
+Why row 1 stays far above 1.5× (measured ~14-15× on CPU) and barely falls with more data: the
+closed-form fits (eigh, solves: O(D²K) per layer) are not the main cost. Each image adds, per layer,
+the decoder's cross moment XᵀT in float64 — D·K = 512 × 3072 ≈ 1.6 M multiply-adds, ~11 M over
+7 layers, plus 512² for XᵀX — against ~2.7 M float32 multiply-adds for the whole CONV-4-32 forward.
+That per-image term grows with N exactly as the forward does, so the ratio tends to roughly 10× or
+more (float64 runs at about half float32's rate), not to 1.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -146,7 +157,8 @@ def check_agreement(seed_values: dict, our_values: dict, count: int) -> str:
     # float32 sums (the seed) against float64 (ours): a near-tie may flip a prediction or two.
     assert accuracy_gap <= 2 / count + 1e-12, f"NCC accuracies differ by {accuracy_gap}"
     assert cdnv_gap <= 1e-3, f"CDNV differs by a relative {cdnv_gap}"
-    return f"NCC accuracy max |diff| {accuracy_gap:.1e}, CDNV max relative diff {cdnv_gap:.1e} over {len(our_values)} layers"
+    return (f"seed vs ours: NCC accuracy max |diff| {accuracy_gap:.1e}, CDNV max relative diff {cdnv_gap:.1e} "
+            f"over {len(our_values)} layers")
 
 
 # ---- 3. the linear decoder: trained (LearnPhase) vs closed form ----
@@ -193,7 +205,7 @@ def main(arguments: list[str]) -> int:
     batch = analysis.analysis_batch_size
     print(f"analysis cost on {device} ({torch.get_num_threads()} threads): CONV-4-32 (random init), synthetic "
           f"3x32x32, {len(train.labels)} train + {len(test.labels)} test, batch {batch}, "
-          f"median of {rounds} interleaved rounds")
+          f"median of {rounds} interleaved rounds, load average {os.getloadavg()[0]:.1f}")
     print(f"{'measurement':<46} {'ours':>9} {'baseline':>10} {'ratio':>8} {'target':>7} {'':>6}")
     lines, notes = [], []
 

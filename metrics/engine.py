@@ -22,6 +22,7 @@ from metrics.moments import ClassMoments, ncc_predictions
 from metrics.pooling import pool_to
 from metrics.registry import METRICS, LayerResults, LinearMap
 from metrics.ridge import CrossMoments, choose_l2, ridge_fit
+from metrics.trained import train_linear_map
 from metrics.transfer import colour_dominance
 from utils import seeded_generator
 
@@ -120,16 +121,22 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
                 state.cached_full.append(flat)
                 cache_budget -= flat.numel() * flat.element_size()
 
-    transfer_pooled = states if own_transfer else _transfer_fit(model, transfer_train, states, options, seed)
+    transfer_pooled = None if own_transfer else _transfer_fit(model, transfer_train, states, options, seed)
     results: dict[str, LayerResults] = {}
     for name, state in states.items():
+        pooled = torch.cat(state.cached_pooled)
         maps = {}
         for key, (fit, held_out) in (("probe", state.probe), ("reconstruction", state.decoder),
                                      ("transfer", state.transfer)):
-            l2 = choose_l2(fit, held_out)  # on the held-out part, then refit on the whole split
             whole = fit.merge(held_out)
-            maps[key] = LinearMap(*ridge_fit(whole, l2), l2, {"train": whole})
-        pooled = torch.cat(state.cached_pooled)
+            if options.linear_maps == "closed_form":
+                l2 = choose_l2(fit, held_out)  # on the held-out part, then refit on the whole split
+                maps[key] = LinearMap(*ridge_fit(whole, l2), l2, {"train": whole})
+            else:  # LearnPhase's way, for parity: gradient descent on the kept features (no l2 to choose)
+                inputs, targets = _training_pairs(key, pooled, train, transfer_train, transfer_pooled, name, num_classes)
+                with torch.enable_grad():  # measure() runs under no_grad; this map learns by gradients
+                    weights, bias = train_linear_map(inputs, targets, optimizer=options.linear_maps, seed=seed)
+                maps[key] = LinearMap(weights, bias, float("nan"), {"train": whole})
         full = torch.cat(state.cached_full) if len(state.cached_full) == len(state.cached_pooled) else None
         pooled_for_transfer = pooled if own_transfer else transfer_pooled[name]
         correct = {"ncc": _ncc_correct(model, name, full, train, state.classes, options.analysis_batch_size),
@@ -167,6 +174,16 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
     counts = {"train": len(train.labels), "test": len(test.labels)}
     return results, {split: (sums[0].item() / counts[split], sums[1].item() / counts[split])
                      for split, sums in classifier.items()}
+
+
+def _training_pairs(key, pooled, train: SplitData, transfer_train: SplitData, transfer_pooled, name, num_classes):
+    """(features, targets) of the whole training split for one map, for the trained (non closed-form) maps."""
+    if key == "probe":
+        return pooled, _one_hot(train.labels, num_classes)
+    if key == "reconstruction":
+        return pooled, torch.cat([images.flatten(1) for _, _, images, _, _ in train.batches(4096)]).to(torch.float64)
+    features = pooled if transfer_pooled is None else transfer_pooled[name]
+    return features, _one_hot(transfer_train.transfer_labels, TRANSFER_CLASSES)
 
 
 def _transfer_fit(model, transfer_train: SplitData, states: dict[str, LayerState], options: Analysis,

@@ -14,7 +14,8 @@ weight decay 1e-5, 20 epochs, minibatches of 128 reshuffled every epoch (last on
 rate schedule (their `decay` only acts on SGD). Their SGD (the probes' `evOpt`) uses momentum 0.9 and
 lr 0.01. What differs: float32 instead of fp16 autocast; the features are standardised per dimension
 before training (LearnPhase feeds raw activations), which only conditions the problem — the map is
-folded back to the raw features, so callers see a map on the features they passed.
+folded back to the raw features, so callers see a map on the features they passed (the weight decay
+therefore acts on the standardised weights, not on the raw ones as in LearnPhase).
 """
 
 from __future__ import annotations

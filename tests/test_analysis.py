@@ -204,3 +204,15 @@ def test_a_new_checkpoint_of_a_training_run_is_the_only_new_cell(tmp_path):
     assert "1 run(s): 2 checkpoint(s) measured, 3 already fresh" in second.stdout
     table = pd.read_parquet(tmp_path / "default" / "metrics.parquet")
     assert sorted(table["iteration"].unique()) == [0, 1, 2, 4, 8]
+
+
+def test_learnphase_trained_maps_can_replace_the_closed_form(trained):
+    closed = _measure_rows(trained, [])
+    adam = _measure_rows(trained, ["linear_maps=adam"])
+    table = pd.read_parquet(trained / "default" / "metrics.parquet")
+    assert table[table["metric"] == "probe_accuracy"]["l2"].isna().all()  # no l2 is chosen for a trained map
+    for key, value in adam.items():
+        if key[3] == "reconstruction_mse" and key[4] == "train":  # the closed form is the training optimum
+            assert value >= closed[key] * (1 - 1e-6), key
+        if key[3] in ("ncc_accuracy", "cdnv"):
+            assert value == pytest.approx(closed[key], rel=1e-9), key
