@@ -22,7 +22,7 @@ prints the load average: on 2 cores shared with other jobs, MKL's threads oversu
 eigh went from 0.05 s to 1.7 s) and every time here inflates several-fold; `threads=1` is steadier then.
 About 95 s on 2 idle cores with rounds=3.
 
-Why row 1 stays far above 1.5× (measured ~14-15× on CPU) and barely falls with more data: the
+Why row 1 stays far above 1.5× (measured 14-20× on CPU) and barely falls with more data: the
 closed-form fits (eigh, solves: O(D²K) per layer) are not the main cost. Each image adds, per layer,
 the decoder's cross moment XᵀT in float64 — D·K = 512 × 3072 ≈ 1.6 M multiply-adds, ~11 M over
 7 layers, plus 512² for XᵀX — against ~2.7 M float32 multiply-adds for the whole CONV-4-32 forward.
