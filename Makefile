@@ -1,6 +1,6 @@
 # make demo  — set up the environment (uv, locked) and train the demo experiment
 # make test  — set up the environment and run the whole test suite
-# make bench — the benchmarks: data loop (ours vs a DataLoader + PIL loop), deciding a finished 1000-run grid
+# make bench — the benchmarks: data loop (ours vs a DataLoader + PIL loop), deciding a finished 1000-run grid, analysis metrics
 
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTHON := .venv/bin/python
@@ -20,3 +20,4 @@ test: setup
 bench: setup
 	$(PYTHON) benchmarks/data_loop.py
 	$(PYTHON) benchmarks/decide_grid.py
+	$(PYTHON) benchmarks/analysis_metrics.py
