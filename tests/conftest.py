@@ -37,6 +37,17 @@ def only_run_dir(out_dir: Path, experiment: str = "default") -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny tensors: on a busy 2-CPU machine two torch threads spin-wait on each other (20 s vs 2 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_settings():
     from conf import parse_arguments
 

@@ -32,13 +32,7 @@ class FakeSettings:
     train_subset: int = 0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: on a busy 2-CPU machine, two threads spin-wait on each other (20 s vs 2 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 def synthetic(**changes) -> data.ImageDataset:

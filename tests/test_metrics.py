@@ -11,13 +11,7 @@ from metrics import (ClassMoments, CrossMoments, cdnv, choose_l2, colour_dominan
                      ncc_predictions, pool_to, ridge_fit, ridge_mse)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: on a busy 2-CPU machine two threads spin-wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 def classified_data(seed: int, samples: int = 240, classes: int = 5, dimension: int = 6, offset: float = 0.0,
