@@ -25,7 +25,7 @@ import data
 import models
 from checkpointing import RunFolder, checkpoint_schedule
 from conf import Execution, Settings, SettingsError, help_text, parse_arguments
-from utils import atomic_write_json, derive_seed, setup_logging
+from utils import atomic_write_json, derive_seed, exclusive_lock, setup_logging
 
 logger = logging.getLogger("train")
 LOG_FLUSH_EVERY = 50  # iterations between host syncs for the log (and the divergence check)
@@ -135,8 +135,18 @@ def stop_on_signals(enabled: bool):
 def run(settings: Settings, run_dir: str | Path, execution: Execution = Execution(), *,
         handle_signals: bool = True) -> str:
     """Train one run to its end, resuming from the newest good state in `run_dir`. Returns the final
-    state: "done" or "diverged" (raises Interrupted on SIGTERM/SIGUSR2)."""
+    state: "done" or "diverged", or "busy" when another process is training this run right now (two
+    launches of one grid, say); raises Interrupted on SIGTERM/SIGUSR2."""
     folder = RunFolder(run_dir)
+    with exclusive_lock(folder.path / ".lock") as mine:
+        if not mine:
+            logger.warning("%s is being trained by another process; left to it", settings.run_id)
+            return "busy"
+        return _train(settings, folder, execution, handle_signals)
+
+
+def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_signals: bool) -> str:
+    """`run` once this process holds the run folder's lock (so stale temporaries are really stale)."""
     record = {"run_id": settings.run_id, "settings": settings.to_record()}
     folder.prepare(record)
     if folder.read_status()["state"] == "done":

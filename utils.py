@@ -7,6 +7,8 @@ so a kill at any moment leaves either the old file or the new one, never half of
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -75,6 +77,25 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, *, wait: bool = False):
+    """Yield True while this process holds an exclusive lock on `path` (created if missing); when
+    another process holds it, False at once (or, with `wait`, True once it is released). The lock
+    goes with the process, even one that is killed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def derive_seed(*keys: object) -> int:

@@ -1,4 +1,4 @@
-"""The metrics store: one Parquet file per (run, checkpoint), merged into one tidy table.
+"""The metrics store: one Parquet file per (run, checkpoint), merged into one tidy table (merges take turns under `metrics.lock`).
 
     outputs/<experiment>/metrics/<run_id>/iteration_00000256.parquet   one checkpoint's rows
     outputs/<experiment>/metrics.parquet                                all of them + the runs' settings
@@ -11,15 +11,13 @@ on it is left to it) keeps two analysis processes from doing the same work twice
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
-from utils import atomic_write_bytes
+from utils import atomic_write_bytes, exclusive_lock
 
 KEY = ["run_id", "iteration", "layer", "metric", "split"]
 
@@ -47,24 +45,21 @@ def is_fresh(path: Path, recipe: str, checkpoint_sha256: str) -> bool:
     return bool(len(columns)) and set(columns["recipe"]) == {recipe} and set(columns["checkpoint_sha256"]) == {checkpoint_sha256}
 
 
-@contextmanager
 def claim(path: Path):
-    """Yield True when this process holds the cell's lock, False when another process does."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """A context yielding True when this process holds the cell's lock, False when another process does."""
+    return exclusive_lock(path.with_suffix(".lock"))
 
 
 def merge(experiment_dir: Path) -> pd.DataFrame:
-    """Every checkpoint file of the experiment + each run's settings as columns -> metrics.parquet."""
+    """Every checkpoint file of the experiment + each run's settings as columns -> metrics.parquet.
+
+    Merges take turns (a waiting lock): otherwise a process that listed the cells before another
+    process's last cell was written could write its table after that process's complete one."""
+    with exclusive_lock(experiment_dir / "metrics.lock", wait=True):
+        return _merge(experiment_dir)
+
+
+def _merge(experiment_dir: Path) -> pd.DataFrame:
     frames = []
     for path in sorted((experiment_dir / "metrics").glob("*/iteration_*.parquet")):
         frame = pd.read_parquet(path)

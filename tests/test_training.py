@@ -157,3 +157,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, words, nee
 def test_help_exits_0():
     result = run_cli("train.py", ["--help"])
     assert result.returncode == 0 and "label_noise=0.0" in result.stdout
+
+
+def test_a_run_another_process_is_training_is_left_alone(tmp_path, tiny_settings):
+    from utils import exclusive_lock
+
+    settings, execution = tiny_settings()
+    with exclusive_lock(tmp_path / ".lock") as mine:  # as another process training this run holds it
+        assert mine
+        assert train.run(settings, tmp_path, execution) == "busy"
+        assert sorted(path.name for path in tmp_path.iterdir()) == [".lock"]  # nothing touched
+    assert train.run(settings, tmp_path, execution) == "done"
