@@ -80,19 +80,8 @@ def evaluate(settings, model, images, labels, dataset, batch_size: int = 1000) -
     return total_loss.item() / len(images), correct.item() / len(images)
 
 
-_DATA_CACHE: dict = {}
-
-
 def load_data(settings: Settings, execution: Execution) -> data.ImageDataset:
-    """Load (or generate) the dataset once per process: a grid's runs usually share it."""
-    key = (settings.dataset, settings.data_seed, settings.train_subset,
-           *((getattr(settings, name) for name in ("image_size", "synthetic_classes", "synthetic_train_size",
-                                                   "synthetic_test_size")) if settings.dataset == "synthetic" else ()),
-           execution.data_root)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()  # keep one dataset in memory
-        _DATA_CACHE[key] = data.load_dataset(settings, data_root=Path(execution.data_root), download=execution.download)
-    return _DATA_CACHE[key]
+    return data.load_dataset(settings, data_root=Path(execution.data_root), download=execution.download)
 
 
 def check_fits(settings: Settings, dataset: data.ImageDataset) -> None:

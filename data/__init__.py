@@ -33,13 +33,29 @@ __all__ = [
 ]
 
 
+_LAST_LOADED: dict = {}
+
+
 def load_dataset(settings, *, data_root: Path, download: bool) -> ImageDataset:
     """The dataset `settings` names, on the CPU, with clean labels and train-split statistics.
 
     Uses settings.dataset, data_seed, train_subset and, for synthetic only, image_size,
     synthetic_classes, synthetic_train_size and synthetic_test_size (torchvision datasets keep their
     native size: 32 px, MNIST 28 px). Raises DataError (one line) when the data is unavailable.
+    The last dataset loaded is kept: a grid's runs, and an experiment's analysis, usually share one.
+    Callers must not modify its tensors in place (`.to(device)` and label noise make new ones).
     """
+    synthetic = ("image_size", "synthetic_classes", "synthetic_train_size", "synthetic_test_size")
+    key = (settings.dataset, settings.data_seed, settings.train_subset, str(Path(data_root).resolve()),
+           *(getattr(settings, name) for name in synthetic if settings.dataset == "synthetic"))
+    if key not in _LAST_LOADED:
+        loaded = _load(settings, data_root=data_root, download=download)
+        _LAST_LOADED.clear()
+        _LAST_LOADED[key] = loaded
+    return _LAST_LOADED[key]
+
+
+def _load(settings, *, data_root: Path, download: bool) -> ImageDataset:
     name = settings.dataset
     if name == "synthetic":
         num_classes = settings.synthetic_classes
