@@ -31,7 +31,7 @@ import torch
 import data
 import models
 from checkpointing import RunFolder
-from conf import Plan, Settings, SettingsError, parse_arguments
+from conf import Execution, Plan, Settings, SettingsError, parse_arguments
 from metrics import engine, registry, store
 from utils import atomic_write_bytes, setup_logging, sha256_file
 
@@ -153,8 +153,7 @@ def submit_analysis(plan: Plan, experiment_dir: Path, runs: list[Settings]) -> i
     if not runs:
         print(f"submitted 0 jobs: experiment {plan.experiment!r} has no runs under {experiment_dir / 'runs'}")
         return 0
-    plan = dataclasses.replace(plan, execution=dataclasses.replace(plan.execution, **{
-        key: value for key, value in absolute_execution(plan).items() if key in ("out_dir", "data_root")}))
+    plan = dataclasses.replace(plan, execution=Execution(**absolute_execution(plan)))
     executor = make_executor(plan, experiment_dir)
     executor.update_parameters(job_name=f"analysis-{plan.experiment}")
     jobs = executor.map_array(analyse_job, [settings.to_record() for settings in runs],
