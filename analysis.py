@@ -4,7 +4,9 @@ Measures the runs in `<out_dir>/<experiment>/runs/` (run settings on the command
 `depth=3,5` keeps the runs of depth 3 or 5). Writes
 `<out_dir>/<experiment>/metrics/<run_id>/iteration_*.parquet` (one file per checkpoint) and
 merges them into `<out_dir>/<experiment>/metrics.parquet`: one row per (run_id, iteration, layer,
-metric, split) with `value`, the layer's index, the epoch, and the run's settings as columns.
+metric, split) with `value`, the layer's index, the epoch, the stage (warm starts: 1 = on the subset,
+2 = on all data), the parent run of a warm-started run, and the run's settings as columns. A stage-1
+run's train split is its subset.
 Incremental: a checkpoint already measured under the same recipe is not measured again; runs still
 training are measured up to their newest checkpoint.
 
@@ -30,6 +32,7 @@ import torch
 
 import data
 import models
+import stages
 from checkpointing import RunFolder
 from conf import Execution, Plan, Settings, SettingsError, parse_arguments
 from metrics import engine, registry, store
@@ -48,14 +51,19 @@ def recipe(plan: Plan) -> str:
 
 
 def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: bool, device):
-    """(train, test, num_classes): the training split with the labels the run trained on."""
+    """(train, test, num_classes): the training split as the run trained on it — its labels (after
+    label noise) and, for a stage-1 run of a warm start, only its subset."""
     dataset = data.load_dataset(settings, data_root=data_root, download=download).to(device)
-    labels = dataset.train_labels.clone()
+    images, labels = dataset.train_images, dataset.train_labels.clone()
     noise_path = folder.path / "label_noise.json"
     if noise_path.exists():  # the run's own record of which labels it trained with (IntermediateNC's noisy runs)
         noise = json.loads(noise_path.read_text())
         labels[torch.tensor(noise["indices"], dtype=torch.long, device=device)] = torch.tensor(noise["noisy"], device=device)
-    train = engine.SplitData(dataset.train_images, labels, dataset.mean, dataset.std)
+    subset_path = folder.path / stages.SUBSET_FILE
+    if subset_path.exists():  # the run's own record of stage 1's examples (Berariu et al. 2021)
+        chosen = torch.tensor(json.loads(subset_path.read_text())["indices"], dtype=torch.long, device=device)
+        images, labels = images[chosen], labels[chosen]
+    train = engine.SplitData(images, labels, dataset.mean, dataset.std)
     test = engine.SplitData(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std)
     return train, test, dataset.num_classes
 
@@ -109,6 +117,8 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) ->
         return counts
     train, test, num_classes = splits_of(settings, folder, Path(plan.execution.data_root), plan.execution.download, device)
     transfer = transfer_splits(settings, plan, train, device)
+    lineage_path = folder.path / stages.LINEAGE_FILE
+    lineage = json.loads(lineage_path.read_text()) if lineage_path.exists() else {}
     for name, entry in sorted(pending.items()):
         path = store.cell_path(experiment_dir, settings.run_id, entry["iteration"])
         with store.claim(path) as mine:
@@ -128,6 +138,8 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) ->
             frame.insert(0, "run_id", settings.run_id)
             frame.insert(1, "iteration", checkpoint["iteration"])
             frame.insert(2, "epoch", checkpoint["epoch"])
+            frame.insert(3, "stage", checkpoint.get("stage", 1))
+            frame.insert(4, "parent_run_id", lineage.get("parent_run_id", ""))
             frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
             frame["recipe"], frame["checkpoint_sha256"] = current_recipe, entry["sha256"]
             store.write_frame(path, frame)

@@ -7,8 +7,10 @@ Layout of `<out_dir>/<experiment>/runs/<run_id>/`:
     job.json                  the Slurm job last submitted for the run (the submitter writes it)
     log.jsonl                 one line per iteration (train loss, accuracy, lr; test metrics at checkpoints)
     label_noise.json          which training labels were changed, and to what (label_noise > 0)
+    stage1_subset.json        a stage-1 run's training examples (stages.py; pretrain_fraction > 0, epochs = 0)
+    lineage.json              a warm-started child's parent run, the state it started from, the interventions
     manifest.json             the checkpoint schedule and, per written checkpoint, its sha256
-    checkpoints/iteration_00000256.pt   {settings, run_id, iteration, epoch, model}: analysis needs nothing else
+    checkpoints/iteration_00000256.pt   {settings, run_id, iteration, epoch, stage, model}: analysis needs nothing else
     resume/state_00001234.pt (+ .sha256)  model, optimizer, RNG and iteration; the two newest are kept
 
 Every file is written to a temporary name and renamed (utils.atomic_*), except log.jsonl, which is
@@ -34,18 +36,22 @@ RESUME_STATES_KEPT = 2  # the newest, and one older in case the newest is found 
 
 
 def checkpoint_schedule(*, total_iterations: int, iterations_per_epoch: int, every_epochs: int = 0,
-                        extra: tuple[int, ...] = ()) -> list[int]:
-    """Iteration 0, every power of two, the final iteration, every `every_epochs` epochs, and `extra`.
+                        extra: tuple[int, ...] = (), first_iteration: int = 0) -> list[int]:
+    """The first iteration, first + every power of two, the final iteration, every `every_epochs`
+    epochs from the first, and the `extra` iterations between first and final.
 
     Powers of two because the learning phases (LearnPhase, AAAI 2024) happen on a log time scale:
-    their sample log checkpoints at 0, 2, 4, ..., 65536."""
-    points = {0, total_iterations, *extra}
+    their sample log checkpoints at 0, 2, 4, ..., 65536. A warm-started child's stage 2 starts at its
+    parent's last iteration and is log-spaced from there, so what the switch does shows up at once."""
+    points = {first_iteration, total_iterations,
+              *(iteration for iteration in extra if first_iteration <= iteration <= total_iterations)}
     power = 1
-    while power < total_iterations:
-        points.add(power)
+    while first_iteration + power < total_iterations:
+        points.add(first_iteration + power)
         power *= 2
     if every_epochs:
-        points.update(range(every_epochs * iterations_per_epoch, total_iterations + 1, every_epochs * iterations_per_epoch))
+        step = every_epochs * iterations_per_epoch
+        points.update(range(first_iteration + step, total_iterations + 1, step))
     return sorted(points)
 
 

@@ -23,8 +23,10 @@ import torch.nn.functional as functional
 
 import data
 import models
+import stages
 from checkpointing import RunFolder, checkpoint_schedule
 from conf import Execution, Settings, SettingsError, help_text, parse_arguments
+from conf.plasticity import run_kind
 from utils import atomic_write_json, derive_seed, exclusive_lock, setup_logging
 
 logger = logging.getLogger("train")
@@ -39,14 +41,17 @@ class Interrupted(Exception):
         self.signal_number = signal_number
 
 
-def learning_rate(settings: Settings, iteration: int, iterations_per_epoch: int) -> float:
-    """The lr of step `iteration` (0-based): a pure function, so resuming needs no scheduler state."""
+def learning_rate(settings: Settings, iteration: int, iterations_per_epoch: int, epochs: int | None = None) -> float:
+    """The lr of step `iteration` (0-based, counted from the start of the stage) of a schedule over
+    `epochs` (default settings.epochs; each stage of a warm start runs its own): a pure function, so
+    resuming needs no scheduler state."""
+    epochs = settings.epochs if epochs is None else epochs
     epoch = iteration // iterations_per_epoch
     factor = 1.0
     if settings.lr_schedule == "multistep":
         factor = settings.lr_gamma ** sum(epoch >= milestone for milestone in settings.lr_milestones)
     elif settings.lr_schedule == "cosine":
-        factor = 0.5 * (1 + math.cos(math.pi * iteration / (settings.epochs * iterations_per_epoch)))
+        factor = 0.5 * (1 + math.cos(math.pi * iteration / (epochs * iterations_per_epoch)))
     if iteration < settings.warmup_iterations:
         factor *= (iteration + 1) / settings.warmup_iterations
     return settings.lr * factor
@@ -85,12 +90,16 @@ def load_data(settings: Settings, execution: Execution) -> data.ImageDataset:
 
 
 def check_fits(settings: Settings, dataset: data.ImageDataset) -> None:
-    """Checks that need the dataset's size (known only once it is read)."""
+    """Checks that need the dataset's size or the model's modules (known only once the data is read)."""
     examples = len(dataset.train_labels)
     if settings.batch_size > examples:
         raise SettingsError(f"batch_size={settings.batch_size} exceeds the {examples} training examples of "
                             f"{settings.dataset}; accepted: 1..{examples}")
-    total = settings.epochs * (examples // settings.batch_size)
+    stages.check_stage_fits(settings, dataset.train_labels, tuple(dataset.train_images.shape[1:]), dataset.num_classes)
+    if run_kind(settings) == "stage1":
+        return  # checkpoint_extra is checked against its children's whole length; it keeps those in stage 1
+    stage = stages.plan_stage(settings, dataset.train_labels, dataset.num_classes)
+    total = stage.first_iteration + settings.epochs * (examples // settings.batch_size)
     beyond = [iteration for iteration in settings.checkpoint_extra if iteration > total]
     if beyond:
         raise SettingsError(f"checkpoint_extra={list(settings.checkpoint_extra)} goes past the last iteration; "
@@ -151,26 +160,38 @@ def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_s
         atomic_write_json(folder.path / "label_noise.json", {
             "fraction": settings.label_noise, "indices": changed.tolist(),
             "original": dataset.train_labels[changed].tolist(), "noisy": train_labels[changed].tolist()})
-    stream = data.TrainingStream(dataset.train_images, train_labels, batch_size=settings.batch_size,
-                                 augment=settings.augment, seed=settings.seed, mean=dataset.mean, std=dataset.std)
+    stage = stages.plan_stage(settings, train_labels, dataset.num_classes)
+    train_images = dataset.train_images
+    if stage.indices is not None:  # stage 1 of a warm start: its subset only (Berariu et al. 2021)
+        stages.record_subset(folder, settings, stage.indices)
+        train_images, train_labels = train_images[stage.indices.to(device)], train_labels[stage.indices.to(device)]
+    stream = data.TrainingStream(train_images, train_labels, batch_size=settings.batch_size, augment=settings.augment,
+                                 seed=stage.stream_seed, mean=dataset.mean, std=dataset.std)
     per_epoch = stream.iterations_per_epoch
-    total = settings.epochs * per_epoch
-    schedule = checkpoint_schedule(total_iterations=total, iterations_per_epoch=per_epoch,
+    first = stage.first_iteration  # 0, or a child's parent's last iteration: iterations count on through stage 2
+    total = first + stage.epochs * per_epoch
+    schedule = checkpoint_schedule(total_iterations=total, iterations_per_epoch=per_epoch, first_iteration=first,
                                    every_epochs=settings.checkpoint_every_epochs, extra=settings.checkpoint_extra)
     folder.start_manifest(schedule, per_epoch)
 
-    torch.manual_seed(derive_seed(settings.seed, "init"))
-    model = models.build(settings, input_shape=tuple(dataset.train_images.shape[1:]),
-                         num_classes=dataset.num_classes).to(device)
-    if execution.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    def build_model(purpose: str) -> models.LayerwiseModel:
+        torch.manual_seed(derive_seed(settings.seed, purpose))
+        built = models.build(settings, input_shape=tuple(dataset.train_images.shape[1:]),
+                             num_classes=dataset.num_classes).to(device)
+        return built.to(memory_format=torch.channels_last) if execution.channels_last and device.type == "cuda" else built
+
+    model = build_model("init")
     optimizer = make_optimizer(settings, model)
 
     # A missing or corrupt checkpoint is re-made by resuming from a state before it (training is deterministic).
     corrupt = folder.corrupt_checkpoints()
     state = folder.load_resume_state(at_most=corrupt[0] - 1 if corrupt else None)
-    iteration = 0
-    if state is not None:
+    iteration = first
+    if state is None and stage.number == 2:  # a child's first start: its parent's final state, then the interventions
+        lineage = stages.start_from_parent(settings, folder, model, optimizer, lambda: build_model("stage 2 init"), stage)
+        logger.info("%s: starts from %s at iteration %d (reset %s)", settings.run_id, lineage["parent_run_id"], first,
+                    ", ".join(lineage["reset_modules"]) or "nothing")
+    elif state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -178,6 +199,9 @@ def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_s
         logger.info("%s: resuming at iteration %d of %d", settings.run_id, iteration, total)
     folder.truncate_log(iteration)
     folder.write_status("running", iteration=iteration, total_iterations=total)
+
+    def epoch_of(step: int) -> float:  # epochs since the lineage began (a child counts its parent's)
+        return stage.epoch_offset + (step - first) / per_epoch
 
     def resume_state() -> dict:
         return {"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -187,7 +211,7 @@ def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_s
         test_loss, test_accuracy = evaluate(settings, model, dataset.test_images, dataset.test_labels, dataset)
         metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy}
         log_record.update(metrics)
-        folder.save_checkpoint(iteration=iteration, epoch=iteration / per_epoch, stage=1, settings_record=record,
+        folder.save_checkpoint(iteration=iteration, epoch=epoch_of(iteration), stage=stage.number, settings_record=record,
                                model_state=model.state_dict(), metrics=metrics)
 
     scheduled = set(schedule)
@@ -200,10 +224,10 @@ def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_s
     progress = _progress_bar(execution, total, iteration, settings.run_id)
     with stop_on_signals(handle_signals) as received:
         while iteration < total:
-            lr = learning_rate(settings, iteration, per_epoch)
+            lr = learning_rate(settings, iteration - first, per_epoch, stage.epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, labels = stream.batch(iteration)
+            images, labels = stream.batch(iteration - first)
             with autocast:
                 logits = model(images)
                 loss = loss_function(settings, logits, labels)
@@ -217,8 +241,9 @@ def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_s
             at_checkpoint = iteration in scheduled
             save_now = at_checkpoint or received or time.monotonic() - last_saved >= execution.resume_every_seconds
             if save_now or len(pending) >= LOG_FLUSH_EVERY:
-                records = [{"iteration": step, "epoch": step / per_epoch, "lr": step_lr, "train_loss": value.item(),
-                            "train_accuracy": accuracy.item()} for step, step_lr, value, accuracy in pending]
+                records = [{"iteration": step, "epoch": epoch_of(step), "stage": stage.number, "lr": step_lr,
+                            "train_loss": value.item(), "train_accuracy": accuracy.item()}
+                           for step, step_lr, value, accuracy in pending]
                 pending.clear()
                 diverged = next((r["iteration"] for r in records if not math.isfinite(r["train_loss"])), None)
                 if diverged is not None:  # a grid goes on; the status says where
@@ -242,6 +267,8 @@ def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_s
                 raise Interrupted(received[0])
     if progress is not None:
         progress.close()
+    if run_kind(settings) == "stage1":  # its children start from this state (model and optimizer)
+        folder.save_resume_state(resume_state())
     folder.write_status("done", iteration=total, total_iterations=total)  # written last: "done" means complete
     return "done"
 
@@ -267,11 +294,11 @@ def main(arguments: list[str]) -> int:
 
         if show_status:
             experiment_dir = Path(plan.execution.out_dir) / plan.experiment
-            print(runs.status_table(runs.observe(plan.grid, experiment_dir, runs.queued_job_ids())))
+            print(runs.status_table(runs.observe(runs.with_parents(plan.grid), experiment_dir, runs.queued_job_ids())))
             return 0
         if plan.cluster.launcher != "slurm":
             resolve_device(plan.execution)
-        for settings in plan.grid:  # pre-flight: every dataset readable before anything is written
+        for settings in plan.grid:  # pre-flight: every dataset readable (and every subset and reset possible) first
             check_fits(settings, load_data(settings, plan.execution))
         return launch.launch(plan)
     except (SettingsError, data.DataError) as error:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from conf.analysis import Analysis
 from conf.cluster import Cluster
 from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
+from conf.plasticity import canonical_scratch
 from conf.global_settings import Execution, Settings, SettingsError, describe_accepted, parse_value, show_default
 
 RUN_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
@@ -86,11 +87,15 @@ def parse_arguments(arguments: list[str], *, analysis: bool = False) -> Plan:
 
 
 def expand_grid(sweeps: dict[str, list]) -> tuple[Settings, ...]:
-    """Cartesian product of the swept values, in command-line order, duplicates removed."""
+    """Cartesian product of the swept values, in command-line order, duplicates removed. When some
+    points pretrain and others not (`pretrain_fraction=0,0.5`), the scratch points drop the
+    pretraining keys (conf/plasticity.py): one scratch baseline, however many resets are swept."""
     keys = list(sweeps)
+    some_pretrain = any(fraction != 0 for fraction in sweeps.get("pretrain_fraction", [0]))
     grid: dict[str, Settings] = {}
     for combination in itertools.product(*(sweeps[key] for key in keys)):
-        settings = Settings(**dict(zip(keys, combination)))
+        values = dict(zip(keys, combination))
+        settings = Settings(**(canonical_scratch(values) if some_pretrain else values))
         grid.setdefault(settings.run_id, settings)
     return tuple(grid.values())
 

@@ -17,14 +17,14 @@ import math
 import typing
 from dataclasses import dataclass, field
 
+from conf.errors import SettingsError
+from conf.plasticity import PLASTICITY_FIELDS, check_plasticity, run_kind
+
 DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashionmnist", "svhn")
 ARCHITECTURES = ("convnet", "convresnet", "mlp", "resnet", "vgg")
 VGG_DEPTHS = (8, 11, 13, 16)  # LearnPhase's VGG-8 and the standard VGG-11/13/16 plans
 SYNTHETIC_ONLY = ("image_size", "synthetic_classes", "synthetic_train_size", "synthetic_test_size")
 
-
-class SettingsError(ValueError):
-    """A bad key or value; the message is the one line the CLI prints."""
 
 
 def setting(default, doc, *, choices=None, minimum=None, maximum=None, below=None, above=None):
@@ -63,9 +63,17 @@ class Settings:
     lr_milestones: tuple[int, ...] = setting((), "multistep: epochs at which the lr is multiplied by lr_gamma, e.g. [60,120,160]")
     lr_gamma: float = setting(0.1, "multistep: factor applied at each milestone", above=0.0, maximum=1.0)
     warmup_iterations: int = setting(0, "linear warm-up from 0 to lr over this many iterations", minimum=0)
-    epochs: int = setting(20, "passes over the training set", minimum=1)
+    epochs: int = setting(20, "passes over the whole training set (stage 2's, after pretraining; 0 = a stage-1 run alone)", minimum=0)
     batch_size: int = setting(128, "examples per iteration (the last partial batch of an epoch is dropped)", minimum=1)
     seed: int = setting(0, "seed of initialisation, data order, augmentation and label noise", minimum=0)
+    # plasticity (Berariu et al. 2021; Ash & Adams 2020): stage 1 on a subset, then stage 2 on all the data
+    pretrain_fraction: float = setting(0.0, "stage 1 trains on this fraction of the training set, then `epochs` on all of it (0 = from scratch)", minimum=0.0, below=1.0)
+    pretrain_subset: str = setting("examples", "stage 1's subset, drawn from `seed`: a fraction of the examples (warm start) or of the classes (class-incremental)", choices=("examples", "classes"))
+    pretrain_epochs: int = setting(0, "stage 1's passes over its subset", minimum=0)
+    reset_last: int = setting(0, "between the stages, reinitialise the last k modules (resnet: stem, stage1-4, head) and clear their optimizer state", minimum=0)
+    shrink: float = setting(1.0, "between the stages, weights <- shrink * weights + perturb * a fresh init (Ash & Adams 2020; 1 = keep)", minimum=0.0, maximum=1.0)
+    perturb: float = setting(0.0, "the fresh init's scale in shrink-and-perturb (0 = no noise)", minimum=0.0)
+    stage2_optimizer: str = setting("fresh", "stage 2 starts a fresh optimizer, or keeps stage 1's state (momentum, Adam moments; reset modules' cleared)", choices=("fresh", "kept"))
     # checkpoints: iteration 0, every power of two, the final iteration, plus these
     checkpoint_every_epochs: int = setting(0, "also checkpoint every this many epochs (0 = off)", minimum=0)
     checkpoint_extra: tuple[int, ...] = setting((), "also checkpoint at these iterations, e.g. [100,300]")
@@ -74,8 +82,11 @@ class Settings:
         check_fields(self)
         if self.arch == "vgg" and self.depth not in VGG_DEPTHS:
             raise SettingsError(f"depth={self.depth} is not a VGG variant; accepted with arch=vgg: {', '.join(map(str, VGG_DEPTHS))}")
-        if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(not 0 < m <= self.epochs for m in self.lr_milestones):
-            raise SettingsError(f"lr_milestones={list(self.lr_milestones)} must be increasing epochs in [1, epochs={self.epochs}]")
+        check_plasticity(self)
+        longest = max(self.epochs, self.pretrain_epochs)  # each stage runs the schedule over its own epochs
+        if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(not 0 < m <= longest for m in self.lr_milestones):
+            raise SettingsError(f"lr_milestones={list(self.lr_milestones)} must be increasing epochs in [1, {longest}] "
+                                "(the longer stage's epochs)")
         if any(iteration < 0 for iteration in self.checkpoint_extra):
             raise SettingsError(f"checkpoint_extra={list(self.checkpoint_extra)}: iterations must be >= 0")
         if self.dataset == "synthetic":
@@ -96,8 +107,12 @@ class Settings:
         return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in values.items()})
 
     def identity(self) -> dict:
-        """The settings that define the run: synthetic-only ones are dropped for real datasets."""
+        """The settings that define the run: synthetic-only ones are dropped for real datasets, the
+        plasticity ones for scratch runs (so a scratch run keeps the id it had before they existed)."""
         values = dataclasses.asdict(self)
+        if self.pretrain_fraction == 0:
+            for name in PLASTICITY_FIELDS:
+                values.pop(name)
         if self.dataset != "synthetic":
             for name in SYNTHETIC_ONLY:
                 values.pop(name)
@@ -105,10 +120,12 @@ class Settings:
 
     @property
     def run_id(self) -> str:
-        """Readable prefix + hash of every setting, e.g. `convnet4-w32-synthetic-s0-1a2b3c4d5e`."""
+        """Readable prefix + hash of every setting, e.g. `convnet4-w32-synthetic-s0-1a2b3c4d5e`; a
+        stage-1 run's prefix ends in `-stage1`, a warm-started child's in `-warm`."""
         canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
-        return f"{self.arch}{self.depth}-w{self.width}-{self.dataset}-s{self.seed}-{digest}"
+        stage = {"scratch": "", "stage1": "-stage1", "child": "-warm"}[run_kind(self)]
+        return f"{self.arch}{self.depth}-w{self.width}-{self.dataset}-s{self.seed}{stage}-{digest}"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from data import torchvision_sets
 from data.dataset import DataError, ImageDataset, channel_statistics, normalize
 from data.noise import apply_label_noise
 from data.stream import EpochPlan, TrainingStream, crop_and_flip
+from data.subsets import stage1_indices
 from data.synthetic import make_synthetic
 from data.torchvision_sets import TORCHVISION_DATASETS, download
 from data.transfer import colour_dominance_labels
@@ -29,7 +30,7 @@ DATASETS: tuple[str, ...] = ("synthetic",) + TORCHVISION_DATASETS
 __all__ = [
     "DATASETS", "TORCHVISION_DATASETS", "DataError", "EpochPlan", "ImageDataset", "TrainingStream",
     "apply_label_noise", "channel_statistics", "colour_dominance_labels", "crop_and_flip", "download",
-    "load_dataset", "normalize",
+    "load_dataset", "normalize", "stage1_indices",
 ]
 
 

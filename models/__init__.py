@@ -8,8 +8,10 @@
 # Importing each family registers it (timm-style @register, no if/elif lookup).
 from models import convnet, convresnet, mlp, resnet, vgg  # noqa: F401
 from models.base import LayerwiseModel
+from models.interventions import reset_last_modules, shrink_and_perturb
 from models.registry import REGISTRY, UnknownArchitecture, build, register
 
 ARCHITECTURES: tuple[str, ...] = tuple(sorted(REGISTRY))
 
-__all__ = ["ARCHITECTURES", "REGISTRY", "LayerwiseModel", "UnknownArchitecture", "build", "register"]
+__all__ = ["ARCHITECTURES", "REGISTRY", "LayerwiseModel", "UnknownArchitecture", "build", "register", "reset_last_modules",
+           "shrink_and_perturb"]

@@ -3,6 +3,8 @@
 Every launcher first decides from the run folders what to launch (slurm/runs.py): done, queued and
 running runs never again, failed and diverged ones only with retry=failed. So submitting the same
 grid twice submits nothing the second time, and a deleted run folder is exactly what comes back.
+A warm-started child's stage-1 run joins the grid (once per distinct stage 1) and runs first: locally
+the children train after it, on Slurm their jobs depend on its job (afterok).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from conf import Plan, SettingsError
 from conf.cluster import sbatch_parameters
 from slurm.job import TrainJob, train_pack
-from slurm.runs import RunView, observe, queued_job_ids, to_launch
+from slurm.runs import RunView, observe, parent_view, queued_job_ids, to_launch, waves, with_parents
 
 logger = logging.getLogger(__name__)
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -61,7 +63,7 @@ def absolute_execution(plan: Plan) -> dict:
 def launch(plan: Plan) -> int:
     """Launch what the grid still needs; print what was done or submitted. Returns an exit code."""
     experiment_dir = Path(plan.execution.out_dir).resolve() / plan.experiment
-    views = observe(plan.grid, experiment_dir, queued_job_ids())
+    views = observe(with_parents(plan.grid), experiment_dir, queued_job_ids())
     chosen = to_launch(views, plan.cluster.retry)
     skipped = {}
     for view in views:
@@ -71,8 +73,12 @@ def launch(plan: Plan) -> int:
         print(f"skipping {', '.join(f'{count} {state}' for state, count in sorted(skipped.items()))} run(s)"
               + ("" if plan.cluster.retry == "failed" or not {"failed", "diverged"} & set(skipped)
                  else " (retry=failed relaunches failed and diverged ones)"))
+    first, second, stranded = waves(views, chosen)
+    if stranded:
+        print(f"skipping {len(stranded)} warm-started run(s) whose stage-1 run failed or diverged "
+              f"(retry=failed relaunches it)")
     launcher = {"inline": launch_inline, "local": launch_local, "slurm": submit_to_slurm}[plan.cluster.launcher]
-    return launcher(plan, experiment_dir, chosen)
+    return launcher(plan, experiment_dir, first, second, views)
 
 
 def _report(plan: Plan, experiment_dir: Path, outcomes: dict[str, str]) -> int:
@@ -85,19 +91,21 @@ def _report(plan: Plan, experiment_dir: Path, outcomes: dict[str, str]) -> int:
     return 1 if "failed" in counts else 0
 
 
-def launch_inline(plan: Plan, experiment_dir: Path, chosen: list[RunView]) -> int:
-    records = [view.settings.to_record() for view in chosen]
+def launch_inline(plan: Plan, experiment_dir: Path, first: list[RunView], second: list[RunView], _views) -> int:
+    records = [view.settings.to_record() for view in first + second]  # stage-1 runs before their children
     return _report(plan, experiment_dir, train_pack(experiment_dir, records, absolute_execution(plan)))
 
 
-def launch_local(plan: Plan, experiment_dir: Path, chosen: list[RunView]) -> int:
-    """`workers` processes at a time, one run each (spawned: no state shared with this process)."""
+def launch_local(plan: Plan, experiment_dir: Path, first: list[RunView], second: list[RunView], _views) -> int:
+    """`workers` processes at a time, one run each (spawned: no state shared with this process); the
+    children of stage-1 runs once the first wave is through."""
     execution = absolute_execution(plan)
     outcomes: dict[str, str] = {}
     with ProcessPoolExecutor(max_workers=plan.cluster.workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(train_pack, experiment_dir, [view.settings.to_record()], execution) for view in chosen]
-        for future in futures:
-            outcomes.update(future.result())
+        for wave in (first, second):
+            futures = [pool.submit(train_pack, experiment_dir, [view.settings.to_record()], execution) for view in wave]
+            for future in futures:
+                outcomes.update(future.result())
     return _report(plan, experiment_dir, outcomes)
 
 
@@ -137,30 +145,56 @@ def check_submission(jobs: int, runs: int, limits: dict[str, int], experiment_di
                        limits["nodes"])
 
 
-def submit_to_slurm(plan: Plan, experiment_dir: Path, chosen: list[RunView]) -> int:
-    """One submitit array per chunk of at most MaxArraySize packs; job ids recorded in the run folders."""
+def submit_to_slurm(plan: Plan, experiment_dir: Path, first: list[RunView], second: list[RunView],
+                    views: list[RunView]) -> int:
+    """One submitit array per chunk of at most MaxArraySize packs; job ids recorded in the run folders.
+    Children of a stage-1 run that is launched now, or still queued or running, are submitted with
+    `--dependency=afterok:<its job>` (and `--kill-on-invalid-dep`, so a cancelled parent does not
+    leave them pending for ever: they show as lost and are launched again)."""
     if shutil.which("sbatch") is None:
         raise SettingsError("launcher=slurm but there is no sbatch here; accepted here: launcher=inline or local")
-    packs = pack_runs(chosen, plan.cluster.runs_per_job)
-    if not packs:
+    job_of: dict[str, str] = {}  # run id -> the job that will train it
+    packs_total = len(pack_runs(first, plan.cluster.runs_per_job))
+    by_parent: dict[str, list[RunView]] = {}
+    for view in second:
+        by_parent.setdefault(parent_view(view, views).settings.run_id, []).append(view)
+    packs_total += sum(len(pack_runs(children, plan.cluster.runs_per_job)) for children in by_parent.values())
+    if not packs_total:
         print(f"submitted 0 jobs: every run of experiment {plan.experiment!r} is done, queued or running")
         return 0
     limits = cluster_limits()
-    check_submission(len(packs), len(chosen), limits, experiment_dir, plan.cluster)
+    check_submission(packs_total, len(first) + len(second), limits, experiment_dir, plan.cluster)
     executor = make_executor(plan, experiment_dir)
     execution = absolute_execution(plan)
-    arrays = split_arrays(packs, limits["MaxArraySize"])
-    job_ids = []
+    arrays = _submit_arrays(executor, experiment_dir, first, plan, limits, execution, job_of)
+    extra = sbatch_parameters(plan.cluster.sbatch_extra)
+    for parent_id, children in by_parent.items():
+        parent = next(view for view in views if view.settings.run_id == parent_id)
+        parent_job = job_of.get(parent_id) or parent.job.get("job_id") or parent.status.get("job_id")
+        executor.update_parameters(dependency=f"afterok:{parent_job}",
+                                   additional_parameters={**extra, "kill_on_invalid_dep": "yes"})
+        arrays += _submit_arrays(executor, experiment_dir, children, plan, limits, execution, job_of)
+    launched = len(first) + len(second)
+    first_job = next(iter(job_of.values())).split("_")[0]
+    print(f"submitted {packs_total} job(s) for {launched} run(s) in {arrays} array(s) (first array job {first_job}); "
+          f"logs in {experiment_dir / 'slurm'}; results in {experiment_dir / 'runs'}")
+    if second:
+        print(f"{len(second)} warm-started run(s) wait for their stage-1 run's job (afterok)")
+    print(f"follow with: python train.py status experiment={plan.experiment} out_dir={plan.execution.out_dir} ...")
+    return 0
+
+
+def _submit_arrays(executor, experiment_dir: Path, chosen: list[RunView], plan: Plan, limits: dict[str, int],
+                   execution: dict, job_of: dict[str, str]) -> int:
+    """Submit `chosen` packed and split into arrays; record each run's job (folder and `job_of`).
+    Returns the number of arrays."""
+    arrays = split_arrays(pack_runs(chosen, plan.cluster.runs_per_job), limits["MaxArraySize"])
     for array in arrays:
         with executor.batch():
             jobs = [executor.submit(TrainJob(), str(experiment_dir), [view.settings.to_record() for view in pack],
                                     execution) for pack in array]
         for job, pack in zip(jobs, array):
-            job_ids.append(job.job_id)
             for view in pack:
                 view.folder.write_job(job.job_id)
-    first = job_ids[0].split("_")[0]
-    print(f"submitted {len(packs)} job(s) for {len(chosen)} run(s) in {len(arrays)} array(s) (first array job {first}); "
-          f"logs in {experiment_dir / 'slurm'}; results in {experiment_dir / 'runs'}")
-    print(f"follow with: python train.py status experiment={plan.experiment} out_dir={plan.execution.out_dir} ...")
-    return 0
+                job_of[view.settings.run_id] = job.job_id
+    return len(arrays)

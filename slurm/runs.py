@@ -16,6 +16,7 @@ from pathlib import Path
 
 from checkpointing import RunFolder
 from conf import Settings
+from conf.plasticity import run_kind, stage1_settings
 
 ACTIVE = ("queued", "running")  # a job holds the run: never launched twice
 RETRYABLE = ("failed", "diverged")  # launched again only with retry=failed
@@ -73,6 +74,26 @@ def observed_state(status: dict, job: dict, queue: set[str] | None) -> str:
     return state  # recorded by a job, but no squeue here to ask: believe the record
 
 
+def with_parents(grid: tuple[Settings, ...]) -> tuple[Settings, ...]:
+    """The grid with the stage-1 run of every warm-started child just before its first child, once:
+    children that share a stage 1 share its run (conf/plasticity.py)."""
+    runs: dict[str, Settings] = {}
+    for settings in grid:
+        if run_kind(settings) == "child":
+            parent = stage1_settings(settings)
+            runs.setdefault(parent.run_id, parent)
+        runs.setdefault(settings.run_id, settings)
+    return tuple(runs.values())
+
+
+def parent_view(view: RunView, views: list[RunView]) -> RunView | None:
+    """The view of a child's stage-1 run among `views` (None for other runs)."""
+    if run_kind(view.settings) != "child":
+        return None
+    parent_id = stage1_settings(view.settings).run_id
+    return next(candidate for candidate in views if candidate.settings.run_id == parent_id)
+
+
 def observe(grid: tuple[Settings, ...], experiment_dir: Path, queue: set[str] | None) -> list[RunView]:
     views = []
     for settings in grid:
@@ -86,6 +107,22 @@ def to_launch(views: list[RunView], retry: str) -> list[RunView]:
     """New, interrupted and lost runs; failed and diverged ones too with retry=failed."""
     return [view for view in views
             if view.state not in ("done", *ACTIVE) and (view.state not in RETRYABLE or retry == "failed")]
+
+
+def waves(views: list[RunView], chosen: list[RunView]) -> tuple[list[RunView], list[RunView], list[RunView]]:
+    """(first, second, stranded): children whose stage-1 run is launched now or still queued or
+    running wait for it (second); those whose stage-1 run failed or diverged and is not launched
+    again cannot start (stranded); everything else goes first."""
+    first, second, stranded = [], [], []
+    for view in chosen:
+        parent = parent_view(view, views)
+        if parent is None or parent.state == "done":
+            first.append(view)
+        elif parent in chosen or parent.state in ACTIVE:
+            second.append(view)
+        else:
+            stranded.append(view)
+    return first, second, stranded
 
 
 def status_table(views: list[RunView]) -> str:
