@@ -85,8 +85,8 @@ class Settings:
         check_plasticity(self)
         longest = max(self.epochs, self.pretrain_epochs)  # each stage runs the schedule over its own epochs
         if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(not 0 < m <= longest for m in self.lr_milestones):
-            raise SettingsError(f"lr_milestones={list(self.lr_milestones)} must be increasing epochs in [1, {longest}] "
-                                "(the longer stage's epochs)")
+            bound = f"epochs={self.epochs}" if self.epochs >= self.pretrain_epochs else f"pretrain_epochs={longest}"
+            raise SettingsError(f"lr_milestones={list(self.lr_milestones)} must be increasing epochs in [1, {bound}]")
         if any(iteration < 0 for iteration in self.checkpoint_extra):
             raise SettingsError(f"checkpoint_extra={list(self.checkpoint_extra)}: iterations must be >= 0")
         if self.dataset == "synthetic":
