@@ -253,3 +253,25 @@ def test_a_kill_in_stage_2_resumes_bitwise_and_stage_1_keeps_its_subset(tmp_path
         assert manifest_entries(folder) == manifest_entries(reference_folder)  # every checkpoint's sha256
         assert (folder / "log.jsonl").read_text() == (reference_folder / "log.jsonl").read_text()
     assert read_json(child_dir / "lineage.json") == read_json(reference_child / "lineage.json")
+
+
+def test_children_wait_for_their_stage1_run_or_are_stranded_by_its_failure(tmp_path):
+    from slurm.runs import observe, to_launch, waves, with_parents
+
+    grid = parse_arguments(["pretrain_fraction=0.5", "pretrain_epochs=2", "seed=0,1,2,3", "reset_last=0,1"]).grid
+    runs = with_parents(grid)
+    assert [run_kind(settings) for settings in runs] == ["stage1", "child", "child"] * 4  # each parent once, first
+    parents = runs[0::3]
+    for parent, state in zip(parents, ["done", "failed", "running", None]):
+        if state:
+            folder = observe((parent,), tmp_path, queue={"7_1"})[0].folder
+            folder.path.mkdir(parents=True)
+            folder.write_status(state, **({"job_id": "7_1"} if state == "running" else {}))
+    views = observe(runs, tmp_path, queue={"7_1"})
+    first, second, stranded = waves(views, to_launch(views, "none"))
+    seeds = lambda chosen: sorted((view.settings.seed, run_kind(view.settings)) for view in chosen)  # noqa: E731
+    assert seeds(first) == [(0, "child"), (0, "child"), (3, "stage1")]  # parent done: its children go now
+    assert seeds(second) == [(2, "child"), (2, "child"), (3, "child"), (3, "child")]  # wait for a running or new parent
+    assert seeds(stranded) == [(1, "child"), (1, "child")]  # a failed parent, not retried
+    first, second, stranded = waves(views, to_launch(views, "failed"))
+    assert not stranded and seeds(second).count((1, "child")) == 2

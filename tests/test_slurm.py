@@ -179,3 +179,32 @@ def test_analysis_runs_as_one_array_task_per_run(slurm, tmp_path):
         time.sleep(2)
     table = pd.read_parquet(tmp_path / "default" / "metrics.parquet")
     assert table["run_id"].nunique() == 2 and set(table["iteration"]) == {0, 1, 2, 4}
+
+
+def test_warm_started_children_wait_for_their_shared_stage1_job(slurm, tmp_path):
+    words = [*tiny_words(tmp_path, "pretrain_fraction=0.5", "pretrain_epochs=2", "epochs=2", "reset_last=0,2"), *NODE]
+    first = submit(*words)
+    assert "submitted 3 job(s) for 3 run(s) in 2 array(s)" in first.stdout
+    assert "2 warm-started run(s) wait for their stage-1 run's job (afterok)" in first.stdout
+    wait_for_jobs(tmp_path)
+    folders = {path.name: path for path in runs_of(tmp_path)}
+    (parent_id,) = [name for name in folders if "-stage1-" in name]
+    children = [folders[name] for name in folders if "-warm-" in name]
+    assert len(folders) == 3 and len(children) == 2
+    parent_job = read_json(folders[parent_id] / "job.json")["job_id"]
+    parent_done = read_json(folders[parent_id] / "status.json")
+    assert parent_done["state"] == "done"
+    parent_log = (folders[parent_id] / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in parent_log] == list(range(1, 9))  # stage 1 trained once
+    for child in children:
+        job = read_json(child / "job.json")["job_id"]
+        assert job != parent_job
+        (script,) = (tmp_path / "default" / "slurm").rglob(f"{job.split('_')[0]}_submission.sh")
+        assert f"--dependency=afterok:{parent_job}" in script.read_text()
+        assert "--kill-on-invalid-dep=yes" in script.read_text()
+        lineage = read_json(child / "lineage.json")
+        assert lineage["parent_run_id"] == parent_id
+        assert read_json(child / "status.json")["state"] == "done"
+        assert (child / "lineage.json").stat().st_mtime >= parent_done["updated_at"]  # started after the parent ended
+    again = submit(*words)
+    assert "submitted 0 jobs" in again.stdout and "skipping 3 done run(s)" in again.stdout
