@@ -1,4 +1,4 @@
-"""python analysis.py [experiment=NAME] [key=value ...] — per-layer metrics of every checkpoint not yet measured.
+"""python analysis.py [experiment=NAME] [key=value ...] — per-layer metrics of every checkpoint not yet measured, then every figure and the report.
 
 Measures the runs in `<out_dir>/<experiment>/runs/` (run settings on the command line filter them:
 `depth=3,5` keeps the runs of depth 3 or 5). Writes
@@ -10,8 +10,14 @@ run's train split is its subset.
 Incremental: a checkpoint already measured under the same recipe is not measured again; runs still
 training are measured up to their newest checkpoint.
 
+Then draws every figure from the table into `<out_dir>/<experiment>/figures/` (PNG and PDF;
+figures/) and writes `<out_dir>/<experiment>/report.html` (settings that vary, runs and their state,
+figures, the learning-phase table) and `phases.csv`.
+
+    python analysis.py figures experiment=learnphase
+        redraw the figures and the report from the table only (no model is run)
     python analysis.py experiment=demo launcher=slurm
-        the same, one Slurm array task per run (cluster options as for sh train.sh)
+        the metrics, one Slurm array task per run (cluster options as for sh train.sh); then `figures`
     python analysis.py features RUN_DIR iteration=256 split=test out=feats.npz
         every layer's features (as the metrics see them) and the labels of one split, for one's own analyses
 """
@@ -34,9 +40,10 @@ import data
 import models
 import stages
 from checkpointing import RunFolder
-from conf import Execution, Plan, Settings, SettingsError, parse_arguments
+from conf import EXPERIMENTS, Execution, Plan, Settings, SettingsError, parse_arguments
+from conf.plasticity import run_kind, stage1_settings
 from metrics import engine, registry, store
-from utils import atomic_write_bytes, setup_logging, sha256_file
+from utils import atomic_write_bytes, atomic_write_text, progress_bar, setup_logging, sha256_file
 
 logger = logging.getLogger("analysis")
 ENGINE_VERSION = 1  # bump when the engine's shared statistics change (held-out draw, pooling, ...)
@@ -45,8 +52,8 @@ ENGINE_VERSION = 1  # bump when the engine's shared statistics change (held-out 
 def recipe(plan: Plan) -> str:
     """Hash of what decides the numbers besides the checkpoint: every metric's version, the engine's,
     and the analysis options. A cell computed under another recipe is stale."""
-    text = json.dumps({"engine": ENGINE_VERSION, "metrics": registry.versions(), **dataclasses.asdict(plan.analysis)},
-                      sort_keys=True)
+    options = {key: value for key, value in dataclasses.asdict(plan.analysis).items() if key != "figures"}
+    text = json.dumps({"engine": ENGINE_VERSION, "metrics": registry.versions(), **options}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -119,7 +126,10 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) ->
     transfer = transfer_splits(settings, plan, train, device)
     lineage_path = folder.path / stages.LINEAGE_FILE
     lineage = json.loads(lineage_path.read_text()) if lineage_path.exists() else {}
+    bar = progress_bar(plan.execution.progress, len(pending), 0, f"measuring {settings.run_id}", unit="checkpoint")
     for name, entry in sorted(pending.items()):
+        if bar is not None:
+            bar.update(1)
         path = store.cell_path(experiment_dir, settings.run_id, entry["iteration"])
         with store.claim(path) as mine:
             if not mine:
@@ -145,6 +155,8 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) ->
             store.write_frame(path, frame)
             counts["measured"] += 1
             logger.info("%s iteration %d measured", settings.run_id, checkpoint["iteration"])
+    if bar is not None:
+        bar.close()
     return counts
 
 
@@ -211,6 +223,54 @@ def features_command(arguments: list[str]) -> int:
     return 0
 
 
+def run_table(experiment_dir: Path) -> pd.DataFrame:
+    """Every run folder of the experiment: id, kind, state, iteration/total, parent, and its settings."""
+    rows = []
+    for settings_path in sorted((experiment_dir / "runs").glob("*/settings.json")):
+        folder = RunFolder(settings_path.parent)
+        settings = Settings.from_record(json.loads(settings_path.read_text())["settings"])
+        status = folder.read_status()
+        kind = run_kind(settings)
+        rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
+                     "iteration": f"{status.get('iteration', 0)}/{status.get('total_iterations', '?')}",
+                     "parent": stage1_settings(settings).run_id if kind == "child" else "", **settings.to_record()})
+    return pd.DataFrame(rows)
+
+
+def publish(plan: Plan, experiment_dir: Path) -> int:
+    """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped."""
+    import figures
+    from figures.phases import phase_table, stop_table
+    from figures.report import write_report
+
+    table_path = experiment_dir / "metrics.parquet"
+    if not table_path.exists():
+        raise SettingsError(f"{table_path} does not exist; run `python analysis.py experiment={plan.experiment} ...` "
+                            "first (it measures the checkpoints)")
+    metrics = pd.read_parquet(table_path)
+    for key, values in plan.overrides:  # the same filter as for measuring
+        metrics = metrics[metrics[key].isin(values)] if key in metrics else metrics
+    runs = run_table(experiment_dir)
+    drawn, skipped = figures.draw_all(metrics, experiment_dir / "figures")
+    phases = phase_table(metrics)
+    advice = stop_table(phases)
+    atomic_write_text(experiment_dir / "phases.csv", phases.to_csv(index=False))
+    unfinished = runs[runs["state"] != "done"] if len(runs) else runs
+    notes = [f"{len(unfinished)} run(s) not done ({', '.join(sorted(set(unfinished['state'])))}): drawn up to their "
+             "newest measured checkpoint"] if len(unfinished) else []
+    description = EXPERIMENTS[plan.experiment].description if plan.experiment in EXPERIMENTS else ""
+    report = write_report(experiment_dir, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
+                          phases, advice, notes)
+    for note in notes:
+        print(note)
+    print(f"figures: {sum(len(paths) // 2 for paths in drawn.values())} drawn ({', '.join(drawn) or 'none'}) in "
+          f"{experiment_dir / 'figures'}")
+    for name, reason in skipped.items():
+        print(f"  not drawn: {name}: {reason}")
+    print(f"report: {report}")
+    return 0
+
+
 def main(arguments: list[str]) -> int:
     if any(argument in ("-h", "--help", "help") for argument in arguments):
         from conf.cli import ANALYSIS_FIELDS
@@ -223,10 +283,13 @@ def main(arguments: list[str]) -> int:
     try:
         if arguments and arguments[0] == "features":
             return features_command(arguments[1:])
-        plan = parse_arguments(arguments, analysis=True)
+        only_figures = bool(arguments) and arguments[0] == "figures"
+        plan = parse_arguments(arguments[1:] if only_figures else arguments, analysis=True)
         setup_logging(plan.execution.log_level)
-        device = torch.device("cuda" if plan.execution.device != "cpu" and torch.cuda.is_available() else "cpu")
         experiment_dir = Path(plan.execution.out_dir) / plan.experiment
+        if only_figures:
+            return publish(plan, experiment_dir)
+        device = torch.device("cuda" if plan.execution.device != "cpu" and torch.cuda.is_available() else "cpu")
         totals: dict[str, int] = {}
         runs = runs_of(experiment_dir, plan.overrides)
         if plan.cluster.launcher == "slurm":
@@ -235,13 +298,13 @@ def main(arguments: list[str]) -> int:
             for outcome, count in analyse_run(settings, experiment_dir, plan, device).items():
                 totals[outcome] = totals.get(outcome, 0) + count
         table = store.merge(experiment_dir)
+        print(f"{len(runs)} run(s): {totals.get('measured', 0)} checkpoint(s) measured, {totals.get('fresh', 0)} "
+              f"already fresh, {totals.get('busy', 0)} left to another process, {totals.get('corrupt', 0)} corrupt. "
+              f"{len(table)} rows in {experiment_dir / 'metrics.parquet'}")
+        return publish(plan, experiment_dir) if len(table) and plan.analysis.figures else 0
     except (SettingsError, data.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{len(runs)} run(s): {totals.get('measured', 0)} checkpoint(s) measured, {totals.get('fresh', 0)} already "
-          f"fresh, {totals.get('busy', 0)} left to another process, {totals.get('corrupt', 0)} corrupt. "
-          f"{len(table)} rows in {experiment_dir / 'metrics.parquet'}")
-    return 0
 
 
 if __name__ == "__main__":

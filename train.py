@@ -27,7 +27,7 @@ import stages
 from checkpointing import RunFolder, checkpoint_schedule
 from conf import Execution, Settings, SettingsError, help_text, parse_arguments
 from conf.plasticity import run_kind
-from utils import atomic_write_json, derive_seed, exclusive_lock, setup_logging
+from utils import atomic_write_json, derive_seed, exclusive_lock, progress_bar, setup_logging
 
 logger = logging.getLogger("train")
 LOG_FLUSH_EVERY = 50  # iterations between host syncs for the log (and the divergence check)
@@ -221,7 +221,7 @@ def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_s
                               enabled=execution.bf16 and device.type == "cuda")
     pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
     last_saved = time.monotonic()
-    progress = _progress_bar(execution, total, iteration, settings.run_id)
+    progress = progress_bar(execution.progress, total, iteration, settings.run_id)
     with stop_on_signals(handle_signals) as received:
         while iteration < total:
             lr = learning_rate(settings, iteration - first, per_epoch, stage.epochs)
@@ -271,14 +271,6 @@ def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_s
         folder.save_resume_state(resume_state())
     folder.write_status("done", iteration=total, total_iterations=total)  # written last: "done" means complete
     return "done"
-
-
-def _progress_bar(execution: Execution, total: int, initial: int, description: str):
-    if execution.progress == "off" or (execution.progress == "auto" and not sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=description, unit="it", leave=False)
 
 
 def main(arguments: list[str]) -> int:

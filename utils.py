@@ -117,6 +117,15 @@ def stable_hash(value: Any, length: int = 10) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:length]
 
 
+def progress_bar(mode: str, total: int, initial: int, description: str, unit: str = "it"):
+    """A tqdm bar for `progress=on`, or `auto` on a terminal; None otherwise (logs say it instead)."""
+    if mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit=unit, leave=False)
+
+
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),

@@ -1,8 +1,8 @@
 """python analysis.py [experiment=NAME] [key=value ...] — the analysis options.
 
-They are not run settings: they never enter a run id. They form the analysis *recipe*: a cell of
-the metrics table computed under another recipe (or another metric version) is stale and is
-computed again.
+They are not run settings: they never enter a run id. They form the analysis *recipe* (all but
+`figures`, which only says whether to draw afterwards): a cell of the metrics table computed under
+another recipe (or another metric version) is stale and is computed again.
 """
 
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ class Analysis:
     linear_maps: str = setting("closed_form", "probes and decoder: closed_form (ridge), or adam / sgd trained 20 epochs as LearnPhase does", choices=("closed_form", "adam", "sgd"))
     transfer_dataset: str = setting("own", "images of the colour-dominance probe: own = the run's (LearnPhase's code), or another dataset, e.g. cifar100 (its README)", choices=("own", *DATASETS))
     feature_cache_gb: float = setting(4.0, "keep the training split's features up to this size for the train accuracies (else a second pass)", minimum=0.0)
+    figures: bool = setting(True, "after measuring, draw every figure and write the report (not part of the recipe)")
 
     def __post_init__(self):
         check_fields(self)

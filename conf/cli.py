@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from conf.analysis import Analysis
 from conf.cluster import Cluster
 from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
-from conf.plasticity import canonical_scratch
+from conf.plasticity import PRETRAINING_DEFAULTS, canonical_scratch
 from conf.global_settings import Execution, Settings, SettingsError, describe_accepted, parse_value, show_default
 
 RUN_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
@@ -78,11 +78,18 @@ def parse_arguments(arguments: list[str], *, analysis: bool = False) -> Plan:
             analysis_values[key] = parse_value(ANALYSIS_FIELDS[key], text)
         else:
             raise _unknown_key(key, command, analysis)
-    preset = {key: value if isinstance(value, list) else [value]
-              for key, value in EXPERIMENTS[experiment_name].settings.items()}
-    grid = expand_grid({**preset, **run_values})
+    grid: dict[str, Settings] = {}
+    presets = EXPERIMENTS[experiment_name].grids()
+    for preset in presets:  # an experiment's runs: the union of its grids
+        sweeps = {key: value if isinstance(value, list) else [value] for key, value in preset.items()}
+        sweeps.update(run_values)
+        if len(presets) > 1 and not any(fraction != 0 for fraction in sweeps.get("pretrain_fraction", [0])):
+            # a from-scratch grid beside a warm-start one (the demo): warm-start keys are the other grid's
+            sweeps = {key: values for key, values in sweeps.items() if key not in PRETRAINING_DEFAULTS}
+        for settings in expand_grid(sweeps):
+            grid.setdefault(settings.run_id, settings)
     overrides = tuple((key, tuple(values)) for key, values in run_values.items())
-    return Plan(experiment_name, grid, Execution(**execution_values), Cluster(**cluster_values),
+    return Plan(experiment_name, tuple(grid.values()), Execution(**execution_values), Cluster(**cluster_values),
                 Analysis(**analysis_values), overrides)
 
 

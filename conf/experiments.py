@@ -1,32 +1,80 @@
-"""Named experiments: `python train.py experiment=NAME [key=value ...]`.
+"""Named experiments: `python train.py experiment=NAME [key=value ...]`, then `python analysis.py experiment=NAME`.
 
 An experiment is a preset of run settings; a list value sweeps that key, and several swept keys
-form a Cartesian grid. Command-line values replace the preset's value for the same key. Runs of
-an experiment live under `<out_dir>/<experiment>/runs/`.
+form a Cartesian grid. An experiment may hold several grids (a tuple of presets): its runs are
+their union, e.g. the demo's collapse runs and its warm-start runs. Command-line values replace the
+preset's value for the same key in every grid. Runs of an experiment live under
+`<out_dir>/<experiment>/runs/`. The papers' hyper-parameters are those of `../shared/reference/`
+(the seeds' READMEs and the plasticity paper's appendix); where a paper is silent, the choice is
+ours and says so in `notes`.
 """
 
 from dataclasses import dataclass, field
 
 DEFAULT_EXPERIMENT = "default"
 
+# LearnPhase's sample log: VGG-8 on CIFAR-10, SGD lr 0.002 momentum 0.9 batch 128, checkpoints at
+# 0, 2, 4, ..., 65536 iterations. Their loop keeps the last partial batch (391 iterations per epoch);
+# ours drops it (390), so 169 epochs = 65 910 iterations reach the power of two 65 536.
+LEARNPHASE = {"dataset": "cifar10", "arch": "vgg", "depth": 8, "width": 32, "optimizer": "sgd", "lr": 0.002,
+              "momentum": 0.9, "weight_decay": 0.0, "batch_size": 128, "lr_schedule": "constant", "epochs": 169,
+              "augment": False}
+
+# IntermediateNC's Fig. 1 recipe: CONV-L-400, batch 128, lr 0.1 x0.1 at epochs 60, 120, 160,
+# momentum 0.9, weight decay 5e-4, 500 epochs; checkpoints also every 25 epochs for the late ones.
+INTERMEDIATE_NC = {"dataset": "cifar10", "arch": "convnet", "depth": [3, 5, 8, 12, 16, 20], "width": 400,
+                   "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "lr_schedule": "multistep",
+                   "lr_milestones": (60, 120, 160), "lr_gamma": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                   "epochs": 500, "checkpoint_every_epochs": 25}
+
+# Berariu et al. (2021), appendix A.4-A.5: the ResNet-18 family (blocks per stage d, base width w),
+# pretrain on half the data for 350 epochs, tune on all of it for 500, resetting the last 0, 4 or 5 of
+# the modules stem, stage1-4, head. The pages we have do not give the optimiser: SGD lr 0.01,
+# momentum 0.9, weight decay 5e-4, constant lr, augmentation on (our choice).
+PLASTICITY = {"dataset": "cifar10", "arch": "resnet", "depth": [1, 2, 3], "width": [32, 64], "augment": True,
+              "batch_size": 128, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+              "lr_schedule": "constant", "pretrain_fraction": [0, 0.5], "pretrain_epochs": 350, "epochs": 500,
+              "reset_last": [0, 4, 5], "checkpoint_every_epochs": 25}
+
+# The demo: the three stories on the embedded synthetic data, small enough for a laptop CPU.
+DEMO_COLLAPSE = {"dataset": "synthetic", "arch": "convnet", "depth": [2, 4], "width": 32, "label_noise": [0.0, 0.2],
+                 "epochs": 12, "lr": 0.02, "lr_schedule": "multistep", "lr_milestones": (8,), "batch_size": 128}
+DEMO_WARM_START = {"dataset": "synthetic", "arch": "convnet", "depth": 3, "width": 16, "synthetic_train_size": 2000,
+                   "epochs": 10, "lr": 0.02, "lr_schedule": "constant", "batch_size": 128,
+                   "pretrain_fraction": [0, 0.5], "pretrain_epochs": 10, "reset_last": [0, 2]}
+
 
 @dataclass(frozen=True)
 class Experiment:
     name: str
     description: str
-    settings: dict = field(default_factory=dict)  # key -> value, or list of values to sweep
+    settings: dict | tuple = field(default_factory=dict)  # key -> value or list to sweep; or a tuple of such grids
+    notes: str = ""
+
+    def grids(self) -> tuple[dict, ...]:
+        return self.settings if isinstance(self.settings, tuple) else (self.settings,)
 
 
 EXPERIMENTS = {
     experiment.name: experiment
     for experiment in (
         Experiment(DEFAULT_EXPERIMENT, "one run of the defaults (what a plain `python train.py` runs)"),
-        Experiment(
-            "demo",
-            "synthetic data on a CPU in a few minutes: CONV-L-32 of two depths, clean and 20% noisy labels",
-            {"dataset": "synthetic", "arch": "convnet", "depth": [2, 4], "width": 32,
-             "label_noise": [0.0, 0.2], "epochs": 12, "lr": 0.02, "lr_schedule": "multistep",
-             "lr_milestones": (8,), "batch_size": 128},
-        ),
+        Experiment("demo", "the three stories on synthetic data, on a CPU in minutes: CONV-L-32 of two depths with "
+                   "clean and 20% noisy labels (phases, collapse), and scratch vs warm start vs reset (plasticity)",
+                   (DEMO_COLLAPSE, DEMO_WARM_START)),
+        Experiment("learnphase", "LearnPhase (AAAI 2024): VGG-8 on CIFAR-10, SGD lr 0.002, checkpoints 0, 2, 4, ..., "
+                   "65536; reconstruction and colour-dominance probes (python analysis.py ... transfer_dataset=cifar100 "
+                   "for their README's CIFAR-100 transfer images)", LEARNPHASE,
+                   "weight decay, augmentation and schedule are not in their README: 0, none, constant"),
+        Experiment("intermediate_nc", "IntermediateNC (TMLR 2023) Fig. 1: CONV-L-400, L in 3..20, on CIFAR-10, "
+                   "lr 0.1 x0.1 at 60/120/160, WD 5e-4, 500 epochs", INTERMEDIATE_NC),
+        Experiment("intermediate_nc_mlp", "IntermediateNC with MLP-L-400 (the fully connected variant), same recipe",
+                   {**INTERMEDIATE_NC, "arch": "mlp"}, "the MLP's width is ours: 400, as the CONV nets"),
+        Experiment("intermediate_nc_noise", "IntermediateNC with noisy labels: CONV-8-400 at 0-50% label noise "
+                   "(effective depth grows with noise)", {**INTERMEDIATE_NC, "depth": 8,
+                                                          "label_noise": [0.0, 0.1, 0.2, 0.3, 0.5]}),
+        Experiment("plasticity", "Berariu et al. (2021): ResNet-18 family on CIFAR-10, scratch vs pretrain on half "
+                   "(350 epochs) then tune on all (500), resetting the last 0/4/5 modules", PLASTICITY,
+                   "optimiser not in the appendix pages we have: SGD lr 0.01, momentum 0.9, WD 5e-4, constant"),
     )
 }

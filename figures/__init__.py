@@ -1,0 +1,67 @@
+"""python analysis.py figures experiment=NAME — every figure of an experiment, drawn from its metrics table only.
+
+    drawn, skipped = draw_all(metrics, out_dir)   # {figure: [paths]}, {figure: why it was not drawn}
+
+Each figure is a plug-in registered by name (`@figure`), taking the tidy metrics table (DESIGN.md
+contract 6) and returning matplotlib figures by file stem, or raising `Skip` with the reason (no
+such runs in this experiment, a knob that does not vary, ...). Files: `<out_dir>/<stem>.png` and
+`.pdf`, written atomically. Several seeds of one condition are drawn as their mean with a 95 %
+bootstrap confidence band (seaborn's errorbar=("ci", 95)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from figures.style import save
+
+
+class Skip(Exception):
+    """A figure that this table cannot feed; the message says why."""
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    name: str
+    paper: str
+    draw: Callable[[pd.DataFrame], dict]  # metrics table -> {file stem: matplotlib Figure}
+
+
+FIGURES: dict[str, FigureSpec] = {}
+
+
+def figure(name: str, paper: str):
+    """Register a figure plug-in: `@figure("ncc_by_layer", "IntermediateNC Fig. 1")`."""
+    def register(function):
+        FIGURES[name] = FigureSpec(name, paper, function)
+        return function
+    return register
+
+
+def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = None) -> tuple[dict, dict]:
+    """Draw every registered figure (or `names`) into out_dir; returns ({name: [paths]}, {name: reason})."""
+    import matplotlib.pyplot as pyplot
+
+    drawn, skipped = {}, {}
+    for name, spec in FIGURES.items():
+        if names is not None and name not in names:
+            continue
+        try:
+            figures = spec.draw(metrics)
+        except Skip as reason:
+            skipped[name] = str(reason)
+            continue
+        paths = []
+        for stem, drawing in figures.items():
+            paths += save(drawing, Path(out_dir) / stem)
+            pyplot.close(drawing)
+        drawn[name] = paths
+    return drawn, skipped
+
+
+# Importing each module registers its figures.
+from figures import collapse, learnphase, plasticity  # noqa: E402,F401

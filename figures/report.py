@@ -1,0 +1,67 @@
+"""outputs/<experiment>/report.html — one page per experiment, viewable offline: what varies, every run
+and its state, every figure, the learning-phase table and "stop pre-training here".
+
+    write_report(experiment_dir, description, metrics, runs, drawn, skipped, phases, advice)
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from figures import FIGURES
+from utils import atomic_write_text
+
+STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
+th{background:#f0f0f0}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}h2{border-bottom:1px solid #ccc}
+.note{color:#666;font-size:13px}"""
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, na_rep="–", float_format=lambda value: f"{value:.4g}", border=0)
+
+
+def varying_settings(runs: pd.DataFrame, ignore=("run_id", "state", "iteration", "kind", "parent")) -> pd.DataFrame:
+    """key -> the values it takes across the runs, for the keys that take more than one."""
+    rows = [{"setting": key, "values": ", ".join(map(str, sorted(runs[key].dropna().unique(), key=str)))}
+            for key in runs.columns if key not in ignore and runs[key].astype(str).nunique() > 1]
+    return pd.DataFrame(rows, columns=["setting", "values"])
+
+
+def write_report(experiment_dir: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
+                 skipped: dict, phases: pd.DataFrame, advice: pd.DataFrame, notes: list[str]) -> Path:
+    """Write report.html next to the figures/ folder it links (relative links: the folder can move)."""
+    varying = varying_settings(runs)
+    run_columns = ["run_id", "kind", "state", "iteration", "parent"] + list(varying["setting"])
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>",
+             f"<h1>{html.escape(title)}</h1><p>{html.escape(description)}</p>",
+             f"<p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M')} from {html.escape(str(experiment_dir))}"
+             f"/metrics.parquet; redraw with <code>python analysis.py figures ...</code>.</p>"]
+    parts += [f"<p class='note'>{html.escape(note)}</p>" for note in notes]
+    parts += ["<h2>Settings that vary</h2>", _table(varying) if len(varying) else "<p>none: a single configuration</p>",
+              f"<h2>Runs ({len(runs)})</h2>", _table(runs[[column for column in run_columns if column in runs]])]
+    parts.append("<h2>Figures</h2>")
+    for name, paths in drawn.items():
+        parts.append(f"<h3>{html.escape(name)} <span class='note'>({html.escape(FIGURES[name].paper)})</span></h3>")
+        for path in paths:
+            if path.suffix == ".png":
+                relative = path.relative_to(experiment_dir).as_posix()
+                pdf = path.with_suffix(".pdf").relative_to(experiment_dir).as_posix()
+                parts.append(f"<a href='{pdf}'><img src='{relative}' alt='{html.escape(path.stem)}'></a>")
+    if skipped:
+        parts.append("<h3>Not drawn</h3><ul>" + "".join(
+            f"<li>{html.escape(name)}: {html.escape(reason)}</li>" for name, reason in skipped.items()) + "</ul>")
+    parts += ["<h2>Learning phases (LearnPhase)</h2>",
+              "<p class='note'>Iterations where each layer's test reconstruction loss leaves its plateau, reaches "
+              "its minimum and rises again (tolerance: 5 % of the curve's range; figures/phases.py), the "
+              "transfer-probe peak and the classifier's best test accuracy.</p>",
+              "<h3>Stop pre-training here (read at the last hidden layer)</h3>",
+              _table(advice) if len(advice) else "<p>no reconstruction curves</p>",
+              "<h3>Every layer</h3>", _table(phases) if len(phases) else "<p>no reconstruction curves</p>"]
+    path = experiment_dir / "report.html"
+    atomic_write_text(path, "\n".join(parts) + "\n")
+    return path

@@ -1,0 +1,50 @@
+"""One look for every figure: seaborn's paper theme, log-scaled iterations, PNG + PDF written atomically."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a cluster node or in CI
+
+import matplotlib.pyplot as pyplot  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn  # noqa: E402
+
+from utils import atomic_write_bytes  # noqa: E402
+
+seaborn.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+ITERATION_LABEL = "training iteration (log scale; 0 at the left)"
+SEED_BAND = ("ci", 95)  # mean over seeds with a 95 % bootstrap confidence band
+
+
+def iteration_axis(axis) -> None:
+    """Iterations on a log scale that still shows iteration 0 (symlog: linear below 1)."""
+    axis.set_xscale("symlog", linthresh=1)
+    axis.set_xlim(left=0)
+    axis.set_xlabel(ITERATION_LABEL)
+
+
+def new_figure(columns: int = 1, rows: int = 1, width: float = 4.6, height: float = 3.4):
+    figure, axes = pyplot.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False,
+                                   constrained_layout=True)
+    return figure, axes.ravel()
+
+
+def save(figure, stem: Path) -> list[Path]:
+    """`stem`.png (150 dpi) and `stem`.pdf, each written to a temporary name and renamed."""
+    paths = []
+    for suffix, options in ((".png", {"dpi": 150}), (".pdf", {})):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=suffix[1:], **options)
+        path = stem.with_suffix(suffix)
+        atomic_write_bytes(path, buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
+def varying(metrics: pd.DataFrame, candidates, exclude=("seed",)) -> list[str]:
+    """The settings among `candidates` that take more than one value in the table."""
+    return [key for key in candidates if key in metrics and key not in exclude and metrics[key].nunique(dropna=False) > 1]
