@@ -1,11 +1,12 @@
-# make demo  — set up the environment (uv, locked) and train the demo experiment
+# make demo  — set up the environment (uv, locked), train the demo grid, measure it, draw its figures and report
 # make test  — set up the environment and run the whole test suite
+# make gallery — the demo, then the README's gallery images (docs/gallery/) from its figures
 # make bench — the benchmarks: data loop (ours vs a DataLoader + PIL loop), deciding a finished 1000-run grid, analysis metrics
 
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTHON := .venv/bin/python
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench gallery
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -13,6 +14,10 @@ setup:
 
 demo: setup
 	$(PYTHON) train.py experiment=demo
+	$(PYTHON) analysis.py experiment=demo
+
+gallery: demo
+	$(PYTHON) -m figures.gallery outputs/demo docs/gallery
 
 test: setup
 	$(PYTHON) -m pytest

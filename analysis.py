@@ -233,7 +233,9 @@ def run_table(experiment_dir: Path) -> pd.DataFrame:
         kind = run_kind(settings)
         rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
                      "iteration": f"{status.get('iteration', 0)}/{status.get('total_iterations', '?')}",
-                     "parent": stage1_settings(settings).run_id if kind == "child" else "", **settings.to_record()})
+                     "parent": stage1_settings(settings).run_id if kind == "child" else "",
+                     **{key: json.dumps(value) if isinstance(value, list) else value
+                        for key, value in settings.to_record().items()}})
     return pd.DataFrame(rows)
 
 
@@ -268,7 +270,7 @@ def publish(plan: Plan, experiment_dir: Path) -> int:
     for name, reason in skipped.items():
         print(f"  not drawn: {name}: {reason}")
     print(f"report: {report}")
-    return 0
+    return 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
 
 
 def main(arguments: list[str]) -> int:

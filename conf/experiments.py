@@ -39,9 +39,14 @@ PLASTICITY = {"dataset": "cifar10", "arch": "resnet", "depth": [1, 2, 3], "width
 # The demo: the three stories on the embedded synthetic data, small enough for a laptop CPU.
 DEMO_COLLAPSE = {"dataset": "synthetic", "arch": "convnet", "depth": [2, 4], "width": 32, "label_noise": [0.0, 0.2],
                  "epochs": 12, "lr": 0.02, "lr_schedule": "multistep", "lr_milestones": (8,), "batch_size": 128}
-DEMO_WARM_START = {"dataset": "synthetic", "arch": "convnet", "depth": 3, "width": 16, "synthetic_train_size": 2000,
-                   "epochs": 10, "lr": 0.02, "lr_schedule": "constant", "batch_size": 128,
-                   "pretrain_fraction": [0, 0.5], "pretrain_epochs": 10, "reset_last": [0, 2]}
+# Warm start on synthetic data: with SGD the warm-started net always caught up (gap < 1 point over a
+# dozen settings tried); with Adam, 16 px images and 2000 examples, pretraining 30 epochs on half then
+# 20 on all ends ~17 points below scratch (3 seeds: 0.10-0.20), and resetting the last 2 modules
+# (block02, head) recovers it all — Berariu et al.'s picture, in ~15 s of CPU per seed.
+DEMO_WARM_START = {"dataset": "synthetic", "arch": "convnet", "depth": 3, "width": 16, "image_size": 16,
+                   "synthetic_train_size": 2000, "optimizer": "adam", "lr": 0.001, "batch_size": 64,
+                   "lr_schedule": "constant", "epochs": 20, "pretrain_fraction": [0, 0.5], "pretrain_epochs": 30,
+                   "reset_last": [0, 2], "seed": [0, 1]}
 
 
 @dataclass(frozen=True)

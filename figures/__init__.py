@@ -11,6 +11,7 @@ bootstrap confidence band (seaborn's errorbar=("ci", 95)).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,9 @@ from typing import Callable
 import pandas as pd
 
 from figures.style import save
+
+
+logger = logging.getLogger(__name__)
 
 
 class Skip(Exception):
@@ -43,7 +47,9 @@ def figure(name: str, paper: str):
 
 
 def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = None) -> tuple[dict, dict]:
-    """Draw every registered figure (or `names`) into out_dir; returns ({name: [paths]}, {name: reason})."""
+    """Draw every registered figure (or `names`) into out_dir; returns ({name: [paths]}, {name: reason}).
+    A figure that fails is logged with its traceback and reported as skipped with "failed: ..." (the
+    others are still drawn; the caller decides the exit code)."""
     import matplotlib.pyplot as pyplot
 
     drawn, skipped = {}, {}
@@ -54,6 +60,11 @@ def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = Non
             figures = spec.draw(metrics)
         except Skip as reason:
             skipped[name] = str(reason)
+            continue
+        except Exception as error:  # a bug in one figure must not cost the others (or the report)
+            logger.exception("figure %s failed", name)
+            skipped[name] = f"failed: {type(error).__name__}: {error}"
+            pyplot.close("all")
             continue
         paths = []
         for stem, drawing in figures.items():

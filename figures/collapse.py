@@ -7,10 +7,14 @@ width, lr); layer x iteration heatmaps of NCC accuracy and CDNV per condition.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import seaborn
+from matplotlib.ticker import MaxNLocator
 
+from conf import Settings
 from figures import Skip, figure
 from figures.style import SEED_BAND, new_figure, varying
 
@@ -18,8 +22,15 @@ KNOBS = ("label_noise", "weight_decay", "depth", "width", "lr", "arch")  # what 
 HIDDEN = ("input", "logits")  # not hidden layers: their NCC accuracy is the data's and the classifier's
 
 
+def single_stage(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Runs trained in one stage: warm-started runs and their stage-1 runs have their own figures
+    (figures/plasticity.py) and would mix two protocols into one line here."""
+    return metrics[metrics["pretrain_fraction"] == 0] if "pretrain_fraction" in metrics else metrics
+
+
 def final_rows(metrics: pd.DataFrame, metric: str, split: str = "train") -> pd.DataFrame:
-    """One metric at each run's last measured checkpoint (scratch runs and stage-2 children alike)."""
+    """One metric at each single-stage run's last measured checkpoint."""
+    metrics = single_stage(metrics)
     chosen = metrics[(metrics["metric"] == metric) & (metrics["split"] == split)]
     if chosen.empty:
         raise Skip(f"no {metric} ({split}) rows in the table")
@@ -44,10 +55,11 @@ def _by_layer(metrics: pd.DataFrame, metric: str, label: str, log: bool):
         seaborn.lineplot(part, x="hidden layer", y="value", hue="depth", marker="o", errorbar=SEED_BAND,
                          palette="viridis", ax=axis)
         axis.set_ylabel(label)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(f"{facets[0]} = {value}" if value is not None else "end of training")
         if log:
             axis.set_yscale("log")
-    drawing.suptitle(f"{label} by layer at the end of training (IntermediateNC)")
+    drawing.suptitle(f"{label} by layer, end of training", fontsize=10)
     return drawing
 
 
@@ -61,18 +73,33 @@ def cdnv_by_layer(metrics: pd.DataFrame) -> dict:
     return {"cdnv_by_layer": _by_layer(metrics, "cdnv", "CDNV, train (unitless; log scale)", log=True)}
 
 
+def controlled(rows: pd.DataFrame, knob: str) -> pd.DataFrame:
+    """The rows of runs that differ in `knob` only (seeds aside), each such family labelled in
+    `condition` by the knobs it holds fixed: an effect read off one knob is not confounded by others."""
+    fixed = [item.name for item in dataclasses.fields(Settings) if item.name in rows and item.name not in (knob, "seed")]
+    families = []
+    for _, family in rows.groupby(fixed, dropna=False, sort=True):
+        if family[knob].nunique() > 1:
+            others = [key for key in varying(rows, KNOBS) if key != knob]
+            families.append(family.assign(condition=condition_label(family.iloc[0], others)))
+    return pd.concat(families, ignore_index=True) if families else rows.iloc[0:0]
+
+
 @figure("effective_depth", "IntermediateNC (effective depth)")
 def effective_depth(metrics: pd.DataFrame) -> dict:
     rows = final_rows(metrics, "effective_depth")
-    knobs = varying(rows, KNOBS)
-    if not knobs:
-        raise Skip("no knob among " + ", ".join(KNOBS) + " varies in this experiment")
-    drawing, axes = new_figure(len(knobs))
-    for axis, knob in zip(axes, knobs):
-        seaborn.pointplot(rows, x=knob, y="value", errorbar=SEED_BAND, ax=axis, native_scale=knob != "arch")
+    panels = [(knob, controlled(rows, knob)) for knob in varying(rows, KNOBS)]
+    panels = [(knob, part) for knob, part in panels if len(part)]
+    if not panels:
+        raise Skip("no two runs differ in one of " + ", ".join(KNOBS) + " only")
+    drawing, axes = new_figure(len(panels))
+    for axis, (knob, part) in zip(axes, panels):
+        seaborn.pointplot(part, x=knob, y="value", hue="condition", errorbar=SEED_BAND, ax=axis,
+                          native_scale=knob != "arch", dodge=0.1 if part["condition"].nunique() > 1 else False)
         axis.set_ylabel("effective depth (layer index)")
         axis.set_title(f"effective depth vs {knob}")
-    drawing.suptitle("Effective depth at the end of training: first layer within ε of the last layer's NCC accuracy")
+        axis.legend(fontsize=7, title="held fixed", title_fontsize=7)
+    drawing.suptitle("Effective depth: first layer within ε of the last one's NCC accuracy", fontsize=10)
     return {"effective_depth": drawing}
 
 

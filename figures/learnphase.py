@@ -9,18 +9,13 @@ import pandas as pd
 import seaborn
 
 from figures import Skip, figure
-from figures.collapse import KNOBS, condition_label
+from figures.collapse import KNOBS, condition_label, single_stage
 from figures.phases import phase_table, stop_table
 from figures.style import SEED_BAND, iteration_axis, new_figure, varying
 
 PHASE_COLOURS = ("#bbbbbb", "#8fd18f", "#f4a582")  # (i) flat, (ii) falling, (iii) rising
 PANELS = (("reconstruction_mse", "test", "reconstruction MSE, test (normalised pixel²)"),
           ("transfer_accuracy", "test", "colour-dominance probe accuracy, test"))
-
-
-def scratch_runs(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Runs trained in one stage: warm-started runs have their own figures (figures/plasticity.py)."""
-    return metrics[metrics["pretrain_fraction"] == 0] if "pretrain_fraction" in metrics else metrics
 
 
 def shade_phases(axis, advice: pd.DataFrame) -> None:
@@ -38,14 +33,14 @@ def shade_phases(axis, advice: pd.DataFrame) -> None:
 
 @figure("learning_phases", "LearnPhase (AAAI 2024), their sample log and Fig. 1")
 def learning_phases(metrics: pd.DataFrame) -> dict:
-    rows = scratch_runs(metrics)
+    rows = single_stage(metrics)
     if rows[rows["metric"] == "reconstruction_mse"].empty:
         raise Skip("no reconstruction rows from single-stage runs in the table")
     advice = stop_table(phase_table(rows))
     keys = varying(rows, KNOBS)
     drawings = {}
     conditions = rows.groupby(keys, sort=True) if keys else [((), rows)]
-    for index, (_, part) in enumerate(conditions):
+    for index, (values, part) in enumerate(conditions):
         runs = part["run_id"].unique()
         run_advice = advice[advice["run_id"].isin(runs)]
         drawing, axes = new_figure(3, width=4.4)
@@ -66,5 +61,7 @@ def learning_phases(metrics: pd.DataFrame) -> dict:
         axes[2].legend(fontsize=7)
         drawing.suptitle(f"Learning phases — {condition_label(part.iloc[0], keys)}; shaded: flat, falling, rising "
                          f"reconstruction loss of the last hidden layer", fontsize=9)
-        drawings[f"learning_phases_{index:02d}"] = drawing
+        values = values if isinstance(values, tuple) else (values,)
+        slug = "_".join(f"{key}{value}" for key, value in zip(keys, values)) if keys else "all"
+        drawings[f"learning_phases_{index:02d}_{slug}"] = drawing
     return drawings

@@ -6,9 +6,14 @@ epochs since the switch (stage 1 at negative epochs, as in the paper's Fig. 11).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pandas as pd
 import seaborn
 
+from conf import Settings
+from conf.plasticity import PRETRAINING_DEFAULTS
 from figures import Skip, figure
 from figures.style import SEED_BAND, new_figure, varying
 
@@ -41,8 +46,11 @@ def accuracy_curves(metrics: pd.DataFrame) -> pd.DataFrame:
         rows = rows.copy()
         if first["pretrain_fraction"] > 0:
             parent = accuracy[accuracy["run_id"] == first["parent_run_id"]]  # same network and seed
-            rows = pd.concat([parent.assign(run_id=run), rows])
+            # a hair before the switch: the parent's last checkpoint is the net before the intervention,
+            # the child's first the net after it, at the same iteration; apart, the line shows the jump
             rows["epochs since switch"] = rows["epoch"] - first["pretrain_epochs"]
+            parent = parent.assign(run_id=run, **{"epochs since switch": parent["epoch"] - first["pretrain_epochs"] - 1e-3})
+            rows = pd.concat([parent, rows])
         else:
             rows["epochs since switch"] = rows["epoch"]
         rows["protocol"] = protocol(first)
@@ -56,6 +64,10 @@ def accuracy_curves(metrics: pd.DataFrame) -> pd.DataFrame:
 def plasticity_curves(metrics: pd.DataFrame) -> dict:
     curves = accuracy_curves(metrics)
     shapes = varying(curves, SHAPE)
+    if shapes:  # only the networks that have warm-started runs: scratch-only ones belong to other stories
+        warm = curves[curves["protocol"] != "scratch"][shapes].drop_duplicates()
+        curves = curves.merge(warm, on=shapes)
+        shapes = varying(curves, SHAPE)
     groups = list(curves.groupby(shapes, sort=True)) if shapes else [((), curves)]
     drawing, axes = new_figure(len(groups), width=5.0)
     for axis, (key, part) in zip(axes, groups):
@@ -67,7 +79,7 @@ def plasticity_curves(metrics: pd.DataFrame) -> dict:
         key = key if isinstance(key, tuple) else (key,)
         axis.set_title(", ".join(f"{name}={value}" for name, value in zip(shapes, key)) or "all runs")
         axis.legend(fontsize=7)
-    drawing.suptitle("Warm start vs scratch: test accuracy over training (Berariu et al. 2021)")
+    drawing.suptitle("Warm start vs scratch (Berariu et al. 2021)", fontsize=10)
     return {"plasticity_curves": drawing}
 
 
@@ -76,17 +88,27 @@ def final_accuracy(curves: pd.DataFrame) -> pd.DataFrame:
     return curves[curves["iteration"] == last]
 
 
+def scratch_twin(row: pd.Series) -> str:
+    """The run id of a child's from-scratch twin: its settings with no pretraining (conf/plasticity.py)."""
+    record = {item.name: row[item.name] for item in dataclasses.fields(Settings) if item.name in row}
+    # the table holds list settings as JSON text (metrics/store.py), numbers as numpy scalars
+    settings = Settings.from_record({key: json.loads(value) if isinstance(value, str) and value.startswith("[")
+                                     else value.item() if hasattr(value, "item") else value
+                                     for key, value in record.items()})
+    return dataclasses.replace(settings, pretrain_fraction=0.0, **PRETRAINING_DEFAULTS).run_id
+
+
 @figure("warm_start_gap", "Berariu et al. 2021, Fig. 6 (depth and width)")
 def warm_start_gap(metrics: pd.DataFrame) -> dict:
     final = final_accuracy(accuracy_curves(metrics))
-    keys = [key for key in SHAPE + ("seed",) if key in final]
-    scratch = final[final["protocol"] == "scratch"].set_index(keys)["value"].rename("scratch")
-    warm = final[final["protocol"] == "warm start"].set_index(keys)["value"].rename("warm start")
-    gap = pd.concat([scratch, warm], axis=1, join="inner").dropna()
-    if gap.empty:
-        raise Skip("no (scratch, plain warm start) pair of the same network and seed")
-    gap["gap"] = gap["scratch"] - gap["warm start"]
-    gap = gap.reset_index()
+    accuracy = final.groupby("run_id")["value"].first()
+    warm = final[final["protocol"] == "warm start"].drop_duplicates("run_id")
+    pairs = [{"depth": row["depth"], "width": row["width"], "seed": row["seed"],
+              "gap": accuracy[twin] - row["value"]}
+             for _, row in warm.iterrows() if (twin := scratch_twin(row)) in accuracy.index]
+    if not pairs:
+        raise Skip("no plain warm start (no reset, shrink or perturb) with its from-scratch twin in the table")
+    gap = pd.DataFrame(pairs)
     knobs = varying(gap, ("depth", "width")) or ["depth"]
     drawing, axes = new_figure(len(knobs))
     for axis, knob in zip(axes, knobs):
@@ -96,5 +118,5 @@ def warm_start_gap(metrics: pd.DataFrame) -> dict:
         axis.axhline(0, color="black", lw=0.8)
         axis.set_ylabel("final test accuracy: scratch − warm start")
         axis.set_title(f"warm-start gap vs {knob}")
-    drawing.suptitle("The warm-start gap (positive: warm start generalises worse)")
+    drawing.suptitle("Warm-start gap (> 0: warm start generalises worse)", fontsize=10)
     return {"warm_start_gap": drawing}

@@ -50,7 +50,7 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
         for path in paths:
             if path.suffix == ".png":
                 relative = path.relative_to(experiment_dir).as_posix()
-                pdf = path.with_suffix(".pdf").relative_to(experiment_dir).as_posix()
+                pdf = path.parent.joinpath(path.name[:-len(".png")] + ".pdf").relative_to(experiment_dir).as_posix()
                 parts.append(f"<a href='{pdf}'><img src='{relative}' alt='{html.escape(path.stem)}'></a>")
     if skipped:
         parts.append("<h3>Not drawn</h3><ul>" + "".join(

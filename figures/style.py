@@ -39,7 +39,7 @@ def save(figure, stem: Path) -> list[Path]:
     for suffix, options in ((".png", {"dpi": 150}), (".pdf", {})):
         buffer = io.BytesIO()
         figure.savefig(buffer, format=suffix[1:], **options)
-        path = stem.with_suffix(suffix)
+        path = stem.parent / (stem.name + suffix)  # not with_suffix: stems hold values like 0.2
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths

@@ -1,0 +1,204 @@
+"""Figures, phase detection and the report, from a small fabricated metrics table (so figure code
+cannot rot silently), and the papers' presets checked against their hyper-parameters and schedules."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from checkpointing import checkpoint_schedule
+from conf import EXPERIMENTS, Settings, parse_arguments
+from conf.plasticity import run_kind, stage1_settings
+
+ITERATIONS = [0, 1, 2, 4, 8, 16, 32, 64, 128]
+LAYERS = ["input", "stem", "block00", "block01", "logits"]
+
+
+def fabricated_rows(settings: Settings, iterations, parent: str = "", stage: int = 1, offset: float = 0.0):
+    """Metric rows of one run with the shapes the papers describe (values made up, smooth in layer and time)."""
+    rows = []
+    for iteration in iterations:
+        time = math.log2(iteration + 1) / 7  # 0 .. ~1 over the run
+        for index, layer in enumerate(LAYERS):
+            depth_share = index / (len(LAYERS) - 1)
+            values = {
+                "ncc_accuracy": min(1.0, 0.1 + 0.9 * time * (0.3 + 0.7 * depth_share)),
+                "cdnv": 10 ** (1 - 2 * time * depth_share),
+                "reconstruction_mse": 0.4 - 0.15 * math.sin(math.pi * min(time, 1)) * depth_share + 0.3 * time * depth_share,
+                "transfer_accuracy": 0.8 + 0.1 * math.sin(math.pi * min(time, 1)) * depth_share,
+            }
+            for metric, value in values.items():
+                for split in ("train", "test"):
+                    rows.append({"layer": layer, "layer_index": index, "metric": metric, "split": split,
+                                 "value": value + offset, "iteration": iteration})
+        for split in ("train", "test"):
+            rows.append({"layer": "logits", "layer_index": 4, "metric": "classifier_accuracy", "split": split,
+                         "value": min(1.0, 0.1 + time) - offset, "iteration": iteration})
+        rows.append({"layer": "all", "layer_index": -1, "metric": "effective_depth", "split": "train",
+                     "value": 2 + settings.label_noise * 5 + settings.seed % 2, "iteration": iteration})
+    frame = pd.DataFrame(rows)
+    frame["run_id"], frame["stage"], frame["parent_run_id"] = settings.run_id, stage, parent
+    frame["epoch"] = frame["iteration"] / 8 + (settings.pretrain_epochs if stage == 2 else 0)
+    for key, value in settings.to_record().items():  # as metrics/store.py writes them: lists as JSON text
+        frame[key] = json.dumps(value) if isinstance(value, list) else value
+    return frame
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    frames = []
+    for depth in (2, 4):
+        for label_noise in (0.0, 0.2):
+            for seed in (0, 1):
+                frames.append(fabricated_rows(Settings(depth=depth, label_noise=label_noise, seed=seed), ITERATIONS))
+    for seed in (0, 1):  # scratch, its stage-1 parent and two children, per seed
+        base = dict(depth=3, width=16, seed=seed, pretrain_epochs=4, epochs=4)
+        frames.append(fabricated_rows(Settings(depth=3, width=16, seed=seed, epochs=4), ITERATIONS, offset=-0.05))
+        for reset in (0, 2):
+            child = Settings(**base, pretrain_fraction=0.5, reset_last=reset)
+            parent = stage1_settings(child)
+            if reset == 0:
+                frames.append(fabricated_rows(parent, ITERATIONS[:6]))
+            frames.append(fabricated_rows(child, [16 + step for step in (0, 1, 2, 4, 8, 16)], parent.run_id, 2,
+                                          offset=0.05 - 0.03 * (reset > 0)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_every_figure_type_renders_from_a_fabricated_table(metrics, tmp_path):
+    import figures
+
+    drawn, skipped = figures.draw_all(metrics, tmp_path)
+    assert not skipped, skipped
+    assert set(drawn) == set(figures.FIGURES)
+    for paths in drawn.values():
+        assert paths and len(paths) % 2 == 0
+        for path in paths:
+            head = path.read_bytes()[:8]
+            assert head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF"), path
+    # one per condition of single-stage runs (4 of depth x label noise, and the plasticity scratch run), seeds pooled
+    assert len(drawn["learning_phases"]) == 2 * 5
+    assert (tmp_path / "learning_phases_04_label_noise0.2_depth4_width32.png").exists()
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_a_figure_that_the_table_cannot_feed_says_why(metrics, tmp_path):
+    import figures
+
+    scratch_only = metrics[metrics["pretrain_fraction"] == 0]
+    _, skipped = figures.draw_all(scratch_only[scratch_only["label_noise"] == 0], tmp_path,
+                                  names=["plasticity_curves", "warm_start_gap", "ncc_by_layer"])
+    assert "no warm-started runs" in skipped["plasticity_curves"] and "warm_start_gap" in skipped
+    assert "ncc_by_layer" not in skipped
+
+
+def test_phase_detection_on_learnphase_sample_log():
+    from figures.phases import reconstruction_phases
+
+    # LearnPhase's README log (VGG-8, CIFAR-10): test reconstruction loss at iterations 0, 2, ..., 65536.
+    iterations = [0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+    losses = [46.71, 46.55, 46.30, 45.62, 44.38, 43.48, 41.92, 40.32, 40.54, 41.72, 41.12, 44.30, 48.69, 54.74,
+              57.76, 60.00, 62.18]
+    phases = reconstruction_phases(iterations, losses, tolerance=0.05)  # τ = 5 % of the 21.9 range = 1.09
+    assert phases == {"plateau_end": 8, "minimum": 128, "rise": 512}
+    flat = reconstruction_phases(iterations[:5], [1.0, 1.0, 1.0, 1.0, 1.0], tolerance=0.05)
+    assert all(math.isnan(value) for value in flat.values())
+    falling = reconstruction_phases(iterations[:5], [5.0, 4.0, 3.0, 2.0, 1.0], tolerance=0.05)
+    assert falling["plateau_end"] == 0 and falling["minimum"] == 16 and math.isnan(falling["rise"])
+
+
+def test_phase_and_stop_tables(metrics):
+    from figures.phases import phase_table, stop_table
+
+    phases = phase_table(metrics)
+    assert set(phases.columns) >= {"run_id", "layer", "plateau_end", "minimum", "rise", "transfer_peak",
+                                   "classifier_best"}
+    advice = stop_table(phases)
+    assert len(advice) == metrics["run_id"].nunique()
+    assert (advice["read_at_layer"] == "block01").all()  # the last hidden layer
+    scratch = advice[advice["run_id"].isin(metrics[metrics["pretrain_fraction"] == 0]["run_id"])]
+    assert scratch["before_classifier_best"].all()  # the fabricated probe peaks mid-run, the classifier at the end
+
+
+def test_report_lists_runs_figures_and_phases(metrics, tmp_path):
+    import figures
+    from figures.phases import phase_table, stop_table
+    from figures.report import write_report
+
+    drawn, skipped = figures.draw_all(metrics, tmp_path / "figures", names=["ncc_by_layer"])
+    runs = pd.DataFrame([{"run_id": run, "kind": "scratch", "state": "done", "iteration": "8/8", "parent": "",
+                          "depth": depth} for run, depth in metrics.groupby("run_id")["depth"].first().items()])
+    phases = phase_table(metrics)
+    path = write_report(tmp_path, "Experiment test", "fabricated", runs, drawn, {"x": "why not"}, phases,
+                        stop_table(phases), ["1 run(s) not done"])
+    page = path.read_text()
+    assert "figures/ncc_by_layer.png" in page and "why not" in page and "Stop pre-training here" in page
+    assert "<td>depth</td>" in page and all(run in page for run in runs["run_id"])
+
+
+def test_learnphase_preset_matches_the_seed_and_checkpoints_at_powers_of_two():
+    (settings,) = parse_arguments(["experiment=learnphase"]).grid
+    assert (settings.dataset, settings.arch, settings.depth, settings.width) == ("cifar10", "vgg", 8, 32)
+    assert (settings.optimizer, settings.lr, settings.momentum, settings.batch_size) == ("sgd", 0.002, 0.9, 128)
+    per_epoch = 50000 // settings.batch_size  # CIFAR-10's training split
+    schedule = checkpoint_schedule(total_iterations=settings.epochs * per_epoch, iterations_per_epoch=per_epoch)
+    assert {0, *(2 ** power for power in range(1, 17))} <= set(schedule)  # 0, 2, 4, ..., 65536 as their log
+    assert schedule[-1] == settings.epochs * per_epoch >= 65536
+
+
+@pytest.mark.parametrize("name, arch, depths, noise", [
+    ("intermediate_nc", "convnet", {3, 5, 8, 12, 16, 20}, {0.0}),
+    ("intermediate_nc_mlp", "mlp", {3, 5, 8, 12, 16, 20}, {0.0}),
+    ("intermediate_nc_noise", "convnet", {8}, {0.0, 0.1, 0.2, 0.3, 0.5}),
+])
+def test_intermediate_nc_presets_follow_the_papers_recipe(name, arch, depths, noise):
+    grid = parse_arguments([f"experiment={name}"]).grid
+    assert {settings.depth for settings in grid} == depths and {settings.label_noise for settings in grid} == noise
+    for settings in grid:
+        assert (settings.arch, settings.width, settings.dataset, settings.batch_size) == (arch, 400, "cifar10", 128)
+        assert (settings.lr, settings.lr_schedule, settings.lr_milestones, settings.lr_gamma) == (0.1, "multistep",
+                                                                                               (60, 120, 160), 0.1)
+        assert (settings.momentum, settings.weight_decay, settings.epochs) == (0.9, 5e-4, 500)
+    per_epoch = 50000 // 128
+    schedule = checkpoint_schedule(total_iterations=500 * per_epoch, iterations_per_epoch=per_epoch,
+                                   every_epochs=grid[0].checkpoint_every_epochs)
+    assert {0, 1, 2, 4, 8, 60 * 0 + 25 * per_epoch, 500 * per_epoch} <= set(schedule)
+
+
+def test_plasticity_preset_is_scratch_vs_half_then_all_with_resets():
+    from slurm.runs import with_parents
+    import stages
+
+    grid = parse_arguments(["experiment=plasticity"]).grid
+    runs = with_parents(grid)
+    kinds = [run_kind(settings) for settings in runs]
+    shapes = {(settings.depth, settings.width) for settings in grid}
+    assert shapes == {(depth, width) for depth in (1, 2, 3) for width in (32, 64)}
+    assert kinds.count("scratch") == 6 and kinds.count("stage1") == 6 and kinds.count("child") == 18
+    labels = torch.arange(50000) % 10  # CIFAR-10's training labels, in size
+    for settings in grid:
+        assert (settings.arch, settings.dataset) == ("resnet", "cifar10")
+        if run_kind(settings) == "scratch":
+            assert settings.epochs == 500 and settings.reset_last == 0
+            continue
+        assert (settings.pretrain_fraction, settings.pretrain_epochs, settings.epochs) == (0.5, 350, 500)
+        assert settings.reset_last in (0, 4, 5)
+        stage = stages.plan_stage(settings, labels, 10)
+        assert stage.number == 2 and stage.first_iteration == 350 * (25000 // 128)  # stage 1: half the data
+        total = stage.first_iteration + 500 * (50000 // 128)
+        schedule = checkpoint_schedule(total_iterations=total, iterations_per_epoch=50000 // 128,
+                                       first_iteration=stage.first_iteration,
+                                       every_epochs=settings.checkpoint_every_epochs)
+        assert schedule[0] == stage.first_iteration and schedule[-1] == total
+        assert stage.first_iteration + 1 in schedule and stage.first_iteration + 1024 in schedule
+
+
+def test_demo_holds_the_three_stories():
+    grid = parse_arguments(["experiment=demo"]).grid
+    assert {settings.dataset for settings in grid} == {"synthetic"}
+    assert {settings.label_noise for settings in grid if run_kind(settings) == "scratch"} >= {0.0, 0.2}
+    assert {run_kind(settings) for settings in grid} == {"scratch", "child"}
+    assert all(name in EXPERIMENTS for name in ("learnphase", "intermediate_nc", "plasticity", "demo"))
+    assert np.isfinite([settings.lr for settings in grid]).all()
