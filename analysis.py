@@ -40,10 +40,9 @@ import data
 import models
 import stages
 from checkpointing import RunFolder
-from conf import EXPERIMENTS, Execution, Plan, Settings, SettingsError, parse_arguments
-from conf.plasticity import run_kind, stage1_settings
+from conf import Execution, Plan, Settings, SettingsError, parse_arguments
 from metrics import engine, registry, store
-from utils import atomic_write_bytes, atomic_write_text, progress_bar, setup_logging, sha256_file
+from utils import atomic_write_bytes, progress_bar, setup_logging, sha256_file
 
 logger = logging.getLogger("analysis")
 ENGINE_VERSION = 1  # bump when the engine's shared statistics change (held-out draw, pooling, ...)
@@ -223,56 +222,6 @@ def features_command(arguments: list[str]) -> int:
     return 0
 
 
-def run_table(experiment_dir: Path) -> pd.DataFrame:
-    """Every run folder of the experiment: id, kind, state, iteration/total, parent, and its settings."""
-    rows = []
-    for settings_path in sorted((experiment_dir / "runs").glob("*/settings.json")):
-        folder = RunFolder(settings_path.parent)
-        settings = Settings.from_record(json.loads(settings_path.read_text())["settings"])
-        status = folder.read_status()
-        kind = run_kind(settings)
-        rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
-                     "iteration": f"{status.get('iteration', 0)}/{status.get('total_iterations', '?')}",
-                     "parent": stage1_settings(settings).run_id if kind == "child" else "",
-                     **{key: json.dumps(value) if isinstance(value, list) else value
-                        for key, value in settings.to_record().items()}})
-    return pd.DataFrame(rows)
-
-
-def publish(plan: Plan, experiment_dir: Path) -> int:
-    """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped."""
-    import figures
-    from figures.phases import phase_table, stop_table
-    from figures.report import write_report
-
-    table_path = experiment_dir / "metrics.parquet"
-    if not table_path.exists():
-        raise SettingsError(f"{table_path} does not exist; run `python analysis.py experiment={plan.experiment} ...` "
-                            "first (it measures the checkpoints)")
-    metrics = pd.read_parquet(table_path)
-    for key, values in plan.overrides:  # the same filter as for measuring
-        metrics = metrics[metrics[key].isin(values)] if key in metrics else metrics
-    runs = run_table(experiment_dir)
-    drawn, skipped = figures.draw_all(metrics, experiment_dir / "figures")
-    phases = phase_table(metrics)
-    advice = stop_table(phases)
-    atomic_write_text(experiment_dir / "phases.csv", phases.to_csv(index=False))
-    unfinished = runs[runs["state"] != "done"] if len(runs) else runs
-    notes = [f"{len(unfinished)} run(s) not done ({', '.join(sorted(set(unfinished['state'])))}): drawn up to their "
-             "newest measured checkpoint"] if len(unfinished) else []
-    description = EXPERIMENTS[plan.experiment].description if plan.experiment in EXPERIMENTS else ""
-    report = write_report(experiment_dir, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
-                          phases, advice, notes)
-    for note in notes:
-        print(note)
-    print(f"figures: {sum(len(paths) // 2 for paths in drawn.values())} drawn ({', '.join(drawn) or 'none'}) in "
-          f"{experiment_dir / 'figures'}")
-    for name, reason in skipped.items():
-        print(f"  not drawn: {name}: {reason}")
-    print(f"report: {report}")
-    return 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
-
-
 def main(arguments: list[str]) -> int:
     if any(argument in ("-h", "--help", "help") for argument in arguments):
         from conf.cli import ANALYSIS_FIELDS
@@ -286,11 +235,12 @@ def main(arguments: list[str]) -> int:
         if arguments and arguments[0] == "features":
             return features_command(arguments[1:])
         only_figures = bool(arguments) and arguments[0] == "figures"
+        from figures import publish  # here: matplotlib and seaborn load only for drawing
         plan = parse_arguments(arguments[1:] if only_figures else arguments, analysis=True)
         setup_logging(plan.execution.log_level)
         experiment_dir = Path(plan.execution.out_dir) / plan.experiment
         if only_figures:
-            return publish(plan, experiment_dir)
+            return publish.publish(plan, experiment_dir)
         device = torch.device("cuda" if plan.execution.device != "cpu" and torch.cuda.is_available() else "cpu")
         totals: dict[str, int] = {}
         runs = runs_of(experiment_dir, plan.overrides)
@@ -303,7 +253,7 @@ def main(arguments: list[str]) -> int:
         print(f"{len(runs)} run(s): {totals.get('measured', 0)} checkpoint(s) measured, {totals.get('fresh', 0)} "
               f"already fresh, {totals.get('busy', 0)} left to another process, {totals.get('corrupt', 0)} corrupt. "
               f"{len(table)} rows in {experiment_dir / 'metrics.parquet'}")
-        return publish(plan, experiment_dir) if len(table) and plan.analysis.figures else 0
+        return publish.publish(plan, experiment_dir) if len(table) and plan.analysis.figures else 0
     except (SettingsError, data.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

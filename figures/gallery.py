@@ -16,13 +16,15 @@ from figures import FIGURES
 from utils import atomic_write_bytes
 
 WIDTH = 900  # pixels: legible on a README, small in the repository
+# The demo's most telling instance of a figure type drawn once per condition or run; else the first.
+PICKS = {"learning_phases": "learning_phases_*depth4*", "collapse_heatmaps": "heatmap_*convnet4*"}
 
 
 def build_gallery(experiment_dir: Path, out_dir: Path) -> list[Path]:
     written = []
     for name in FIGURES:
-        prefix = {"collapse_heatmaps": "heatmap_"}.get(name, name)
-        candidates = sorted((experiment_dir / "figures").glob(f"{prefix}*.png"))
+        folder = experiment_dir / "figures"
+        candidates = sorted(folder.glob(PICKS.get(name, "-") + ".png")) or sorted(folder.glob(f"{name}*.png"))
         if not candidates:
             continue
         image = Image.open(candidates[0]).convert("RGB")

@@ -1,0 +1,66 @@
+"""python analysis.py figures experiment=NAME — figures, phases.csv and report.html from metrics.parquet alone.
+
+Called by analysis.py after measuring (unless figures=false), and by its `figures` command.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from checkpointing import RunFolder
+from conf import EXPERIMENTS, Plan, Settings, SettingsError
+from conf.plasticity import run_kind, stage1_settings
+from utils import atomic_write_text
+
+
+def run_table(experiment_dir: Path) -> pd.DataFrame:
+    """Every run folder of the experiment: id, kind, state, iteration/total, parent, and its settings."""
+    rows = []
+    for settings_path in sorted((experiment_dir / "runs").glob("*/settings.json")):
+        folder = RunFolder(settings_path.parent)
+        settings = Settings.from_record(json.loads(settings_path.read_text())["settings"])
+        status = folder.read_status()
+        kind = run_kind(settings)
+        rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
+                     "iteration": f"{status.get('iteration', 0)}/{status.get('total_iterations', '?')}",
+                     "parent": stage1_settings(settings).run_id if kind == "child" else "",
+                     **{key: json.dumps(value) if isinstance(value, list) else value
+                        for key, value in settings.to_record().items()}})
+    return pd.DataFrame(rows)
+
+
+def publish(plan: Plan, experiment_dir: Path) -> int:
+    """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped."""
+    import figures
+    from figures.phases import phase_table, stop_table
+    from figures.report import write_report  # imports seaborn: only when drawing
+
+    table_path = experiment_dir / "metrics.parquet"
+    if not table_path.exists():
+        raise SettingsError(f"{table_path} does not exist; run `python analysis.py experiment={plan.experiment} ...` "
+                            "first (it measures the checkpoints)")
+    metrics = pd.read_parquet(table_path)
+    for key, values in plan.overrides:  # the same filter as for measuring
+        metrics = metrics[metrics[key].isin(values)] if key in metrics else metrics
+    runs = run_table(experiment_dir)
+    drawn, skipped = figures.draw_all(metrics, experiment_dir / "figures")
+    phases = phase_table(metrics)
+    advice = stop_table(phases)
+    atomic_write_text(experiment_dir / "phases.csv", phases.to_csv(index=False))
+    unfinished = runs[runs["state"] != "done"] if len(runs) else runs
+    notes = [f"{len(unfinished)} run(s) not done ({', '.join(sorted(set(unfinished['state'])))}): drawn up to their "
+             "newest measured checkpoint"] if len(unfinished) else []
+    description = EXPERIMENTS[plan.experiment].description if plan.experiment in EXPERIMENTS else ""
+    report = write_report(experiment_dir, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
+                          phases, advice, notes)
+    for note in notes:
+        print(note)
+    print(f"figures: {sum(len(paths) // 2 for paths in drawn.values())} drawn ({', '.join(drawn) or 'none'}) in "
+          f"{experiment_dir / 'figures'}")
+    for name, reason in skipped.items():
+        print(f"  not drawn: {name}: {reason}")
+    print(f"report: {report}")
+    return 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
