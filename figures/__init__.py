@@ -71,6 +71,7 @@ def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = Non
             paths += save(drawing, Path(out_dir) / stem)
             pyplot.close(drawing)
         drawn[name] = paths
+        logger.info("drew %s: %d figure(s)", name, len(paths) // 2)  # progress: drawing takes seconds each
     return drawn, skipped
 
 
