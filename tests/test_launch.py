@@ -138,3 +138,10 @@ def test_status_command_lists_every_run(tmp_path):
 
 def test_cluster_defaults_are_valid():
     Cluster()
+
+
+def test_local_workers_share_the_cores_unless_threads_is_set():
+    from slurm.launch import worker_threads
+
+    assert worker_threads(0, workers=2, cpus=2) == 1 and worker_threads(0, workers=2, cpus=16) == 8
+    assert worker_threads(0, workers=4, cpus=2) == 1 and worker_threads(3, workers=2, cpus=2) == 3
