@@ -165,8 +165,15 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, first: list[RunView], seco
     job_of: dict[str, str] = {}  # run id -> the job that will train it
     packs_total = len(pack_runs(first, plan.cluster.runs_per_job))
     by_parent: dict[str, list[RunView]] = {}
-    for view in second:
-        by_parent.setdefault(parent_view(view, views).settings.run_id, []).append(view)
+    first_ids = {view.settings.run_id for view in first}
+    for view in list(second):
+        parent = parent_view(view, views)
+        if parent.settings.run_id not in first_ids and not (parent.job.get("job_id") or parent.status.get("job_id")):
+            second.remove(view)  # its parent trains outside Slurm right now: there is no job to depend on
+            print(f"skipping {view.settings.run_id}: its stage-1 run {parent.settings.run_id} is training outside "
+                  "Slurm; submit again once it is done")
+            continue
+        by_parent.setdefault(parent.settings.run_id, []).append(view)
     packs_total += sum(len(pack_runs(children, plan.cluster.runs_per_job)) for children in by_parent.values())
     if not packs_total:
         print(f"submitted 0 jobs: every run of experiment {plan.experiment!r} is done, queued or running")
