@@ -163,39 +163,37 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, first: list[RunView], seco
     if shutil.which("sbatch") is None:
         raise SettingsError("launcher=slurm but there is no sbatch here; accepted here: launcher=inline or local")
     job_of: dict[str, str] = {}  # run id -> the job that will train it
-    packs_total = len(pack_runs(first, plan.cluster.runs_per_job))
-    by_parent: dict[str, list[RunView]] = {}
+    by_id = {view.settings.run_id: view for view in views}
     first_ids = {view.settings.run_id for view in first}
-    for view in list(second):
-        parent = parent_view(view, views)
-        if parent.settings.run_id not in first_ids and not (parent.job.get("job_id") or parent.status.get("job_id")):
-            second.remove(view)  # its parent trains outside Slurm right now: there is no job to depend on
+    by_parent: dict[str, list[RunView]] = {}  # the children, grouped by the stage-1 run they wait for
+    for view in second:
+        parent = parent_view(view, by_id)
+        if parent.settings.run_id in first_ids or parent.job_id:
+            by_parent.setdefault(parent.settings.run_id, []).append(view)
+        else:  # its parent trains outside Slurm right now: there is no job to depend on
             print(f"skipping {view.settings.run_id}: its stage-1 run {parent.settings.run_id} is training outside "
                   "Slurm; submit again once it is done")
-            continue
-        by_parent.setdefault(parent.settings.run_id, []).append(view)
-    packs_total += sum(len(pack_runs(children, plan.cluster.runs_per_job)) for children in by_parent.values())
+    waiting = [view for children in by_parent.values() for view in children]
+    packs_total = sum(len(pack_runs(group, plan.cluster.runs_per_job)) for group in (first, *by_parent.values()))
     if not packs_total:
         print(f"submitted 0 jobs: every run of experiment {plan.experiment!r} is done, queued or running")
         return 0
     limits = cluster_limits()
-    check_submission(packs_total, len(first) + len(second), limits, experiment_dir, plan.cluster)
+    check_submission(packs_total, len(first) + len(waiting), limits, experiment_dir, plan.cluster)
     executor = make_executor(plan, experiment_dir)
     execution = absolute_execution(plan)
     arrays = _submit_arrays(executor, experiment_dir, first, plan, limits, execution, job_of)
     extra = sbatch_parameters(plan.cluster.sbatch_extra)
     for parent_id, children in by_parent.items():
-        parent = next(view for view in views if view.settings.run_id == parent_id)
-        parent_job = job_of.get(parent_id) or parent.job.get("job_id") or parent.status.get("job_id")
+        parent_job = job_of.get(parent_id) or by_id[parent_id].job_id
         executor.update_parameters(dependency=f"afterok:{parent_job}",
                                    additional_parameters={**extra, "kill_on_invalid_dep": "yes"})
         arrays += _submit_arrays(executor, experiment_dir, children, plan, limits, execution, job_of)
-    launched = len(first) + len(second)
     first_job = next(iter(job_of.values())).split("_")[0]
-    print(f"submitted {packs_total} job(s) for {launched} run(s) in {arrays} array(s) (first array job {first_job}); "
-          f"logs in {experiment_dir / 'slurm'}; results in {experiment_dir / 'runs'}")
-    if second:
-        print(f"{len(second)} warm-started run(s) wait for their stage-1 run's job (afterok)")
+    print(f"submitted {packs_total} job(s) for {len(first) + len(waiting)} run(s) in {arrays} array(s) (first array job "
+          f"{first_job}); logs in {experiment_dir / 'slurm'}; results in {experiment_dir / 'runs'}")
+    if waiting:
+        print(f"{len(waiting)} warm-started run(s) wait for their stage-1 run's job (afterok)")
     print(f"follow with: python train.py status experiment={plan.experiment} out_dir={plan.execution.out_dir} ...")
     return 0
 

@@ -32,6 +32,11 @@ class RunView:
     job: dict
     state: str  # new | queued | running | done | diverged | failed | interrupted | lost
 
+    @property
+    def job_id(self) -> str | None:
+        """The Slurm job recorded for the run: the submitter's record, else the one the run wrote."""
+        return self.job.get("job_id") or self.status.get("job_id")
+
 
 def queued_job_ids() -> set[str] | None:
     """Ids of this user's Slurm jobs still queued or running (array tasks one by one, as `123_4`);
@@ -86,12 +91,10 @@ def with_parents(grid: tuple[Settings, ...]) -> tuple[Settings, ...]:
     return tuple(runs.values())
 
 
-def parent_view(view: RunView, views: list[RunView]) -> RunView | None:
-    """The view of a child's stage-1 run among `views` (None for other runs)."""
-    if run_kind(view.settings) != "child":
-        return None
-    parent_id = stage1_settings(view.settings).run_id
-    return next(candidate for candidate in views if candidate.settings.run_id == parent_id)
+def parent_view(view: RunView, by_id: dict[str, RunView]) -> RunView | None:
+    """The view of a child's stage-1 run (`by_id`: views by run id; with_parents put it there);
+    None for other runs."""
+    return by_id[stage1_settings(view.settings).run_id] if run_kind(view.settings) == "child" else None
 
 
 def observe(grid: tuple[Settings, ...], experiment_dir: Path, queue: set[str] | None) -> list[RunView]:
@@ -113,12 +116,14 @@ def waves(views: list[RunView], chosen: list[RunView]) -> tuple[list[RunView], l
     """(first, second, stranded): children whose stage-1 run is launched now or still queued or
     running wait for it (second); those whose stage-1 run failed or diverged and is not launched
     again cannot start (stranded); everything else goes first."""
+    by_id = {view.settings.run_id: view for view in views}
+    chosen_ids = {view.settings.run_id for view in chosen}
     first, second, stranded = [], [], []
     for view in chosen:
-        parent = parent_view(view, views)
+        parent = parent_view(view, by_id)
         if parent is None or parent.state == "done":
             first.append(view)
-        elif parent in chosen or parent.state in ACTIVE:
+        elif parent.settings.run_id in chosen_ids or parent.state in ACTIVE:
             second.append(view)
         else:
             stranded.append(view)
@@ -132,8 +137,7 @@ def status_table(views: list[RunView]) -> str:
     for view in views:
         status = view.status
         progress = f"{status.get('iteration', 0)}/{status['total_iterations']}" if "total_iterations" in status else "-"
-        job_id = view.job.get("job_id") or status.get("job_id", "-")
-        rows.append((view.settings.run_id, view.state, progress, job_id, status.get("reason", "")))
+        rows.append((view.settings.run_id, view.state, progress, view.job_id or "-", status.get("reason", "")))
     widths = [max(len(str(row[column])) for row in rows) for column in range(len(header) - 1)]
     lines = ["  ".join(str(value).ljust(width) for value, width in zip(row, widths)) + "  " + str(row[-1])
              for row in rows]
