@@ -1,6 +1,6 @@
 """python train.py pretrain_fraction=0.5 pretrain_epochs=350 epochs=500 reset_last=4 — the stage a run trains.
 
-The plasticity protocols (Berariu et al. 2021; Ash & Adams 2020) as seen by `train.run`: which
+The plasticity protocols (Berariu et al. 2021; Ash & Adams 2020) as seen by `training.run`: which
 examples a run trains on, from which global iteration, and — for a warm-started child — the state it
 starts from: its parent's final state, after the interventions between the stages. The settings side
 (run kinds, the parent's settings, the checks) is conf/plasticity.py.

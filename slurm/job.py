@@ -1,6 +1,6 @@
-"""The unit of work every launcher runs: a pack of runs, one after another (train.run each).
+"""The unit of work every launcher runs: a pack of runs, one after another (training.run each).
 
-On Slurm it is wrapped in `TrainJob`, a submitit `Checkpointable`. While a run trains, train.run's
+On Slurm it is wrapped in `TrainJob`, a submitit `Checkpointable`. While a run trains, training.run's
 own handler holds SIGUSR2: the loop finishes its step, saves the resumable state and raises
 `Interrupted`. Only then is submitit's handler called, which pickles the job's *arguments* (the
 settings, never a state path), requeues this array element alone (`scontrol requeue 123_4`) and
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import submitit
 
+import training
 from checkpointing import RunFolder
 from conf import Execution, Settings
 from utils import setup_logging
@@ -30,16 +31,14 @@ def _folder(experiment_dir: str | Path, record: dict) -> RunFolder:
 def train_pack(experiment_dir: str | Path, records: list[dict], execution_record: dict) -> dict[str, str]:
     """Train each run (settings records) under `<experiment_dir>/runs/`; a failure is recorded in the
     run's status and the pack goes on. Returns {run_id: done | diverged | failed}."""
-    import train  # here: train imports this package for its CLI
-
     execution = Execution(**execution_record)
     setup_logging(execution.log_level)  # in a job or worker process: our lines reach its log file
     outcomes = {}
     for record in records:
         settings, folder = Settings.from_record(record), _folder(experiment_dir, record)
         try:
-            outcomes[settings.run_id] = train.run(settings, folder.path, execution)
-        except train.Interrupted:
+            outcomes[settings.run_id] = training.run(settings, folder.path, execution)
+        except training.Interrupted:
             raise
         except Exception as error:  # the status file keeps the reason; the other runs go on
             logger.exception("%s failed", settings.run_id)
@@ -60,18 +59,16 @@ class TrainJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self, experiment_dir, remaining, execution_record)
 
     def __call__(self, experiment_dir: str, records: list[dict], execution_record: dict) -> dict[str, str]:
-        import train
-
         try:
             return train_pack(experiment_dir, records, execution_record)
-        except train.Interrupted as interrupted:
+        except training.Interrupted as interrupted:
             if interrupted.signal_number != signal.SIGUSR2:
                 raise  # SIGTERM: scancel or the end of the job; the state is saved, nothing to requeue
             for record in records:  # the pack's unfinished runs wait in the queue again, not "interrupted"
                 folder = _folder(experiment_dir, record)
                 if folder.read_status().get("state") not in FINISHED:
                     folder.write_status("queued", reason=f"requeued after SIGUSR2 ({interrupted})")
-            submitit_handler = signal.getsignal(signal.SIGUSR2)  # train.run restored it on the way out
+            submitit_handler = signal.getsignal(signal.SIGUSR2)  # training.run restored it on the way out
             if callable(submitit_handler):
                 submitit_handler(signal.SIGUSR2, None)  # checkpoint() -> scontrol requeue -> exit
             raise
