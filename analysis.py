@@ -38,11 +38,10 @@ import torch
 
 import data
 import models
-import stages
-from checkpointing import RunFolder
+from checkpointing import CorruptFile, ExperimentFolder, RunFolder
 from conf import Execution, Plan, Settings, SettingsError, parse_arguments
 from metrics import engine, registry, store
-from utils import atomic_write_bytes, progress_bar, setup_logging, sha256_file
+from utils import atomic_write_bytes, progress_bar, setup_logging
 
 logger = logging.getLogger("analysis")
 ENGINE_VERSION = 1  # bump when the engine's shared statistics change (held-out draw, pooling, ...)
@@ -61,13 +60,12 @@ def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: 
     label noise) and, for a stage-1 run of a warm start, only its subset."""
     dataset = data.load_dataset(settings, data_root=data_root, download=download).to(device)
     images, labels = dataset.train_images, dataset.train_labels.clone()
-    noise_path = folder.path / "label_noise.json"
-    if noise_path.exists():  # the run's own record of which labels it trained with (IntermediateNC's noisy runs)
-        noise = json.loads(noise_path.read_text())
+    noise = folder.read_label_noise()
+    if noise is not None:  # the run's own record of which labels it trained with (IntermediateNC's noisy runs)
         labels[torch.tensor(noise["indices"], dtype=torch.long, device=device)] = torch.tensor(noise["noisy"], device=device)
-    subset_path = folder.path / stages.SUBSET_FILE
-    if subset_path.exists():  # the run's own record of stage 1's examples (Berariu et al. 2021)
-        chosen = torch.tensor(json.loads(subset_path.read_text())["indices"], dtype=torch.long, device=device)
+    subset = folder.read_subset()
+    if subset is not None:  # the run's own record of stage 1's examples (Berariu et al. 2021)
+        chosen = torch.tensor(subset["indices"], dtype=torch.long, device=device)
         images, labels = images[chosen], labels[chosen]
     train = engine.SplitData(images, labels, dataset.mean, dataset.std)
     test = engine.SplitData(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std)
@@ -91,19 +89,18 @@ def transfer_splits(settings: Settings, plan: Plan, reference: engine.SplitData,
             engine.SplitData(dataset.test_images, dataset.test_labels, reference.mean, reference.std))
 
 
-def load_model(path: Path, input_shape, num_classes: int, device) -> tuple[dict, models.LayerwiseModel]:
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    model = models.build(Settings.from_record(checkpoint["settings"]), input_shape=input_shape, num_classes=num_classes)
-    model.load_state_dict(checkpoint["model"])
-    return checkpoint, model.to(device).eval()
+def load_model(folder: RunFolder, iteration: int, device) -> tuple[dict, models.LayerwiseModel]:
+    """The checkpoint (verified against its sha256) and the model it rebuilds alone."""
+    checkpoint = folder.load_checkpoint(iteration, map_location=device)
+    return checkpoint, models.from_checkpoint(checkpoint)
 
 
 def runs_of(experiment_dir: Path, overrides: tuple) -> list[Settings]:
     """Every run folder of the experiment whose settings match the command line's run settings
     (`depth=3,5` keeps runs with depth 3 or 5); none typed: all of them."""
     chosen = []
-    for settings_path in sorted((experiment_dir / "runs").glob("*/settings.json")):
-        settings = Settings.from_record(json.loads(settings_path.read_text())["settings"])
+    for folder in ExperimentFolder(experiment_dir).run_folders():
+        settings = folder.read_settings()
         if all(getattr(settings, key) in values for key, values in overrides):
             chosen.append(settings)
     return chosen
@@ -111,35 +108,35 @@ def runs_of(experiment_dir: Path, overrides: tuple) -> list[Settings]:
 
 def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) -> dict[str, int]:
     """Measure every checkpoint of one run that has no fresh cell; returns counts by outcome."""
-    folder = RunFolder(experiment_dir / "runs" / settings.run_id)
+    experiment = ExperimentFolder(experiment_dir)
+    folder = experiment.run(settings.run_id)
     files = folder.read_manifest().get("files", {})
     counts = {"measured": 0, "fresh": 0, "busy": 0, "corrupt": 0}
     current_recipe = recipe(plan)
     pending = {name: entry for name, entry in files.items()
-               if not store.is_fresh(store.cell_path(experiment_dir, settings.run_id, entry["iteration"]),
+               if not store.is_fresh(experiment.cell_path(settings.run_id, entry["iteration"]),
                                      current_recipe, entry["sha256"])}
     counts["fresh"] = len(files) - len(pending)
     if not pending:
         return counts
     train, test, num_classes = splits_of(settings, folder, Path(plan.execution.data_root), plan.execution.download, device)
     transfer = transfer_splits(settings, plan, train, device)
-    lineage_path = folder.path / stages.LINEAGE_FILE
-    lineage = json.loads(lineage_path.read_text()) if lineage_path.exists() else {}
+    lineage = folder.read_lineage()
     bar = progress_bar(plan.execution.progress, len(pending), 0, f"measuring {settings.run_id}", unit="checkpoint")
     for name, entry in sorted(pending.items()):
         if bar is not None:
             bar.update(1)
-        path = store.cell_path(experiment_dir, settings.run_id, entry["iteration"])
+        path = experiment.cell_path(settings.run_id, entry["iteration"])
         with store.claim(path) as mine:
             if not mine:
                 counts["busy"] += 1  # another analysis process is measuring it
                 continue
-            checkpoint_path = folder.checkpoints / name
-            if not checkpoint_path.exists() or sha256_file(checkpoint_path) != entry["sha256"]:
-                logger.error("%s is missing or corrupt (sha256 mismatch); skipped", checkpoint_path)
+            try:
+                checkpoint, model = load_model(folder, entry["iteration"], device)
+            except CorruptFile as error:
+                logger.error("%s; skipped", error)
                 counts["corrupt"] += 1
                 continue
-            checkpoint, model = load_model(checkpoint_path, tuple(train.images.shape[1:]), num_classes, device)
             rows = engine.measure(model, train, test, num_classes, plan.analysis, seed=settings.seed, transfer=transfer)
             rows += engine.effective_depth_rows(rows, model.layer_names(), plan.analysis.effective_depth_epsilon)
             index = {layer: position for position, layer in enumerate(model.layer_names())}
@@ -174,7 +171,7 @@ def submit_analysis(plan: Plan, experiment_dir: Path, runs: list[Settings]) -> i
     from slurm.launch import absolute_execution, make_executor
 
     if not runs:
-        print(f"submitted 0 jobs: experiment {plan.experiment!r} has no runs under {experiment_dir / 'runs'}")
+        print(f"submitted 0 jobs: experiment {plan.experiment!r} has no runs under {ExperimentFolder(experiment_dir).runs_path}")
         return 0
     plan = dataclasses.replace(plan, execution=Execution(**absolute_execution(plan)))
     executor = make_executor(plan, experiment_dir)
@@ -182,7 +179,7 @@ def submit_analysis(plan: Plan, experiment_dir: Path, runs: list[Settings]) -> i
     jobs = executor.map_array(analyse_job, [settings.to_record() for settings in runs],
                               [str(experiment_dir.resolve())] * len(runs), [plan] * len(runs))
     print(f"submitted {len(jobs)} analysis job(s) (array {jobs[0].job_id.split('_')[0]}); logs in "
-          f"{experiment_dir / 'slurm'}; the table: {experiment_dir / 'metrics.parquet'}")
+          f"{ExperimentFolder(experiment_dir).slurm_path}; the table: {ExperimentFolder(experiment_dir).table_path}")
     return 0
 
 
@@ -196,19 +193,18 @@ def features_command(arguments: list[str]) -> int:
     if unknown:
         raise SettingsError(f"unknown key {sorted(unknown)[0]!r}; accepted: iteration, split, out, device, data_root")
     if not folder.settings_path.exists():
-        raise SettingsError(f"{folder.path} is not a run folder (no settings.json)")
-    files = {entry["iteration"]: name for name, entry in folder.read_manifest().get("files", {}).items()}
+        raise SettingsError(f"{folder.path} is not a run folder (it has no settings file)")
+    files = folder.checkpoint_entries()
     if not options.get("iteration", "").isdigit() or int(options["iteration"]) not in files:
         raise SettingsError(f"iteration={options.get('iteration')!r} has no checkpoint; accepted: {', '.join(map(str, sorted(files)))}")
     split = options.get("split", "test")
     if split not in ("train", "test"):
         raise SettingsError(f"split={split!r} is not known; accepted: train, test")
     device = torch.device(options.get("device", "cpu"))
-    settings = Settings.from_record(json.loads(folder.settings_path.read_text())["settings"])
+    settings = folder.read_settings()
     train, test, num_classes = splits_of(settings, folder, Path(options.get("data_root", "datasets")), False, device)
     chosen = train if split == "train" else test
-    _, model = load_model(folder.checkpoints / files[int(options["iteration"])], tuple(train.images.shape[1:]),
-                          num_classes, device)
+    _, model = load_model(folder, int(options["iteration"]), device)
     arrays: dict[str, list] = {}
     with torch.no_grad():
         for _, _, images, _, _ in chosen.batches(500):
@@ -252,7 +248,7 @@ def main(arguments: list[str]) -> int:
         table = store.merge(experiment_dir)
         print(f"{len(runs)} run(s): {totals.get('measured', 0)} checkpoint(s) measured, {totals.get('fresh', 0)} "
               f"already fresh, {totals.get('busy', 0)} left to another process, {totals.get('corrupt', 0)} corrupt. "
-              f"{len(table)} rows in {experiment_dir / 'metrics.parquet'}")
+              f"{len(table)} rows in {ExperimentFolder(experiment_dir).table_path}")
         return publish.publish(plan, experiment_dir) if len(table) and plan.analysis.figures else 0
     except (SettingsError, data.DataError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,20 +1,30 @@
-"""The run folder: checkpoint schedule, self-describing checkpoints, manifest, resumable state, status.
+"""The experiment folder and the run folder: the one owner of every path, side file and integrity check.
 
-Layout of `<out_dir>/<experiment>/runs/<run_id>/`:
+Nothing else in the project spells a file name inside these folders (tests/test_layout.py greps).
 
-    settings.json             the run's settings (the truth) and run id
-    status.json               running | done | diverged | failed | interrupted, iteration, reason (the run writes it)
-    job.json                  the Slurm job last submitted for the run (the submitter writes it)
-    log.jsonl                 one line per iteration (train loss, accuracy, lr; test metrics at checkpoints)
-    label_noise.json          which training labels were changed, and to what (label_noise > 0)
-    stage1_subset.json        a stage-1 run's training examples (stages.py; pretrain_fraction > 0, epochs = 0)
-    lineage.json              a warm-started child's parent run, the state it started from, the interventions
-    manifest.json             the checkpoint schedule and, per written checkpoint, its sha256
-    checkpoints/iteration_00000256.pt   {settings, run_id, iteration, epoch, stage, model}: analysis needs nothing else
-    resume/state_00001234.pt (+ .sha256)  model, optimizer, RNG and iteration; the two newest are kept
+    <out_dir>/<experiment>/                    ExperimentFolder
+        runs/<run_id>/                         RunFolder (below)
+        metrics/<run_id>/iteration_*.parquet   one checkpoint's metrics (metrics/store.py)
+        metrics.parquet                        the merged table users read
+        figures/  report.html  phases.csv      drawn from the table (figures/)
+        slurm/<job id>/                        submitit's job logs and pickles
 
-Every file is written to a temporary name and renamed (utils.atomic_*), except log.jsonl, which is
-appended to and cut back to the resumed iteration on every start.
+    <run_id>/
+        settings.json             the run's settings (the truth) and run id, checked against each other
+        status.json               running | done | diverged | failed | interrupted, iteration, reason (the run writes it)
+        job.json                  the Slurm job last submitted for the run (the submitter writes it)
+        log.jsonl                 one line per iteration (train loss, accuracy, lr; test metrics at checkpoints)
+        label_noise.json          which training labels were changed, and to what (label_noise > 0)
+        stage1_subset.json        a stage-1 run's training examples (pretrain_fraction > 0, epochs = 0)
+        lineage.json              a warm-started child's parent run, the state it started from, the interventions
+        manifest.json             the checkpoint schedule and, per written checkpoint, its sha256 and size
+        checkpoints/iteration_00000256.pt   self-describing: settings, iteration, epoch, stage, input shape, classes, model
+        resume/state_00001234.pt (+ .sha256)  model, optimizer, RNG and iteration; the two newest are kept
+
+Every file is written to a temporary name and renamed (utils.atomic_*), with the permissions the
+umask gives (a group-shared folder stays readable and resumable by the group), except log.jsonl,
+which is appended to and cut back to the resumed iteration on every start. Every checkpoint and
+resume state handed out has been checked against its recorded sha256 first.
 """
 
 from __future__ import annotations
@@ -28,10 +38,11 @@ from pathlib import Path
 
 import torch
 
+from conf import Settings, SettingsError
 from utils import atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temporaries, sha256_file
 
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checkpoints hold input_shape and num_classes (1: the model needed the dataset)
 RESUME_STATES_KEPT = 2  # the newest, and one older in case the newest is found corrupt
 
 
@@ -63,8 +74,60 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-class CorruptFile(Exception):
-    """A file whose sha256 does not match the one recorded when it was written."""
+class RunFolderError(Exception):
+    """A file of a run folder that cannot be used: unreadable, or contradicting the run id. The
+    message is one line naming the file and what to do."""
+
+
+class CorruptFile(RunFolderError):
+    """A file whose sha256 does not match the one recorded when it was written, or that does not load."""
+
+
+def _read_json(path: Path, default=None):
+    """A JSON side file, `default` when it is missing; RunFolderError naming it when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path} is not valid JSON ({error}); restore it or delete the run folder") from None
+
+
+class ExperimentFolder:
+    """`<out_dir>/<experiment>/`: its runs, the metrics store's files, figures, report and Slurm logs."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.runs_path = self.path / "runs"
+        self.metrics_path = self.path / "metrics"
+        self.table_path = self.path / "metrics.parquet"
+        self.merge_lock_path = self.path / "metrics.lock"
+        self.figures_path = self.path / "figures"
+        self.report_path = self.path / "report.html"
+        self.phases_path = self.path / "phases.csv"
+        self.slurm_path = self.path / "slurm"
+
+    @classmethod
+    def of(cls, out_dir: str | Path, experiment: str) -> "ExperimentFolder":
+        return cls(Path(out_dir) / experiment)
+
+    def run(self, run_id: str) -> "RunFolder":
+        return RunFolder(self.runs_path / run_id)
+
+    def run_folders(self) -> list["RunFolder"]:
+        """Every run folder that has its settings file, sorted by run id."""
+        return [RunFolder(path.parent) for path in sorted(self.runs_path.glob("*/settings.json"))]
+
+    def cell_path(self, run_id: str, iteration: int) -> Path:
+        """The metrics of one checkpoint (metrics/store.py)."""
+        return self.metrics_path / run_id / f"iteration_{iteration:08d}.parquet"
+
+    def cell_paths(self) -> list[Path]:
+        return sorted(self.metrics_path.glob("*/iteration_*.parquet"))
+
+    @staticmethod
+    def run_id_of_cell(path: Path) -> str:
+        return path.parent.name
 
 
 class RunFolder:
@@ -75,21 +138,61 @@ class RunFolder:
         self.job_path = self.path / "job.json"
         self.log_path = self.path / "log.jsonl"
         self.manifest_path = self.path / "manifest.json"
+        self.label_noise_path = self.path / "label_noise.json"
+        self.subset_path = self.path / "stage1_subset.json"
+        self.lineage_path = self.path / "lineage.json"
+        self.lock_path = self.path / ".lock"
         self.checkpoints = self.path / "checkpoints"
         self.resume = self.path / "resume"
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    # -- settings: the truth about the run, checked against its id ------------------------------
+    def read_settings(self) -> Settings:
+        """The run's settings; RunFolderError when settings.json is missing, unreadable, names an
+        unknown key, or no longer hashes to the run id it records (an edited file would mislabel
+        every result)."""
+        record = _read_json(self.settings_path)
+        if record is None:
+            raise RunFolderError(f"{self.settings_path} is missing; {self.path} is not a run folder")
+        try:
+            settings = Settings.from_record(record["settings"])
+        except (KeyError, TypeError, SettingsError) as error:
+            raise RunFolderError(f"{self.settings_path} does not hold valid settings ({error}); restore it or delete "
+                                 "the run folder") from None
+        if settings.run_id != record.get("run_id"):
+            raise RunFolderError(f"{self.settings_path} was edited: its settings hash to {settings.run_id}, not to the "
+                                 f"run id {record.get('run_id')} it records; restore it (a new setting is a new run)")
+        return settings
+
+    def prepare(self, settings: Settings) -> None:
+        """Create the folder, drop temporaries of a killed writer, and record the settings (a folder
+        that holds another run's settings is refused)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temporaries(self.path):
+            logger.info("removed stale temporary %s", stale.name)
+        record = {"run_id": settings.run_id, "settings": settings.to_record()}
+        recorded = _read_json(self.settings_path)
+        if recorded is None:
+            atomic_write_json(self.settings_path, record)
+        elif recorded != record:
+            raise RunFolderError(f"{self.settings_path} holds other settings than run {settings.run_id}; refusing to "
+                                 "mix runs (restore the file, or use another out_dir)")
 
     # -- status -------------------------------------------------------------------------------
     def read_status(self) -> dict:
         try:
-            return json.loads(self.status_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {"state": "new"}
+            return _read_json(self.status_path, {"state": "new"})
+        except RunFolderError:
+            return {"state": "new"}  # a status cut short is rewritten by the next start
 
     def read_job(self) -> dict:
         """The submitter's record of the last Slurm job launched for this run ({} if none)."""
         try:
-            return json.loads(self.job_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            return _read_json(self.job_path, {})
+        except RunFolderError:
             return {}
 
     def write_job(self, job_id: str) -> None:
@@ -105,28 +208,35 @@ class RunFolder:
                   "pid": os.getpid(), **({"job_id": job_id} if job_id else {}), **fields}
         atomic_write_json(self.status_path, record)
 
-    # -- start of a run -----------------------------------------------------------------------
-    def prepare(self, settings_record: dict) -> None:
-        """Create the folder, drop temporaries of a killed writer, and record the settings."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        for stale in remove_stale_temporaries(self.path):
-            logger.info("removed stale temporary %s", stale.name)
-        if self.settings_path.exists():
-            recorded = json.loads(self.settings_path.read_text())
-            if recorded != settings_record:
-                raise RuntimeError(f"{self.settings_path} holds other settings than this run's; refusing to mix runs")
-        else:
-            atomic_write_json(self.settings_path, settings_record)
+    # -- side files: what the analysis needs to see the data as the run saw it -----------------
+    def write_label_noise(self, record: dict) -> None:
+        atomic_write_json(self.label_noise_path, record)
+
+    def read_label_noise(self) -> dict | None:
+        return _read_json(self.label_noise_path)
+
+    def write_subset(self, record: dict) -> None:
+        atomic_write_json(self.subset_path, record)
+
+    def read_subset(self) -> dict | None:
+        return _read_json(self.subset_path)
+
+    def write_lineage(self, record: dict) -> None:
+        atomic_write_json(self.lineage_path, record)
+
+    def read_lineage(self) -> dict:
+        return _read_json(self.lineage_path, {})
 
     # -- checkpoints and manifest -------------------------------------------------------------
     def checkpoint_path(self, iteration: int) -> Path:
         return self.checkpoints / f"iteration_{iteration:08d}.pt"
 
     def read_manifest(self) -> dict:
-        try:
-            return json.loads(self.manifest_path.read_text())
-        except FileNotFoundError:
-            return {}
+        return _read_json(self.manifest_path, {})
+
+    def checkpoint_entries(self) -> dict[int, dict]:
+        """{iteration: manifest entry (sha256, bytes, epoch, stage, test metrics)} of every written checkpoint."""
+        return {entry["iteration"]: entry for entry in self.read_manifest().get("files", {}).values()}
 
     def start_manifest(self, schedule: list[int], iterations_per_epoch: int) -> None:
         manifest = self.read_manifest()
@@ -134,52 +244,99 @@ class RunFolder:
                          "iterations_per_epoch": iterations_per_epoch, "files": manifest.get("files", {})})
         atomic_write_json(self.manifest_path, manifest)
 
-    def save_checkpoint(self, *, iteration: int, epoch: float, stage: int, settings_record: dict,
-                        model_state: dict, metrics: dict) -> None:
+    def save_checkpoint(self, *, iteration: int, epoch: float, stage: int, settings: Settings,
+                        input_shape: tuple[int, ...], num_classes: int, model_state: dict, metrics: dict) -> None:
+        """A checkpoint that rebuilds its model alone (models.from_checkpoint), listed in the manifest."""
         path = self.checkpoint_path(iteration)
         payload = {"format_version": FORMAT_VERSION, "iteration": iteration, "epoch": epoch, "stage": stage,
-                   "model": model_state, **settings_record}
+                   "run_id": settings.run_id, "settings": settings.to_record(), "input_shape": list(input_shape),
+                   "num_classes": num_classes, "model": model_state}
         digest = atomic_torch_save(payload, path)
         manifest = self.read_manifest()
-        manifest["files"][path.name] = {"iteration": iteration, "epoch": epoch, "stage": stage,
-                                        "sha256": digest, "bytes": path.stat().st_size, **metrics}
+        manifest["files"][path.name] = {"iteration": iteration, "epoch": epoch, "stage": stage, "sha256": digest,
+                                        "bytes": path.stat().st_size, **metrics}
         atomic_write_json(self.manifest_path, manifest)
 
-    def corrupt_checkpoints(self) -> list[int]:
-        """Iterations whose checkpoint is missing or differs from the sha256 in the manifest."""
-        bad = []
-        for name, entry in self.read_manifest().get("files", {}).items():
-            path = self.checkpoints / name
-            if not path.exists() or sha256_file(path) != entry["sha256"]:
-                logger.error("checkpoint %s is missing or corrupt (sha256 mismatch)", path)
-                bad.append(entry["iteration"])
-        return sorted(bad)
+    def has_checkpoint(self, iteration: int) -> bool:
+        return iteration in self.checkpoint_entries()
+
+    def load_checkpoint(self, iteration: int, map_location="cpu") -> dict:
+        """The checkpoint at `iteration`, verified against the manifest's sha256 first; CorruptFile
+        (naming the file and the fix) when it is missing, altered or does not load."""
+        entry = self.checkpoint_entries().get(iteration)
+        path = self.checkpoint_path(iteration)
+        if entry is None:
+            raise RunFolderError(f"{self.path} has no checkpoint at iteration {iteration}; accepted: "
+                                 f"{', '.join(map(str, sorted(self.checkpoint_entries()))) or 'none written yet'}")
+        fix = "launch the run's grid again to re-make it (training is deterministic)"
+        if not path.exists() or sha256_file(path) != entry["sha256"]:
+            raise CorruptFile(f"{path} is missing or corrupt (sha256 differs from the manifest); {fix}")
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:  # a file that hashes right but does not load: written by another tool, say
+            raise CorruptFile(f"{path} does not load ({type(error).__name__}: {error}); {fix}") from None
+
+    def damaged_checkpoints(self, *, thorough: bool = True) -> list[int]:
+        """Iterations whose checkpoint is missing or differs from the manifest. `thorough=False` (the
+        launcher's look at every finished run) hashes only the files whose size differs from the
+        manifest's or that were modified after the status file (a finished run writes "done" last),
+        so deciding a large grid stays quick."""
+        damaged = []
+        try:
+            finished_ns = self.status_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            finished_ns = -1
+        for iteration, entry in self.checkpoint_entries().items():
+            path = self.checkpoint_path(iteration)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                damaged.append(iteration)
+                continue
+            unchanged = stat.st_size == entry.get("bytes") and stat.st_mtime_ns <= finished_ns
+            if (thorough or not unchanged) and sha256_file(path) != entry["sha256"]:
+                damaged.append(iteration)
+        for iteration in sorted(damaged):
+            logger.error("checkpoint %s is missing or corrupt (sha256 mismatch)", self.checkpoint_path(iteration))
+        return sorted(damaged)
 
     # -- resumable state ----------------------------------------------------------------------
+    def resume_state_path(self, iteration: int) -> Path:
+        return self.resume / f"state_{iteration:08d}.pt"
+
+    def resume_state_sha256(self, iteration: int) -> str:
+        return self.resume_state_path(iteration).with_suffix(".sha256").read_text().strip()
+
     def save_resume_state(self, state: dict) -> None:
         """Write the state, then its sha256 beside it: a state without a matching hash is never used."""
-        path = self.resume / f"state_{state['iteration']:08d}.pt"
+        path = self.resume_state_path(state["iteration"])
         digest = atomic_torch_save(state, path)
         atomic_write_text(path.with_suffix(".sha256"), digest + "\n")
         for old in sorted(self.resume.glob("state_*.pt"))[:-RESUME_STATES_KEPT]:
             old.with_suffix(".sha256").unlink(missing_ok=True)
             old.unlink(missing_ok=True)
 
-    def load_resume_state(self, *, at_most: int | None = None) -> dict | None:
-        """The newest resume state whose sha256 matches (and whose iteration <= at_most); corrupt or
-        half-written ones are reported by name and skipped, so the previous good state is used."""
+    def resume_states(self, *, at_most: int | None = None):
+        """The resume states whose sha256 matches and that load, newest first (and iteration <=
+        at_most); corrupt, half-written or unloadable ones are reported by name and skipped, so the
+        caller falls back to the previous good state."""
         for path in sorted(self.resume.glob("state_*.pt"), reverse=True):
             try:
-                recorded = path.with_suffix(".sha256").read_text().strip()
-                if sha256_file(path) != recorded:
+                if sha256_file(path) != path.with_suffix(".sha256").read_text().strip():
                     raise CorruptFile("sha256 mismatch")
                 state = torch.load(path, map_location="cpu", weights_only=True)
-            except (FileNotFoundError, CorruptFile, RuntimeError, EOFError) as error:
-                logger.warning("resume state %s is unusable (%s); trying an older one", path, error)
+                if not isinstance(state, dict) or not isinstance(state.get("iteration"), int):
+                    raise CorruptFile("not a resume state (no iteration)")
+            except Exception as error:  # any file we cannot use: the older state is the way on
+                logger.warning("resume state %s is unusable (%s: %s); trying an older one", path,
+                               type(error).__name__, error)
                 continue
             if at_most is None or state["iteration"] <= at_most:
-                return state
-        return None
+                yield state
+
+    def load_resume_state(self, *, at_most: int | None = None) -> dict | None:
+        """The newest usable resume state (see resume_states), or None."""
+        return next(self.resume_states(at_most=at_most), None)
 
     # -- per-iteration log --------------------------------------------------------------------
     def truncate_log(self, iteration: int) -> None:
@@ -201,3 +358,8 @@ class RunFolder:
             with open(self.log_path, "a") as handle:
                 handle.write("".join(json.dumps(record) + "\n" for record in records))
                 handle.flush()
+
+    def read_log(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]

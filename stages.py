@@ -14,7 +14,6 @@ log-spaced checkpoint schedule covers both stages and each checkpoint records it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,13 +23,11 @@ from torch import Tensor
 
 import data
 import models
-from checkpointing import RunFolder
+from checkpointing import RunFolder, RunFolderError
 from conf import Settings, SettingsError
 from conf.plasticity import run_kind, stage1_settings
-from utils import atomic_write_json, derive_seed
+from utils import derive_seed
 
-SUBSET_FILE = "stage1_subset.json"  # a stage-1 run's training examples (indices into the training split)
-LINEAGE_FILE = "lineage.json"  # a child's parent, the state it started from, and what was done to it
 
 
 class ParentNotReady(RuntimeError):
@@ -85,14 +82,14 @@ def stage1_indices_of(settings: Settings, train_labels: Tensor, num_classes: int
 def record_subset(folder: RunFolder, settings: Settings, indices: Tensor) -> None:
     """Save stage 1's examples on the first start; on every later start require the same ones (a
     resumed stage 1 must not see other data)."""
-    path = folder.path / SUBSET_FILE
     record = {"pretrain_fraction": settings.pretrain_fraction, "pretrain_subset": settings.pretrain_subset,
               "size": len(indices), "indices": indices.tolist()}
-    if path.exists():
-        if json.loads(path.read_text())["indices"] != record["indices"]:
-            raise RuntimeError(f"{path} holds another subset than this run draws; refusing to mix data")
-        return
-    atomic_write_json(path, record)
+    recorded = folder.read_subset()
+    if recorded is None:
+        folder.write_subset(record)
+    elif recorded.get("indices") != record["indices"]:
+        raise RunFolderError(f"{folder.subset_path} holds another subset than this run draws; refusing to mix data "
+                             "(restore it, or delete the run folder)")
 
 
 def parent_folder(settings: Settings, folder: RunFolder) -> RunFolder:
@@ -123,11 +120,28 @@ def start_from_parent(settings: Settings, folder: RunFolder, model: models.Layer
     reset = models.reset_last_modules(model, fresh, optimizer, settings.reset_last)
     if settings.shrink != 1 or settings.perturb != 0:
         models.shrink_and_perturb(model, fresh, shrink=settings.shrink, perturb=settings.perturb, skip=reset)
-    state_path = parent.resume / f"state_{stage.first_iteration:08d}.pt"
+    state_path = parent.resume_state_path(stage.first_iteration)
     lineage = {"parent_run_id": parent_id, "parent_iteration": stage.first_iteration,
                "parent_state": str(Path("..") / parent_id / state_path.relative_to(parent.path)),
-               "parent_state_sha256": state_path.with_suffix(".sha256").read_text().strip(),
+               "parent_state_sha256": parent.resume_state_sha256(stage.first_iteration),
                "reset_modules": reset, "shrink": settings.shrink, "perturb": settings.perturb,
                "stage2_optimizer": settings.stage2_optimizer}
-    atomic_write_json(folder.path / LINEAGE_FILE, lineage)
+    folder.write_lineage(lineage)
     return lineage
+
+
+def check_fits(settings: Settings, dataset: data.ImageDataset) -> None:
+    """The pre-flight of train.py for one run: checks that need the dataset's size or the model's modules (known only once the data is read)."""
+    examples = len(dataset.train_labels)
+    if settings.batch_size > examples:
+        raise SettingsError(f"batch_size={settings.batch_size} exceeds the {examples} training examples of "
+                            f"{settings.dataset}; accepted: 1..{examples}")
+    check_stage_fits(settings, dataset.train_labels, tuple(dataset.train_images.shape[1:]), dataset.num_classes)
+    if run_kind(settings) == "stage1":
+        return  # checkpoint_extra is checked against its children's whole length; it keeps those in stage 1
+    stage = plan_stage(settings, dataset.train_labels, dataset.num_classes)
+    total = stage.first_iteration + settings.epochs * (examples // settings.batch_size)
+    beyond = [iteration for iteration in settings.checkpoint_extra if iteration > total]
+    if beyond:
+        raise SettingsError(f"checkpoint_extra={list(settings.checkpoint_extra)} goes past the last iteration; "
+                            f"accepted: iterations in 0..{total}")

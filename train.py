@@ -14,12 +14,15 @@ import sys
 from pathlib import Path
 
 import data
-from conf import SettingsError, help_text, parse_arguments
+from checkpointing import ExperimentFolder, RunFolderError
+from conf import SettingsError, grid_size, help_text, parse_arguments
 from slurm import launch, runs
-from training import Interrupted, check_fits, load_data, resolve_device
-from utils import setup_logging
+from stages import check_fits
+from training import Interrupted, load_data
+from utils import describe_environment_error, ensure_writable_folder, resolve_device, setup_logging
 
 logger = logging.getLogger("train")
+ANNOUNCE_GRID_SIZE = 1000  # runs: building and pre-flighting a grid this size takes seconds, so say it first
 
 
 def main(arguments: list[str]) -> int:
@@ -28,21 +31,29 @@ def main(arguments: list[str]) -> int:
         print(help_text())
         return 0
     show_status = bool(arguments) and arguments[0] == "status"
+    words = arguments[1:] if show_status else arguments
     try:
-        plan = parse_arguments(arguments[1:] if show_status else arguments)
+        size = grid_size(words)  # counted without building it: a grid over max_runs is refused at once
+        if size >= ANNOUNCE_GRID_SIZE:
+            print(f"building and checking a grid of up to {size:,} runs ...", file=sys.stderr, flush=True)
+        plan = parse_arguments(words)
         setup_logging(plan.execution.log_level)
+        experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
         if show_status:
-            experiment_dir = Path(plan.execution.out_dir) / plan.experiment
-            print(runs.status_table(runs.observe(runs.with_parents(plan.grid), experiment_dir, runs.queued_job_ids())))
+            print(runs.status_table(runs.observe(runs.with_parents(plan.grid), experiment.path, runs.queued_job_ids())))
             return 0
         if plan.cluster.launcher != "slurm":
             resolve_device(plan.execution)
+        ensure_writable_folder(experiment.runs_path)
         for settings in plan.grid:  # pre-flight: every dataset readable (and every subset and reset possible) first
             check_fits(settings, load_data(settings, plan.execution))
         return launch.launch(plan)
-    except (SettingsError, data.DataError) as error:
+    except (SettingsError, data.DataError, RunFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the environment: a full disk, a read-only or misnamed folder
+        print(f"error: {describe_environment_error(error)}", file=sys.stderr)
+        return 1
     except Interrupted as error:
         logger.warning("%s; the state is saved: run the same command to resume", error)
         return 128 + error.signal_number

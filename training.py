@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,9 +23,9 @@ import data
 import models
 import stages
 from checkpointing import RunFolder, checkpoint_schedule
-from conf import Execution, Settings, SettingsError, help_text, parse_arguments
+from conf import Execution, Settings
 from conf.plasticity import run_kind
-from utils import atomic_write_json, derive_seed, exclusive_lock, progress_bar, setup_logging
+from utils import derive_seed, exclusive_lock, progress_bar, resolve_device
 
 logger = logging.getLogger("training")
 LOG_FLUSH_EVERY = 50  # iterations between host syncs for the log (and the divergence check)
@@ -88,31 +87,6 @@ def load_data(settings: Settings, execution: Execution) -> data.ImageDataset:
     return data.load_dataset(settings, data_root=Path(execution.data_root), download=execution.download)
 
 
-def check_fits(settings: Settings, dataset: data.ImageDataset) -> None:
-    """Checks that need the dataset's size or the model's modules (known only once the data is read)."""
-    examples = len(dataset.train_labels)
-    if settings.batch_size > examples:
-        raise SettingsError(f"batch_size={settings.batch_size} exceeds the {examples} training examples of "
-                            f"{settings.dataset}; accepted: 1..{examples}")
-    stages.check_stage_fits(settings, dataset.train_labels, tuple(dataset.train_images.shape[1:]), dataset.num_classes)
-    if run_kind(settings) == "stage1":
-        return  # checkpoint_extra is checked against its children's whole length; it keeps those in stage 1
-    stage = stages.plan_stage(settings, dataset.train_labels, dataset.num_classes)
-    total = stage.first_iteration + settings.epochs * (examples // settings.batch_size)
-    beyond = [iteration for iteration in settings.checkpoint_extra if iteration > total]
-    if beyond:
-        raise SettingsError(f"checkpoint_extra={list(settings.checkpoint_extra)} goes past the last iteration; "
-                            f"accepted: iterations in 0..{total}")
-
-
-def resolve_device(execution: Execution) -> torch.device:
-    if execution.device == "cuda" and not torch.cuda.is_available():
-        raise SettingsError("device='cuda' but no CUDA device is visible; accepted here: auto, cpu")
-    if execution.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(execution.device)
-
-
 @contextlib.contextmanager
 def stop_on_signals(enabled: bool):
     """SIGTERM/SIGUSR2 set a flag that the loop checks after each step (save, then stop)."""
@@ -133,140 +107,189 @@ def run(settings: Settings, run_dir: str | Path, execution: Execution = Executio
         handle_signals: bool = True) -> str:
     """Train one run to its end, resuming from the newest good state in `run_dir`. Returns the final
     state: "done" or "diverged", or "busy" when another process is training this run right now (two
-    launches of one grid, say); raises Interrupted on SIGTERM/SIGUSR2."""
+    launches of one grid, say); raises Interrupted on SIGTERM/SIGUSR2. A finished run whose
+    checkpoints were damaged since is trained again from a state before the first damaged one, which
+    re-makes them bit for bit (training is deterministic)."""
     folder = RunFolder(run_dir)
-    with exclusive_lock(folder.path / ".lock") as mine:
+    with exclusive_lock(folder.lock_path) as mine:
         if not mine:
             logger.warning("%s is being trained by another process; left to it", settings.run_id)
             return "busy"
-        return _train(settings, folder, execution, handle_signals)
+        folder.prepare(settings)  # under the lock: stale temporaries are really stale
+        damaged = folder.damaged_checkpoints()
+        if folder.read_status()["state"] == "done":
+            if not damaged:
+                return "done"
+            logger.warning("%s: re-making %d missing or corrupt checkpoint(s) from an earlier state", settings.run_id,
+                           len(damaged))
+        return RunTraining(settings, folder, execution, damaged).train(handle_signals)
 
 
-def _train(settings: Settings, folder: RunFolder, execution: Execution, handle_signals: bool) -> str:
-    """`run` once this process holds the run folder's lock (so stale temporaries are really stale)."""
-    record = {"run_id": settings.run_id, "settings": settings.to_record()}
-    folder.prepare(record)
-    if folder.read_status()["state"] == "done":
-        return "done"
-    if execution.threads:
-        torch.set_num_threads(execution.threads)
-    device = resolve_device(execution)
-    dataset = load_data(settings, execution).to(device)
-    train_labels = dataset.train_labels
-    if settings.label_noise > 0:  # IntermediateNC's noisy-label runs; the analysis needs the trained-on labels
-        train_labels, changed = data.apply_label_noise(train_labels, fraction=settings.label_noise,
-                                                       num_classes=dataset.num_classes, seed=settings.seed)
-        atomic_write_json(folder.path / "label_noise.json", {
-            "fraction": settings.label_noise, "indices": changed.tolist(),
-            "original": dataset.train_labels[changed].tolist(), "noisy": train_labels[changed].tolist()})
-    stage = stages.plan_stage(settings, train_labels, dataset.num_classes)
-    train_images = dataset.train_images
-    if stage.indices is not None:  # stage 1 of a warm start: its subset only (Berariu et al. 2021)
-        stages.record_subset(folder, settings, stage.indices)
-        train_images, train_labels = train_images[stage.indices.to(device)], train_labels[stage.indices.to(device)]
-    stream = data.TrainingStream(train_images, train_labels, batch_size=settings.batch_size, augment=settings.augment,
-                                 seed=stage.stream_seed, mean=dataset.mean, std=dataset.std)
-    per_epoch = stream.iterations_per_epoch
-    first = stage.first_iteration  # 0, or a child's parent's last iteration: iterations count on through stage 2
-    total = first + stage.epochs * per_epoch
-    schedule = checkpoint_schedule(total_iterations=total, iterations_per_epoch=per_epoch, first_iteration=first,
-                                   every_epochs=settings.checkpoint_every_epochs, extra=settings.checkpoint_extra)
-    folder.start_manifest(schedule, per_epoch)
+class RunTraining:
+    """One start of one run: the data as the run sees it, the model and optimizer restored to the
+    newest usable state, and the loop from there to the end."""
 
-    def build_model(purpose: str) -> models.LayerwiseModel:
-        torch.manual_seed(derive_seed(settings.seed, purpose))
-        built = models.build(settings, input_shape=tuple(dataset.train_images.shape[1:]),
-                             num_classes=dataset.num_classes).to(device)
-        return built.to(memory_format=torch.channels_last) if execution.channels_last and device.type == "cuda" else built
+    def __init__(self, settings: Settings, folder: RunFolder, execution: Execution, damaged: list[int]):
+        self.settings, self.folder, self.execution = settings, folder, execution
+        if execution.threads:
+            torch.set_num_threads(execution.threads)
+        self.device = resolve_device(execution)
+        self.dataset = load_data(settings, execution).to(self.device)
+        self.stage, self.stream = self._stream()
+        self.first = self.stage.first_iteration  # 0, or a child's parent's last: iterations count on through stage 2
+        self.total = self.first + self.stage.epochs * self.stream.iterations_per_epoch
+        self.schedule = checkpoint_schedule(
+            total_iterations=self.total, iterations_per_epoch=self.stream.iterations_per_epoch,
+            first_iteration=self.first, every_epochs=settings.checkpoint_every_epochs, extra=settings.checkpoint_extra)
+        folder.start_manifest(self.schedule, self.stream.iterations_per_epoch)
+        self.model = self.build_model("init")
+        self.optimizer = make_optimizer(settings, self.model)
+        self.iteration = self._restore(at_most=damaged[0] - 1 if damaged else None)
+        folder.truncate_log(self.iteration)
+        folder.write_status("running", iteration=self.iteration, total_iterations=self.total)
 
-    model = build_model("init")
-    optimizer = make_optimizer(settings, model)
+    def _stream(self) -> tuple[stages.Stage, data.TrainingStream]:
+        """The stage and its batches: the run's labels (after label noise, recorded for the analysis)
+        and, in stage 1 of a warm start, its subset only (Berariu et al. 2021)."""
+        settings, dataset = self.settings, self.dataset
+        labels = dataset.train_labels
+        if settings.label_noise > 0:  # IntermediateNC's noisy-label runs; the analysis needs the trained-on labels
+            labels, changed = data.apply_label_noise(labels, fraction=settings.label_noise,
+                                                     num_classes=dataset.num_classes, seed=settings.seed)
+            self.folder.write_label_noise({
+                "fraction": settings.label_noise, "indices": changed.tolist(),
+                "original": dataset.train_labels[changed].tolist(), "noisy": labels[changed].tolist()})
+        stage = stages.plan_stage(settings, labels, dataset.num_classes)
+        images = dataset.train_images
+        if stage.indices is not None:
+            stages.record_subset(self.folder, settings, stage.indices)
+            chosen = stage.indices.to(self.device)
+            images, labels = images[chosen], labels[chosen]
+        stream = data.TrainingStream(images, labels, batch_size=settings.batch_size, augment=settings.augment,
+                                     seed=stage.stream_seed, mean=dataset.mean, std=dataset.std)
+        return stage, stream
 
-    # A missing or corrupt checkpoint is re-made by resuming from a state before it (training is deterministic).
-    corrupt = folder.corrupt_checkpoints()
-    state = folder.load_resume_state(at_most=corrupt[0] - 1 if corrupt else None)
-    iteration = first
-    if state is None and stage.number == 2:  # a child's first start: its parent's final state, then the interventions
-        lineage = stages.start_from_parent(settings, folder, model, optimizer, lambda: build_model("stage 2 init"), stage)
-        logger.info("%s: starts from %s at iteration %d (reset %s)", settings.run_id, lineage["parent_run_id"], first,
-                    ", ".join(lineage["reset_modules"]) or "nothing")
-    elif state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        iteration = state["iteration"]
-        logger.info("%s: resuming at iteration %d of %d", settings.run_id, iteration, total)
-    folder.truncate_log(iteration)
-    folder.write_status("running", iteration=iteration, total_iterations=total)
+    def build_model(self, purpose: str) -> models.LayerwiseModel:
+        torch.manual_seed(derive_seed(self.settings.seed, purpose))
+        built = models.build(self.settings, input_shape=self.input_shape, num_classes=self.dataset.num_classes)
+        built = built.to(self.device)
+        if self.execution.channels_last and self.device.type == "cuda":
+            return built.to(memory_format=torch.channels_last)
+        return built
 
-    def epoch_of(step: int) -> float:  # epochs since the lineage began (a child counts its parent's)
-        return stage.epoch_offset + (step - first) / per_epoch
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.dataset.train_images.shape[1:])
 
-    def resume_state() -> dict:
-        return {"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state()}
+    def _restore(self, at_most: int | None) -> int:
+        """The iteration to go on from: the newest resume state that loads into this model (an
+        unusable one is skipped for the one before), else a child's parent's final state, else 0."""
+        for state in self.folder.resume_states(at_most=at_most):
+            try:
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                torch.set_rng_state(state["torch_rng"])
+            except (RuntimeError, KeyError, ValueError, TypeError) as error:
+                logger.warning("%s: resume state at iteration %s does not fit this run (%s); trying an older one",
+                               self.settings.run_id, state["iteration"], error)
+                self.model = self.build_model("init")
+                self.optimizer = make_optimizer(self.settings, self.model)
+                continue
+            logger.info("%s: resuming at iteration %d of %d", self.settings.run_id, state["iteration"], self.total)
+            return state["iteration"]
+        if self.stage.number == 2:  # a child's first start: its parent's final state, then the interventions
+            lineage = stages.start_from_parent(self.settings, self.folder, self.model, self.optimizer,
+                                               lambda: self.build_model("stage 2 init"), self.stage)
+            logger.info("%s: starts from %s at iteration %d (reset %s)", self.settings.run_id,
+                        lineage["parent_run_id"], self.first, ", ".join(lineage["reset_modules"]) or "nothing")
+        return self.first
 
-    def save_checkpoint(log_record: dict) -> None:
-        test_loss, test_accuracy = evaluate(settings, model, dataset.test_images, dataset.test_labels, dataset)
+    def epoch_of(self, step: int) -> float:
+        """Epochs since the lineage began (a child counts its parent's)."""
+        return self.stage.epoch_offset + (step - self.first) / self.stream.iterations_per_epoch
+
+    def save_checkpoint(self, log_record: dict) -> None:
+        test_loss, test_accuracy = evaluate(self.settings, self.model, self.dataset.test_images,
+                                            self.dataset.test_labels, self.dataset)
         metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy}
         log_record.update(metrics)
-        folder.save_checkpoint(iteration=iteration, epoch=epoch_of(iteration), stage=stage.number, settings_record=record,
-                               model_state=model.state_dict(), metrics=metrics)
+        self.folder.save_checkpoint(iteration=self.iteration, epoch=self.epoch_of(self.iteration),
+                                    stage=self.stage.number, settings=self.settings, input_shape=self.input_shape,
+                                    num_classes=self.dataset.num_classes, model_state=self.model.state_dict(),
+                                    metrics=metrics)
 
-    scheduled = set(schedule)
-    if iteration in scheduled and folder.checkpoint_path(iteration).name not in folder.read_manifest()["files"]:
-        save_checkpoint({})
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                              enabled=execution.bf16 and device.type == "cuda")
-    pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
-    last_saved = time.monotonic()
-    progress = progress_bar(execution.progress, total, iteration, settings.run_id)
-    with stop_on_signals(handle_signals) as received:
-        while iteration < total:
-            lr = learning_rate(settings, iteration - first, per_epoch, stage.epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images, labels = stream.batch(iteration - first)
-            with autocast:
-                logits = model(images)
-                loss = loss_function(settings, logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            iteration += 1
-            pending.append((iteration, lr, loss.detach(), (logits.argmax(1) == labels).float().mean()))
-            if progress is not None:
-                progress.update(1)
-            at_checkpoint = iteration in scheduled
-            save_now = at_checkpoint or received or time.monotonic() - last_saved >= execution.resume_every_seconds
-            if save_now or len(pending) >= LOG_FLUSH_EVERY:
-                records = [{"iteration": step, "epoch": epoch_of(step), "stage": stage.number, "lr": step_lr,
-                            "train_loss": value.item(), "train_accuracy": accuracy.item()}
-                           for step, step_lr, value, accuracy in pending]
-                pending.clear()
-                diverged = next((r["iteration"] for r in records if not math.isfinite(r["train_loss"])), None)
-                if diverged is not None:  # a grid goes on; the status says where
-                    folder.append_log([r for r in records if r["iteration"] <= diverged])
-                    folder.write_status("diverged", iteration=diverged, total_iterations=total,
-                                        reason=f"non-finite training loss at iteration {diverged}")
-                    logger.warning("%s diverged at iteration %d", settings.run_id, diverged)
+    def save_resume_state(self) -> None:
+        self.folder.save_resume_state({"iteration": self.iteration, "model": self.model.state_dict(),
+                                       "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()})
+
+    def step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """One optimisation step at self.iteration; (lr, loss, batch accuracy), the last two on the device."""
+        lr = learning_rate(self.settings, self.iteration - self.first, self.stream.iterations_per_epoch,
+                           self.stage.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images, labels = self.stream.batch(self.iteration - self.first)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                            enabled=self.execution.bf16 and self.device.type == "cuda"):
+            logits = self.model(images)
+            loss = loss_function(self.settings, logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        return lr, loss.detach(), (logits.argmax(1) == labels).float().mean()
+
+    def flush(self, pending: list, at_checkpoint: bool) -> bool:
+        """Write the pending log records (one host sync for them all); False when the loss diverged."""
+        records = [{"iteration": step, "epoch": self.epoch_of(step), "stage": self.stage.number, "lr": lr,
+                    "train_loss": value.item(), "train_accuracy": accuracy.item()}
+                   for step, lr, value, accuracy in pending]
+        pending.clear()
+        diverged = next((record["iteration"] for record in records if not math.isfinite(record["train_loss"])), None)
+        if diverged is not None:  # a grid goes on; the status says where
+            self.folder.append_log([record for record in records if record["iteration"] <= diverged])
+            self.folder.write_status("diverged", iteration=diverged, total_iterations=self.total,
+                                     reason=f"non-finite training loss at iteration {diverged}")
+            logger.warning("%s diverged at iteration %d", self.settings.run_id, diverged)
+            return False
+        if at_checkpoint:
+            self.save_checkpoint(records[-1])
+            if self.progress is None:  # the bar says it otherwise
+                logger.info("%s iteration %d/%d %s", self.settings.run_id, self.iteration, self.total,
+                            json.dumps(records[-1]))
+        self.folder.append_log(records)
+        return True
+
+    def train(self, handle_signals: bool) -> str:
+        """The loop from the restored iteration to the end: "done" or "diverged"; Interrupted on a signal."""
+        scheduled = set(self.schedule)
+        if self.iteration in scheduled and not self.folder.has_checkpoint(self.iteration):
+            self.save_checkpoint({})
+        pending: list = []
+        last_saved = time.monotonic()
+        progress = self.progress = progress_bar(self.execution.progress, self.total, self.iteration,
+                                                self.settings.run_id)
+        with stop_on_signals(handle_signals) as received:
+            while self.iteration < self.total:
+                pending.append((self.iteration + 1, *self.step()))
+                if progress is not None:
+                    progress.update(1)
+                at_checkpoint = self.iteration in scheduled
+                save_now = (at_checkpoint or received
+                            or time.monotonic() - last_saved >= self.execution.resume_every_seconds)
+                if (save_now or len(pending) >= LOG_FLUSH_EVERY) and not self.flush(pending, at_checkpoint):
                     return "diverged"
-                if at_checkpoint:
-                    save_checkpoint(records[-1])
-                    if progress is None:
-                        logger.info("%s iteration %d/%d %s", settings.run_id, iteration, total, json.dumps(records[-1]))
-                folder.append_log(records)
-            if save_now and iteration < total:
-                folder.save_resume_state(resume_state())
-                folder.write_status("running", iteration=iteration, total_iterations=total)
-                last_saved = time.monotonic()
-            if received:
-                folder.write_status("interrupted", iteration=iteration, total_iterations=total,
-                                    reason=f"signal {signal.Signals(received[0]).name}")
-                raise Interrupted(received[0])
-    if progress is not None:
-        progress.close()
-    if run_kind(settings) == "stage1":  # its children start from this state (model and optimizer)
-        folder.save_resume_state(resume_state())
-    folder.write_status("done", iteration=total, total_iterations=total)  # written last: "done" means complete
-    return "done"
+                if save_now and self.iteration < self.total:
+                    self.save_resume_state()
+                    self.folder.write_status("running", iteration=self.iteration, total_iterations=self.total)
+                    last_saved = time.monotonic()
+                if received:
+                    self.folder.write_status("interrupted", iteration=self.iteration, total_iterations=self.total,
+                                             reason=f"signal {signal.Signals(received[0]).name}")
+                    raise Interrupted(received[0])
+        if progress is not None:
+            progress.close()
+        if run_kind(self.settings) == "stage1":  # its children start from this state (model and optimizer)
+            self.save_resume_state()
+        self.folder.write_status("done", iteration=self.total, total_iterations=self.total)  # last: "done" = complete
+        return "done"

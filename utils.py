@@ -1,6 +1,4 @@
-"""python utils.py download cifar10 cifar100 [data_root=datasets] — prefetch datasets into data_root.
-
-Small shared pieces: atomic writes, sha256, seeded generators, logging set-up. Every file this
+"""Small shared pieces: atomic writes, sha256, seeded generators, logging set-up. Every file this
 project writes goes through `atomic_write_*` (a temporary name in the same folder, fsync, rename),
 so a kill at any moment leaves either the old file or the new one, never half of one.
 """
@@ -8,26 +6,36 @@ so a kill at any moment leaves either the old file or the new one, never half of
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from conf import SettingsError
+
 TEMPORARY_MARKER = ".tmp-"
 
 
 def _temporary_path(path: Path) -> Path:
-    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}{TEMPORARY_MARKER}", dir=path.parent)
-    os.close(descriptor)
-    return Path(name)
+    """A new, empty file beside `path`, created with the permissions the umask gives (mkstemp's are
+    always 0600: on a cluster's group-shared storage the group could neither read results nor resume)."""
+    for _ in range(100):
+        candidate = path.parent / f".{path.name}{TEMPORARY_MARKER}{secrets.token_hex(6)}"
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def atomic_write_bytes(path: str | Path, payload: bytes) -> str:
@@ -41,8 +49,10 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> str:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a write or fsync: name the file it was for
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
     return hashlib.sha256(payload).hexdigest()
 
@@ -98,6 +108,48 @@ def exclusive_lock(path: str | Path, *, wait: bool = False):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def resolve_device(execution) -> torch.device:
+    """The torch device `execution.device` names (auto: cuda when there is one); SettingsError (bad
+    input: exit 2) when cuda is asked for on a machine without it, as train.py and analysis.py say."""
+    if execution.device == "cuda" and not torch.cuda.is_available():
+        raise SettingsError("device='cuda' but no CUDA device is visible; accepted here: auto, cpu")
+    if execution.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(execution.device)
+
+
+ENVIRONMENT_FIXES = {  # errno -> what the user can do about it (one line, with the path, on stderr; exit 1)
+    errno.ENOSPC: "the disk is full: free space or choose another folder, then run the same command (finished "
+                  "work is kept, partial runs resume)",
+    errno.EDQUOT: "the disk quota is used up: free space or choose another folder, then run the same command",
+    errno.EACCES: "no permission: fix the folder's permissions (e.g. chmod g+w) or choose another folder",
+    errno.EPERM: "not permitted: fix the folder's permissions or choose another folder",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.ENOTDIR: "part of the path is a file, not a folder: choose another folder",
+    errno.EEXIST: "a file of that name is in the way: choose another folder or move the file",
+    errno.EISDIR: "that is a folder: name a file",
+    errno.ENOENT: "it does not exist: check the path",
+}
+
+
+def describe_environment_error(error: OSError) -> str:
+    """One line for a fault of the environment (full disk, read-only or misnamed folder): what
+    failed, on which path, and the fix."""
+    where = f" ({error.filename})" if error.filename else ""
+    fix = ENVIRONMENT_FIXES.get(error.errno, "check the path and the machine, then run the same command")
+    return f"{error.strerror or error}{where}: {fix}"
+
+
+def ensure_writable_folder(path: str | Path) -> Path:
+    """Create `path` (and its parents) and check a file can be written in it; OSError (naming the
+    path) when it cannot: a file in the way, a read-only or full file system, no permission."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    probe = _temporary_path(path / ".write-check")
+    probe.unlink()
+    return path
+
+
 def derive_seed(*keys: object) -> int:
     """A 63-bit seed from any tuple of keys, e.g. (seed, "epoch", 3): independent streams per purpose."""
     digest = hashlib.sha256(repr(keys).encode("utf-8")).digest()
@@ -133,38 +185,3 @@ def setup_logging(level: str = "INFO") -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-
-
-def main(arguments: list[str]) -> int:
-    """CLI: `python utils.py download NAME [NAME ...] [data_root=PATH]`."""
-    usage = "usage: python utils.py download NAME [NAME ...] [data_root=PATH]"
-    if not arguments or arguments[0] != "download" or len(arguments) < 2:
-        print(usage, file=sys.stderr)
-        return 2
-    import data  # here, not at the top: data imports this module
-
-    data_root = Path("datasets")
-    names = []
-    for argument in arguments[1:]:
-        if argument.startswith("data_root="):
-            data_root = Path(argument.split("=", 1)[1])
-        else:
-            names.append(argument)
-    unknown = [name for name in names if name not in data.TORCHVISION_DATASETS]
-    if unknown:
-        print(f"error: unknown dataset {unknown[0]!r}; accepted: {', '.join(data.TORCHVISION_DATASETS)}",
-              file=sys.stderr)
-        return 2
-    setup_logging()
-    for name in names:
-        try:
-            data.download(name, data_root=data_root)
-        except data.DataError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(f"{name}: ready under {data_root}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

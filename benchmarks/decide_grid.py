@@ -1,9 +1,9 @@
 """python benchmarks/decide_grid.py [runs=1000] — time to decide what to submit for a finished grid.
 
-Fabricates a finished grid of `runs` runs (settings.json, status.json "done", job.json in each run
-folder, as a real finished grid leaves them), then times, in one process, what `sh train.sh` does
+Fabricates a finished grid of `runs` runs (settings, nine listed checkpoints, a "done" status and a
+job record in each run folder, as a real finished grid leaves them), then times, in one process, what `sh train.sh` does
 before it would call sbatch: parse the command line into the grid, pre-flight the datasets, read
-every run's state (plus one squeue call when there is one) and decide. Target: <= 5 s and 0 jobs.
+every run's state and that its checkpoints are intact (plus one squeue call when there is one) and decide. Target: <= 5 s and 0 jobs.
 Also prints the whole command's wall time (Python start and `import torch` included).
 """
 
@@ -21,10 +21,11 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
 import train  # noqa: E402
-from checkpointing import RunFolder  # noqa: E402
+from checkpointing import ExperimentFolder  # noqa: E402
 from conf import parse_arguments  # noqa: E402
 
 TARGET_SECONDS = 5.0
+CHECKPOINTS = (0, 1, 2, 4, 8, 16, 32, 64, 100)
 
 
 def grid_words(runs: int, out_dir: Path) -> list[str]:
@@ -41,9 +42,14 @@ def grid_words(runs: int, out_dir: Path) -> list[str]:
 
 def fabricate_finished(words: list[str]) -> int:
     plan = parse_arguments(words)
+    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
     for index, settings in enumerate(plan.grid):
-        folder = RunFolder(Path(plan.execution.out_dir) / plan.experiment / "runs" / settings.run_id)
-        folder.prepare({"run_id": settings.run_id, "settings": settings.to_record()})
+        folder = experiment.run(settings.run_id)
+        folder.prepare(settings)
+        folder.start_manifest(list(CHECKPOINTS), iterations_per_epoch=10)
+        for iteration in CHECKPOINTS:  # listed checkpoints: the launcher checks they are intact
+            folder.save_checkpoint(iteration=iteration, epoch=0.0, stage=1, settings=settings, input_shape=(1, 1, 1),
+                                   num_classes=2, model_state={}, metrics={})
         folder.write_job(f"900_{index}")
         folder.write_status("done", iteration=100, total_iterations=100)
     return len(plan.grid)

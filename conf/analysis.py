@@ -7,6 +7,7 @@ another recipe (or another metric version) is stale and is computed again.
 
 from dataclasses import dataclass
 
+from conf.errors import SettingsError
 from conf.global_settings import DATASETS, check_fields, setting
 
 
@@ -16,7 +17,10 @@ class Analysis:
 
     analysis_batch_size: int = setting(500, "examples per forward pass of the analysis", minimum=1)
     probe_dimensions: int = setting(512, "features are pooled to at most this many dimensions for the probes and the decoder", minimum=1)
-    heldout_fraction: float = setting(0.1, "part of the training split held out to choose the ridge regularisation", above=0.0, below=1.0)
+    # Both parts of the split must hold examples (metrics/engine.py fits on one, scores on the other:
+    # an empty part is a ValueError). Below 1 % the held-out part of a small split is often empty; above
+    # a half the l2 is chosen for a fit on less data than the refit on the whole split it is used for.
+    heldout_fraction: float = setting(0.1, "part of the training split held out to choose the ridge regularisation", minimum=0.01, maximum=0.5)
     effective_depth_epsilon: float = setting(0.01, "effective depth: first layer whose NCC train accuracy is within this of the last layer's", minimum=0.0, maximum=1.0)
     linear_maps: str = setting("closed_form", "probes and decoder: closed_form (ridge), or adam / sgd trained 20 epochs as LearnPhase does", choices=("closed_form", "adam", "sgd"))
     transfer_dataset: str = setting("own", "images of the colour-dominance probe: own = the run's (LearnPhase's code), or another dataset, e.g. cifar100 (its README)", choices=("own", *DATASETS))
@@ -25,3 +29,16 @@ class Analysis:
 
     def __post_init__(self):
         check_fields(self)
+
+
+def check_heldout_split(heldout_fraction: float, held_out: int, examples: int) -> None:
+    """SettingsError when the held-out draw left the held-out part or the fitting part of a training
+    split of `examples` empty. The draw is random per example, so whether that happens depends on the
+    split's size (a small train_subset, a stage-1 subset): only the analysis knows it, once the data
+    is loaded (metrics/engine.py calls this right after the draw)."""
+    if 0 < held_out < examples:
+        return
+    empty = "held-out" if held_out == 0 else "fitting"
+    raise SettingsError(f"heldout_fraction={heldout_fraction} left the {empty} part of the {examples} training "
+                        "examples empty; accepted: a heldout_fraction nearer 0.5, or a training split of more "
+                        "examples (train_subset, synthetic_train_size)")

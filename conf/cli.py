@@ -4,11 +4,16 @@
 `[...]` belong to a list value), several swept keys form a Cartesian grid. Every value is validated
 before anything runs; a bad one raises `SettingsError` with one line naming the key and the
 accepted values.
+
+The grid's size is counted from the sweeps before any grid point is built (`grid_size`): a grid of
+more than `max_runs` runs is refused at once, and the CLI can say how big a grid is before it builds
+and checks it.
 """
 
 import dataclasses
 import difflib
 import itertools
+import math
 from dataclasses import dataclass
 
 from conf.analysis import Analysis
@@ -56,8 +61,19 @@ def _unknown_key(key: str, command: str, analysis: bool) -> SettingsError:
     return SettingsError(f"unknown key {key!r}; {hint}see `python {command} --help` for the accepted keys")
 
 
-def parse_arguments(arguments: list[str], *, analysis: bool = False) -> Plan:
-    """Command-line words -> Plan (SettingsError on any bad word). `analysis`: analysis.py's keys too."""
+@dataclass(frozen=True)
+class CommandLine:
+    """One command line's words, read and validated, before any grid point is built."""
+
+    experiment: str
+    run_values: dict  # run setting -> its swept values, as typed
+    execution: Execution
+    cluster: Cluster
+    analysis: Analysis
+
+
+def read_command_line(arguments: list[str], *, analysis: bool = False) -> CommandLine:
+    """Command-line words -> CommandLine (SettingsError on any bad word). `analysis`: analysis.py's keys too."""
     experiment_name, run_values, execution_values, cluster_values, analysis_values = DEFAULT_EXPERIMENT, {}, {}, {}, {}
     command = "analysis.py" if analysis else "train.py"
     for argument in arguments:
@@ -78,19 +94,59 @@ def parse_arguments(arguments: list[str], *, analysis: bool = False) -> Plan:
             analysis_values[key] = parse_value(ANALYSIS_FIELDS[key], text)
         else:
             raise _unknown_key(key, command, analysis)
-    grid: dict[str, Settings] = {}
+    # the options are validated here, before the grid: a bad one is refused before a large grid is built
+    return CommandLine(experiment_name, run_values, Execution(**execution_values), Cluster(**cluster_values),
+                       Analysis(**analysis_values))
+
+
+def experiment_sweeps(experiment_name: str, run_values: dict) -> list[dict[str, list]]:
+    """Each of the experiment's grids as {key: values}, the command line's values replacing the preset's."""
     presets = EXPERIMENTS[experiment_name].grids()
-    for preset in presets:  # an experiment's runs: the union of its grids
+    grids = []
+    for preset in presets:
         sweeps = {key: value if isinstance(value, list) else [value] for key, value in preset.items()}
         sweeps.update(run_values)
         if len(presets) > 1 and not any(fraction != 0 for fraction in sweeps.get("pretrain_fraction", [0])):
             # a from-scratch grid beside a warm-start one (the demo): warm-start keys are the other grid's
             sweeps = {key: values for key, values in sweeps.items() if key not in PRETRAINING_DEFAULTS}
+        grids.append(sweeps)
+    return grids
+
+
+def count_grid_points(grids: list[dict[str, list]]) -> int:
+    """The grids' points, counted without building any: an upper bound on the runs, as duplicate points
+    (depth=3,3) and the scratch points of a pretraining sweep collapse only once built."""
+    return sum(math.prod(len(values) for values in sweeps.values()) for sweeps in grids)
+
+
+def grid_size(arguments: list[str], *, analysis: bool = False) -> int:
+    """How many runs a command line asks for (an upper bound: duplicates not yet removed), in
+    milliseconds whatever the size, so the CLI can say it before building the grid. SettingsError as
+    parse_arguments: on a bad word or a grid over max_runs (so the CLI announces only grids it builds)."""
+    words = read_command_line(arguments, analysis=analysis)
+    size = count_grid_points(experiment_sweeps(words.experiment, words.run_values))
+    check_grid_size(size, words.cluster.max_runs)
+    return size
+
+
+def check_grid_size(size: int, max_runs: int) -> None:
+    if size > max_runs:
+        raise SettingsError(f"the grid has up to {size:,} runs, over max_runs={max_runs}; pass max_runs={size} "
+                            "to launch it anyway (or sweep fewer values)")
+
+
+def parse_arguments(arguments: list[str], *, analysis: bool = False) -> Plan:
+    """Command-line words -> Plan (SettingsError on any bad word, or on a grid over max_runs, refused
+    before any of it is built). `analysis`: analysis.py's keys too."""
+    words = read_command_line(arguments, analysis=analysis)
+    grids = experiment_sweeps(words.experiment, words.run_values)
+    check_grid_size(count_grid_points(grids), words.cluster.max_runs)
+    runs: dict[str, Settings] = {}
+    for sweeps in grids:  # an experiment's runs: the union of its grids
         for settings in expand_grid(sweeps):
-            grid.setdefault(settings.run_id, settings)
-    overrides = tuple((key, tuple(values)) for key, values in run_values.items())
-    return Plan(experiment_name, tuple(grid.values()), Execution(**execution_values), Cluster(**cluster_values),
-                Analysis(**analysis_values), overrides)
+            runs.setdefault(settings.run_id, settings)
+    overrides = tuple((key, tuple(values)) for key, values in words.run_values.items())
+    return Plan(words.experiment, tuple(runs.values()), words.execution, words.cluster, words.analysis, overrides)
 
 
 def expand_grid(sweeps: dict[str, list]) -> tuple[Settings, ...]:

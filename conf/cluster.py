@@ -67,6 +67,9 @@ class Cluster:
     launcher: str = setting("inline", "inline: one run after another here; local: worker processes; slurm: job arrays", choices=("inline", "local", "slurm"))
     workers: int = setting(2, "local: runs at a time", minimum=1)
     retry: str = setting("none", "failed: also relaunch failed and diverged runs (done, queued and running ones never)", choices=("none", "failed"))
+    # A grid is counted from its sweeps before any run is built (conf/cli.py, grid_size): a typo such as
+    # seed=0,...,999 x depth=... x width=... is refused at once instead of expanding in silence.
+    max_runs: int = setting(10000, "refuse a grid of more runs than this (counted before duplicates are removed), before any run is built", minimum=1)
     partition: str = setting(SITE["partition"], "slurm: partition ('' = the cluster's default)")
     account: str = setting(SITE["account"], "slurm: account to charge ('' = none)")
     qos: str = setting(SITE["qos"], "slurm: quality of service ('' = none)")

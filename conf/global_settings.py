@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 
 from conf.errors import SettingsError
@@ -24,14 +25,19 @@ DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashionmnist", "svhn")
 ARCHITECTURES = ("convnet", "convresnet", "mlp", "resnet", "vgg")
 VGG_DEPTHS = (8, 11, 13, 16)  # LearnPhase's VGG-8 and the standard VGG-11/13/16 plans
 SYNTHETIC_ONLY = ("image_size", "synthetic_classes", "synthetic_train_size", "synthetic_test_size")
+# Unicode categories refused in every text value: control characters (newline, carriage return, tab,
+# NUL, escape, DEL, ...) and the line and paragraph separators. Text values are written into line-based
+# files (sbatch headers, job shell lines, settings.json read by people, logs): one such character
+# would silently end a line there.
+CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
 
 
-
-def setting(default, doc, *, choices=None, minimum=None, maximum=None, below=None, above=None):
+def setting(default, doc, *, choices=None, minimum=None, maximum=None, below=None, above=None, hint=None):
     """A dataclass field with its one-line doc and its accepted range (inclusive `minimum`/`maximum`,
-    exclusive `above`/`below`)."""
+    exclusive `above`/`below`); `hint` ends the error line of a refused value (the fix, when the
+    accepted values alone do not say it)."""
     limits = {"choices": choices, "minimum": minimum, "maximum": maximum, "below": below, "above": above}
-    return field(default=default, metadata={"doc": doc, **limits})
+    return field(default=default, metadata={"doc": doc, "hint": hint, **limits})
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,10 @@ class Execution:
     out_dir: str = setting("outputs", "results root: <out_dir>/<experiment>/runs/<run_id>/")
     data_root: str = setting("datasets", "torchvision datasets' root folder (standard layout)")
     download: bool = setting(True, "download a missing torchvision dataset (fails clearly when offline)")
-    device: str = setting("auto", "auto = cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
+    # No cuda:N: analysis.py reads any non-cpu device as "cuda", so an index would train on one GPU and
+    # measure on another; CUDA_VISIBLE_DEVICES chooses the GPU for both (and Slurm sets it per job).
+    device: str = setting("auto", "auto = cuda when available, else cpu", choices=("auto", "cpu", "cuda"),
+                          hint="choose the GPU with CUDA_VISIBLE_DEVICES=N, not cuda:N")
     bf16: bool = setting(False, "CUDA only: bfloat16 autocast for forward and loss")
     channels_last: bool = setting(False, "CUDA only: channels_last memory format for conv nets")
     threads: int = setting(0, "CPU threads for torch (0 = torch's default)", minimum=0)
@@ -188,11 +197,17 @@ def show_default(item: dataclasses.Field) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def first_control_character(text: str) -> str | None:
+    """The first character of `text` in CONTROL_CATEGORIES, or None."""
+    return next((character for character in text if unicodedata.category(character) in CONTROL_CATEGORIES), None)
+
+
 def _check_value(item: dataclasses.Field, value) -> None:
     meta, kind = item.metadata, _type_of(item)
 
     def refuse(reason: str):
-        raise SettingsError(f"{item.name}={value!r} {reason}; accepted: {describe_accepted(item)}")
+        hint = f" ({meta['hint']})" if meta.get("hint") else ""
+        raise SettingsError(f"{item.name}={value!r} {reason}; accepted: {describe_accepted(item)}{hint}")
 
     if typing.get_origin(kind) is tuple:
         if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -204,6 +219,10 @@ def _check_value(item: dataclasses.Field, value) -> None:
         refuse(f"has the wrong type ({type(value).__name__})")
     if kind is float and not math.isfinite(value):
         refuse("is not finite")
+    if kind is str and (character := first_control_character(value)) is not None:
+        # repr() escapes the character, so the error stays one line
+        raise SettingsError(f"{item.name}={value!r} contains the control character {character!r}; accepted: "
+                            "text on one line, without newline, carriage return, tab, NUL or other control characters")
     if meta.get("choices") and value not in meta["choices"]:
         refuse("is not known")
     out_of_range = (
@@ -217,7 +236,15 @@ def _check_value(item: dataclasses.Field, value) -> None:
 
 
 def parse_value(item: dataclasses.Field, text: str):
-    """Turn the command-line text of one value into the field's type (SettingsError if it can't)."""
+    """Turn the command-line text of one value into the field's type and check it against the field's
+    type and range (SettingsError if it can't be read or is refused): a bad swept value is refused as
+    it is read, before any grid point is built. Checks across fields wait for the dataclass."""
+    value = _read_value(item, text)
+    _check_value(item, value)
+    return value
+
+
+def _read_value(item: dataclasses.Field, text: str):
     kind = _type_of(item)
     try:
         if kind is bool:

@@ -2,7 +2,7 @@
 
 data_root is passed straight to torchvision, so the files sit exactly where torchvision expects
 them (`cifar-10-batches-py/`, `cifar-100-python/`, `MNIST/raw/`, `FashionMNIST/raw/`,
-`train_32x32.mat` and `test_32x32.mat`) and `python utils.py download NAME` on a login node fills
+`train_32x32.mat` and `test_32x32.mat`) and `python -m data download NAME` on a login node fills
 the same folder a compute node later reads offline.
 """
 
@@ -64,7 +64,7 @@ def _to_tensors(name: str, split) -> tuple[Tensor, Tensor]:
 
 
 def _prefetch_hint(name: str, data_root: Path) -> str:
-    return (f"run `python utils.py download {name} data_root={data_root}` on a machine with internet, "
+    return (f"run `python -m data download {name} data_root={data_root}` on a machine with internet, "
             "or pass data_root=PATH")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from checkpointing import ExperimentFolder
 from figures import FIGURES
 from utils import atomic_write_bytes
 
@@ -23,7 +24,7 @@ PICKS = {"learning_phases": "learning_phases_*depth4*", "collapse_heatmaps": "he
 def build_gallery(experiment_dir: Path, out_dir: Path) -> list[Path]:
     written = []
     for name in FIGURES:
-        folder = experiment_dir / "figures"
+        folder = ExperimentFolder(experiment_dir).figures_path
         candidates = sorted(folder.glob(PICKS.get(name, "-") + ".png")) or sorted(folder.glob(f"{name}*.png"))
         if not candidates:
             continue

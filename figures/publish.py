@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from checkpointing import RunFolder
-from conf import EXPERIMENTS, Plan, Settings, SettingsError
+from checkpointing import ExperimentFolder
+from conf import EXPERIMENTS, Plan, SettingsError
 from conf.plasticity import run_kind, stage1_settings
 from utils import atomic_write_text
 
@@ -19,9 +19,8 @@ from utils import atomic_write_text
 def run_table(experiment_dir: Path) -> pd.DataFrame:
     """Every run folder of the experiment: id, kind, state, iteration/total, parent, and its settings."""
     rows = []
-    for settings_path in sorted((experiment_dir / "runs").glob("*/settings.json")):
-        folder = RunFolder(settings_path.parent)
-        settings = Settings.from_record(json.loads(settings_path.read_text())["settings"])
+    for folder in ExperimentFolder(experiment_dir).run_folders():
+        settings = folder.read_settings()
         status = folder.read_status()
         kind = run_kind(settings)
         rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
@@ -38,7 +37,8 @@ def publish(plan: Plan, experiment_dir: Path) -> int:
     from figures.phases import phase_table, stop_table
     from figures.report import write_report  # imports seaborn: only when drawing
 
-    table_path = experiment_dir / "metrics.parquet"
+    experiment = ExperimentFolder(experiment_dir)
+    table_path = experiment.table_path
     if not table_path.exists():
         raise SettingsError(f"{table_path} does not exist; run `python analysis.py experiment={plan.experiment} ...` "
                             "first (it measures the checkpoints)")
@@ -46,20 +46,20 @@ def publish(plan: Plan, experiment_dir: Path) -> int:
     for key, values in plan.overrides:  # the same filter as for measuring
         metrics = metrics[metrics[key].isin(values)] if key in metrics else metrics
     runs = run_table(experiment_dir)
-    drawn, skipped = figures.draw_all(metrics, experiment_dir / "figures")
+    drawn, skipped = figures.draw_all(metrics, experiment.figures_path)
     phases = phase_table(metrics)
     advice = stop_table(phases)
-    atomic_write_text(experiment_dir / "phases.csv", phases.to_csv(index=False))
+    atomic_write_text(experiment.phases_path, phases.to_csv(index=False))
     unfinished = runs[runs["state"] != "done"] if len(runs) else runs
     notes = [f"{len(unfinished)} run(s) not done ({', '.join(sorted(set(unfinished['state'])))}): drawn up to their "
              "newest measured checkpoint"] if len(unfinished) else []
     description = EXPERIMENTS[plan.experiment].description if plan.experiment in EXPERIMENTS else ""
-    report = write_report(experiment_dir, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
+    report = write_report(experiment.report_path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
                           phases, advice, notes)
     for note in notes:
         print(note)
     print(f"figures: {sum(len(paths) // 2 for paths in drawn.values())} drawn ({', '.join(drawn) or 'none'}) in "
-          f"{experiment_dir / 'figures'}")
+          f"{experiment.figures_path}")
     for name, reason in skipped.items():
         print(f"  not drawn: {name}: {reason}")
     print(f"report: {report}")

@@ -32,9 +32,10 @@ def varying_settings(runs: pd.DataFrame, ignore=("run_id", "state", "iteration",
     return pd.DataFrame(rows, columns=["setting", "values"])
 
 
-def write_report(experiment_dir: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
+def write_report(path: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
                  skipped: dict, phases: pd.DataFrame, advice: pd.DataFrame, notes: list[str]) -> Path:
-    """Write report.html next to the figures/ folder it links (relative links: the folder can move)."""
+    """Write the report at `path`, beside the figures folder it links (relative links: the folder can move)."""
+    experiment_dir = path.parent
     varying = varying_settings(runs)
     run_columns = ["run_id", "kind", "state", "iteration", "parent"] + list(varying["setting"])
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>",
@@ -62,6 +63,5 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
               "<h3>Stop pre-training here (read at the last hidden layer)</h3>",
               _table(advice) if len(advice) else "<p>no reconstruction curves</p>",
               "<h3>Every layer</h3>", _table(phases) if len(phases) else "<p>no reconstruction curves</p>"]
-    path = experiment_dir / "report.html"
     atomic_write_text(path, "\n".join(parts) + "\n")
     return path

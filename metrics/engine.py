@@ -17,7 +17,7 @@ import torch.nn.functional as functional
 from torch import Tensor
 
 import data
-from conf.analysis import Analysis
+from conf.analysis import Analysis, check_heldout_split
 from metrics.moments import ClassMoments, ncc_predictions
 from metrics.pooling import pool_to
 from metrics.registry import METRICS, LayerResults, LinearMap
@@ -91,6 +91,7 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
     model.eval()
     device = train.images.device
     heldout = torch.rand(len(train.labels), generator=seeded_generator(seed, "heldout")) < options.heldout_fraction
+    check_heldout_split(options.heldout_fraction, int(heldout.sum()), len(heldout))  # on the CPU: no device sync
     heldout = heldout.to(device)
     states: dict[str, LayerState] = {}
     cache_budget = options.feature_cache_gb * 2 ** 30
@@ -191,7 +192,9 @@ def _transfer_fit(model, transfer_train: SplitData, states: dict[str, LayerState
     """Another dataset's training split, in a pass of its own: the transfer probe's moments (fit and
     held-out parts) per layer; returns its pooled features per layer, for its train accuracy."""
     heldout = torch.rand(len(transfer_train.labels), generator=seeded_generator(seed, "transfer heldout"))
-    heldout = (heldout < options.heldout_fraction).to(transfer_train.images.device)
+    heldout = heldout < options.heldout_fraction
+    check_heldout_split(options.heldout_fraction, int(heldout.sum()), len(heldout))  # on the CPU: no device sync
+    heldout = heldout.to(transfer_train.images.device)
     pooled_by_layer: dict[str, list[Tensor]] = {}
     for start, stop, images, _, transfer_labels in transfer_train.batches(options.analysis_batch_size):
         held, targets = heldout[start:stop], _one_hot(transfer_labels, TRANSFER_CLASSES)

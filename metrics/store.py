@@ -17,13 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from checkpointing import ExperimentFolder
 from utils import atomic_write_bytes, exclusive_lock
 
 KEY = ["run_id", "iteration", "layer", "metric", "split"]
-
-
-def cell_path(experiment_dir: Path, run_id: str, iteration: int) -> Path:
-    return experiment_dir / "metrics" / run_id / f"iteration_{iteration:08d}.parquet"
 
 
 def write_frame(path: Path, frame: pd.DataFrame) -> None:
@@ -55,19 +52,19 @@ def merge(experiment_dir: Path) -> pd.DataFrame:
 
     Merges take turns (a waiting lock): otherwise a process that listed the cells before another
     process's last cell was written could write its table after that process's complete one."""
-    with exclusive_lock(experiment_dir / "metrics.lock", wait=True):
+    with exclusive_lock(ExperimentFolder(experiment_dir).merge_lock_path, wait=True):
         return _merge(experiment_dir)
 
 
 def _merge(experiment_dir: Path) -> pd.DataFrame:
-    frames = []
-    for path in sorted((experiment_dir / "metrics").glob("*/iteration_*.parquet")):
+    frames, experiment = [], ExperimentFolder(experiment_dir)
+    for path in experiment.cell_paths():
         frame = pd.read_parquet(path)
-        settings_path = experiment_dir / "runs" / path.parent.name / "settings.json"
-        if settings_path.exists():
-            for key, value in json.loads(settings_path.read_text())["settings"].items():
+        run = experiment.run(experiment.run_id_of_cell(path))
+        if run.settings_path.exists():
+            for key, value in run.read_settings().to_record().items():
                 frame[key] = json.dumps(value) if isinstance(value, list) else value
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY, "value"])
-    write_frame(experiment_dir / "metrics.parquet", table)
+    write_frame(experiment.table_path, table)
     return table

@@ -9,9 +9,9 @@
 from models import convnet, convresnet, mlp, resnet, vgg  # noqa: F401
 from models.base import LayerwiseModel
 from models.interventions import reset_last_modules, shrink_and_perturb
-from models.registry import REGISTRY, UnknownArchitecture, build, register
+from models.registry import REGISTRY, UnknownArchitecture, build, from_checkpoint, register
 
 ARCHITECTURES: tuple[str, ...] = tuple(sorted(REGISTRY))
 
-__all__ = ["ARCHITECTURES", "REGISTRY", "LayerwiseModel", "UnknownArchitecture", "build", "register", "reset_last_modules",
+__all__ = ["ARCHITECTURES", "REGISTRY", "LayerwiseModel", "UnknownArchitecture", "build", "from_checkpoint", "register", "reset_last_modules",
            "shrink_and_perturb"]

@@ -16,16 +16,17 @@ from pathlib import Path
 import submitit
 
 import training
-from checkpointing import RunFolder
+from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import Execution, Settings
-from utils import setup_logging
+from data import DataError
+from utils import describe_environment_error, setup_logging
 
 logger = logging.getLogger(__name__)
 FINISHED = ("done", "failed", "diverged")
 
 
 def _folder(experiment_dir: str | Path, record: dict) -> RunFolder:
-    return RunFolder(Path(experiment_dir) / "runs" / Settings.from_record(record).run_id)
+    return ExperimentFolder(experiment_dir).run(Settings.from_record(record).run_id)
 
 
 def train_pack(experiment_dir: str | Path, records: list[dict], execution_record: dict) -> dict[str, str]:
@@ -40,11 +41,29 @@ def train_pack(experiment_dir: str | Path, records: list[dict], execution_record
             outcomes[settings.run_id] = training.run(settings, folder.path, execution)
         except training.Interrupted:
             raise
-        except Exception as error:  # the status file keeps the reason; the other runs go on
+        except OSError as error:  # the environment (a full disk, say): resumable once it is fixed
+            reason = describe_environment_error(error)
+            logger.error("%s stopped: %s", settings.run_id, reason)
+            outcomes[settings.run_id] = _record_stop(folder, "interrupted", reason)
+        except (RunFolderError, DataError) as error:  # a damaged file or missing data: one line, no traceback
+            logger.error("%s failed: %s", settings.run_id, error)
+            outcomes[settings.run_id] = _record_stop(folder, "failed", str(error))
+        except Exception as error:  # a bug: the traceback goes to the log, the status keeps the reason
             logger.exception("%s failed", settings.run_id)
-            folder.write_status("failed", reason=f"{type(error).__name__}: {error}")
-            outcomes[settings.run_id] = "failed"
+            outcomes[settings.run_id] = _record_stop(folder, "failed", f"{type(error).__name__}: {error}")
     return outcomes
+
+
+def _record_stop(folder: RunFolder, state: str, reason: str) -> str:
+    """Write the state with its reason when the disk still takes it (a full one may not: the run then
+    shows as lost, which is launched again too); the other runs of the pack go on either way, and
+    the run's last good state is untouched. An interrupted run resumes on the next launch; a
+    failed one only with retry=failed."""
+    try:
+        folder.write_status(state, reason=reason)
+    except OSError as error:
+        logger.error("%s: could not record that either (%s)", folder.run_id, describe_environment_error(error))
+    return state
 
 
 class TrainJob(submitit.helpers.Checkpointable):

@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+from checkpointing import ExperimentFolder
 from conf import Plan, SettingsError
 from conf.cluster import sbatch_parameters
 from slurm.job import TrainJob, train_pack
@@ -88,8 +89,8 @@ def _report(plan: Plan, experiment_dir: Path, outcomes: dict[str, str]) -> int:
         counts[outcome] = counts.get(outcome, 0) + 1
     summary = ", ".join(f"{count} {state}" for state, count in counts.items()) or "nothing to do"
     print(f"{len(outcomes)} run(s) of experiment {plan.experiment!r} trained: {summary}. "
-          f"Results in {experiment_dir / 'runs'}")
-    return 1 if "failed" in counts else 0
+          f"Results in {ExperimentFolder(experiment_dir).runs_path}")
+    return 1 if {"failed", "interrupted"} & set(counts) else 0
 
 
 def launch_inline(plan: Plan, experiment_dir: Path, first: list[RunView], second: list[RunView], _views) -> int:
@@ -122,7 +123,7 @@ def make_executor(plan: Plan, experiment_dir: Path):
     import submitit
 
     cluster = plan.cluster
-    executor = submitit.SlurmExecutor(folder=experiment_dir / "slurm" / "%j", max_num_timeout=cluster.max_requeues)
+    executor = submitit.SlurmExecutor(folder=ExperimentFolder(experiment_dir).slurm_path / "%j", max_num_timeout=cluster.max_requeues)
     # The job imports this repository's packages (the pickled TrainJob): put it first on PYTHONPATH.
     setup = [f'export PYTHONPATH="{REPOSITORY}${{PYTHONPATH:+:$PYTHONPATH}}"',
              *filter(None, (line.strip() for line in cluster.job_setup.split(";")))]
@@ -191,7 +192,8 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, first: list[RunView], seco
         arrays += _submit_arrays(executor, experiment_dir, children, plan, limits, execution, job_of)
     first_job = next(iter(job_of.values())).split("_")[0]
     print(f"submitted {packs_total} job(s) for {len(first) + len(waiting)} run(s) in {arrays} array(s) (first array job "
-          f"{first_job}); logs in {experiment_dir / 'slurm'}; results in {experiment_dir / 'runs'}")
+          f"{first_job}); logs in {ExperimentFolder(experiment_dir).slurm_path}; results in "
+          f"{ExperimentFolder(experiment_dir).runs_path}")
     if waiting:
         print(f"{len(waiting)} warm-started run(s) wait for their stage-1 run's job (afterok)")
     print(f"follow with: python train.py status experiment={plan.experiment} out_dir={plan.execution.out_dir} ...")

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from checkpointing import RunFolder
+from checkpointing import ExperimentFolder, RunFolder
 from conf import Settings
 from conf.plasticity import run_kind, stage1_settings
 
@@ -22,6 +22,7 @@ ACTIVE = ("queued", "running")  # a job holds the run: never launched twice
 RETRYABLE = ("failed", "diverged")  # launched again only with retry=failed
 # "lost": recorded as queued or running, but its job is gone from the queue (or its local process
 # is dead) — cancelled, or its node failed. Launched again, like a new or interrupted run.
+# "damaged": done, but a checkpoint went missing or changed since it was written. Launched again.
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class RunView:
     folder: RunFolder
     status: dict
     job: dict
-    state: str  # new | queued | running | done | diverged | failed | interrupted | lost
+    state: str  # new | queued | running | done | damaged | diverged | failed | interrupted | lost
 
     @property
     def job_id(self) -> str | None:
@@ -98,16 +99,19 @@ def parent_view(view: RunView, by_id: dict[str, RunView]) -> RunView | None:
 
 
 def observe(grid: tuple[Settings, ...], experiment_dir: Path, queue: set[str] | None) -> list[RunView]:
-    views = []
+    views, experiment = [], ExperimentFolder(experiment_dir)
     for settings in grid:
-        folder = RunFolder(experiment_dir / "runs" / settings.run_id)
+        folder = experiment.run(settings.run_id)
         status, job = folder.read_status(), folder.read_job()
-        views.append(RunView(settings, folder, status, job, observed_state(status, job, queue)))
+        state = observed_state(status, job, queue)
+        if state == "done" and folder.damaged_checkpoints(thorough=False):
+            state = "damaged"  # trained again from a state before the damage, which re-makes the files bit for bit
+        views.append(RunView(settings, folder, status, job, state))
     return views
 
 
 def to_launch(views: list[RunView], retry: str) -> list[RunView]:
-    """New, interrupted and lost runs; failed and diverged ones too with retry=failed."""
+    """New, interrupted, lost and damaged runs; failed and diverged ones too with retry=failed."""
     return [view for view in views
             if view.state not in ("done", *ACTIVE) and (view.state not in RETRYABLE or retry == "failed")]
 

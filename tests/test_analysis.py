@@ -112,7 +112,7 @@ def _measure_table(run_dir, batch_size: int, order=None):
     train, test, classes = analysis.splits_of(settings, RunFolder(run_dir), Path("datasets"), False, torch.device("cpu"))
     if order is not None:  # the same examples in another order
         train = engine.SplitData(train.images[order], train.labels[order], train.mean, train.std)
-    _, model = analysis.load_model(run_dir / "checkpoints" / "iteration_00000008.pt", (3, 8, 8), classes, "cpu")
+    _, model = analysis.load_model(RunFolder(run_dir), 8, "cpu")
     rows = engine.measure(model, train, test, classes, Analysis(analysis_batch_size=batch_size, probe_dimensions=32), 0)
     return {(row["layer"], row["metric"], row["split"]): row["value"] for row in rows}
 

@@ -1,6 +1,7 @@
 """Launching without Slurm: packing, array splitting, launch options, run states, local workers."""
 
 import os
+import re
 import socket
 
 import pytest
@@ -68,7 +69,19 @@ def test_launch_options_never_enter_the_run_id():
     assert plain.run_id == cluster.run_id
 
 
-def test_executor_gets_the_cluster_options(tmp_path):
+@pytest.fixture
+def srun_on_path(tmp_path, monkeypatch):
+    """submitit's SlurmExecutor refuses to be built where `srun` is not on PATH (a laptop, a CI box
+    without Slurm): a stand-in makes these tests independent of the machine. It is never run."""
+    folder = tmp_path / "fake-slurm-bin"
+    folder.mkdir()
+    (folder / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (folder / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def test_executor_gets_the_cluster_options(tmp_path, srun_on_path):
+    """Every launch option reaches submitit's parameters under its submitit name, in its units."""
     plan = parse_arguments(["launcher=slurm", "partition=gpu", "account=lab", "time=24:00:00", "gpus=2", "cpus=4",
                             "mem_gb=16", "array_parallelism=8", "signal_delay_seconds=300",
                             "sbatch_extra=reservation=r1;exclusive", "job_setup=module load cuda"])
@@ -136,8 +149,29 @@ def test_status_command_lists_every_run(tmp_path):
     assert "non-finite training loss at iteration" in result.stdout
 
 
-def test_cluster_defaults_are_valid():
-    Cluster()
+SBATCH_LINE = re.compile(r"#SBATCH --([a-z][a-z0-9-]*)=([^\s']\S*)")  # --name=value, the value neither empty nor ''
+
+
+def test_cluster_defaults_are_valid(tmp_path, srun_on_path, caplog):
+    """The site defaults (conf/cluster.py) make an sbatch script of well-formed, non-empty options with
+    the default resources, and leave the requeue signal a safe margin before the time limit."""
+    defaults = Cluster()
+    check_submission(1, 1, {"MaxArraySize": 1001, "MaxJobCount": 10000, "nodes": 1}, tmp_path, defaults)
+    assert caplog.text == ""  # no "signalled while it starts" warning
+    executor = make_executor(parse_arguments(["launcher=slurm"]), tmp_path)
+    script = executor._make_submission_file_text("python -u job.py", "uid")
+    lines = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert all(SBATCH_LINE.fullmatch(line) for line in lines), lines
+    options = dict(SBATCH_LINE.fullmatch(line).groups() for line in lines)
+    assert options["time"] == str(defaults.time_minutes)
+    assert options["signal"] == f"USR2@{defaults.signal_delay_seconds}"
+    assert defaults.time_minutes * 60 - defaults.signal_delay_seconds >= 60
+    assert options["cpus-per-task"] == str(defaults.cpus)
+    assert options.get("gpus-per-node") == (str(defaults.gpus) if defaults.gpus else None)
+    assert options.get("mem") == (f"{defaults.mem_gb}GB" if defaults.mem_gb else None)
+    for key in ("partition", "account", "qos", "constraint"):  # "" = the cluster's default: no option at all
+        assert options.get(key) == (getattr(defaults, key) or None), key
+    assert script.index("export PYTHONPATH=") < script.index("srun ")  # the repository importable in the job
 
 
 def test_local_workers_share_the_cores_unless_threads_is_set():
