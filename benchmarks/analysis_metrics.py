@@ -223,20 +223,32 @@ def row(name: str, ours: float, baseline: float, ratio: float, target: str, met:
 def main(arguments: list[str]) -> int:
     options = dict(argument.split("=", 1) for argument in arguments)
     rounds = int(options.get("rounds", 3))
-    large_train_size = int(options.get("large_train_size", 20000))
     device = torch.device(options.get("device", "cpu"))
     if "threads" in options:
         torch.set_num_threads(int(options["threads"]))
     analysis = Analysis()
     model, train, test, num_classes = splits(5000, device)
-    batch = analysis.analysis_batch_size
     print(f"analysis cost on {device} ({torch.get_num_threads()} threads): CONV-4-32 (random init), synthetic "
-          f"3x32x32, {len(train.labels)} train + {len(test.labels)} test, batch {batch}, "
+          f"3x32x32, {len(train.labels)} train + {len(test.labels)} test, batch {analysis.analysis_batch_size}, "
           f"median of {rounds} interleaved rounds, load average {os.getloadavg()[0]:.1f}")
     print(f"{'measurement':<46} {'ours':>9} {'baseline':>10} {'ratio':>8} {'target':>7} {'':>6}")
-    lines, notes = [], []
+    setup = (model, train, test, num_classes, analysis, rounds, device)
+    all_metrics_rows(setup, int(options.get("large_train_size", 20000)))
+    floor_rows(setup)
+    notes = [ncc_row(setup), decoder_row(setup)]
+    for note in notes:
+        print(note)
+    return 0
 
-    # 1. all metrics ÷ one forward pass, at two training-split sizes.
+
+def show(line: str) -> None:
+    print(line, flush=True)
+
+
+def all_metrics_rows(setup, large_train_size: int) -> None:
+    """1. all metrics ÷ one forward pass, at two training-split sizes."""
+    model, train, test, num_classes, analysis, rounds, device = setup
+    batch = analysis.analysis_batch_size
     for size in (len(train.labels), large_train_size):
         size_model, size_train, size_test, _ = (model, train, test, num_classes) if size == len(train.labels) \
             else splits(size, device)
@@ -245,11 +257,14 @@ def main(arguments: list[str]) -> int:
             "measure": lambda: engine.measure(size_model, size_train, size_test, num_classes, analysis, seed=SEED)},
             rounds, device)
         ratio = seconds["measure"] / seconds["forward"]
-        lines.append(row(f"all metrics / 1 forward ({size} train)", seconds["measure"], seconds["forward"],
-                         ratio, "<=1.5x", ratio <= 1.5))
-        print(lines[-1], flush=True)
+        show(row(f"all metrics / 1 forward ({size} train)", seconds["measure"], seconds["forward"], ratio, "<=1.5x",
+                 ratio <= 1.5))
 
-    # 1b. Why row 1 cannot reach its target here: the decoder's XᵀT alone, on features computed beforehand.
+
+def floor_rows(setup) -> None:
+    """1b. Why row 1 cannot reach its target here: the decoder's XᵀT alone, on features computed beforehand."""
+    model, train, test, _, analysis, rounds, device = setup
+    batch = analysis.analysis_batch_size
     batches = decoder_inputs(model, (train, test), analysis.probe_dimensions, batch)
     seconds, _ = interleaved({
         "forward": lambda: plain_forward(model, train, test, batch),
@@ -257,41 +272,38 @@ def main(arguments: list[str]) -> int:
         "float32": lambda: decoder_cross_moments(batches, torch.float32)}, rounds, device)
     for precision in ("float64", "float32"):
         ratio = seconds[precision] / seconds["forward"]
-        lines.append(row(f"  floor: decoder X^T T alone ({precision}) / 1 fwd", seconds[precision], seconds["forward"],
-                         ratio, "<=1.5x", ratio <= 1.5))
-        print(lines[-1], flush=True)
-    del batches
+        show(row(f"  floor: decoder X^T T alone ({precision}) / 1 fwd", seconds[precision], seconds["forward"],
+                 ratio, "<=1.5x", ratio <= 1.5))
 
-    # 2. NCC + CDNV, every layer, training split: the seed's loops ÷ ours.
+
+def ncc_row(setup) -> str:
+    """2. NCC + CDNV, every layer, training split: the seed's loops ÷ ours; returns the agreement note."""
+    model, train, _, num_classes, analysis, rounds, device = setup
+    batch = analysis.analysis_batch_size
     seconds, results = interleaved({
         "seed": lambda: seed_ncc_cdnv(model, train, model.layer_names(), num_classes, batch),
         "ours": lambda: our_ncc_cdnv(model, train, num_classes, batch)}, rounds, device)
     ratio = seconds["seed"] / seconds["ours"]
-    lines.append(row("NCC+CDNV all layers: seed loops / ours", seconds["ours"], seconds["seed"], ratio, ">=4x",
-                     ratio >= 4))
-    print(lines[-1], flush=True)
-    notes.append(check_agreement(results["seed"], results["ours"], len(train.labels)))
+    show(row("NCC+CDNV all layers: seed loops / ours", seconds["ours"], seconds["seed"], ratio, ">=4x", ratio >= 4))
+    return check_agreement(results["seed"], results["ours"], len(train.labels))
 
-    # 3. the linear decoder of one layer: trained by Adam for 20 epochs (LearnPhase) ÷ closed form.
+
+def decoder_row(setup) -> str:
+    """3. the linear decoder of one layer: trained by Adam for 20 epochs (LearnPhase) ÷ closed form."""
+    model, train, test, _, analysis, rounds, device = setup
     train_features, train_targets = decoder_data(model, train, analysis)
     test_features, test_targets = decoder_data(model, test, analysis)
     seconds, results = interleaved({
         "trained": lambda: train_linear_map(train_features, train_targets, epochs=20, optimizer="adam", seed=SEED),
         "closed": lambda: closed_form_decoder(train_features, train_targets, analysis)}, rounds, device)
     ratio = seconds["trained"] / seconds["closed"]
-    lines.append(row(f"decoder {DECODER_LAYER}->image: Adam 20 ep / closed", seconds["closed"], seconds["trained"],
-                     ratio, ">=20x", ratio >= 20))
-    print(lines[-1], flush=True)
+    show(row(f"decoder {DECODER_LAYER}->image: Adam 20 ep / closed", seconds["closed"], seconds["trained"], ratio,
+             ">=20x", ratio >= 20))
     trained_mse = mse(test_features, test_targets, *results["trained"])
     closed_mse = mse(test_features, test_targets, *results["closed"])
     assert closed_mse <= trained_mse, f"closed-form test MSE {closed_mse} exceeds the trained one's {trained_mse}"
-    notes.append(f"decoder test MSE (normalised pixels², {test_features.shape[1]} dims): closed form "
-                 f"{closed_mse:.4f} <= Adam 20 epochs {trained_mse:.4f}")
-
-    for note in notes:
-        print(note)
-    return 0
-
+    return (f"decoder test MSE (normalised pixels², {test_features.shape[1]} dims): closed form "
+            f"{closed_mse:.4f} <= Adam 20 epochs {trained_mse:.4f}")
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import data
-from utils import setup_logging
+from utils import describe_environment_error, setup_logging
 
 
 def main(arguments: list[str]) -> int:
@@ -32,6 +32,9 @@ def main(arguments: list[str]) -> int:
         except data.DataError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except OSError as error:  # the environment: a read-only or full data_root
+            print(f"error: {describe_environment_error(error)}", file=sys.stderr)
+            return 1
         print(f"{name}: ready under {data_root}")
     return 0
 

@@ -12,38 +12,15 @@ bootstrap confidence band (seaborn's errorbar=("ci", 95)).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
+from figures import collapse, learnphase, plasticity  # noqa: F401  (importing a plug-in registers it)
+from figures.registry import FIGURES, FigureSpec, Skip, figure  # noqa: F401
 from figures.style import save
 
-
 logger = logging.getLogger(__name__)
-
-
-class Skip(Exception):
-    """A figure that this table cannot feed; the message says why."""
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    name: str
-    paper: str
-    draw: Callable[[pd.DataFrame], dict]  # metrics table -> {file stem: matplotlib Figure}
-
-
-FIGURES: dict[str, FigureSpec] = {}
-
-
-def figure(name: str, paper: str):
-    """Register a figure plug-in: `@figure("ncc_by_layer", "IntermediateNC Fig. 1")`."""
-    def register(function):
-        FIGURES[name] = FigureSpec(name, paper, function)
-        return function
-    return register
 
 
 def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = None) -> tuple[dict, dict]:
@@ -73,7 +50,3 @@ def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = Non
         drawn[name] = paths
         logger.info("drew %s: %d figure(s)", name, len(paths) // 2)  # progress: drawing takes seconds each
     return drawn, skipped
-
-
-# Importing each module registers its figures.
-from figures import collapse, learnphase, plasticity  # noqa: E402,F401

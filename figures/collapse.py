@@ -15,7 +15,7 @@ import seaborn
 from matplotlib.ticker import MaxNLocator
 
 from conf import Settings
-from figures import Skip, figure
+from figures.registry import Skip, figure
 from figures.style import SEED_BAND, new_figure, varying
 
 KNOBS = ("label_noise", "weight_decay", "depth", "width", "lr", "arch")  # what IntermediateNC varies

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import seaborn
 
-from figures import Skip, figure
+from figures.registry import Skip, figure
 from figures.collapse import KNOBS, condition_label, single_stage
 from figures.phases import phase_table, stop_table
 from figures.style import SEED_BAND, iteration_axis, new_figure, varying

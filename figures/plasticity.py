@@ -14,7 +14,7 @@ import seaborn
 
 from conf import Settings
 from conf.plasticity import PRETRAINING_DEFAULTS
-from figures import Skip, figure
+from figures.registry import Skip, figure
 from figures.style import SEED_BAND, new_figure, varying
 
 SHAPE = ("depth", "width", "arch")  # the network's size: the appendix's ResNet-18 family

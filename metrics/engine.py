@@ -90,18 +90,32 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
     of their own; None: the probe reads the run's own images in the same passes."""
     model.eval()
     device = train.images.device
+    classifier = {split: torch.zeros(2, dtype=torch.float64, device=device) for split in SPLITS}
+    transfer_train, transfer_test = (train, test) if transfer is None else transfer
+    states = _train_pass(model, train, num_classes, options, seed, classifier["train"], own_transfer=transfer is None)
+    transfer_pooled = None if transfer is None else _transfer_fit(model, transfer_train, states, options, seed)
+    results = {name: _fit_layer(model, name, state, train, test, transfer_train, transfer_test, transfer_pooled,
+                                num_classes, options, seed) for name, state in states.items()}
+    _test_pass(model, test, transfer_test if transfer is not None else None, results, num_classes, options,
+               classifier["test"])
+    counts = {"train": len(train.labels), "test": len(test.labels)}
+    return results, {split: (sums[0].item() / counts[split], sums[1].item() / counts[split])
+                     for split, sums in classifier.items()}
+
+
+def _train_pass(model, train: SplitData, num_classes: int, options: Analysis, seed: int, classifier: Tensor, *,
+                own_transfer: bool) -> dict[str, "LayerState"]:
+    """The training split's pass: every layer's class moments and the probes' streamed moments (fit
+    and held-out parts), with the features kept for the train accuracies while the cache allows."""
+    device = train.images.device
     heldout = torch.rand(len(train.labels), generator=seeded_generator(seed, "heldout")) < options.heldout_fraction
     check_heldout_split(options.heldout_fraction, int(heldout.sum()), len(heldout))  # on the CPU: no device sync
     heldout = heldout.to(device)
     states: dict[str, LayerState] = {}
     cache_budget = options.feature_cache_gb * 2 ** 30
-    classifier = {split: torch.zeros(2, dtype=torch.float64, device=device) for split in SPLITS}
-
-    own_transfer = transfer is None
-    transfer_train, transfer_test = (train, test) if own_transfer else transfer
     for start, stop, images, labels, transfer_labels in train.batches(options.analysis_batch_size):
         features = model.features(images)
-        _classifier_update(classifier["train"], features["logits"], labels)
+        _classifier_update(classifier, features["logits"], labels)
         held = heldout[start:stop]
         target_image = images.flatten(1)
         for name, tensor in features.items():
@@ -121,38 +135,47 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
             if cache_budget >= flat.numel() * flat.element_size():
                 state.cached_full.append(flat)
                 cache_budget -= flat.numel() * flat.element_size()
+    return states
 
-    transfer_pooled = None if own_transfer else _transfer_fit(model, transfer_train, states, options, seed)
-    results: dict[str, LayerResults] = {}
-    for name, state in states.items():
-        pooled = torch.cat(state.cached_pooled)
-        maps = {}
-        for key, (fit, held_out) in (("probe", state.probe), ("reconstruction", state.decoder),
-                                     ("transfer", state.transfer)):
-            whole = fit.merge(held_out)
-            if options.linear_maps == "closed_form":
-                l2 = choose_l2(fit, held_out)  # on the held-out part, then refit on the whole split
-                maps[key] = LinearMap(*ridge_fit(whole, l2), l2, {"train": whole})
-            else:  # LearnPhase's way, for parity: gradient descent on the kept features (no l2 to choose)
-                inputs, targets = _training_pairs(key, pooled, train, transfer_train, transfer_pooled, name, num_classes)
-                with torch.enable_grad():  # measure() runs under no_grad; this map learns by gradients
-                    weights, bias = train_linear_map(inputs, targets, optimizer=options.linear_maps, seed=seed)
-                maps[key] = LinearMap(weights, bias, float("nan"), {"train": whole})
-        full = torch.cat(state.cached_full) if len(state.cached_full) == len(state.cached_pooled) else None
-        pooled_for_transfer = pooled if own_transfer else transfer_pooled[name]
-        correct = {"ncc": _ncc_correct(model, name, full, train, state.classes, options.analysis_batch_size),
-                   "probe": (_predict(pooled, maps["probe"]) == train.labels).sum().item(),
-                   "transfer": (_predict(pooled_for_transfer, maps["transfer"]) == transfer_train.transfer_labels).sum().item()}
-        results[name] = LayerResults(SPLITS, {"train": len(train.labels), "test": len(test.labels)},
-                                     {"train": state.classes}, {"train": correct}, maps, state.pooled_dimensions,
-                                     {"train": len(transfer_train.labels), "test": len(transfer_test.labels)})
-        state.cached_full.clear()
-        state.cached_pooled.clear()
 
-    test_correct = {name: torch.zeros(3, dtype=torch.float64, device=device) for name in states}
+def _fit_layer(model, name: str, state: "LayerState", train: SplitData, test: SplitData, transfer_train: SplitData,
+               transfer_test: SplitData, transfer_pooled, num_classes: int, options: Analysis, seed: int) -> "LayerResults":
+    """One layer's linear maps (closed form: l2 chosen on the held-out part, then refit on the whole
+    split) and its training-split accuracies; frees the kept features."""
+    pooled = torch.cat(state.cached_pooled)
+    maps = {}
+    for key, (fit, held_out) in (("probe", state.probe), ("reconstruction", state.decoder),
+                                 ("transfer", state.transfer)):
+        whole = fit.merge(held_out)
+        if options.linear_maps == "closed_form":
+            l2 = choose_l2(fit, held_out)  # on the held-out part, then refit on the whole split
+            maps[key] = LinearMap(*ridge_fit(whole, l2), l2, {"train": whole})
+        else:  # LearnPhase's way, for parity: gradient descent on the kept features (no l2 to choose)
+            inputs, targets = _training_pairs(key, pooled, train, transfer_train, transfer_pooled, name, num_classes)
+            with torch.enable_grad():  # measure() runs under no_grad; this map learns by gradients
+                weights, bias = train_linear_map(inputs, targets, optimizer=options.linear_maps, seed=seed)
+            maps[key] = LinearMap(weights, bias, float("nan"), {"train": whole})
+    full = torch.cat(state.cached_full) if len(state.cached_full) == len(state.cached_pooled) else None
+    pooled_for_transfer = pooled if transfer_pooled is None else transfer_pooled[name]
+    correct = {"ncc": _ncc_correct(model, name, full, train, state.classes, options.analysis_batch_size),
+               "probe": (_predict(pooled, maps["probe"]) == train.labels).sum().item(),
+               "transfer": (_predict(pooled_for_transfer, maps["transfer"]) == transfer_train.transfer_labels).sum().item()}
+    state.cached_full.clear()
+    state.cached_pooled.clear()
+    return LayerResults(SPLITS, {"train": len(train.labels), "test": len(test.labels)}, {"train": state.classes},
+                        {"train": correct}, maps, state.pooled_dimensions,
+                        {"train": len(transfer_train.labels), "test": len(transfer_test.labels)})
+
+
+def _test_pass(model, test: SplitData, transfer_test: SplitData | None, results: dict[str, "LayerResults"],
+               num_classes: int, options: Analysis, classifier: Tensor) -> None:
+    """The test split's pass (NCC against the *training* centres, the maps fitted on the training
+    split, the decoder's test moments), then the other dataset's test split for the transfer probe."""
+    device = test.images.device
+    test_correct = {name: torch.zeros(3, dtype=torch.float64, device=device) for name in results}
     for _, _, images, labels, transfer_labels in test.batches(options.analysis_batch_size):
         features = model.features(images)
-        _classifier_update(classifier["test"], features["logits"], labels)
+        _classifier_update(classifier, features["logits"], labels)
         for name, tensor in features.items():
             flat, pooled, layer = tensor.flatten(1), pool_to(tensor, options.probe_dimensions), results[name]
             train_classes = layer.classes["train"]
@@ -163,18 +186,15 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
             test_correct[name] += torch.stack([
                 (ncc_predictions(flat, train_classes.mean, train_classes.count > 0) == labels).sum(),
                 (_predict(pooled, layer.maps["probe"]) == labels).sum(),
-                (_predict(pooled, layer.maps["transfer"]) == transfer_labels).sum() if own_transfer
+                (_predict(pooled, layer.maps["transfer"]) == transfer_labels).sum() if transfer_test is None
                 else torch.zeros((), device=device)]).to(torch.float64)
-    if not own_transfer:
+    if transfer_test is not None:
         for _, _, images, _, transfer_labels in transfer_test.batches(options.analysis_batch_size):
             for name, tensor in model.features(images).items():
                 predictions = _predict(pool_to(tensor, options.probe_dimensions), results[name].maps["transfer"])
                 test_correct[name][2] += (predictions == transfer_labels).sum()
     for name, layer in results.items():
         layer.correct["test"] = dict(zip(("ncc", "probe", "transfer"), test_correct[name].tolist()))
-    counts = {"train": len(train.labels), "test": len(test.labels)}
-    return results, {split: (sums[0].item() / counts[split], sums[1].item() / counts[split])
-                     for split, sums in classifier.items()}
 
 
 def _training_pairs(key, pooled, train: SplitData, transfer_train: SplitData, transfer_pooled, name, num_classes):
