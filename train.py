@@ -44,9 +44,9 @@ def main(arguments: list[str]) -> int:
             return 0
         if plan.cluster.launcher != "slurm":
             resolve_device(plan.execution)
-        ensure_writable_folder(experiment.runs_path)
         for settings in plan.grid:  # pre-flight: every dataset readable (and every subset and reset possible) first
             check_fits(settings, load_data(settings, plan.execution))
+        ensure_writable_folder(experiment.runs_path)  # after the input checks: bad input writes nothing
         return launch.launch(plan)
     except (SettingsError, data.DataError, RunFolderError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -11,6 +11,7 @@ carries one line naming the key and the accepted values.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -124,7 +125,7 @@ class Settings:
                 values.pop(name)
         return values
 
-    @property
+    @functools.cached_property  # frozen: computed once (a 1000-run grid asks for each id several times)
     def run_id(self) -> str:
         """Readable prefix + hash of every setting, e.g. `convnet4-w32-synthetic-s0-1a2b3c4d5e`; a
         stage-1 run's prefix ends in `-stage1`, a warm-started child's in `-warm`."""
