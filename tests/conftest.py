@@ -52,7 +52,7 @@ def tiny_settings():
     from conf import parse_arguments
 
     def make(*extra: str):
-        plan = parse_arguments([*TINY, "progress=off", *extra])
+        plan = parse_arguments([*TINY, "progress=off", "threads=1", *extra])  # one thread: see one_thread
         return plan.grid[0], plan.execution
 
     return make

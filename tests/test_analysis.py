@@ -78,15 +78,37 @@ def test_a_corrupt_checkpoint_is_reported_and_skipped(trained):
 
 
 def test_features_export_matches_the_model(trained, tmp_path):
-    run_dir = next((trained / "default" / "runs").iterdir())
-    out = tmp_path / "feats.npz"
-    result = run_cli("analysis.py", ["features", str(run_dir), "iteration=8", "split=test", f"out={out}"])
-    assert result.returncode == 0, result.stderr
-    arrays = np.load(out)
-    assert set(arrays.files) == {"labels", "input", "stem", "block00", "logits"}
-    assert arrays["labels"].shape == (64,) and arrays["logits"].shape == (64, 10)
+    """The exported arrays are the checkpoint's model's features of every layer on the normalised split, and the
+    labels those the run trained on (noisy ones for the train split), recomputed here from the checkpoint alone."""
+    import data
+    import models
+    from conf import Settings
+    from tests.conftest import read_json
+
+    run_dir = next(run for run in (trained / "default" / "runs").iterdir()
+                   if read_json(run / "settings.json")["settings"]["label_noise"] == 0.25)
     checkpoint = torch.load(run_dir / "checkpoints" / "iteration_00000008.pt", weights_only=True)
     assert checkpoint["iteration"] == 8
+    settings = Settings.from_record(checkpoint["settings"])
+    model = models.build(settings, input_shape=(3, 8, 8), num_classes=10)
+    model.load_state_dict(checkpoint["model"])
+    dataset = data.load_dataset(settings, data_root=tmp_path / "unused", download=False)
+    noisy, _ = data.apply_label_noise(dataset.train_labels, fraction=0.25, num_classes=10, seed=settings.seed)
+    assert not torch.equal(noisy, dataset.train_labels)
+    for split, images, labels in (("train", dataset.train_images, noisy), ("test", dataset.test_images,
+                                                                            dataset.test_labels)):
+        out = tmp_path / f"{split}.npz"
+        result = run_cli("analysis.py", ["features", str(run_dir), "iteration=8", f"split={split}", f"out={out}"])
+        assert result.returncode == 0, result.stderr
+        arrays = np.load(out)
+        with torch.no_grad():
+            expected = model.eval().features(data.normalize(images, dataset.mean, dataset.std))
+        assert set(arrays.files) == {"labels", *expected} == {"labels", "input", "stem", "block00", "logits"}
+        assert np.array_equal(arrays["labels"], labels.numpy()), split
+        for name, tensor in expected.items():
+            assert arrays[name].shape == (len(labels), tensor[0].numel()), (split, name)
+            np.testing.assert_allclose(arrays[name], tensor.flatten(1).numpy(), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{split} {name}")
 
 
 @pytest.mark.parametrize("words, needle", [

@@ -114,6 +114,16 @@ def test_label_noise_changes_exactly_the_rounded_count_to_other_classes(fraction
         assert ((noisy >= 0) & (noisy < 10)).all() and noisy.dtype == torch.int64
 
 
+@pytest.mark.parametrize("fraction, expected", [(0.07, 1), (0.15, 2), (0.35, 4), (0.96, 10),  # floor: 0, 1, 3, 9
+                                                (0.05, 0), (0.25, 2), (0.45, 4)])  # halves up: 1, 3, 5
+def test_label_noise_count_rounds_to_nearest_with_halves_to_even(fraction, expected):
+    """N = 10: exactly round(fraction * 10) labels change: 0.7 -> 1, 9.6 -> 10; halves to even: 0.5 -> 0, 1.5 -> 2."""
+    labels = torch.arange(10)
+    noisy, changed = apply_label_noise(labels, fraction=fraction, num_classes=10, seed=3)
+    assert len(changed) == expected
+    assert int((noisy != labels).sum()) == expected
+
+
 def test_label_noise_is_seeded():
     labels = torch.arange(10).repeat(50)
     first, again, other = (apply_label_noise(labels, fraction=0.3, num_classes=10, seed=seed) for seed in (1, 1, 2))
@@ -219,7 +229,7 @@ def test_a_missing_dataset_gives_one_line_naming_the_fix(name, download, tmp_pat
     with pytest.raises(DataError) as caught:
         load_dataset(FakeSettings(dataset=name), data_root=tmp_path, download=download)
     message = str(caught.value)
-    assert name in message and "python utils.py download" in message and "\n" not in message
+    assert name in message and "python -m data download" in message and "\n" not in message
     assert ("could not be downloaded" in message) == download
     assert list(tmp_path.rglob("*")) == []  # nothing left behind, not even the staging folder
 
@@ -255,7 +265,7 @@ def test_download_stages_files_and_skips_present_data(tmp_path, monkeypatch):
 
 
 def test_download_cli_rejects_an_unknown_dataset():
-    result = subprocess.run([sys.executable, "utils.py", "download", "nonsense"], cwd=REPOSITORY,
+    result = subprocess.run([sys.executable, "-m", "data", "download", "nonsense"], cwd=REPOSITORY,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

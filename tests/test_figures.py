@@ -4,7 +4,6 @@ cannot rot silently), and the papers' presets checked against their hyper-parame
 import json
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -109,6 +108,19 @@ def test_phase_detection_on_learnphase_sample_log():
     assert falling["plateau_end"] == 0 and falling["minimum"] == 16 and math.isnan(falling["rise"])
 
 
+def test_phase_boundaries_are_strict_inequalities():
+    """τ = 5 % of the range 10 = 0.5: a loss exactly τ above the minimum has not risen yet (rise at index 4,
+    not 3), and one exactly τ below the first value has not fallen yet (plateau ends at index 1, not 0)."""
+    from figures.phases import reconstruction_phases
+
+    indices = [0, 1, 2, 3, 4]  # iterations equal to the indices: the results read as indices
+    assert reconstruction_phases(indices, [10, 5, 0, 0.5, 1], tolerance=0.05) == \
+        {"plateau_end": 0, "minimum": 2, "rise": 4}
+    flat_then_falls = reconstruction_phases(indices, [10, 9.5, 0, 0, 0], tolerance=0.05)
+    assert (flat_then_falls["plateau_end"], flat_then_falls["minimum"]) == (1, 2)
+    assert math.isnan(flat_then_falls["rise"])
+
+
 def test_phase_and_stop_tables(metrics):
     from figures.phases import phase_table, stop_table
 
@@ -196,9 +208,49 @@ def test_plasticity_preset_is_scratch_vs_half_then_all_with_resets():
 
 
 def test_demo_holds_the_three_stories():
+    """The demo's grid holds the three stories, and its figures show them: effective depth against label noise
+    and depth (collapse), scratch vs warm start vs warm start with a reset (plasticity)."""
+    import figures
+    from matplotlib import pyplot
+
     grid = parse_arguments(["experiment=demo"]).grid
     assert {settings.dataset for settings in grid} == {"synthetic"}
     assert {settings.label_noise for settings in grid if run_kind(settings) == "scratch"} >= {0.0, 0.2}
     assert {run_kind(settings) for settings in grid} == {"scratch", "child"}
     assert all(name in EXPERIMENTS for name in ("learnphase", "intermediate_nc", "plasticity", "demo"))
-    assert np.isfinite([settings.lr for settings in grid]).all()
+    metrics = fabricated_experiment(grid)
+    depth = figures.FIGURES["effective_depth"].draw(metrics)["effective_depth"]
+    curves = figures.FIGURES["plasticity_curves"].draw(metrics)["plasticity_curves"]
+    # collapse: effective depth vs label noise at each depth, and vs depth at each noise level
+    assert [axis.get_title() for axis in depth.axes] == ["effective depth vs label_noise", "effective depth vs depth"]
+    assert [held_fixed(axis) for axis in depth.axes] == [["depth=2", "depth=4"], ["label_noise=0.0", "label_noise=0.2"]]
+    # plasticity: scratch, warm start and warm start with a reset, side by side in one panel
+    assert sorted(legend(curves.axes[0])) == ["scratch", "warm start", "warm start, reset last 2"]
+    pyplot.close(depth)
+    pyplot.close(curves)
+
+
+def fabricated_experiment(grid) -> pd.DataFrame:
+    """Fabricated metric rows of every run of a grid and of its stage-1 runs, as the analysis would write."""
+    from slurm.runs import with_parents
+
+    frames = []
+    for settings in with_parents(grid):
+        kind = run_kind(settings)
+        if kind == "stage1":
+            frames.append(fabricated_rows(settings, ITERATIONS[:6]))
+        elif kind == "child":
+            frames.append(fabricated_rows(settings, [16 + step for step in (0, 1, 2, 4, 8, 16)],
+                                          stage1_settings(settings).run_id, 2))
+        else:
+            frames.append(fabricated_rows(settings, ITERATIONS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def legend(axis) -> list[str]:
+    return [text.get_text() for text in axis.get_legend().get_texts()]
+
+
+def held_fixed(axis) -> list[str]:
+    """The first setting each line of an effective-depth panel holds fixed (its legend: "depth=2, width=32, ...")."""
+    return [label.split(",")[0] for label in legend(axis)]

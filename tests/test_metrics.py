@@ -311,3 +311,74 @@ def test_held_out_errors_from_one_eigendecomposition_equal_one_fit_per_l2():
     held_out.update(features[240:], targets[240:])
     brute_force = [ridge_mse(held_out, *ridge_fit(fit, l2)) for l2 in L2_GRID]
     assert held_out_errors(fit, held_out) == pytest.approx(brute_force, rel=1e-8)
+
+
+# ---- the engine: what each metric is computed against (metrics/engine.py) -------------------------------
+
+class ProjectionModel(torch.nn.Module):
+    """A fixed model with the engine's interface: features input, hidden (a random projection of the
+    pixels to 8 dimensions: too few to reconstruct them exactly) and logits, in float64."""
+
+    def __init__(self, pixels: int, classes: int):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.hidden = torch.randn(pixels, 8, generator=generator, dtype=torch.float64)
+        self.head = torch.randn(8, classes, generator=generator, dtype=torch.float64)
+
+    def features(self, images):
+        hidden = images.flatten(1).to(torch.float64) @ self.hidden
+        return {"input": images, "hidden": hidden, "logits": hidden @ self.head}
+
+
+def grey_images(levels, generator, noise: float) -> torch.Tensor:
+    """uint8 [N, 3, 4, 4]: every pixel of image i at levels[i], plus rounded Gaussian noise."""
+    levels = np.asarray(levels, dtype=np.float64)[:, None, None, None]
+    pixels = levels + noise * generator.normal(size=(len(levels), 3, 4, 4))
+    return torch.as_tensor(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
+
+
+def measured(train_images, train_labels, test_images, test_labels, classes: int):
+    """engine.measure of ProjectionModel, both splits normalised with the training split's statistics
+    (as analysis.py does): ({(layer, metric, split): row}, that mean, that std as float64 arrays)."""
+    from conf.analysis import Analysis
+    from data import channel_statistics
+    from metrics import engine
+
+    mean, std = channel_statistics(train_images)
+    train = engine.SplitData(train_images, torch.as_tensor(train_labels), mean, std)
+    test = engine.SplitData(test_images, torch.as_tensor(test_labels), mean, std)
+    rows = engine.measure(ProjectionModel(48, classes), train, test, classes, Analysis(probe_dimensions=64), seed=0)
+    return {(row["layer"], row["metric"], row["split"]): row for row in rows}, mean.double().numpy(), std.double().numpy()
+
+
+def test_the_decoder_reconstructs_the_normalised_image_on_both_splits():
+    """reconstruction_mse = the ridge decoder's error on (x / 255 − mean) / std on both splits, as a float64
+    NumPy reference: pixels at 200 ± 5 (std 5 / 255) make it (255 / 5)² ≈ 2600 times the error on pixels / 255."""
+    generator = np.random.default_rng(30)
+    train_images, test_images = (grey_images(np.full(count, 200.0), generator, noise=5.0) for count in (240, 120))
+    rows, mean, std = measured(train_images, np.arange(240) % 3, test_images, np.arange(120) % 3, 3)
+    projection = ProjectionModel(48, 3).hidden.numpy()
+
+    def normalised(images):
+        return ((images.double().numpy() / 255 - mean[:, None, None]) / std[:, None, None]).reshape(len(images), -1)
+
+    l2 = rows[("hidden", "reconstruction_mse", "train")]["l2"]
+    weights, bias = numpy_ridge(normalised(train_images) @ projection, normalised(train_images), l2)
+    for split, images in (("train", train_images), ("test", test_images)):
+        expected = numpy_mse(normalised(images) @ projection, normalised(images), weights, bias)
+        assert 0.5 < expected < 1.0  # 8 projections of 48 unit-variance pixels leave most of them unexplained
+        assert rows[("hidden", "reconstruction_mse", split)]["value"] == pytest.approx(expected, rel=1e-5), split
+
+
+def test_test_split_ncc_classifies_by_the_training_split_centres():
+    """NCC test accuracy uses the training centres (grey levels 100 and 150): the test split is brighter by 40,
+    so its 30 class-0 images (140) lie nearer class 1's centre and only the 20 class-1 ones (190) are right:
+    exactly 0.4 in every layer (the test split's own centres would give 1.0)."""
+    generator = np.random.default_rng(31)
+    train_labels, test_labels = np.arange(120) % 2, np.array([0] * 30 + [1] * 20)
+    train_images = grey_images(100.0 + 50 * train_labels, generator, noise=2.0)
+    test_images = grey_images(140.0 + 50 * test_labels, generator, noise=2.0)
+    rows, _, _ = measured(train_images, train_labels, test_images, test_labels, 2)
+    for layer in ("input", "hidden", "logits"):
+        assert rows[(layer, "ncc_accuracy", "train")]["value"] == 1.0, layer
+        assert rows[(layer, "ncc_accuracy", "test")]["value"] == 0.4, layer

@@ -1,7 +1,7 @@
 """Exact resume (DESIGN.md contract 4): a run killed at any moment — including in the middle of a
 save — and restarted ends with the same bytes as one never interrupted."""
 
-import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +10,10 @@ import time
 import pytest
 import torch
 
+import training
+from checkpointing import RunFolder
 from tests.conftest import REPOSITORY, read_json, run_cli, tiny_words
+from utils import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -18,21 +21,39 @@ pytestmark = pytest.mark.slow
 WORDS = ["synthetic_train_size=1024", "epochs=4", "augment=true", "label_noise=0.1", "lr_milestones=[2]",
          "resume_every_seconds=0"]
 
-# Runs train.py in a process that SIGKILLs itself at its Nth atomic rename: after a temporary is
-# fully written but before it replaces the real file — the worst moment of a save.
-KILL_AT_RENAME = """
-import os, signal, sys
+# Runs train.py in a process that SIGKILLs itself at the Nth call (counted from its start) of one function:
+#   os.replace                         after a temporary is fully written, before it replaces the real file
+#                                      (settings, manifest, checkpoint, resume state, hash, status...): the
+#                                      worst moment of a save;
+#   data.stream.TrainingStream.batch   in the middle of a training step, between two saves;
+#   checkpointing.RunFolder.append_log with half a log line written, as a kill inside write() leaves it.
+# Counted events, not clocks: where each kill lands does not depend on how fast or busy the machine is.
+KILL_AT_CALL = """
+import json, os, signal, sys
 sys.path.insert(0, {repository!r})
-real_replace, count = os.replace, [0]
-def replace(source, target):
+import checkpointing, data.stream
+owner, name, n, half_line = {owner}, {name!r}, {n}, {half_line}
+real, count = getattr(owner, name), [0]
+def hooked(*arguments, **keywords):
     count[0] += 1
-    if count[0] == {n}:
+    if count[0] == n:
+        if half_line:
+            folder, records = arguments
+            with open(folder.log_path, "a") as handle:
+                handle.write(json.dumps(records[0])[:40])
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_replace(source, target)
-os.replace = replace
+    return real(*arguments, **keywords)
+setattr(owner, name, hooked)
 import train
 sys.exit(train.main({words!r}))
 """
+# (owner, function, N, half a log line?) of each killed process, in order. A step saves its state (state, hash,
+# status: 3 renames), so a process killed at its Nth rename saved fewer than N / 3 steps, one killed at its Nth
+# batch or append N - 1: 23 + 48 + 8 = 79 of the 128 steps at most, so the run is still partial after the
+# last kill on any machine (70 here).
+KILLS = [*(("os", "replace", n, False) for n in (3, 7, 12, 20, 33)),
+         *(("data.stream.TrainingStream", "batch", n, False) for n in (5, 17, 29)),
+         ("checkpointing.RunFolder", "append_log", 9, True)]
 
 
 def checkpoint_digests(out_dir):
@@ -51,41 +72,38 @@ def status_of(run_dir):
 
 
 def wait_until_training(process, run_dir):
-    """Until this process itself reports progress (an earlier, killed one may have left "running")."""
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
+    """Until this process itself reports progress (an earlier, killed one may have left "running");
+    fails if the process ends first. Polls a file: no guess of how long training takes to start."""
+    deadline = time.monotonic() + 600  # a hung process, not a slow machine
+    while process.poll() is None:
         status = status_of(run_dir)
         if status.get("pid") == process.pid and status.get("state") == "running" and status.get("iteration", 0) > 0:
             return
+        assert time.monotonic() < deadline, "the run never reported progress"
         time.sleep(0.01)
+    raise AssertionError(f"the process ended (exit code {process.returncode}) before it reported progress")
 
 
-def test_sigkill_at_random_moments_resumes_bitwise(tmp_path):
+def kill_at_call(words, owner: str, name: str, n: int, half_line: bool) -> int:
+    """Run train.py until it SIGKILLs itself at the nth call of owner.name; its exit code."""
+    script = KILL_AT_CALL.format(repository=str(REPOSITORY), owner=owner, name=name, n=n, half_line=half_line,
+                                 words=words)
+    return subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY, capture_output=True, timeout=300).returncode
+
+
+def test_sigkill_at_counted_moments_resumes_bitwise(tmp_path):
+    """SIGKILLs inside saves, mid-step and mid-log-line, then a plain restart: every checkpoint and the log
+    are byte-identical to an uninterrupted run's."""
     reference_dir, interrupted_dir = tmp_path / "reference", tmp_path / "interrupted"
     assert run_cli("train.py", tiny_words(reference_dir, *WORDS)).returncode == 0
     reference_run, reference = checkpoint_digests(reference_dir)
-
     words = tiny_words(interrupted_dir, *WORDS)
-    generator = random.Random(0)
-    kills = 0
-    # Kills inside saves: the Nth rename of a fresh process (settings, manifest, checkpoint, resume state, hash, status...).
-    for rename in (3, 7, 12, 20, 33):
-        script = KILL_AT_RENAME.format(repository=str(REPOSITORY), n=rename, words=words)
-        result = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY, capture_output=True, timeout=300)
-        kills += result.returncode == -signal.SIGKILL
-    # Kills at random moments while training runs.
     run_dir = interrupted_dir / "default" / "runs" / reference_run.name
-    for _ in range(3):
-        process = subprocess.Popen([sys.executable, str(REPOSITORY / "train.py"), *words], cwd=REPOSITORY,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until_training(process, run_dir)
-        time.sleep(generator.uniform(0.0, 0.3))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait()
-    assert kills >= 5, "the test must actually interrupt the run"
-    assert state_of(run_dir) != "done", "the last kill should leave a partial run"
+    for owner, name, n, half_line in KILLS:
+        assert kill_at_call(words, owner, name, n, half_line) == -signal.SIGKILL, (owner, name, n)
+    assert not (run_dir / "log.jsonl").read_text().endswith("\n")  # the last kill left half a line
+    status = status_of(run_dir)
+    assert status["state"] == "running" and 0 < status["iteration"] < status["total_iterations"]
     final = run_cli("train.py", words)
     assert final.returncode == 0, final.stderr
     assert state_of(run_dir) == "done"
@@ -100,6 +118,7 @@ def test_sigkill_at_random_moments_resumes_bitwise(tmp_path):
 
 
 def test_sigterm_saves_then_stops_and_resumes_bitwise(tmp_path):
+    """SIGTERM mid-run saves the state at the iteration it stops at; a restart ends bitwise equal."""
     reference_dir, stopped_dir = tmp_path / "reference", tmp_path / "stopped"
     slow = [*WORDS, "resume_every_seconds=3600", "epochs=40"]  # no periodic saves: the signal must cause one
     assert run_cli("train.py", tiny_words(reference_dir, *slow)).returncode == 0
@@ -107,8 +126,7 @@ def test_sigterm_saves_then_stops_and_resumes_bitwise(tmp_path):
     run_dir = stopped_dir / "default" / "runs" / reference_run.name
     process = subprocess.Popen([sys.executable, str(REPOSITORY / "train.py"), *tiny_words(stopped_dir, *slow)],
                                cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_until_training(process, run_dir)
-    time.sleep(0.3)
+    wait_until_training(process, run_dir)  # its handlers are installed: it has trained and saved
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr
@@ -118,3 +136,46 @@ def test_sigterm_saves_then_stops_and_resumes_bitwise(tmp_path):
     assert saved.name == f"state_{status['iteration']:08d}.pt"
     assert run_cli("train.py", tiny_words(stopped_dir, *slow)).returncode == 0
     assert checkpoint_digests(stopped_dir)[1] == reference
+
+
+class Stop(Exception):
+    """Ends a run in this process right after a given resume state is saved (a kill, minus the process)."""
+
+
+def train_until_state(settings, execution, run_dir, monkeypatch, iteration: int) -> None:
+    """Train in this process and stop right after the resume state of `iteration` is written."""
+    save = RunFolder.save_resume_state
+
+    def save_then_stop(folder, state):
+        save(folder, state)
+        if state["iteration"] == iteration:
+            raise Stop
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunFolder, "save_resume_state", save_then_stop)
+        with pytest.raises(Stop):
+            training.run(settings, run_dir, execution)
+
+
+def test_a_resume_state_that_loads_but_fails_its_sha256_is_skipped(tmp_path, tiny_settings, monkeypatch, one_thread):
+    """The newest resume state replaced by another run's valid one (loads, same shapes and iteration, but
+    not the bytes its .sha256 names) is skipped: the older good state is used and the run ends bitwise equal."""
+    settings, execution = tiny_settings("resume_every_seconds=0")
+    stranger, _ = tiny_settings("resume_every_seconds=0", "seed=1")
+    assert training.run(settings, tmp_path / "reference", execution) == "done"
+    train_until_state(settings, execution, tmp_path / "interrupted", monkeypatch, iteration=12)
+    train_until_state(stranger, execution, tmp_path / "stranger", monkeypatch, iteration=12)
+    folder = RunFolder(tmp_path / "interrupted")
+    newest, foreign = (RunFolder(tmp_path / name).resume / "state_00000012.pt" for name in ("interrupted", "stranger"))
+    assert sha256_file(foreign) != sha256_file(newest)
+    shutil.copyfile(foreign, newest)
+    assert folder.load_resume_state()["iteration"] == 11
+    assert training.run(settings, folder.path, execution) == "done"
+    reference = RunFolder(tmp_path / "reference")
+    assert digests(folder) == digests(reference)  # every checkpoint, byte for byte
+    assert folder.log_path.read_text() == reference.log_path.read_text()
+
+
+def digests(folder: RunFolder) -> dict[str, str]:
+    """{checkpoint file: sha256 of its bytes on disk} of every checkpoint the manifest lists."""
+    return {name: sha256_file(folder.checkpoints / name) for name in read_json(folder.manifest_path)["files"]}

@@ -135,6 +135,18 @@ def test_a_corrupt_resume_state_is_reported_and_the_previous_one_used(tmp_path, 
     assert "state_00000009.pt" in caplog.text and "sha256 mismatch" in caplog.text
 
 
+def test_a_resume_state_that_loads_but_fails_its_sha256_is_skipped(tmp_path, caplog):
+    """A valid torch file written over the newest state (it loads, but is not the bytes its .sha256 names) is not used."""
+    folder = RunFolder(tmp_path)
+    for iteration in (5, 9):
+        folder.save_resume_state({"iteration": iteration, "model": {"w": torch.full((3,), float(iteration))}})
+    newest = tmp_path / "resume" / "state_00000009.pt"
+    torch.save({"iteration": 9, "model": {"w": torch.full((3,), -1.0)}}, newest)
+    state = folder.load_resume_state()
+    assert state["iteration"] == 5 and torch.equal(state["model"]["w"], torch.full((3,), 5.0))
+    assert "state_00000009.pt" in caplog.text and "sha256 mismatch" in caplog.text
+
+
 def test_a_corrupt_checkpoint_is_reported_and_remade_identically(tmp_path, tiny_settings, caplog):
     settings, execution = tiny_settings()
     training.run(settings, tmp_path, execution)
