@@ -20,15 +20,21 @@ figures, the learning-phase table) and `phases.csv`.
         the metrics, one Slurm array task per run (cluster options as for sh train.sh); then `figures`
     python analysis.py features RUN_DIR iteration=256 split=test out=feats.npz
         every layer's features (as the metrics see them) and the labels of one split, for one's own analyses
+
+Exit codes: 0 done; 1 a file was skipped (a corrupt checkpoint, a run whose settings file is unusable:
+each is logged by name and listed at the end, the other runs are measured and merged) or the
+environment failed (a read-only or full folder, a file in the way); 2 bad input (nothing written).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -38,13 +44,52 @@ import torch
 
 import data
 import models
-from checkpointing import CorruptFile, ExperimentFolder, RunFolder
+from checkpointing import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
 from conf import Execution, Plan, Settings, SettingsError, parse_arguments
 from metrics import engine, registry, store
-from utils import atomic_write_bytes, progress_bar, setup_logging
+from utils import (atomic_write_bytes, describe_environment_error, ensure_writable_folder, progress_bar,
+                   resolve_device, setup_logging)
 
 logger = logging.getLogger("analysis")
 ENGINE_VERSION = 1  # bump when the engine's shared statistics change (held-out draw, pooling, ...)
+REMAKE = "launch the run's grid again to re-make it (training is deterministic)"
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What an analysis did: checkpoints by outcome, and one line per file or run it skipped."""
+
+    measured: int = 0
+    fresh: int = 0
+    busy: int = 0
+    corrupt: int = 0
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, other: "Outcome") -> None:
+        self.measured, self.fresh = self.measured + other.measured, self.fresh + other.fresh
+        self.busy, self.corrupt = self.busy + other.busy, self.corrupt + other.corrupt
+        self.skipped += other.skipped
+
+
+@dataclasses.dataclass
+class RunInputs:
+    """Everything measuring one run's checkpoints needs besides the checkpoint itself."""
+
+    settings: Settings
+    folder: RunFolder
+    plan: Plan
+    device: torch.device
+    recipe: str
+    train: engine.SplitData
+    test: engine.SplitData
+    num_classes: int
+    transfer: tuple | None
+    lineage: dict
+
+
+def one_line(error: Exception) -> str:
+    """An error's message on one line: torch's unpickling errors and load_state_dict's span several."""
+    return " ".join(str(error).split())
 
 
 def recipe(plan: Plan) -> str:
@@ -53,6 +98,13 @@ def recipe(plan: Plan) -> str:
     options = {key: value for key, value in dataclasses.asdict(plan.analysis).items() if key != "figures"}
     text = json.dumps({"engine": ENGINE_VERSION, "metrics": registry.versions(), **options}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def apply_threads(execution: Execution) -> None:
+    """`threads=N`: torch's CPU threads (0 keeps torch's default). On a busy machine torch's own
+    choice oversubscribes the cores and its threads spin-wait on each other (65 s instead of 10 s)."""
+    if execution.threads:
+        torch.set_num_threads(execution.threads)
 
 
 def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: bool, device):
@@ -90,80 +142,150 @@ def transfer_splits(settings: Settings, plan: Plan, reference: engine.SplitData,
 
 
 def load_model(folder: RunFolder, iteration: int, device) -> tuple[dict, models.LayerwiseModel]:
-    """The checkpoint (verified against its sha256) and the model it rebuilds alone."""
+    """The checkpoint (verified against its sha256) and the model it rebuilds alone; CorruptFile
+    (naming the file) also for a file that hashes right and loads but is not a checkpoint of ours."""
     checkpoint = folder.load_checkpoint(iteration, map_location=device)
-    return checkpoint, models.from_checkpoint(checkpoint)
+    path = folder.checkpoint_path(iteration)
+    if not isinstance(checkpoint, dict) or not {"iteration", "epoch"} <= checkpoint.keys():
+        raise CorruptFile(f"{path} is not a checkpoint (no iteration and epoch); {REMAKE}")
+    try:
+        return checkpoint, models.from_checkpoint(checkpoint)
+    except Exception as error:  # whatever a foreign file trips on (missing keys, other shapes): name the file
+        raise CorruptFile(f"{path} does not rebuild its model ({type(error).__name__}: {error}); {REMAKE}") from None
 
 
-def runs_of(experiment_dir: Path, overrides: tuple) -> list[Settings]:
-    """Every run folder of the experiment whose settings match the command line's run settings
-    (`depth=3,5` keeps runs with depth 3 or 5); none typed: all of them."""
-    chosen = []
-    for folder in ExperimentFolder(experiment_dir).run_folders():
-        settings = folder.read_settings()
-        if all(getattr(settings, key) in values for key, values in overrides):
-            chosen.append(settings)
-    return chosen
+def run_folders_of(experiment: ExperimentFolder) -> list[RunFolder]:
+    """The experiment's run folders; SettingsError naming the folder when there are none (a mistyped
+    out_dir or experiment), OSError when a file stands where a folder should be (the environment)."""
+    try:
+        experiment.runs_path.stat()  # a file in the way of out_dir raises NotADirectoryError, naming the path
+        folders = experiment.run_folders()
+    except FileNotFoundError:
+        folders = []
+    if not folders:
+        raise SettingsError(f"{experiment.runs_path} holds no runs; check out_dir= and experiment= (or train them "
+                            "first with python train.py ...)")
+    return folders
 
 
-def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) -> dict[str, int]:
-    """Measure every checkpoint of one run that has no fresh cell; returns counts by outcome."""
+def runs_of(experiment: ExperimentFolder, overrides: tuple) -> tuple[list[Settings], list[str]]:
+    """(settings of the runs matching the command line's run settings, one line per run skipped).
+    `depth=3,5` keeps runs with depth 3 or 5; none typed: all of them. A run whose settings file is
+    missing, not JSON, unknown or edited is reported and skipped; a filter that matches no run is
+    refused (SettingsError) before anything is written."""
+    readable, skipped = [], []
+    for folder in run_folders_of(experiment):
+        try:
+            readable.append(folder.read_settings())
+        except RunFolderError as error:
+            logger.error("%s; run skipped", one_line(error))
+            skipped.append(one_line(error))
+    chosen = [settings for settings in readable
+              if all(getattr(settings, key) in values for key, values in overrides)]
+    if overrides and not chosen:
+        from figures.publish import describe_filter
+
+        present = "; ".join(f"{key} {', '.join(sorted({str(getattr(settings, key)) for settings in readable}))}"
+                            for key, _ in overrides)
+        detail = f"the runs there have {present}" if readable else "no run there has usable settings"
+        raise SettingsError(f"no run under {experiment.runs_path} matches {describe_filter(overrides)} ({detail}); "
+                            "nothing was changed")
+    return chosen, skipped
+
+
+def run_inputs(settings: Settings, folder: RunFolder, plan: Plan, device, current_recipe: str) -> RunInputs:
+    execution = plan.execution
+    train, test, num_classes = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
+    return RunInputs(settings, folder, plan, device, current_recipe, train, test, num_classes,
+                     transfer_splits(settings, plan, train, device), folder.read_lineage())
+
+
+def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: str) -> pd.DataFrame:
+    """One checkpoint's rows: every layer, metric and split, with its run, iteration, epoch and stage."""
+    analysis_options = inputs.plan.analysis
+    rows = engine.measure(model, inputs.train, inputs.test, inputs.num_classes, analysis_options,
+                          seed=inputs.settings.seed, transfer=inputs.transfer)
+    rows += engine.effective_depth_rows(rows, model.layer_names(), analysis_options.effective_depth_epsilon)
+    index = {layer: position for position, layer in enumerate(model.layer_names())}
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "run_id", inputs.settings.run_id)
+    frame.insert(1, "iteration", checkpoint["iteration"])
+    frame.insert(2, "epoch", checkpoint["epoch"])
+    frame.insert(3, "stage", checkpoint.get("stage", 1))
+    frame.insert(4, "parent_run_id", inputs.lineage.get("parent_run_id", ""))
+    frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
+    frame["recipe"], frame["checkpoint_sha256"] = inputs.recipe, checkpoint_sha256
+    return frame
+
+
+def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path: Path, outcome: Outcome) -> None:
+    """Measure one checkpoint into its cell under the cell's lock, unless another process holds the
+    lock or has finished the cell meanwhile; a corrupt checkpoint is reported and skipped."""
+    with store.claim(path) as mine:
+        if not mine:
+            outcome.busy += 1  # another analysis process is measuring it
+            return
+        if store.is_fresh(path, inputs.recipe, checkpoint_sha256):
+            outcome.fresh += 1  # another process measured it between our first look and the lock
+            return
+        try:
+            checkpoint, model = load_model(inputs.folder, iteration, inputs.device)
+        except CorruptFile as error:
+            logger.error("%s; skipped", one_line(error))
+            outcome.corrupt += 1
+            outcome.skipped.append(one_line(error))
+            return
+        store.write_frame(path, cell_frame(inputs, checkpoint, model, checkpoint_sha256))
+        outcome.measured += 1
+        logger.info("%s iteration %d measured", inputs.settings.run_id, checkpoint["iteration"])
+
+
+def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) -> Outcome:
+    """Measure every checkpoint of one run that has no fresh cell (RunFolderError when a side file of
+    the run is unusable)."""
     experiment = ExperimentFolder(experiment_dir)
     folder = experiment.run(settings.run_id)
-    files = folder.read_manifest().get("files", {})
-    counts = {"measured": 0, "fresh": 0, "busy": 0, "corrupt": 0}
+    entries = folder.checkpoint_entries()
     current_recipe = recipe(plan)
-    pending = {name: entry for name, entry in files.items()
-               if not store.is_fresh(experiment.cell_path(settings.run_id, entry["iteration"]),
-                                     current_recipe, entry["sha256"])}
-    counts["fresh"] = len(files) - len(pending)
+    pending = {iteration: entry for iteration, entry in entries.items()
+               if not store.is_fresh(experiment.cell_path(settings.run_id, iteration), current_recipe, entry["sha256"])}
+    outcome = Outcome(fresh=len(entries) - len(pending))
     if not pending:
-        return counts
-    train, test, num_classes = splits_of(settings, folder, Path(plan.execution.data_root), plan.execution.download, device)
-    transfer = transfer_splits(settings, plan, train, device)
-    lineage = folder.read_lineage()
+        return outcome
+    inputs = run_inputs(settings, folder, plan, device, current_recipe)
     bar = progress_bar(plan.execution.progress, len(pending), 0, f"measuring {settings.run_id}", unit="checkpoint")
-    for name, entry in sorted(pending.items()):
+    try:
+        for iteration, entry in sorted(pending.items()):
+            if bar is not None:
+                bar.update(1)
+            measure_cell(inputs, iteration, entry["sha256"], experiment.cell_path(settings.run_id, iteration), outcome)
+    finally:
         if bar is not None:
-            bar.update(1)
-        path = experiment.cell_path(settings.run_id, entry["iteration"])
-        with store.claim(path) as mine:
-            if not mine:
-                counts["busy"] += 1  # another analysis process is measuring it
-                continue
-            try:
-                checkpoint, model = load_model(folder, entry["iteration"], device)
-            except CorruptFile as error:
-                logger.error("%s; skipped", error)
-                counts["corrupt"] += 1
-                continue
-            rows = engine.measure(model, train, test, num_classes, plan.analysis, seed=settings.seed, transfer=transfer)
-            rows += engine.effective_depth_rows(rows, model.layer_names(), plan.analysis.effective_depth_epsilon)
-            index = {layer: position for position, layer in enumerate(model.layer_names())}
-            frame = pd.DataFrame(rows)
-            frame.insert(0, "run_id", settings.run_id)
-            frame.insert(1, "iteration", checkpoint["iteration"])
-            frame.insert(2, "epoch", checkpoint["epoch"])
-            frame.insert(3, "stage", checkpoint.get("stage", 1))
-            frame.insert(4, "parent_run_id", lineage.get("parent_run_id", ""))
-            frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
-            frame["recipe"], frame["checkpoint_sha256"] = current_recipe, entry["sha256"]
-            store.write_frame(path, frame)
-            counts["measured"] += 1
-            logger.info("%s iteration %d measured", settings.run_id, checkpoint["iteration"])
-    if bar is not None:
-        bar.close()
-    return counts
+            bar.close()
+    return outcome
 
 
-def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> dict[str, int]:
+def analyse_runs(runs: list[Settings], experiment_dir: Path, plan: Plan, device) -> Outcome:
+    """Every run in turn; one whose folder has an unusable file is reported and skipped, the others go on."""
+    total = Outcome()
+    for settings in runs:
+        try:
+            total.add(analyse_run(settings, experiment_dir, plan, device))
+        except (RunFolderError, data.DataError) as error:  # a damaged side file, or this run's dataset missing
+            logger.error("%s; run %s skipped", one_line(error), settings.run_id)
+            total.skipped.append(f"{settings.run_id}: {one_line(error)}")
+    return total
+
+
+def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> Outcome:
     """One Slurm array task: one run's missing cells, then the merged table (atomic; the last task to
     finish merges everything that is done)."""
     setup_logging(plan.execution.log_level)
-    device = torch.device("cuda" if plan.execution.device != "cpu" and torch.cuda.is_available() else "cpu")
-    counts = analyse_run(Settings.from_record(settings_record), Path(experiment_dir), plan, device)
+    apply_threads(plan.execution)
+    device = resolve_device(plan.execution)
+    outcome = analyse_runs([Settings.from_record(settings_record)], Path(experiment_dir), plan, device)
     store.merge(Path(experiment_dir))
-    return counts
+    return outcome
 
 
 def submit_analysis(plan: Plan, experiment_dir: Path, runs: list[Settings]) -> int:
@@ -183,28 +305,60 @@ def submit_analysis(plan: Plan, experiment_dir: Path, runs: list[Settings]) -> i
     return 0
 
 
-def features_command(arguments: list[str]) -> int:
-    """`features RUN_DIR iteration=N split=train|test out=FILE.npz` — labels + one array per layer."""
+FEATURE_OPTIONS = ("iteration", "split", "out", "device", "data_root")
+FEATURES_USAGE = "usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz"
+
+
+def feature_options(arguments: list[str]) -> tuple[RunFolder, dict, int, Execution]:
+    """`features`' words -> (run folder, options, iteration, execution); SettingsError on a bad word.
+    device and data_root go through conf.Execution, so they are checked as train.py's are."""
     if not arguments:
-        raise SettingsError("features needs RUN_DIR; usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz")
+        raise SettingsError(f"features needs RUN_DIR; {FEATURES_USAGE}")
     folder = RunFolder(arguments[0])
     options = dict(argument.partition("=")[::2] for argument in arguments[1:])
-    unknown = set(options) - {"iteration", "split", "out", "device", "data_root"}
+    unknown = set(options) - set(FEATURE_OPTIONS)
     if unknown:
-        raise SettingsError(f"unknown key {sorted(unknown)[0]!r}; accepted: iteration, split, out, device, data_root")
+        raise SettingsError(f"unknown key {sorted(unknown)[0]!r}; accepted: {', '.join(FEATURE_OPTIONS)}")
+    execution = Execution(device=options.get("device", "cpu"), data_root=options.get("data_root", "datasets"),
+                          download=False)
     if not folder.settings_path.exists():
         raise SettingsError(f"{folder.path} is not a run folder (it has no settings file)")
     files = folder.checkpoint_entries()
     if not options.get("iteration", "").isdigit() or int(options["iteration"]) not in files:
         raise SettingsError(f"iteration={options.get('iteration')!r} has no checkpoint; accepted: {', '.join(map(str, sorted(files)))}")
-    split = options.get("split", "test")
-    if split not in ("train", "test"):
-        raise SettingsError(f"split={split!r} is not known; accepted: train, test")
-    device = torch.device(options.get("device", "cpu"))
+    if options.setdefault("split", "test") not in ("train", "test"):
+        raise SettingsError(f"split={options['split']!r} is not known; accepted: train, test")
+    return folder, options, int(options["iteration"]), execution
+
+
+def writable_folder(path: Path) -> Path:
+    """ensure_writable_folder, its OSError naming the folder (not the probe file it tried to write)."""
+    try:
+        return ensure_writable_folder(path)
+    except OSError as error:
+        if error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
+def writable_file(path: Path) -> Path:
+    """`path` if a file can be written there (checked before any work); OSError naming it otherwise:
+    a folder of that name, a read-only or missing-permission folder."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    writable_folder(path.parent)
+    return path
+
+
+def features_command(arguments: list[str]) -> int:
+    """`features RUN_DIR iteration=N split=train|test out=FILE.npz` — labels + one array per layer."""
+    folder, options, iteration, execution = feature_options(arguments)
+    device = resolve_device(execution)
+    out = writable_file(Path(options.get("out", "features.npz")))
     settings = folder.read_settings()
-    train, test, num_classes = splits_of(settings, folder, Path(options.get("data_root", "datasets")), False, device)
-    chosen = train if split == "train" else test
-    _, model = load_model(folder, int(options["iteration"]), device)
+    _, model = load_model(folder, iteration, device)  # verified against its sha256 before any value is computed
+    train, test, _ = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
+    chosen = train if options["split"] == "train" else test
     arrays: dict[str, list] = {}
     with torch.no_grad():
         for _, _, images, _, _ in chosen.batches(500):
@@ -212,47 +366,80 @@ def features_command(arguments: list[str]) -> int:
                 arrays.setdefault(name, []).append(tensor.flatten(1).float().cpu().numpy())
     buffer = io.BytesIO()
     np.savez(buffer, labels=chosen.labels.cpu().numpy(), **{name: np.concatenate(parts) for name, parts in arrays.items()})
-    out = Path(options.get("out", "features.npz"))
     atomic_write_bytes(out, buffer.getvalue())
-    print(f"wrote {out}: labels and {len(arrays)} layers ({', '.join(arrays)}) of the {split} split")
+    print(f"wrote {out}: labels and {len(arrays)} layers ({', '.join(arrays)}) of the {options['split']} split")
     return 0
 
 
-def main(arguments: list[str]) -> int:
-    if any(argument in ("-h", "--help", "help") for argument in arguments):
-        from conf.cli import ANALYSIS_FIELDS
-        from conf.global_settings import describe_accepted, show_default
-
-        print(__doc__.strip(), "\nanalysis options (the recipe; run settings filter the runs; launch options as train.py):")
-        for name, item in ANALYSIS_FIELDS.items():
-            print(f"  {name + '=' + show_default(item):<34} {item.metadata['doc']} (accepted: {describe_accepted(item)})")
+def report_skipped(skipped: list[str]) -> int:
+    """The list of what was skipped, at the end where it is seen; 1 when anything was."""
+    if not skipped:
         return 0
+    print(f"error: {len(skipped)} file(s) skipped (the rest was measured); fix or remove them, then run the same "
+          "command:", file=sys.stderr)
+    for line in skipped:
+        print(f"  {line}", file=sys.stderr)
+    return 1
+
+
+def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int:
+    """Measure the chosen runs' missing cells, merge the table, draw; 1 when a file was skipped."""
+    runs, skipped = runs_of(experiment, plan.overrides)
+    if plan.cluster.launcher == "slurm":
+        return max(submit_analysis(plan, experiment.path, runs), report_skipped(skipped))
+    device = resolve_device(plan.execution)
+    for folder in (experiment.path, experiment.metrics_path):  # read-only or full: say so before any work
+        writable_folder(folder)
+    outcome = analyse_runs(runs, experiment.path, plan, device)
+    outcome.skipped[:0] = skipped
+    if not runs:  # every run's settings are unusable: keep the table and the report as they are
+        return report_skipped(outcome.skipped)
+    table = store.merge(experiment.path)
+    print(f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
+          f"{outcome.busy} left to another process, {outcome.corrupt} corrupt. {len(table)} rows in "
+          f"{experiment.table_path}")
+    drawn = publish.publish(plan, experiment.path) if len(table) and plan.analysis.figures else 0
+    return max(drawn, report_skipped(outcome.skipped))
+
+
+def show_help() -> int:
+    from conf.cli import ANALYSIS_FIELDS
+    from conf.global_settings import describe_accepted, show_default
+
+    print(__doc__.strip(), "\nanalysis options (the recipe; run settings filter the runs; launch options as train.py):")
+    for name, item in ANALYSIS_FIELDS.items():
+        print(f"  {name + '=' + show_default(item):<34} {item.metadata['doc']} (accepted: {describe_accepted(item)})")
+    return 0
+
+
+def run_command(arguments: list[str]) -> int:
+    if arguments and arguments[0] == "features":
+        return features_command(arguments[1:])
+    only_figures = bool(arguments) and arguments[0] == "figures"
+    from figures import publish  # here: matplotlib and seaborn load only for drawing
+
+    plan = parse_arguments(arguments[1:] if only_figures else arguments, analysis=True)
+    setup_logging(plan.execution.log_level)
+    apply_threads(plan.execution)
+    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
+    if only_figures:
+        return publish.publish(plan, experiment.path)
+    return measure_experiment(plan, experiment, publish)
+
+
+def main(arguments: list[str]) -> int:
+    """Exit codes: 0 done, 1 a file was skipped or the environment failed (a read-only or full
+    folder), 2 bad input (nothing written)."""
+    if any(argument in ("-h", "--help", "help") for argument in arguments):
+        return show_help()
     try:
-        if arguments and arguments[0] == "features":
-            return features_command(arguments[1:])
-        only_figures = bool(arguments) and arguments[0] == "figures"
-        from figures import publish  # here: matplotlib and seaborn load only for drawing
-        plan = parse_arguments(arguments[1:] if only_figures else arguments, analysis=True)
-        setup_logging(plan.execution.log_level)
-        experiment_dir = Path(plan.execution.out_dir) / plan.experiment
-        if only_figures:
-            return publish.publish(plan, experiment_dir)
-        device = torch.device("cuda" if plan.execution.device != "cpu" and torch.cuda.is_available() else "cpu")
-        totals: dict[str, int] = {}
-        runs = runs_of(experiment_dir, plan.overrides)
-        if plan.cluster.launcher == "slurm":
-            return submit_analysis(plan, experiment_dir, runs)
-        for settings in runs:
-            for outcome, count in analyse_run(settings, experiment_dir, plan, device).items():
-                totals[outcome] = totals.get(outcome, 0) + count
-        table = store.merge(experiment_dir)
-        print(f"{len(runs)} run(s): {totals.get('measured', 0)} checkpoint(s) measured, {totals.get('fresh', 0)} "
-              f"already fresh, {totals.get('busy', 0)} left to another process, {totals.get('corrupt', 0)} corrupt. "
-              f"{len(table)} rows in {ExperimentFolder(experiment_dir).table_path}")
-        return publish.publish(plan, experiment_dir) if len(table) and plan.analysis.figures else 0
-    except (SettingsError, data.DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        return run_command(arguments)
+    except (SettingsError, data.DataError, RunFolderError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+    except OSError as error:  # the environment: a full disk, a read-only or misnamed folder
+        print(f"error: {describe_environment_error(error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

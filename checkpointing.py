@@ -122,6 +122,11 @@ class ExperimentFolder:
         """The metrics of one checkpoint (metrics/store.py)."""
         return self.metrics_path / run_id / f"iteration_{iteration:08d}.parquet"
 
+    @staticmethod
+    def cell_lock_path(cell_path: Path) -> Path:
+        """The lock an analysis process holds while it measures that cell."""
+        return cell_path.with_suffix(".lock")
+
     def cell_paths(self) -> list[Path]:
         return sorted(self.metrics_path.glob("*/iteration_*.parquet"))
 
@@ -274,7 +279,8 @@ class RunFolder:
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as error:  # a file that hashes right but does not load: written by another tool, say
-            raise CorruptFile(f"{path} does not load ({type(error).__name__}: {error}); {fix}") from None
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]  # torch's unpickling errors run long
+            raise CorruptFile(f"{path} does not load ({type(error).__name__}: {first_line}); {fix}") from None
 
     def damaged_checkpoints(self, *, thorough: bool = True) -> list[int]:
         """Iterations whose checkpoint is missing or differs from the manifest. `thorough=False` (the

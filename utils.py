@@ -145,8 +145,10 @@ def ensure_writable_folder(path: str | Path) -> Path:
     path) when it cannot: a file in the way, a read-only or full file system, no permission."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    probe = _temporary_path(path / ".write-check")
-    probe.unlink()
+    try:
+        _temporary_path(path / ".write-check").unlink()
+    except OSError as error:  # name the folder the user chose, not our probe's name
+        raise OSError(error.errno, error.strerror, str(path)) from None
     return path
 
 

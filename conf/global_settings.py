@@ -143,8 +143,8 @@ class Execution:
     out_dir: str = setting("outputs", "results root: <out_dir>/<experiment>/runs/<run_id>/")
     data_root: str = setting("datasets", "torchvision datasets' root folder (standard layout)")
     download: bool = setting(True, "download a missing torchvision dataset (fails clearly when offline)")
-    # No cuda:N: analysis.py reads any non-cpu device as "cuda", so an index would train on one GPU and
-    # measure on another; CUDA_VISIBLE_DEVICES chooses the GPU for both (and Slurm sets it per job).
+    # No cuda:N: one name for the GPU in both stages (training and analysis resolve "cuda" alike), chosen
+    # by CUDA_VISIBLE_DEVICES, which Slurm sets per job; an index would not follow a job to its node.
     device: str = setting("auto", "auto = cuda when available, else cpu", choices=("auto", "cpu", "cuda"),
                           hint="choose the GPU with CUDA_VISIBLE_DEVICES=N, not cuda:N")
     bf16: bool = setting(False, "CUDA only: bfloat16 autocast for forward and loss")

@@ -6,21 +6,34 @@ Called by analysis.py after measuring (unless figures=false), and by its `figure
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 
-from checkpointing import ExperimentFolder
+from checkpointing import ExperimentFolder, RunFolderError
 from conf import EXPERIMENTS, Plan, SettingsError
 from conf.plasticity import run_kind, stage1_settings
 from utils import atomic_write_text
 
+logger = logging.getLogger(__name__)
+
+
+def describe_filter(overrides: tuple) -> str:
+    """The run settings typed on the command line, as typed: `depth=3,5 seed=0`."""
+    return " ".join(f"{key}={','.join(map(str, values))}" for key, values in overrides)
+
 
 def run_table(experiment_dir: Path) -> pd.DataFrame:
-    """Every run folder of the experiment: id, kind, state, iteration/total, parent, and its settings."""
+    """Every run folder of the experiment: id, kind, state, iteration/total, parent, and its settings.
+    A run whose settings file is unusable is left out (logged): the others are still reported."""
     rows = []
     for folder in ExperimentFolder(experiment_dir).run_folders():
-        settings = folder.read_settings()
+        try:
+            settings = folder.read_settings()
+        except RunFolderError as error:
+            logger.warning("%s; left out of the report", error)
+            continue
         status = folder.read_status()
         kind = run_kind(settings)
         rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
@@ -31,6 +44,28 @@ def run_table(experiment_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
+    """The table's rows of the runs the command line's run settings choose; SettingsError (one line,
+    nothing drawn, the report and phases.csv left as they are) when there are none to draw."""
+    from pyarrow import ArrowException
+
+    path = experiment.table_path
+    measure = f"run `python analysis.py experiment={plan.experiment} ...` first (it measures the checkpoints)"
+    try:
+        metrics = pd.read_parquet(path)
+    except FileNotFoundError:  # other OSErrors (a file in the way, no permission) are the environment's: exit 1
+        raise SettingsError(f"{path} does not exist; {measure}") from None
+    except ArrowException as error:
+        raise SettingsError(f"{path} is not a readable table ({error}); {measure} (it rebuilds the table)") from None
+    if not len(metrics):
+        raise SettingsError(f"{path} has no rows: no checkpoint is measured yet; {measure}")
+    for key, values in plan.overrides:  # the same filter as for measuring
+        metrics = metrics[metrics[key].isin(values)] if key in metrics else metrics
+    if plan.overrides and not len(metrics):
+        raise SettingsError(f"no row of {path} matches {describe_filter(plan.overrides)}; nothing was drawn")
+    return metrics
+
+
 def publish(plan: Plan, experiment_dir: Path) -> int:
     """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped."""
     import figures
@@ -38,13 +73,7 @@ def publish(plan: Plan, experiment_dir: Path) -> int:
     from figures.report import write_report  # imports seaborn: only when drawing
 
     experiment = ExperimentFolder(experiment_dir)
-    table_path = experiment.table_path
-    if not table_path.exists():
-        raise SettingsError(f"{table_path} does not exist; run `python analysis.py experiment={plan.experiment} ...` "
-                            "first (it measures the checkpoints)")
-    metrics = pd.read_parquet(table_path)
-    for key, values in plan.overrides:  # the same filter as for measuring
-        metrics = metrics[metrics[key].isin(values)] if key in metrics else metrics
+    metrics = read_table(experiment, plan)
     runs = run_table(experiment_dir)
     drawn, skipped = figures.draw_all(metrics, experiment.figures_path)
     phases = phase_table(metrics)
@@ -54,7 +83,7 @@ def publish(plan: Plan, experiment_dir: Path) -> int:
     notes = [f"{len(unfinished)} run(s) not done ({', '.join(sorted(set(unfinished['state'])))}): drawn up to their "
              "newest measured checkpoint"] if len(unfinished) else []
     description = EXPERIMENTS[plan.experiment].description if plan.experiment in EXPERIMENTS else ""
-    report = write_report(experiment.report_path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
+    report = write_report(experiment.path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
                           phases, advice, notes)
     for note in notes:
         print(note)

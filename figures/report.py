@@ -1,7 +1,7 @@
 """outputs/<experiment>/report.html — one page per experiment, viewable offline: what varies, every run
 and its state, every figure, the learning-phase table and "stop pre-training here".
 
-    write_report(experiment_dir, description, metrics, runs, drawn, skipped, phases, advice)
+    write_report(experiment_dir, title, description, runs, drawn, skipped, phases, advice, notes)
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from checkpointing import ExperimentFolder
 from figures import FIGURES
 from utils import atomic_write_text
 
@@ -32,27 +33,35 @@ def varying_settings(runs: pd.DataFrame, ignore=("run_id", "state", "iteration",
     return pd.DataFrame(rows, columns=["setting", "values"])
 
 
-def write_report(path: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
+def _figure_parts(drawn: dict, experiment_dir: Path) -> list[str]:
+    """Each drawn figure's PNG, linking its PDF, by paths relative to the experiment folder."""
+    parts = []
+    for name, paths in drawn.items():
+        parts.append(f"<h3>{html.escape(name)} <span class='note'>({html.escape(FIGURES[name].paper)})</span></h3>")
+        for figure_path in paths:  # its own name: `path` is the report's, written below
+            if figure_path.suffix == ".png":
+                relative = figure_path.relative_to(experiment_dir).as_posix()
+                pdf = figure_path.with_suffix(".pdf").relative_to(experiment_dir).as_posix()
+                parts.append(f"<a href='{pdf}'><img src='{relative}' alt='{html.escape(figure_path.stem)}'></a>")
+    return parts
+
+
+def write_report(experiment_dir: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
                  skipped: dict, phases: pd.DataFrame, advice: pd.DataFrame, notes: list[str]) -> Path:
-    """Write the report at `path`, beside the figures folder it links (relative links: the folder can move)."""
-    experiment_dir = path.parent
+    """Write the experiment folder's report, beside the figures folder it links (relative links: the
+    folder can move); returns its path."""
+    experiment = ExperimentFolder(experiment_dir)
     varying = varying_settings(runs)
     run_columns = ["run_id", "kind", "state", "iteration", "parent"] + list(varying["setting"])
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>",
              f"<h1>{html.escape(title)}</h1><p>{html.escape(description)}</p>",
-             f"<p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M')} from {html.escape(str(experiment_dir))}"
-             f"/metrics.parquet; redraw with <code>python analysis.py figures ...</code>.</p>"]
+             f"<p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M')} from "
+             f"{html.escape(str(experiment.table_path))}; redraw with "
+             "<code>python analysis.py figures ...</code>.</p>"]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in notes]
     parts += ["<h2>Settings that vary</h2>", _table(varying) if len(varying) else "<p>none: a single configuration</p>",
               f"<h2>Runs ({len(runs)})</h2>", _table(runs[[column for column in run_columns if column in runs]])]
-    parts.append("<h2>Figures</h2>")
-    for name, paths in drawn.items():
-        parts.append(f"<h3>{html.escape(name)} <span class='note'>({html.escape(FIGURES[name].paper)})</span></h3>")
-        for path in paths:
-            if path.suffix == ".png":
-                relative = path.relative_to(experiment_dir).as_posix()
-                pdf = path.parent.joinpath(path.name[:-len(".png")] + ".pdf").relative_to(experiment_dir).as_posix()
-                parts.append(f"<a href='{pdf}'><img src='{relative}' alt='{html.escape(path.stem)}'></a>")
+    parts += ["<h2>Figures</h2>", *_figure_parts(drawn, experiment_dir)]
     if skipped:
         parts.append("<h3>Not drawn</h3><ul>" + "".join(
             f"<li>{html.escape(name)}: {html.escape(reason)}</li>" for name, reason in skipped.items()) + "</ul>")
@@ -63,5 +72,5 @@ def write_report(path: Path, title: str, description: str, runs: pd.DataFrame, d
               "<h3>Stop pre-training here (read at the last hidden layer)</h3>",
               _table(advice) if len(advice) else "<p>no reconstruction curves</p>",
               "<h3>Every layer</h3>", _table(phases) if len(phases) else "<p>no reconstruction curves</p>"]
-    atomic_write_text(path, "\n".join(parts) + "\n")
-    return path
+    atomic_write_text(experiment.report_path, "\n".join(parts) + "\n")
+    return experiment.report_path

@@ -6,20 +6,25 @@
 A checkpoint's file is fresh when it was computed under the current recipe (metric version +
 analysis options) from the checkpoint whose sha256 the manifest lists; otherwise it is computed
 again. Files are written atomically; a lock per checkpoint (non-blocking: another process already
-on it is left to it) keeps two analysis processes from doing the same work twice.
+on it is left to it) keeps two analysis processes from doing the same work twice: the caller checks
+freshness again once it holds the lock, since the other process may have finished the cell between
+the first look and the lock. A run whose settings file is unusable is left out of the merged table
+(logged), as is a cell that does not read; the others are merged.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 
-from checkpointing import ExperimentFolder
+from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from utils import atomic_write_bytes, exclusive_lock
 
+logger = logging.getLogger(__name__)
 KEY = ["run_id", "iteration", "layer", "metric", "split"]
 
 
@@ -44,7 +49,7 @@ def is_fresh(path: Path, recipe: str, checkpoint_sha256: str) -> bool:
 
 def claim(path: Path):
     """A context yielding True when this process holds the cell's lock, False when another process does."""
-    return exclusive_lock(path.with_suffix(".lock"))
+    return exclusive_lock(ExperimentFolder.cell_lock_path(path))
 
 
 def merge(experiment_dir: Path) -> pd.DataFrame:
@@ -58,13 +63,42 @@ def merge(experiment_dir: Path) -> pd.DataFrame:
 
 def _merge(experiment_dir: Path) -> pd.DataFrame:
     frames, experiment = [], ExperimentFolder(experiment_dir)
+    columns_of: dict[str, dict | None] = {}  # run id -> its settings as columns (read once per run), None: unusable
     for path in experiment.cell_paths():
-        frame = pd.read_parquet(path)
-        run = experiment.run(experiment.run_id_of_cell(path))
-        if run.settings_path.exists():
-            for key, value in run.read_settings().to_record().items():
-                frame[key] = json.dumps(value) if isinstance(value, list) else value
+        run_id = experiment.run_id_of_cell(path)
+        if run_id not in columns_of:
+            columns_of[run_id] = settings_columns(experiment.run(run_id), experiment.table_path)
+        frame = read_cell(path) if columns_of[run_id] is not None else None
+        if frame is None:
+            continue
+        for key, value in columns_of[run_id].items():
+            frame[key] = value
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY, "value"])
     write_frame(experiment.table_path, table)
     return table
+
+
+def settings_columns(run: RunFolder, table_path: Path) -> dict | None:
+    """A run's settings as table columns (lists as JSON text); {} for a run folder that is gone (its
+    rows keep no settings), None when its settings file is unusable: its rows are left out (logged),
+    since settings that do not match the run id would mislabel every row."""
+    if not run.settings_path.exists():
+        return {}
+    try:
+        record = run.read_settings().to_record()
+    except RunFolderError as error:
+        logger.warning("%s; its rows are left out of %s", error, table_path)
+        return None
+    return {key: json.dumps(value) if isinstance(value, list) else value for key, value in record.items()}
+
+
+def read_cell(path: Path) -> pd.DataFrame | None:
+    """One cell's rows; None (logged) for a file that does not read: the next analysis measures it again."""
+    from pyarrow import ArrowException
+
+    try:
+        return pd.read_parquet(path)
+    except ArrowException as error:
+        logger.warning("%s does not read (%s); left out of the table, the next analysis measures it again", path, error)
+        return None
