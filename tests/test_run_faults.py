@@ -194,3 +194,16 @@ def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes_bitwise(tmp_path
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert folder_bytes(run_dir) == reference
     assert os.path.ismount(small) is False
+
+
+def test_a_large_grid_is_announced_before_its_pre_flight_and_a_huge_one_refused(tmp_path):
+    """Fault 9: a 10⁶-run grid was silent for 150 s and 2.5 GB; now its size comes first (or a refusal)."""
+    seeds = "seed=" + ",".join(str(seed) for seed in range(1000))
+    missing = [f"out_dir={tmp_path}", "dataset=cifar10", "download=false", f"data_root={tmp_path / 'none'}"]
+    announced = run_cli("train.py", [seeds, *missing])
+    assert announced.returncode == 2
+    lines = announced.stderr.strip().splitlines()
+    assert lines[0].startswith("building and checking a grid of up to 1,000 runs") and "cifar10" in lines[-1]
+    refused = run_cli("train.py", [seeds, "depth=" + ",".join(str(depth) for depth in range(1, 12)), *missing])
+    assert refused.returncode == 2 and "11,000 runs, over max_runs=10000" in refused.stderr
+    assert not (tmp_path / "default").exists()
