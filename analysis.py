@@ -3,9 +3,11 @@
 Measures the runs in `<out_dir>/<experiment>/runs/` (run settings on the command line filter them:
 `depth=3,5` keeps the runs of depth 3 or 5). Writes
 `<out_dir>/<experiment>/metrics/<run_id>/iteration_*.parquet` (one file per checkpoint) and
-merges them into `<out_dir>/<experiment>/metrics.parquet`: one row per (run_id, iteration, layer,
-metric, split) with `value`, the layer's index, the epoch, the stage (warm starts: 1 = on the subset,
-2 = on all data), the parent run of a warm-started run, and the run's settings as columns. A stage-1
+merges them into `<out_dir>/<experiment>/metrics.parquet` (a folder of per-run parts that
+pandas.read_parquet reads as one table; a run's part is rewritten only when its cells changed, and
+holds only cells fresh under this recipe): one row per (run_id, iteration, layer, metric, split)
+with `value`, the layer's index, the epoch, the stage (warm starts: 1 = on the subset, 2 = on all
+data), the parent run of a warm-started run, and the run's settings as columns. A stage-1
 run's train split is its subset.
 Incremental: a checkpoint already measured under the same recipe is not measured again; runs still
 training are measured up to their newest checkpoint.
@@ -46,7 +48,9 @@ import data
 import models
 from checkpointing import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
 from conf import Execution, Plan, Settings, SettingsError, parse_arguments
+from conf.analysis import Analysis
 from metrics import engine, registry, store
+from metrics import transfer as transfer_metrics
 from utils import (atomic_write_bytes, describe_environment_error, ensure_writable_folder, progress_bar,
                    resolve_device, setup_logging)
 
@@ -83,8 +87,9 @@ class RunInputs:
     train: engine.SplitData
     test: engine.SplitData
     num_classes: int
-    transfer: tuple | None
+    transfer: transfer_metrics.TransferProbe | None
     lineage: dict
+    transfer_task: str = ""  # the task and its images, or `none (why)`: a column of every row (the report reads it)
 
 
 def one_line(error: Exception) -> str:
@@ -124,12 +129,31 @@ def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: 
     return train, test, dataset.num_classes
 
 
-def transfer_splits(settings: Settings, plan: Plan, reference: engine.SplitData, device):
-    """The colour-dominance probe's own dataset (`transfer_dataset`), normalised as the network's
-    inputs; None for the run's own images. The synthetic one is drawn with the next data seed."""
-    name = plan.analysis.transfer_dataset
-    if name == "own":
-        return None
+def transfer_probe(settings: Settings, plan: Plan, train: engine.SplitData, test: engine.SplitData, num_classes: int,
+                   device) -> tuple[transfer_metrics.TransferProbe | None, str]:
+    """(the run's transfer probe or None, what it is: the task and its images, or `none (why)`).
+    `transfer_task` chooses the task (data/transfer.py); one that does not apply to the run's dataset,
+    or whose other dataset is not on disk, gives no probe and the reason, never an error."""
+    choice = transfer_metrics.choose_task(plan.analysis.transfer_task, settings.dataset, train.images.shape[1],
+                                          plan.analysis.transfer_dataset)
+    if choice.task is None:
+        return None, choice.describe()
+    if choice.source == "own":
+        return transfer_metrics.bind(choice.task, train, test, num_classes), choice.describe()
+    try:
+        other_train, other_test, other_classes = transfer_splits(settings, plan, choice.source, train, device)
+    except data.DataError as error:
+        if plan.analysis.transfer_dataset != "own":
+            raise  # a dataset the user named: missing is this run's error, as for its own dataset
+        return None, f"none ({choice.task.name} needs {choice.source}: {one_line(error)})"
+    probe = transfer_metrics.bind(choice.task, other_train, other_test, other_classes, source=choice.source)
+    return probe, choice.describe()
+
+
+def transfer_splits(settings: Settings, plan: Plan, name: str, reference: engine.SplitData, device):
+    """(train, test, num_classes) of the dataset `name` the transfer task reads instead of the run's
+    own (`transfer_dataset`, or the other dataset of other_dataset_classes), normalised as the
+    network's inputs. The synthetic one is drawn with the next data seed."""
     source = dataclasses.replace(settings, dataset=name, train_subset=0, label_noise=0.0,
                                  data_seed=settings.data_seed + (name == "synthetic"))
     dataset = data.load_dataset(source, data_root=Path(plan.execution.data_root), download=plan.execution.download)
@@ -138,7 +162,7 @@ def transfer_splits(settings: Settings, plan: Plan, reference: engine.SplitData,
                             f"run's are {tuple(reference.images.shape[1:])}; accepted: own or a dataset of that shape")
     dataset = dataset.to(device)
     return (engine.SplitData(dataset.train_images, dataset.train_labels, reference.mean, reference.std),
-            engine.SplitData(dataset.test_images, dataset.test_labels, reference.mean, reference.std))
+            engine.SplitData(dataset.test_images, dataset.test_labels, reference.mean, reference.std), dataset.num_classes)
 
 
 def load_model(folder: RunFolder, iteration: int, device) -> tuple[dict, models.LayerwiseModel]:
@@ -196,8 +220,11 @@ def runs_of(experiment: ExperimentFolder, overrides: tuple) -> tuple[list[Settin
 def run_inputs(settings: Settings, folder: RunFolder, plan: Plan, device, current_recipe: str) -> RunInputs:
     execution = plan.execution
     train, test, num_classes = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
-    return RunInputs(settings, folder, plan, device, current_recipe, train, test, num_classes,
-                     transfer_splits(settings, plan, train, device), folder.read_lineage())
+    probe, transfer_task = transfer_probe(settings, plan, train, test, num_classes, device)
+    skipped = probe is None and plan.analysis.transfer_task != "none"  # asked for (or auto) and not done: say so
+    logger.log(logging.WARNING if skipped else logging.INFO, "%s: transfer task %s", settings.run_id, transfer_task)
+    return RunInputs(settings, folder, plan, device, current_recipe, train, test, num_classes, probe,
+                     folder.read_lineage(), transfer_task)
 
 
 def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: str) -> pd.DataFrame:
@@ -215,6 +242,7 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
     frame.insert(4, "parent_run_id", inputs.lineage.get("parent_run_id", ""))
     frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
     frame["recipe"], frame["checkpoint_sha256"] = inputs.recipe, checkpoint_sha256
+    frame["transfer_task"] = inputs.transfer_task  # which task transfer_accuracy read, or why there is none
     return frame
 
 
@@ -278,13 +306,14 @@ def analyse_runs(runs: list[Settings], experiment_dir: Path, plan: Plan, device)
 
 
 def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> Outcome:
-    """One Slurm array task: one run's missing cells, then the merged table (atomic; the last task to
-    finish merges everything that is done)."""
+    """One Slurm array task: one run's missing cells, then that run's part of the table only (each
+    task writes its own part, so no task's cost grows with the grid)."""
     setup_logging(plan.execution.log_level)
     apply_threads(plan.execution)
     device = resolve_device(plan.execution)
-    outcome = analyse_runs([Settings.from_record(settings_record)], Path(experiment_dir), plan, device)
-    store.merge(Path(experiment_dir))
+    settings = Settings.from_record(settings_record)
+    outcome = analyse_runs([settings], Path(experiment_dir), plan, device)
+    store.update_run(Path(experiment_dir), settings.run_id, recipe(plan))
     return outcome
 
 
@@ -305,8 +334,9 @@ def submit_analysis(plan: Plan, experiment_dir: Path, runs: list[Settings]) -> i
     return 0
 
 
-FEATURE_OPTIONS = ("iteration", "split", "out", "device", "data_root")
-FEATURES_USAGE = "usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz"
+FEATURE_OPTIONS = ("iteration", "split", "out", "device", "data_root", "features_at")
+FEATURES_USAGE = ("usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz "
+                  "[features_at=post_activation|pre_activation]")
 
 
 def feature_options(arguments: list[str]) -> tuple[RunFolder, dict, int, Execution]:
@@ -328,6 +358,7 @@ def feature_options(arguments: list[str]) -> tuple[RunFolder, dict, int, Executi
         raise SettingsError(f"iteration={options.get('iteration')!r} has no checkpoint; accepted: {', '.join(map(str, sorted(files)))}")
     if options.setdefault("split", "test") not in ("train", "test"):
         raise SettingsError(f"split={options['split']!r} is not known; accepted: train, test")
+    options["features_at"] = Analysis(features_at=options.get("features_at", "post_activation")).features_at  # checked
     return folder, options, int(options["iteration"]), execution
 
 
@@ -362,7 +393,7 @@ def features_command(arguments: list[str]) -> int:
     arrays: dict[str, list] = {}
     with torch.no_grad():
         for _, _, images, _, _ in chosen.batches(500):
-            for name, tensor in model.features(images).items():
+            for name, tensor in model.features(images, point=options["features_at"]).items():
                 arrays.setdefault(name, []).append(tensor.flatten(1).float().cpu().numpy())
     buffer = io.BytesIO()
     np.savez(buffer, labels=chosen.labels.cpu().numpy(), **{name: np.concatenate(parts) for name, parts in arrays.items()})
@@ -383,9 +414,11 @@ def report_skipped(skipped: list[str]) -> int:
 
 
 def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int:
-    """Measure the chosen runs' missing cells, merge the table, draw; 1 when a file was skipped."""
+    """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped."""
     runs, skipped = runs_of(experiment, plan.overrides)
     if plan.cluster.launcher == "slurm":
+        # the other runs' parts here (other recipe, gone runs, an old one-file table); each task writes its own
+        store.merge(experiment.path, recipe(plan), leave={settings.run_id for settings in runs})
         return max(submit_analysis(plan, experiment.path, runs), report_skipped(skipped))
     device = resolve_device(plan.execution)
     for folder in (experiment.path, experiment.metrics_path):  # read-only or full: say so before any work
@@ -394,11 +427,11 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
     outcome.skipped[:0] = skipped
     if not runs:  # every run's settings are unusable: keep the table and the report as they are
         return report_skipped(outcome.skipped)
-    table = store.merge(experiment.path)
+    merged = store.merge(experiment.path, recipe(plan))  # rows of cells fresh under this recipe only
     print(f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
-          f"{outcome.busy} left to another process, {outcome.corrupt} corrupt. {len(table)} rows in "
-          f"{experiment.table_path}")
-    drawn = publish.publish(plan, experiment.path) if len(table) and plan.analysis.figures else 0
+          f"{outcome.busy} left to another process, {outcome.corrupt} corrupt. {merged.rows} rows in "
+          f"{experiment.table_path} ({len(merged.written)} run part(s) rewritten)")
+    drawn = publish.publish(plan, experiment.path) if merged.rows and plan.analysis.figures else 0
     return max(drawn, report_skipped(outcome.skipped))
 
 

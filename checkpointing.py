@@ -94,7 +94,14 @@ def _read_json(path: Path, default=None):
 
 
 class ExperimentFolder:
-    """`<out_dir>/<experiment>/`: its runs, the metrics store's files, figures, report and Slurm logs."""
+    """`<out_dir>/<experiment>/`: its runs, the metrics store's files, figures, report and Slurm logs.
+
+    The table, `metrics.parquet`, is a folder of per-run parts that pandas.read_parquet opens as one:
+
+        metrics.parquet/<run_id>.parquet     one run's fresh rows + its settings as columns
+        metrics.parquet/.<run_id>.json       what that part was built from (cells' sizes and times, recipe)
+        metrics.parquet/.<run_id>.lock       held while a process rebuilds the part
+    Parquet readers skip names starting with a dot, so the hidden files never show up as rows."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -133,6 +140,50 @@ class ExperimentFolder:
     @staticmethod
     def run_id_of_cell(path: Path) -> str:
         return path.parent.name
+
+    def cell_run_ids(self) -> list[str]:
+        """The run ids that have a folder of cells, sorted."""
+        try:
+            return sorted(entry.name for entry in os.scandir(self.metrics_path) if entry.is_dir())
+        except FileNotFoundError:
+            return []
+
+    def run_cell_paths(self, run_id: str) -> list[Path]:
+        """One run's cells, sorted by iteration."""
+        return sorted((self.metrics_path / run_id).glob("iteration_*.parquet"))
+
+    # -- the table: a directory of per-run parts (metrics/store.py) --------------------------------
+    def part_path(self, run_id: str) -> Path:
+        """One run's rows of the table."""
+        return self.table_path / f"{run_id}.parquet"
+
+    def part_index_path(self, run_id: str) -> Path:
+        """What the run's part was built from. Hidden: Parquet readers skip names starting with a dot."""
+        return self.table_path / f".{run_id}.json"
+
+    def part_lock_path(self, run_id: str) -> Path:
+        """The lock a process holds while it rebuilds that run's part."""
+        return self.table_path / f".{run_id}.lock"
+
+    def table_run_ids(self) -> list[str]:
+        """The run ids that have a part or an index in the table, sorted."""
+        try:
+            names = [entry.name for entry in os.scandir(self.table_path)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        parts = {name.removesuffix(".parquet") for name in names if name.endswith(".parquet") and name[0] != "."}
+        indexes = {name[1:].removesuffix(".json") for name in names if name.endswith(".json") and name[0] == "."}
+        return sorted(parts | indexes)
+
+    def table_staging_path(self) -> Path:
+        """A new hidden folder beside the table, where a whole table is built before it takes the table's place."""
+        return self.path / f".{self.table_path.name}.tmp-{os.urandom(6).hex()}"
+
+    def staged(self, staging_path: Path) -> "ExperimentFolder":
+        """This experiment with its table at `staging_path` (the cells stay where they are)."""
+        staged = ExperimentFolder(self.path)
+        staged.table_path = staging_path
+        return staged
 
 
 class RunFolder:

@@ -17,13 +17,17 @@ class Analysis:
 
     analysis_batch_size: int = setting(500, "examples per forward pass of the analysis", minimum=1)
     probe_dimensions: int = setting(512, "features are pooled to at most this many dimensions for the probes and the decoder", minimum=1)
+    # The same names as models.POINTS (conf imports the standard library only; tests check they agree).
+    features_at: str = setting("post_activation", "where each layer's features are taken: after the activation (DESIGN contract 5) or the linear/conv output before BN and ReLU (IntermediateNC)", choices=("post_activation", "pre_activation"))
     # Both parts of the split must hold examples (metrics/engine.py fits on one, scores on the other:
     # an empty part is a ValueError). Below 1 % the held-out part of a small split is often empty; above
     # a half the l2 is chosen for a fit on less data than the refit on the whole split it is used for.
     heldout_fraction: float = setting(0.1, "part of the training split held out to choose the ridge regularisation", minimum=0.01, maximum=0.5)
     effective_depth_epsilon: float = setting(0.01, "effective depth: first layer whose NCC train accuracy is within this of the last layer's", minimum=0.0, maximum=1.0)
     linear_maps: str = setting("closed_form", "probes and decoder: closed_form (ridge), or adam / sgd trained 20 epochs as LearnPhase does", choices=("closed_form", "adam", "sgd"))
-    transfer_dataset: str = setting("own", "images of the colour-dominance probe: own = the run's (LearnPhase's code), or another dataset, e.g. cifar100 (its README)", choices=("own", *DATASETS))
+    # The names of data/transfer.py's TRANSFER_TASKS (conf imports the standard library only; tests/test_transfer.py checks they agree).
+    transfer_task: str = setting("auto", "task of the transfer probe (LearnPhase): auto = colour_dominance for RGB, brightness for grayscale; none; or a task (a task that does not apply to a run is skipped, with the reason logged and in the report)", choices=("auto", "none", "colour_dominance", "colour_dominance_raw", "brightness", "other_dataset_classes"))
+    transfer_dataset: str = setting("own", "images the transfer task reads: own = the run's (LearnPhase's code), or another dataset of the same image shape, e.g. cifar100 (its README)", choices=("own", *DATASETS))
     feature_cache_gb: float = setting(4.0, "keep the training split's features up to this size for the train accuracies (else a second pass)", minimum=0.0)
     figures: bool = setting(True, "after measuring, draw every figure and write the report (not part of the recipe)")
 

@@ -44,6 +44,17 @@ def run_table(experiment_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def read_parquet_again_if_changed(path: Path) -> pd.DataFrame:
+    """The table (a folder of per-run parts, or an old single file) as one frame. A part removed by an
+    analysis between the listing and the reading is a FileNotFoundError: read the folder once more."""
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        if not path.exists():
+            raise
+        return pd.read_parquet(path)
+
+
 def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
     """The table's rows of the runs the command line's run settings choose; SettingsError (one line,
     nothing drawn, the report and phases.csv left as they are) when there are none to draw."""
@@ -52,7 +63,7 @@ def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
     path = experiment.table_path
     measure = f"run `python analysis.py experiment={plan.experiment} ...` first (it measures the checkpoints)"
     try:
-        metrics = pd.read_parquet(path)
+        metrics = read_parquet_again_if_changed(path)
     except FileNotFoundError:  # other OSErrors (a file in the way, no permission) are the environment's: exit 1
         raise SettingsError(f"{path} does not exist; {measure}") from None
     except ArrowException as error:

@@ -46,13 +46,28 @@ def _figure_parts(drawn: dict, experiment_dir: Path) -> list[str]:
     return parts
 
 
+def transfer_tasks(experiment: ExperimentFolder) -> dict[str, str]:
+    """run id -> the transfer task its transfer_accuracy rows read, or why it has none (the table's
+    `transfer_task` column, analysis.py); {} when the table has no such column (measured before it)."""
+    from pyarrow import ArrowException
+
+    try:
+        table = pd.read_parquet(experiment.table_path, columns=["run_id", "transfer_task"])
+    except (ArrowException, KeyError, ValueError, OSError):  # no table, or one without the column
+        return {}
+    return {run: ", ".join(sorted(set(tasks.dropna()))) for run, tasks in table.groupby("run_id")["transfer_task"]}
+
+
 def write_report(experiment_dir: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
                  skipped: dict, phases: pd.DataFrame, advice: pd.DataFrame, notes: list[str]) -> Path:
     """Write the experiment folder's report, beside the figures folder it links (relative links: the
     folder can move); returns its path."""
     experiment = ExperimentFolder(experiment_dir)
     varying = varying_settings(runs)
-    run_columns = ["run_id", "kind", "state", "iteration", "parent"] + list(varying["setting"])
+    tasks = transfer_tasks(experiment)  # LearnPhase's transfer probe: which task each run's was, or why none
+    if tasks and "run_id" in runs:
+        runs = runs.assign(transfer_task=runs["run_id"].map(tasks).fillna("not measured"))
+    run_columns = ["run_id", "kind", "state", "iteration", "parent", "transfer_task"] + list(varying["setting"])
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>",
              f"<h1>{html.escape(title)}</h1><p>{html.escape(description)}</p>",
              f"<p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M')} from "

@@ -96,11 +96,18 @@ def probe_accuracy(layer: LayerResults) -> dict[str, float]:
     return _accuracy(layer, "probe")
 
 
-@register("transfer_accuracy", version=1, paper="Schneider & Prabhushankar, AAAI 2024 (LearnPhase): colour dominance",
-          details=_map_details("transfer"))
+def _transfer_details(layer: LayerResults) -> dict:
+    return _map_details("transfer")(layer) if "transfer" in layer.maps else {}
+
+
+# Version 2: colour dominance reads the normalised image, as LearnPhase's code does (version 1 summed
+# the raw uint8 pixels; that rule is the transfer task colour_dominance_raw now).
+@register("transfer_accuracy", version=2, paper="Schneider & Prabhushankar, AAAI 2024 (LearnPhase): transfer task",
+          details=_transfer_details)
 def transfer_accuracy(layer: LayerResults) -> dict[str, float]:
-    """A probe for a task the network never trained on: which of R, G, B dominates the image."""
-    return _accuracy(layer, "transfer")
+    """A probe for a task the network never trained on (data/transfer.py: colour dominance, brightness,
+    the other dataset's classes); no value when the run has no transfer task (transfer_task=)."""
+    return _accuracy(layer, "transfer") if "transfer" in layer.maps else {}
 
 
 @register("reconstruction_mse", version=1, paper="Schneider & Prabhushankar, AAAI 2024 (LearnPhase): linear decoder",

@@ -1,31 +1,73 @@
-"""The metrics store: one Parquet file per (run, checkpoint), merged into one tidy table (merges take turns under `metrics.lock`).
+"""The metrics store: one Parquet file per (run, checkpoint), and the table: one Parquet part per run.
 
-    outputs/<experiment>/metrics/<run_id>/iteration_00000256.parquet   one checkpoint's rows
-    outputs/<experiment>/metrics.parquet                                all of them + the runs' settings
+    outputs/<experiment>/metrics/<run_id>/iteration_00000256.parquet   one checkpoint's rows (a "cell")
+    outputs/<experiment>/metrics.parquet/<run_id>.parquet               one run's fresh rows + its settings
+    outputs/<experiment>/metrics.parquet/.<run_id>.json                 what that part was built from
 
-A checkpoint's file is fresh when it was computed under the current recipe (metric version +
-analysis options) from the checkpoint whose sha256 the manifest lists; otherwise it is computed
-again. Files are written atomically; a lock per checkpoint (non-blocking: another process already
-on it is left to it) keeps two analysis processes from doing the same work twice: the caller checks
-freshness again once it holds the lock, since the other process may have finished the cell between
-the first look and the lock. A run whose settings file is unusable is left out of the merged table
-(logged), as is a cell that does not read; the others are merged.
+`pandas.read_parquet("outputs/<experiment>/metrics.parquet")` reads the folder as one table (Parquet
+readers skip the hidden files). Every part has the same column types (settings typed by their
+`conf.Settings` field, cell numbers as float64 but iteration, stage and layer_index as int64), since
+a dataset reader takes the types of one part and casts the others to them.
+
+A cell is fresh when it was computed under the current recipe (metric version + analysis options)
+from the checkpoint whose sha256 the manifest lists; otherwise it is computed again. Cells are
+written atomically; a lock per cell (non-blocking: another process already on it is left to it)
+keeps two analysis processes from doing the same work twice: the caller checks freshness again once
+it holds the lock, since the other process may have finished the cell between the first look and
+the lock.
+
+The table holds only fresh cells: a merge under recipe R keeps the rows of cells computed under R
+from the checkpoint the run's manifest lists now (a run folder that is gone keeps its cells' rows,
+without settings). So after an analysis under a new recipe, runs not yet measured under it have no
+rows, rather than rows no figure may compare with the others. A run whose settings file is unusable
+is left out (logged), as is a cell that does not read.
+
+Cost: a run's part is rebuilt only when its signature changed: the recipe, and the size and
+modification time of its cells, settings file and manifest (a copy that keeps modification times,
+such as `cp -p` or `rsync -t`, is not rebuilt). Looking at an unchanged run is a handful of `stat`
+calls and one small JSON read; a Slurm array task (update_run) rebuilds only its own run's part.
+Each part is rebuilt under its own lock, and the signature is taken again inside it, so two processes
+at once end with every part built from every cell written before either took the lock.
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
+import hashlib
 import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as parquet
 
 from checkpointing import ExperimentFolder, RunFolder, RunFolderError
-from utils import atomic_write_bytes, exclusive_lock
+from conf import Settings
+from utils import atomic_write_bytes, atomic_write_json, exclusive_lock
 
 logger = logging.getLogger(__name__)
 KEY = ["run_id", "iteration", "layer", "metric", "split"]
+STORE_VERSION = 1  # bump when what a part holds changes: every part is rebuilt once
+INTEGER_COLUMNS = ("iteration", "stage", "layer_index")  # the cells' other numbers are float64 in the table
+RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h): swap two paths in one step
+AT_FDCWD = -100
+
+
+@dataclasses.dataclass
+class Merged:
+    """What a merge did: rows and parts of the runs it looked at, the runs whose part it rewrote or removed."""
+
+    rows: int = 0
+    parts: int = 0
+    written: list[str] = dataclasses.field(default_factory=list)
+    removed: list[str] = dataclasses.field(default_factory=list)
+
+
+# -- cells ---------------------------------------------------------------------------------------------
 
 
 def write_frame(path: Path, frame: pd.DataFrame) -> None:
@@ -39,8 +81,6 @@ def is_fresh(path: Path, recipe: str, checkpoint_sha256: str) -> bool:
     if not path.exists():
         return False
     try:
-        import pyarrow.parquet as parquet
-
         columns = parquet.read_table(path, columns=["recipe", "checkpoint_sha256"]).to_pandas()
     except Exception:  # unreadable (a foreign or damaged file): compute it again
         return False
@@ -52,53 +92,243 @@ def claim(path: Path):
     return exclusive_lock(ExperimentFolder.cell_lock_path(path))
 
 
-def merge(experiment_dir: Path) -> pd.DataFrame:
-    """Every checkpoint file of the experiment + each run's settings as columns -> metrics.parquet.
+def read_cell(path: Path) -> pa.Table | None:
+    """One cell's rows; None (logged) for a file that does not read: the next analysis measures it again."""
+    try:
+        with parquet.ParquetFile(path) as cell:  # half read_table's time: no dataset discovery for one file
+            return cell.read()
+    except (pa.ArrowException, OSError) as error:
+        logger.warning("%s does not read (%s); left out of the table, the next analysis measures it again", path, error)
+        return None
 
-    Merges take turns (a waiting lock): otherwise a process that listed the cells before another
-    process's last cell was written could write its table after that process's complete one."""
-    with exclusive_lock(ExperimentFolder(experiment_dir).merge_lock_path, wait=True):
-        return _merge(experiment_dir)
+
+def cell_is_fresh(cell: pa.Table, recipe: str | None, listed: dict[int, str] | None) -> bool:
+    """All of the cell's rows were computed under `recipe` (None: any) from the checkpoint the manifest
+    lists for its iteration (`listed` None: no manifest to check against)."""
+    try:
+        recipes, iterations, digests = (set(cell.column(name).unique().to_pylist())
+                                        for name in ("recipe", "iteration", "checkpoint_sha256"))
+    except KeyError:  # not one of our cells
+        return False
+    if recipe is not None and recipes != {recipe}:
+        return False
+    return listed is None or (len(iterations) == 1 and digests == {listed.get(next(iter(iterations)))})
 
 
-def _merge(experiment_dir: Path) -> pd.DataFrame:
-    frames, experiment = [], ExperimentFolder(experiment_dir)
-    columns_of: dict[str, dict | None] = {}  # run id -> its settings as columns (read once per run), None: unusable
-    for path in experiment.cell_paths():
-        run_id = experiment.run_id_of_cell(path)
-        if run_id not in columns_of:
-            columns_of[run_id] = settings_columns(experiment.run(run_id), experiment.table_path)
-        frame = read_cell(path) if columns_of[run_id] is not None else None
-        if frame is None:
-            continue
-        for key, value in columns_of[run_id].items():
-            frame[key] = value
-        frames.append(frame)
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY, "value"])
-    write_frame(experiment.table_path, table)
+# -- the table: merge (every run) and update_run (one run) -----------------------------------------------
+
+
+def merge(experiment_dir: Path, recipe: str | None = None, *, leave=frozenset()) -> Merged:
+    """Bring every run's part of the table up to date with its cells under `recipe` (None: rows of
+    any recipe); the runs in `leave` are left to their own Slurm array tasks. Unchanged runs cost a
+    few stats each, so a call with nothing new stays quick on a large grid."""
+    experiment = ExperimentFolder(experiment_dir)
+    prepare_table(experiment, recipe)
+    merged = Merged()
+    for run_id in sorted({*experiment.cell_run_ids(), *experiment.table_run_ids()} - set(leave)):
+        state, rows = refresh_part(experiment, run_id, recipe)
+        merged.rows, merged.parts = merged.rows + rows, merged.parts + (rows > 0)
+        if state == "written":
+            merged.written.append(run_id)
+        elif state == "removed":
+            merged.removed.append(run_id)
+    return merged
+
+
+def update_run(experiment_dir: Path, run_id: str, recipe: str | None = None) -> str:
+    """One run's part only (a Slurm array task's share): kept, written, removed or absent."""
+    experiment = ExperimentFolder(experiment_dir)
+    prepare_table(experiment, recipe)
+    return refresh_part(experiment, run_id, recipe)[0]
+
+
+def prepare_table(experiment: ExperimentFolder, recipe: str | None) -> None:
+    """The table folder exists; an old single-file table (before per-run parts) is replaced by one."""
+    if experiment.table_path.is_file():
+        migrate(experiment, recipe)
+    experiment.table_path.mkdir(parents=True, exist_ok=True)
+
+
+def refresh_part(experiment: ExperimentFolder, run_id: str, recipe: str | None) -> tuple[str, int]:
+    """(kept | written | removed | absent, rows of the run's part). Rebuilt only when the run's
+    signature changed; taken again under the part's lock, since another process may have rebuilt
+    it while this one waited."""
+    index = current_index(experiment, run_id, run_signature(experiment, run_id, recipe))
+    if index is not None:
+        return "kept", index["rows"]
+    with exclusive_lock(experiment.part_lock_path(run_id), wait=True):
+        signature = run_signature(experiment, run_id, recipe)
+        index = current_index(experiment, run_id, signature)
+        if index is not None:
+            return "kept", index["rows"]
+        return rebuild_part(experiment, run_id, recipe, signature)
+
+
+def file_stamp(path: Path) -> list[int] | None:
+    """[size, modification time in ns], None for a missing file: what "changed" means here."""
+    try:
+        stat = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def run_signature(experiment: ExperimentFolder, run_id: str, recipe: str | None) -> str:
+    """A hash of everything a run's part is built from: its cells' names, sizes and modification
+    times, its settings file and manifest (a checkpoint re-made makes its cell stale), the recipe."""
+    run = experiment.run(run_id)
+    built_from = {"store": STORE_VERSION, "recipe": recipe, "settings": file_stamp(run.settings_path),
+                  "manifest": file_stamp(run.manifest_path),
+                  "cells": [[path.name, file_stamp(path)] for path in experiment.run_cell_paths(run_id)]}
+    return hashlib.sha256(json.dumps(built_from).encode()).hexdigest()
+
+
+def current_index(experiment: ExperimentFolder, run_id: str, signature: str) -> dict | None:
+    """The run's index when its part is up to date: built from this signature, and the part on disk
+    is the one written then (a part deleted or replaced by hand is rebuilt)."""
+    try:
+        index = json.loads(experiment.part_index_path(run_id).read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    if not isinstance(index, dict) or index.get("signature") != signature:
+        return None
+    return index if file_stamp(experiment.part_path(run_id)) == index.get("part") else None
+
+
+def rebuild_part(experiment: ExperimentFolder, run_id: str, recipe: str | None, signature: str) -> tuple[str, int]:
+    """Write the run's part from its fresh cells (or remove it when it has none), then its index:
+    the index comes second, so a process killed in between leaves a part that is rebuilt, never one
+    that looks up to date and is not."""
+    part, index_path = experiment.part_path(run_id), experiment.part_index_path(run_id)
+    had_part = part.exists()
+    table = run_rows(experiment, run_id, recipe)
+    if table is not None:
+        buffer = io.BytesIO()
+        parquet.write_table(table, buffer)
+        atomic_write_bytes(part, buffer.getvalue())
+    else:
+        part.unlink(missing_ok=True)
+    if experiment.run_cell_paths(run_id):
+        atomic_write_json(index_path, {"signature": signature, "part": file_stamp(part),
+                                       "rows": table.num_rows if table is not None else 0})
+    else:  # no cells left: nothing to remember, so the run drops out of later merges
+        index_path.unlink(missing_ok=True)
+    state = "written" if table is not None else "removed" if had_part else "absent"
+    return state, table.num_rows if table is not None else 0
+
+
+# -- one run's rows ------------------------------------------------------------------------------------
+
+
+def run_rows(experiment: ExperimentFolder, run_id: str, recipe: str | None) -> pa.Table | None:
+    """The run's fresh cells with its settings as columns; None when there are none, or its
+    settings file is unusable (logged)."""
+    run = experiment.run(run_id)
+    settings = settings_columns(run, experiment.table_path)
+    if settings is None:
+        return None
+    listed = listed_checkpoints(run)
+    cells = [normalised(cell) for path in experiment.run_cell_paths(run_id)
+             if (cell := read_cell(path)) is not None and cell_is_fresh(cell, recipe, listed)]
+    if not cells:
+        return None
+    table = pa.concat_tables(cells, promote_options="default")  # a cell without a column gets nulls there
+    for name, (value, data_type) in settings.items():
+        column = pa.array([value] * table.num_rows, type=data_type)
+        position = table.schema.get_field_index(name)
+        table = table.set_column(position, name, column) if position >= 0 else table.append_column(name, column)
     return table
 
 
-def settings_columns(run: RunFolder, table_path: Path) -> dict | None:
-    """A run's settings as table columns (lists as JSON text); {} for a run folder that is gone (its
-    rows keep no settings), None when its settings file is unusable: its rows are left out (logged),
+def listed_checkpoints(run: RunFolder) -> dict[int, str] | None:
+    """{iteration: sha256} the manifest lists; None when there is no usable manifest (a run folder
+    that is gone keeps its cells' rows, as the settings do)."""
+    if not run.manifest_path.exists():
+        return None
+    try:
+        return {iteration: entry["sha256"] for iteration, entry in run.checkpoint_entries().items()}
+    except (RunFolderError, KeyError, TypeError, AttributeError):
+        logger.warning("%s is unusable; the cells of %s are not checked against it", run.manifest_path, run.run_id)
+        return None
+
+
+def normalised(cell: pa.Table) -> pa.Table:
+    """The cell with the table's types, so every part agrees: iteration, stage, layer_index int64,
+    other numbers float64 (a detail column whole in one cell and partly missing in another would
+    otherwise be int64 here and float64 there), text large_string, no pandas metadata."""
+    def table_type(field: pa.Field) -> pa.DataType:
+        if field.name in INTEGER_COLUMNS:
+            return pa.int64()
+        if pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_null(field.type):
+            return pa.float64()
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            return pa.large_string()
+        return field.type
+
+    return cell.cast(pa.schema([pa.field(field.name, table_type(field)) for field in cell.schema]))
+
+
+def settings_type(default) -> pa.DataType:
+    """A settings column's type from its field's default (bool before int: a bool is an int)."""
+    for python_type, data_type in ((bool, pa.bool_()), (int, pa.int64()), (float, pa.float64())):
+        if isinstance(default, python_type):
+            return data_type
+    return pa.large_string()  # text, and lists as JSON text
+
+
+SETTINGS_TYPES = {field.name: settings_type(field.default) for field in dataclasses.fields(Settings)}
+
+
+def settings_columns(run: RunFolder, table_path: Path) -> dict[str, tuple] | None:
+    """A run's settings as {column: (value, type)}: lists as JSON text, a float setting given as an
+    int as a float, so every part types a column alike. All null for a run folder that is gone (its
+    rows keep no settings); None when its settings file is unusable: its rows are left out (logged),
     since settings that do not match the run id would mislabel every row."""
     if not run.settings_path.exists():
-        return {}
+        return {name: (None, data_type) for name, data_type in SETTINGS_TYPES.items()}
     try:
         record = run.read_settings().to_record()
     except RunFolderError as error:
         logger.warning("%s; its rows are left out of %s", error, table_path)
         return None
-    return {key: json.dumps(value) if isinstance(value, list) else value for key, value in record.items()}
+    return {name: (json.dumps(record[name]) if isinstance(record[name], list) else record[name], data_type)
+            for name, data_type in SETTINGS_TYPES.items()}
 
 
-def read_cell(path: Path) -> pd.DataFrame | None:
-    """One cell's rows; None (logged) for a file that does not read: the next analysis measures it again."""
-    from pyarrow import ArrowException
+# -- migration: an old single-file table becomes a folder of parts -------------------------------------
 
+
+def migrate(experiment: ExperimentFolder, recipe: str | None) -> None:
+    """Build every run's part beside the old single-file table, then put the folder in its place
+    (once: under the experiment's merge lock, and a process that waited finds it done)."""
+    with exclusive_lock(experiment.merge_lock_path, wait=True):
+        if not experiment.table_path.is_file():
+            return
+        staging = experiment.table_staging_path()
+        staging.mkdir()
+        staged = experiment.staged(staging)
+        for run_id in experiment.cell_run_ids():
+            rebuild_part(staged, run_id, recipe, run_signature(staged, run_id, recipe))
+        swap_in(staging, experiment.table_path, aside=experiment.table_staging_path())
+        logger.info("%s was one file; it is now a folder of per-run parts", experiment.table_path)
+
+
+def swap_in(folder: Path, path: Path, *, aside: Path) -> None:
+    """Put `folder` where the file `path` is and delete the file. Linux swaps the two in one step
+    (renameat2), so a reader finds the old table or the new one; where that fails (another system,
+    a file system without it) two renames leave an instant with no table at `path`."""
+    if exchange(folder, path):
+        folder.unlink()  # it holds the old file now
+        return
+    os.rename(path, aside)
+    os.rename(folder, path)
+    aside.unlink()
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where it is not there."""
     try:
-        return pd.read_parquet(path)
-    except ArrowException as error:
-        logger.warning("%s does not read (%s); left out of the table, the next analysis measures it again", path, error)
-        return None
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    return renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0

@@ -8,8 +8,8 @@ from collections import OrderedDict
 
 from torch import nn
 
-from models.base import LayerwiseModel, require_positive
-from models.layers import conv_block, conv_output_size, flatten_linear_head
+from models.base import FeatureTap, LayerwiseModel, require_positive
+from models.layers import conv_block, conv_output_size, flatten_linear_head, pre_activation_tap
 from models.registry import register
 
 
@@ -46,6 +46,8 @@ class ConvNet(LayerwiseModel):
         stem     after the stem's ReLU, [B, width, H/4, W/4] (8×8 for CIFAR, 7×7 for MNIST).
         blockNN  3×3 conv NN after its ReLU, [B, width, H/4, W/4].
         logits   Linear on the flattened last block (no global pooling, as the source), [B, num_classes].
+    Pre-activation features (IntermediateNC's point, before BN and ReLU): stem is the second 2×2 conv's
+    output (the stem's last conv; its first conv has no ReLU after it anyway), blockNN is conv NN's output.
     Differences from the source: convs have no bias when followed by BN (the source keeps one; BN cancels
     it); ReLU rather than the LowRankBias default leaky ReLU (the IntermediateNC paper uses ReLU); the
     head's input size is computed from input_shape instead of hard-coded 8×8. PyTorch default init.
@@ -73,3 +75,9 @@ class ConvNet(LayerwiseModel):
     def make_block(width: int, *, batch_norm: bool) -> nn.Module:
         """One of the `depth` blocks: 3×3 conv (padding 1) → BN → ReLU; subclasses change only this."""
         return conv_block(width, width, kernel_size=3, padding=1, batch_norm=batch_norm)
+
+    def pre_activation_taps(self) -> dict[str, FeatureTap]:
+        """The stem's last conv, then each block's tap (`models.layers.pre_activation_tap`: the conv output,
+        or for ConvResNet's residual blocks the sum before the ReLU); Galanti et al., TMLR 2023."""
+        blocks = {name: pre_activation_tap(block) for name, block in zip(self._block_names(), self.blocks)}
+        return {"stem": FeatureTap(self.stem.second.conv), **blocks}

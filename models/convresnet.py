@@ -20,6 +20,9 @@ class ConvResNet(ConvNet):
         stem     after the stem's ReLU, [B, width, H/4, W/4].
         blockNN  residual block NN: after the residual sum and its ReLU, [B, width, H/4, W/4].
         logits   Linear on the flattened last block (no global pooling), [B, num_classes].
+    Pre-activation features (inherited `pre_activation_taps`): stem is the second stem conv's output;
+    blockNN is the residual sum x + BN(conv(…)) before its ReLU, the output of the source's ConvBlock
+    (the layer IntermediateNC embeds; the activation is a separate layer there).
     Differences from the source: BN follows `batch_norm` in the stem and blocks (the source always uses
     it); no conv bias before BN; ReLU, not leaky ReLU. PyTorch default init.
     """

@@ -4,6 +4,8 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
+from models.base import FeatureTap
+
 
 def conv_block(
     in_channels: int,
@@ -50,6 +52,7 @@ class BasicBlock(nn.Module):
     shortcut = identity, or conv1×1(stride) → BN when the stride or the channel count changes
     returns relu(branch(x) + shortcut(x)): the residual sum after its ReLU, which is the block's output
     (the seed's ConvBlock computed a sum and returned something else; this one returns the sum).
+    Pre-activation feature (`pre_activation_tap`): branch(x) + shortcut(x), the sum before that ReLU.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, stride: int, batch_norm: bool) -> None:
@@ -76,3 +79,20 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.relu(self.branch(x) + self.shortcut(x))
+
+
+def pre_activation_tap(block: nn.Module) -> FeatureTap:
+    """IntermediateNC's embedding point (Galanti et al., TMLR 2023) for the two blocks built here.
+
+    conv_block: its conv's output, before BN and ReLU.
+    BasicBlock: the residual sum before the final ReLU (the input of `block.relu`). In the authors' code
+    (TomerGalanti/LowRankBias, models/convresnet.py, the same code base) a residual block is one layer
+    whose output, identity + BN(conv(…)), feeds a separate activation layer: the block's "linear part" is
+    the whole sum, and the branch's conv alone is only an increment to the representation, not the
+    representation at that depth.
+    """
+    if isinstance(block, BasicBlock):
+        return FeatureTap(block.relu, read="input")
+    if isinstance(block, nn.Sequential) and isinstance(getattr(block, "conv", None), nn.Conv2d):
+        return FeatureTap(block.conv)
+    raise TypeError(f"no pre-activation tap for {type(block).__name__}: not a conv_block or BasicBlock")

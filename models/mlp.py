@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from models.base import LayerwiseModel, require_positive
+from models.base import FeatureTap, LayerwiseModel, require_positive
 from models.registry import register
 
 
@@ -19,6 +19,8 @@ class MLP(LayerwiseModel):
         input    x, [B, C, H, W].
         blockNN  hidden layer NN after its ReLU, [B, width] (block00 also flattens the input; no stem).
         logits   Linear(width → num_classes), [B, num_classes].
+    Pre-activation features (`features(x, "pre_activation")`, IntermediateNC's point): blockNN is the
+    output of hidden layer NN's Linear, before its BatchNorm and ReLU, [B, width].
     Linear layers have a bias only without BatchNorm; PyTorch default init (as the source code).
     """
 
@@ -45,3 +47,7 @@ class MLP(LayerwiseModel):
             blocks.append(nn.Sequential(layers))
             in_features = width
         super().__init__(stem=None, blocks=blocks, head=nn.Linear(width, num_classes))
+
+    def pre_activation_taps(self) -> dict[str, FeatureTap]:
+        """Each hidden layer's Linear output (Galanti et al., TMLR 2023: before BN and ReLU)."""
+        return {name: FeatureTap(block.linear) for name, block in zip(self._block_names(), self.blocks)}

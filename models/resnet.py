@@ -5,8 +5,8 @@ from collections import OrderedDict
 
 from torch import nn
 
-from models.base import LayerwiseModel, require_positive
-from models.layers import BasicBlock, conv_block
+from models.base import FeatureTap, LayerwiseModel, require_positive
+from models.layers import BasicBlock, conv_block, pre_activation_tap
 from models.registry import register
 
 NUMBER_OF_STAGES = 4
@@ -25,6 +25,8 @@ class ResNet(LayerwiseModel):
         blockNN  BasicBlock NN (stage-major order: block00…block{depth−1} are stage 1, and so on): after
                  the residual sum and its ReLU.
         logits   Linear on the globally average-pooled last block, [B, num_classes].
+    Pre-activation features (IntermediateNC's point, Galanti et al., TMLR 2023): stem is the stem conv's
+    output before BN and ReLU; blockNN is the residual sum branch(x) + shortcut(x) before its ReLU.
     `module_groups()` gives the paper's 6 modules (Fig. 6, A.5): stem, stage1…stage4, head.
     Convs have no bias when BN follows; without BN they get a bias. PyTorch default init (the paper
     names none).
@@ -59,6 +61,11 @@ class ResNet(LayerwiseModel):
         )
         super().__init__(stem=stem, blocks=blocks, head=head)
         self.blocks_per_stage = depth
+
+    def pre_activation_taps(self) -> dict[str, FeatureTap]:
+        """The stem's conv output, then each BasicBlock's sum before its ReLU (`models.layers.pre_activation_tap`)."""
+        blocks = {name: pre_activation_tap(block) for name, block in zip(self._block_names(), self.blocks)}
+        return {"stem": pre_activation_tap(self.stem), **blocks}
 
     def module_groups(self) -> list[tuple[str, list[nn.Module]]]:
         """stem, stage1, stage2, stage3, stage4, head: the modules numbered 1…6 in Berariu et al. (2021)."""

@@ -1,8 +1,8 @@
 """VGG-8/11/13/16 for CIFAR as in the learning-phases code (Schneider & Prabhushankar, AAAI 2024;
 JohnTailor/LearnPhase, models.py, `Classifier` with net "V8"/"V11"/"V13"/"V16")."""
 
-from models.base import LayerwiseModel, require_positive
-from models.layers import conv_block, conv_output_size, flatten_linear_head
+from models.base import FeatureTap, LayerwiseModel, require_positive
+from models.layers import conv_block, conv_output_size, flatten_linear_head, pre_activation_tap
 from models.registry import register
 
 # Per depth: (channels as a multiple of `width`, stride) of each 3×3 conv, read off LearnPhase's
@@ -29,6 +29,7 @@ class VGG(LayerwiseModel):
         blockNN  conv NN after its ReLU. A stage-ending conv has stride 2, so its block already returns
                  the halved map (LearnPhase's downsampling; there is no separate pooling tensor).
         logits   Linear on the flattened last block (1×1×16·width for 32×32 inputs), [B, num_classes].
+    Pre-activation features (IntermediateNC's point): blockNN is conv NN's output, before BN and ReLU.
     The classifier is the single Linear in `head` (LearnPhase's `pred`; its optional dropout is off by
     default and left out). No conv bias before BN (as LearnPhase); with batch_norm=False convs get a bias.
     PyTorch default init, as LearnPhase.
@@ -63,3 +64,7 @@ class VGG(LayerwiseModel):
             blocks=blocks,
             head=flatten_linear_head(in_channels * height * width_in_pixels, num_classes),
         )
+
+    def pre_activation_taps(self) -> dict[str, FeatureTap]:
+        """Each block's conv output (Galanti et al., TMLR 2023: before BN and ReLU)."""
+        return {name: pre_activation_tap(block) for name, block in zip(self._block_names(), self.blocks)}

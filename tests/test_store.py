@@ -1,0 +1,203 @@
+"""The metrics table as per-run parts: rebuilt only where cells changed, read by pandas as one table
+of every fresh cell with its run's settings; bad settings and stale cells left out; the old
+single-file table migrated. Cells are fabricated as benchmarks/store.py makes them (no training)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from benchmarks.store import RECIPE, checkpoint_sha256, fabricate_run, write_cell
+from checkpointing import ExperimentFolder
+from conf import Settings
+from metrics import store
+from tests.conftest import REPOSITORY
+
+ITERATIONS = [0, 1, 2]
+# the first run (by id) gives an int to a float setting: a reader takes the first part's types
+RUNS = [Settings(width=16, lr=1), Settings(width=32, lr_milestones=(2, 4)), Settings(width=8, seed=1)]
+
+
+@pytest.fixture
+def experiment(tmp_path) -> ExperimentFolder:
+    """Three runs of three fresh cells each, merged once."""
+    experiment = ExperimentFolder(tmp_path / "experiment")
+    for settings in RUNS:
+        fabricate_run(experiment, settings, ITERATIONS)
+    store.merge(experiment.path, RECIPE)
+    return experiment
+
+
+def snapshot(experiment: ExperimentFolder) -> dict:
+    """Every file of the table (parts and their indexes): bytes and modification time."""
+    return {path.name: (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in experiment.table_path.iterdir() if not path.name.endswith(".lock")}
+
+
+def expected_rows(experiment: ExperimentFolder, runs: list[Settings], left_out=()) -> pd.DataFrame:
+    """What the old merge gave: every cell's rows with its run's settings (lists as JSON text)."""
+    frames = []
+    for settings in runs:
+        for path in experiment.run_cell_paths(settings.run_id):
+            if path in left_out:
+                continue
+            frame = pd.read_parquet(path)
+            for key, value in settings.to_record().items():
+                frame[key] = json.dumps(value) if isinstance(value, list) else value
+            frames.append(frame)
+    return sorted_rows(pd.concat(frames, ignore_index=True))
+
+
+def sorted_rows(table: pd.DataFrame) -> pd.DataFrame:
+    return table.sort_values(store.KEY).reset_index(drop=True)
+
+
+def test_the_first_run_gives_an_int_to_a_float_setting():
+    """The fixture's premise: the run whose part a reader looks at first has lr=1 as an int."""
+    first = min(RUNS, key=lambda settings: settings.run_id)
+    assert first.lr == 1 and isinstance(first.lr, int)
+
+
+def test_pandas_reads_the_table_as_every_fresh_cell_with_its_settings(experiment):
+    table = pd.read_parquet(experiment.table_path)
+    assert sorted(path.name for path in experiment.table_path.glob("*.parquet")) == \
+        sorted(f"{settings.run_id}.parquet" for settings in RUNS)  # one part per run, the hidden files aside
+    expected = expected_rows(experiment, RUNS)
+    assert set(table.columns) == set(expected.columns) and len(table) == len(RUNS) * len(ITERATIONS) * 70
+    pd.testing.assert_frame_equal(sorted_rows(table)[list(expected.columns)], expected, check_dtype=False)
+    assert table["lr"].dtype == "float64" and table["width"].dtype == "int64" and table["augment"].dtype == bool
+    assert set(table["lr_milestones"]) == {"[]", "[2, 4]"}
+
+
+def test_nothing_new_rewrites_no_part(experiment):
+    before = snapshot(experiment)
+    merged = store.merge(experiment.path, RECIPE)
+    assert merged.written == [] and merged.removed == [] and snapshot(experiment) == before
+    assert merged.rows == len(RUNS) * len(ITERATIONS) * 70 and merged.parts == len(RUNS)
+
+
+def test_a_part_deleted_by_hand_is_rebuilt(experiment):
+    experiment.part_path(RUNS[0].run_id).unlink()
+    assert store.merge(experiment.path, RECIPE).written == [RUNS[0].run_id]
+    assert pd.read_parquet(experiment.table_path)["run_id"].nunique() == len(RUNS)
+
+
+def test_one_run_with_a_changed_cell_is_the_only_part_rewritten(experiment):
+    changed = RUNS[1].run_id
+    before = snapshot(experiment)
+    write_cell(experiment, changed, 1, seed=7)  # measured again: other values
+    merged = store.merge(experiment.path, RECIPE)
+    after = snapshot(experiment)
+    assert merged.written == [changed]
+    assert {name for name in before if before[name] != after[name]} == {f"{changed}.parquet", f".{changed}.json"}
+    pd.testing.assert_frame_equal(sorted_rows(pd.read_parquet(experiment.table_path))[list(expected_rows(
+        experiment, RUNS).columns)], expected_rows(experiment, RUNS), check_dtype=False)
+
+
+def test_a_slurm_task_writes_only_its_own_runs_part(experiment):
+    for settings in RUNS[:2]:
+        write_cell(experiment, settings.run_id, 2, seed=9)
+    before = snapshot(experiment)
+    assert store.update_run(experiment.path, RUNS[0].run_id, RECIPE) == "written"
+    after = snapshot(experiment)
+    assert {name for name in before if before[name] != after[name]} == {f"{RUNS[0].run_id}.parquet",
+                                                                       f".{RUNS[0].run_id}.json"}
+
+
+def test_a_run_whose_settings_are_bad_is_left_out(experiment):
+    bad = RUNS[2]
+    experiment.run(bad.run_id).settings_path.write_text("not json")
+    merged = store.merge(experiment.path, RECIPE)
+    assert merged.removed == [bad.run_id] and not experiment.part_path(bad.run_id).exists()
+    table = pd.read_parquet(experiment.table_path)
+    assert set(table["run_id"]) == {settings.run_id for settings in RUNS[:2]}
+    assert store.merge(experiment.path, RECIPE).removed == []  # remembered: its cells are not read again
+
+
+def test_stale_cells_are_left_out(experiment):
+    """Rows of cells computed under another recipe, or from a checkpoint the manifest no longer lists, are not in the table."""
+    run = RUNS[0].run_id
+    other_recipe = write_cell(experiment, run, 1, recipe="another_one_")
+    folder = experiment.run(run)
+    manifest = json.loads(folder.manifest_path.read_text())
+    manifest["files"][folder.checkpoint_path(2).name]["sha256"] = "0" * 64  # the checkpoint was made again
+    folder.manifest_path.write_text(json.dumps(manifest))
+    store.merge(experiment.path, RECIPE)
+    table = pd.read_parquet(experiment.table_path)
+    assert sorted(table[table["run_id"] == run]["iteration"].unique()) == [0]
+    assert set(table["recipe"]) == {RECIPE}
+    pd.testing.assert_frame_equal(sorted_rows(table)[list(expected_rows(experiment, RUNS).columns)], expected_rows(
+        experiment, RUNS, left_out=[other_recipe, experiment.cell_path(run, 2)]), check_dtype=False)
+    store.merge(experiment.path)  # no recipe given: any recipe, still only listed checkpoints
+    assert set(pd.read_parquet(experiment.table_path)["recipe"]) == {RECIPE, "another_one_"}
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two_renames"])
+def test_an_old_single_file_table_is_migrated(tmp_path, monkeypatch, exchange):
+    experiment = ExperimentFolder(tmp_path / "experiment")
+    for settings in RUNS:
+        fabricate_run(experiment, settings, ITERATIONS)
+    old = expected_rows(experiment, RUNS[:1])  # an old merge's file, out of date
+    store.write_frame(experiment.table_path, old)
+    if not exchange:
+        monkeypatch.setattr(store, "exchange", lambda first, second: False)
+    merged = store.merge(experiment.path, RECIPE)
+    assert experiment.table_path.is_dir() and merged.parts == len(RUNS)
+    assert [path.name for path in experiment.path.iterdir() if path.name.startswith(".")] == []  # no staging left
+    pd.testing.assert_frame_equal(sorted_rows(pd.read_parquet(experiment.table_path))[list(old.columns)],
+                                  expected_rows(experiment, RUNS), check_dtype=False)
+    assert store.merge(experiment.path, RECIPE).written == []  # the migrated parts are up to date
+
+
+CONCURRENT = """
+import sys
+from benchmarks.store import RECIPE, write_cell
+from checkpointing import ExperimentFolder
+from metrics import store
+experiment = ExperimentFolder(sys.argv[1])
+for iteration in range(10, 16):
+    write_cell(experiment, sys.argv[2], iteration, seed=int(sys.argv[3]))
+    store.merge(experiment.path, RECIPE)
+"""
+
+
+def test_two_processes_merging_at_once_end_with_a_complete_table(experiment):
+    """Each writes cells of its own run and merges after each; the last merge sees every cell."""
+    for settings in RUNS[:2]:
+        folder = experiment.run(settings.run_id)
+        manifest = json.loads(folder.manifest_path.read_text())
+        manifest["files"].update({folder.checkpoint_path(iteration).name: {"iteration": iteration,
+                                                                          "sha256": checkpoint_sha256(settings.run_id, iteration)}
+                                  for iteration in range(10, 16)})
+        folder.manifest_path.write_text(json.dumps(manifest))
+    processes = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(experiment.path), settings.run_id, str(seed)],
+                                  cwd=REPOSITORY) for seed, settings in enumerate(RUNS[:2])]
+    assert [process.wait(timeout=120) for process in processes] == [0, 0]
+    table = pd.read_parquet(experiment.table_path)
+    for settings in RUNS[:2]:
+        assert sorted(table[table["run_id"] == settings.run_id]["iteration"].unique()) == [*ITERATIONS, *range(10, 16)]
+    assert not table.duplicated(store.KEY).any()
+
+
+def test_a_part_rebuilt_by_another_process_while_this_one_waited_is_kept(experiment, monkeypatch):
+    """Between this process's first look and its lock, another process adds a cell and rebuilds the
+    part: this one finds it up to date under the lock (no work twice), and the table has the cell."""
+    run, real_lock, interleaved = RUNS[0].run_id, store.exclusive_lock, []
+
+    def lock_after_the_other_process(path, **options):
+        if path == experiment.part_lock_path(run) and not interleaved:
+            interleaved.append(1)  # the other process: a new cell, then its own merge, all before our lock
+            monkeypatch.setattr(store, "exclusive_lock", real_lock)
+            write_cell(experiment, run, 2, seed=5)
+            assert store.merge(experiment.path, RECIPE).written == [run]
+        return real_lock(path, **options)
+
+    write_cell(experiment, run, 1, seed=4)  # what this process came to merge
+    monkeypatch.setattr(store, "exclusive_lock", lock_after_the_other_process)
+    assert store.update_run(experiment.path, run, RECIPE) == "kept" and interleaved
+    pd.testing.assert_frame_equal(sorted_rows(pd.read_parquet(experiment.table_path))[list(expected_rows(
+        experiment, RUNS).columns)], expected_rows(experiment, RUNS), check_dtype=False)
