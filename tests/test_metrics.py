@@ -325,7 +325,8 @@ class ProjectionModel(torch.nn.Module):
         self.hidden = torch.randn(pixels, 8, generator=generator, dtype=torch.float64)
         self.head = torch.randn(8, classes, generator=generator, dtype=torch.float64)
 
-    def features(self, images):
+    def features(self, images, point: str = "post_activation"):
+        assert point == "post_activation"  # the engine asks for the analysis option's default
         hidden = images.flatten(1).to(torch.float64) @ self.hidden
         return {"input": images, "hidden": hidden, "logits": hidden @ self.head}
 
