@@ -362,22 +362,12 @@ def feature_options(arguments: list[str]) -> tuple[RunFolder, dict, int, Executi
     return folder, options, int(options["iteration"]), execution
 
 
-def writable_folder(path: Path) -> Path:
-    """ensure_writable_folder, its OSError naming the folder (not the probe file it tried to write)."""
-    try:
-        return ensure_writable_folder(path)
-    except OSError as error:
-        if error.errno is None:
-            raise
-        raise OSError(error.errno, error.strerror, str(path)) from error
-
-
 def writable_file(path: Path) -> Path:
     """`path` if a file can be written there (checked before any work); OSError naming it otherwise:
     a folder of that name, a read-only or missing-permission folder."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    writable_folder(path.parent)
+    ensure_writable_folder(path.parent)
     return path
 
 
@@ -422,7 +412,7 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
         return max(submit_analysis(plan, experiment.path, runs), report_skipped(skipped))
     device = resolve_device(plan.execution)
     for folder in (experiment.path, experiment.metrics_path):  # read-only or full: say so before any work
-        writable_folder(folder)
+        ensure_writable_folder(folder)
     outcome = analyse_runs(runs, experiment.path, plan, device)
     outcome.skipped[:0] = skipped
     if not runs:  # every run's settings are unusable: keep the table and the report as they are
