@@ -5,12 +5,13 @@ Measures the runs in `<out_dir>/<experiment>/runs/` (run settings on the command
 `<out_dir>/<experiment>/metrics/<run_id>/iteration_*.parquet` (one file per checkpoint) and
 merges them into `<out_dir>/<experiment>/metrics.parquet` (a folder of per-run parts that
 pandas.read_parquet reads as one table; a run's part is rewritten only when its cells changed, and
-holds only cells fresh under this recipe): one row per (run_id, iteration, layer, metric, split)
+holds only rows fresh under their metric's recipe): one row per (run_id, iteration, layer, metric, split)
 with `value`, the layer's index, the epoch, the stage (warm starts: 1 = on the subset, 2 = on all
 data), the parent run of a warm-started run, and the run's settings as columns. A stage-1
 run's train split is its subset.
-Incremental: a checkpoint already measured under the same recipe is not measured again; runs still
-training are measured up to their newest checkpoint.
+Incremental: a metric already measured on a checkpoint under its recipe is not measured again
+(`metrics=` chooses the metrics; adding one computes only its cells); runs still training are
+measured up to their newest checkpoint.
 
 Then draws every figure from the table into `<out_dir>/<experiment>/figures/` (PNG and PDF;
 figures/) and writes `<out_dir>/<experiment>/report.html` (settings that vary, runs and their state,
@@ -32,9 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import io
-import json
 import logging
 import os
 import sys
@@ -55,7 +54,6 @@ from utils import (atomic_write_bytes, describe_environment_error, ensure_writab
                    resolve_device, setup_logging)
 
 logger = logging.getLogger("analysis")
-ENGINE_VERSION = 1  # bump when the engine's shared statistics change (held-out draw, pooling, ...)
 REMAKE = "launch the run's grid again to re-make it (training is deterministic)"
 
 
@@ -83,7 +81,7 @@ class RunInputs:
     folder: RunFolder
     plan: Plan
     device: torch.device
-    recipe: str
+    recipes: dict[str, str]  # {metric: its current recipe} (metrics/registry.py)
     train: engine.SplitData
     test: engine.SplitData
     num_classes: int
@@ -97,12 +95,10 @@ def one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def recipe(plan: Plan) -> str:
-    """Hash of what decides the numbers besides the checkpoint: every metric's version, the engine's,
-    and the analysis options. A cell computed under another recipe is stale."""
-    options = {key: value for key, value in dataclasses.asdict(plan.analysis).items() if key != "figures"}
-    text = json.dumps({"engine": ENGINE_VERSION, "metrics": registry.versions(), **options}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def recipes(plan: Plan) -> dict[str, str]:
+    """{metric: recipe} of every registered metric under the plan's analysis options: what decides a
+    metric's numbers besides the checkpoint. A metric's rows computed under another recipe are stale."""
+    return registry.recipes(plan.analysis)
 
 
 def apply_threads(execution: Execution) -> None:
@@ -217,22 +213,21 @@ def runs_of(experiment: ExperimentFolder, overrides: tuple) -> tuple[list[Settin
     return chosen, skipped
 
 
-def run_inputs(settings: Settings, folder: RunFolder, plan: Plan, device, current_recipe: str) -> RunInputs:
+def run_inputs(settings: Settings, folder: RunFolder, plan: Plan, device) -> RunInputs:
     execution = plan.execution
     train, test, num_classes = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
     probe, transfer_task = transfer_probe(settings, plan, train, test, num_classes, device)
     skipped = probe is None and plan.analysis.transfer_task != "none"  # asked for (or auto) and not done: say so
     logger.log(logging.WARNING if skipped else logging.INFO, "%s: transfer task %s", settings.run_id, transfer_task)
-    return RunInputs(settings, folder, plan, device, current_recipe, train, test, num_classes, probe,
+    return RunInputs(settings, folder, plan, device, recipes(plan), train, test, num_classes, probe,
                      folder.read_lineage(), transfer_task)
 
 
-def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: str) -> pd.DataFrame:
-    """One checkpoint's rows: every layer, metric and split, with its run, iteration, epoch and stage."""
-    analysis_options = inputs.plan.analysis
-    rows = engine.measure(model, inputs.train, inputs.test, inputs.num_classes, analysis_options,
-                          seed=inputs.settings.seed, transfer=inputs.transfer)
-    rows += engine.effective_depth_rows(rows, model.layer_names(), analysis_options.effective_depth_epsilon)
+def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: str, names) -> pd.DataFrame:
+    """One checkpoint's rows of the metrics `names`: every layer and split, with its run, iteration,
+    epoch and stage, and each metric's recipe."""
+    rows = engine.measure(model, inputs.train, inputs.test, inputs.num_classes, inputs.plan.analysis,
+                          seed=inputs.settings.seed, transfer=inputs.transfer, metrics=names)
     index = {layer: position for position, layer in enumerate(model.layer_names())}
     frame = pd.DataFrame(rows)
     frame.insert(0, "run_id", inputs.settings.run_id)
@@ -241,19 +236,25 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
     frame.insert(3, "stage", checkpoint.get("stage", 1))
     frame.insert(4, "parent_run_id", inputs.lineage.get("parent_run_id", ""))
     frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
-    frame["recipe"], frame["checkpoint_sha256"] = inputs.recipe, checkpoint_sha256
-    frame["transfer_task"] = inputs.transfer_task  # which task transfer_accuracy read, or why there is none
+    frame["recipe"], frame["checkpoint_sha256"] = frame["metric"].map(inputs.recipes), checkpoint_sha256
     return frame
 
 
+def measurable(inputs: RunInputs, names) -> list[str]:
+    """The metrics among `names` this run can have: no transfer metric when it has no transfer task."""
+    return list(engine.applicable(names, inputs.transfer))
+
+
 def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path: Path, outcome: Outcome) -> None:
-    """Measure one checkpoint into its cell under the cell's lock, unless another process holds the
-    lock or has finished the cell meanwhile; a corrupt checkpoint is reported and skipped."""
+    """Measure one checkpoint's missing metrics into its cell under the cell's lock, unless another
+    process holds the lock or has finished them meanwhile; a corrupt checkpoint is reported and skipped."""
     with store.claim(path) as mine:
         if not mine:
             outcome.busy += 1  # another analysis process is measuring it
             return
-        if store.is_fresh(path, inputs.recipe, checkpoint_sha256):
+        names = store.pending(path, checkpoint_sha256, inputs.recipes,
+                              measurable(inputs, registry.select(inputs.plan.analysis.metrics)))
+        if not names:
             outcome.fresh += 1  # another process measured it between our first look and the lock
             return
         try:
@@ -263,42 +264,55 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.corrupt += 1
             outcome.skipped.append(one_line(error))
             return
-        store.write_frame(path, cell_frame(inputs, checkpoint, model, checkpoint_sha256))
+        frame = store.combine(path, cell_frame(inputs, checkpoint, model, checkpoint_sha256, names), checkpoint_sha256)
+        frame["transfer_task"] = inputs.transfer_task  # which task transfer_accuracy read, or why there is none
+        store.write_frame(path, frame)
         outcome.measured += 1
         logger.info("%s iteration %d measured", inputs.settings.run_id, checkpoint["iteration"])
 
 
-def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device) -> Outcome:
-    """Measure every checkpoint of one run that has no fresh cell (RunFolderError when a side file of
-    the run is unusable)."""
+def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no_transfer: dict[str, str]) -> Outcome:
+    """Measure the selected metrics of every checkpoint of one run that lacks them (RunFolderError when
+    a side file of the run is unusable). `no_transfer`: {dataset: why it has no transfer task}, learnt
+    in this call: the other runs of that dataset need not load their data again to learn it."""
     experiment = ExperimentFolder(experiment_dir)
-    folder = experiment.run(settings.run_id)
-    entries = folder.checkpoint_entries()
-    current_recipe = recipe(plan)
+    entries = experiment.run(settings.run_id).checkpoint_entries()
+    names = [name for name in registry.select(plan.analysis.metrics)
+             if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
+    current = recipes(plan)
     pending = {iteration: entry for iteration, entry in entries.items()
-               if not store.is_fresh(experiment.cell_path(settings.run_id, iteration), current_recipe, entry["sha256"])}
+               if store.pending(experiment.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}
     outcome = Outcome(fresh=len(entries) - len(pending))
-    if not pending:
-        return outcome
-    inputs = run_inputs(settings, folder, plan, device, current_recipe)
-    bar = progress_bar(plan.execution.progress, len(pending), 0, f"measuring {settings.run_id}", unit="checkpoint")
+    if pending:
+        inputs = run_inputs(settings, experiment.run(settings.run_id), plan, device)
+        if inputs.transfer is None:
+            no_transfer[settings.dataset] = inputs.transfer_task
+        measure_cells(inputs, experiment, pending, outcome)
+    if settings.dataset in no_transfer:  # say why in every cell, measured now or before
+        for iteration in entries:
+            store.note(experiment.cell_path(settings.run_id, iteration), "transfer_task", no_transfer[settings.dataset])
+    return outcome
+
+
+def measure_cells(inputs: RunInputs, experiment: ExperimentFolder, pending: dict, outcome: Outcome) -> None:
+    run_id = inputs.settings.run_id
+    bar = progress_bar(inputs.plan.execution.progress, len(pending), 0, f"measuring {run_id}", unit="checkpoint")
     try:
         for iteration, entry in sorted(pending.items()):
             if bar is not None:
                 bar.update(1)
-            measure_cell(inputs, iteration, entry["sha256"], experiment.cell_path(settings.run_id, iteration), outcome)
+            measure_cell(inputs, iteration, entry["sha256"], experiment.cell_path(run_id, iteration), outcome)
     finally:
         if bar is not None:
             bar.close()
-    return outcome
 
 
 def analyse_runs(runs: list[Settings], experiment_dir: Path, plan: Plan, device) -> Outcome:
     """Every run in turn; one whose folder has an unusable file is reported and skipped, the others go on."""
-    total = Outcome()
+    total, no_transfer = Outcome(), {}
     for settings in runs:
         try:
-            total.add(analyse_run(settings, experiment_dir, plan, device))
+            total.add(analyse_run(settings, experiment_dir, plan, device, no_transfer))
         except (RunFolderError, data.DataError) as error:  # a damaged side file, or this run's dataset missing
             logger.error("%s; run %s skipped", one_line(error), settings.run_id)
             total.skipped.append(f"{settings.run_id}: {one_line(error)}")
@@ -313,7 +327,7 @@ def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> Outco
     device = resolve_device(plan.execution)
     settings = Settings.from_record(settings_record)
     outcome = analyse_runs([settings], Path(experiment_dir), plan, device)
-    store.update_run(Path(experiment_dir), settings.run_id, recipe(plan))
+    store.update_run(Path(experiment_dir), settings.run_id, recipes(plan))
     return outcome
 
 
@@ -405,10 +419,11 @@ def report_skipped(skipped: list[str]) -> int:
 
 def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int:
     """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped."""
+    registry.select(plan.analysis.metrics)  # an unknown metric name is refused before anything is written
     runs, skipped = runs_of(experiment, plan.overrides)
     if plan.cluster.launcher == "slurm":
         # the other runs' parts here (other recipe, gone runs, an old one-file table); each task writes its own
-        store.merge(experiment.path, recipe(plan), leave={settings.run_id for settings in runs})
+        store.merge(experiment.path, recipes(plan), leave={settings.run_id for settings in runs})
         return max(submit_analysis(plan, experiment.path, runs), report_skipped(skipped))
     device = resolve_device(plan.execution)
     for folder in (experiment.path, experiment.metrics_path):  # read-only or full: say so before any work
@@ -417,7 +432,7 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
     outcome.skipped[:0] = skipped
     if not runs:  # every run's settings are unusable: keep the table and the report as they are
         return report_skipped(outcome.skipped)
-    merged = store.merge(experiment.path, recipe(plan))  # rows of cells fresh under this recipe only
+    merged = store.merge(experiment.path, recipes(plan))  # rows fresh under their metric's recipe only
     print(f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
           f"{outcome.busy} left to another process, {outcome.corrupt} corrupt. {merged.rows} rows in "
           f"{experiment.table_path} ({len(merged.written)} run part(s) rewritten)")

@@ -43,6 +43,7 @@ LAYERS = ("input", "block00", "block01", "block02", "block03", "pooled", "logits
 METRICS = ("ncc_accuracy", "cdnv", "probe_accuracy", "reconstruction_mse", "transfer_accuracy")
 SPLITS = ("train", "test")
 RECIPE = "0123456789ab"
+RECIPES = {metric: RECIPE for metric in METRICS}  # as analysis.py passes them: each metric's own recipe
 TARGETS = {"nothing new": 10.0, "one new run": 5.0}
 
 
@@ -144,14 +145,14 @@ def measurements(folder: Path, runs: int, checkpoints: int, measured_runs: int) 
     settings = grid(runs + 1)
     for one in settings[:runs]:
         fabricate_run(experiment, one, schedule(checkpoints))
-    first, _ = timed(store.merge, experiment.path, RECIPE)
-    nothing_new, merged = timed(store.merge, experiment.path, RECIPE)
+    first, _ = timed(store.merge, experiment.path, RECIPES)
+    nothing_new, merged = timed(store.merge, experiment.path, RECIPES)
     checks = not merged.written and not merged.removed
     fabricate_run(experiment, settings[runs], schedule(checkpoints))
-    one_new, merged = timed(store.merge, experiment.path, RECIPE)
+    one_new, merged = timed(store.merge, experiment.path, RECIPES)
     checks &= merged.written == [settings[runs].run_id]
     write_cell(experiment, settings[0].run_id, 0, seed=1)  # a re-measured cell: its run's part is rewritten
-    one_part, state = timed(store.update_run, experiment.path, settings[0].run_id, RECIPE)
+    one_part, state = timed(store.update_run, experiment.path, settings[0].run_id, RECIPES)
     old_seconds, same = baseline(experiment, folder, [one.run_id for one in settings], measured_runs)
     rows = [("first merge: every part built", first, None), ("(a) merge, nothing new", nothing_new, TARGETS["nothing new"]),
             ("(b) merge, one new run's cells added", one_new, TARGETS["one new run"]),

@@ -1,8 +1,9 @@
 """python analysis.py [experiment=NAME] [key=value ...] — the analysis options.
 
-They are not run settings: they never enter a run id. They form the analysis *recipe* (all but
-`figures`, which only says whether to draw afterwards): a cell of the metrics table computed under
-another recipe (or another metric version) is stale and is computed again.
+They are not run settings: they never enter a run id. Each metric has its own *recipe*
+(metrics/registry.py): its version and the options its statistics depend on. A metric's cells
+computed under another recipe are stale and are computed again; `metrics`, `analysis_batch_size`,
+`feature_cache_gb` and `figures` choose what and how fast, and enter no recipe.
 """
 
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ from conf.global_settings import DATASETS, check_fields, setting
 class Analysis:
     """How checkpoints are measured (metrics/)."""
 
-    analysis_batch_size: int = setting(500, "examples per forward pass of the analysis", minimum=1)
+    # Names checked against metrics/registry.py when the analysis starts (conf imports the standard library only).
+    metrics: str = setting("all", "the metrics to compute: all (every one that applies to the run) or names separated by commas, e.g. ncc_accuracy,cdnv; adding one later computes only its cells")
+    analysis_batch_size: int = setting(500, "examples per forward pass of the analysis (cost only: in no recipe)", minimum=1)
     probe_dimensions: int = setting(512, "features are pooled to at most this many dimensions for the probes and the decoder", minimum=1)
     # The same names as models.POINTS (conf imports the standard library only; tests check they agree).
-    features_at: str = setting("post_activation", "where each layer's features are taken: after the activation (DESIGN contract 5) or the linear/conv output before BN and ReLU (IntermediateNC)", choices=("post_activation", "pre_activation"))
+    features_at: str = setting("post_activation", "where each layer's features are taken: after the activation (DESIGN contract 5) or the linear/conv output before BN and ReLU (IntermediateNC; per family in the README's Models)", choices=("post_activation", "pre_activation"))
     # Both parts of the split must hold examples (metrics/engine.py fits on one, scores on the other:
     # an empty part is a ValueError). Below 1 % the held-out part of a small split is often empty; above
     # a half the l2 is chosen for a fit on less data than the refit on the whole split it is used for.
@@ -28,8 +31,8 @@ class Analysis:
     # The names of data/transfer.py's TRANSFER_TASKS (conf imports the standard library only; tests/test_transfer.py checks they agree).
     transfer_task: str = setting("auto", "task of the transfer probe (LearnPhase): auto = colour_dominance for RGB, brightness for grayscale; none; or a task (a task that does not apply to a run is skipped, with the reason logged and in the report)", choices=("auto", "none", "colour_dominance", "colour_dominance_raw", "brightness", "other_dataset_classes"))
     transfer_dataset: str = setting("own", "images the transfer task reads: own = the run's (LearnPhase's code), or another dataset of the same image shape, e.g. cifar100 (its README)", choices=("own", *DATASETS))
-    feature_cache_gb: float = setting(4.0, "keep the training split's features up to this size for the train accuracies (else a second pass)", minimum=0.0)
-    figures: bool = setting(True, "after measuring, draw every figure and write the report (not part of the recipe)")
+    feature_cache_gb: float = setting(4.0, "keep the training split's features up to this size for the train accuracies, else a second pass (cost only: in no recipe)", minimum=0.0)
+    figures: bool = setting(True, "after measuring, draw every figure and write the report (in no recipe)")
 
     def __post_init__(self):
         check_fields(self)

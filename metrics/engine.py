@@ -1,32 +1,37 @@
-"""One forward pass per checkpoint and split -> every layer's sufficient statistics -> metric values.
+"""One forward pass per checkpoint and split -> the statistics the selected metrics need -> their values.
 
-The training split is read first: it gives the class centres (NCC), the ridge probes and the linear
-decoder, all in closed form from streamed float64 moments. The test split is then measured against
-them in its own single pass. The training split's own NCC and probe accuracies need the centres
-and weights that only exist after its pass: its features are kept (pooled ones always, full ones
-within `feature_cache_gb`) and classified afterwards; a layer too wide to keep is read again in a
-second pass, the one exception to "one pass per split".
+    rows = measure(model, train, test, num_classes, Analysis(metrics="ncc_accuracy,cdnv"), seed=0)
+
+Each metric declares the statistics it needs (metrics/registry.py); the engine gathers the union
+(metrics/statistics.py) for every layer at once: the training split's pass, the fits (class centres,
+ridge maps in closed form), the training split's predictions from the features kept in memory (full
+ones within `feature_cache_gb`, else one more pass), then the test split's pass. A transfer task on
+another dataset's images gets passes of its own. No host synchronisation inside the passes: the
+held-out part is a pair of index tensors per batch, prepared once; counts stay on the device until
+the end. On CUDA, TF32 is off while measuring: the products feed float64 sums and ill-conditioned
+solves, and TF32's 10-bit mantissa would cost more accuracy than float32's rounding.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as functional
 from torch import Tensor
 
 import data
 from conf.analysis import Analysis, check_heldout_split
-from metrics.moments import ClassMoments, ncc_predictions
-from metrics.pooling import pool_to
-from metrics.registry import METRICS, LayerResults, LinearMap
-from metrics.ridge import CrossMoments, choose_l2, ridge_fit
-from metrics.trained import train_linear_map
+from metrics.moments import one_hot
+from metrics.registry import METRICS, LayerResults, select
+from metrics.ridge import Target
+from metrics.statistics import STATISTICS, Batch, Context, RidgeMaps, Statistic, closure
 from metrics.transfer import TransferProbe
 from utils import seeded_generator
 
 SPLITS = ("train", "test")
+# The decoder from the input to itself is the identity: it measures nothing, so it is not fitted.
+SKIPPED_TARGETS = {"input": ("image",)}
 
 
 @dataclass
@@ -48,236 +53,270 @@ class SplitData:
                    self.labels[start:stop], transfer)
 
 
-@dataclass
-class LayerState:
-    """Every accumulator of one layer on the training split."""
-
-    classes: ClassMoments
-    probe: tuple[CrossMoments, CrossMoments]  # (fit part, held-out part): features -> one-hot class
-    decoder: tuple[CrossMoments, CrossMoments]  # features -> the normalised input image (LearnPhase)
-    transfer: tuple[CrossMoments, CrossMoments] | None  # features -> one-hot transfer task (LearnPhase); None: no probe
-    pooled_dimensions: int
-    cached_full: list[Tensor] = field(default_factory=list)
-    cached_pooled: list[Tensor] = field(default_factory=list)
-
-
-def _one_hot(labels: Tensor, classes: int) -> Tensor:
-    return functional.one_hot(labels, classes).to(torch.float64)
+def applicable(names, transfer: TransferProbe | None) -> tuple[str, ...]:
+    """The metrics among `names` that can be measured: a transfer metric only with a transfer task."""
+    return tuple(name for name in names
+                 if transfer is not None or not any(need.endswith(":transfer") for need in METRICS[name].needs))
 
 
 @torch.no_grad()
 def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_classes: int, options: Analysis,
-            seed: int, transfer: TransferProbe | None = None) -> list[dict]:
-    """Rows {layer, metric, split, value, [l2], [dimensions]}: every registered metric (metrics/registry.py)
-    of every layer on both splits, plus the classifier's loss and accuracy; the transfer probe's only
-    with a `transfer` probe (metrics/transfer.py)."""
-    layers, classifier = collect(model, train, test, num_classes, options, seed, transfer)
+            seed: int, transfer: TransferProbe | None = None, metrics=None) -> list[dict]:
+    """Rows {layer, metric, split, value, [l2], [dimensions]} of the metrics named in `metrics` (default:
+    the `metrics=` option), every layer and split; the transfer probe's only with a `transfer` task."""
+    names = applicable(select(options.metrics) if metrics is None else metrics, transfer)
+    chosen = [METRICS[name] for name in names]
+    layers = collect(model, train, test, num_classes, options, seed, transfer,
+                     [need for metric in chosen for need in metric.needs])
     rows = []
-    for name, layer in layers.items():
-        for metric in METRICS.values():
-            details = metric.details(layer) if metric.details else {}
-            rows += [_row(name, metric.name, split, value, **details) for split, value in metric.function(layer).items()]
-    for split, (loss, accuracy) in classifier.items():
-        rows += [_row("logits", "classifier_loss", split, loss), _row("logits", "classifier_accuracy", split, accuracy)]
+    for metric in chosen:
+        if metric.across_layers:
+            rows += metric.function(layers, list(layers), options)  # depth order: the features' order
+            continue
+        for name, layer in layers.items():
+            values = metric.function(layer)
+            details = metric.details(layer) if metric.details and values else {}
+            rows += [{"layer": name, "metric": metric.name, "split": split, "value": float(value), **details}
+                     for split, value in values.items()]
     return rows
 
 
 def collect(model, train: SplitData, test: SplitData, num_classes: int, options: Analysis, seed: int,
-            transfer: TransferProbe | None = None):
-    """One pass over each split -> ({layer: LayerResults}, {split: (classifier loss, accuracy)}).
-    `transfer`: the transfer probe (LearnPhase); on the run's own images (its splits are `train` and
-    `test` labelled by the task) it is fitted in the same passes, on another dataset's in passes of
-    their own. None: no transfer probe."""
+            transfer: TransferProbe | None = None, needs=None) -> dict[str, LayerResults]:
+    """{layer: LayerResults} with the statistics `needs` names (default: every metric's). `transfer`: the
+    transfer probe (LearnPhase); on the run's own images (its splits are `train` and `test` labelled by
+    the task) it is fitted in the same passes, on another dataset's in passes of their own."""
+    if needs is None:
+        needs = [need for name in applicable(METRICS, transfer) for need in METRICS[name].needs]
     model.eval()
-    device = train.images.device
-    classifier = {split: torch.zeros(2, dtype=torch.float64, device=device) for split in SPLITS}
+    foreign = transfer is not None and not transfer.own
+    own_needs = [need for need in needs if not (foreign and need.endswith(":transfer"))]
     if transfer is not None and transfer.own:
         train, test = transfer.train, transfer.test  # the same examples, carrying the task's labels
-    states = _train_pass(model, train, num_classes, options, seed, classifier["train"], transfer)
-    transfer_pooled = None if transfer is None or transfer.own else _transfer_fit(model, transfer, states, options, seed)
-    results = {name: _fit_layer(model, name, state, train, test, transfer, transfer_pooled, num_classes, options, seed)
-               for name, state in states.items()}
-    _test_pass(model, test, transfer, results, num_classes, options, classifier["test"])
-    counts = {"train": len(train.labels), "test": len(test.labels)}
-    return results, {split: (sums[0].item() / counts[split], sums[1].item() / counts[split])
-                     for split, sums in classifier.items()}
-
-
-def _train_pass(model, train: SplitData, num_classes: int, options: Analysis, seed: int, classifier: Tensor,
-                transfer: TransferProbe | None) -> dict[str, "LayerState"]:
-    """The training split's pass: every layer's class moments and the probes' streamed moments (fit
-    and held-out parts), with the features kept for the train accuracies while the cache allows."""
+    transfer_classes = 0 if transfer is None else transfer.num_classes
     device = train.images.device
-    heldout = torch.rand(len(train.labels), generator=seeded_generator(seed, "heldout")) < options.heldout_fraction
-    check_heldout_split(options.heldout_fraction, int(heldout.sum()), len(heldout))  # on the CPU: no device sync
-    heldout = heldout.to(device)
-    states: dict[str, LayerState] = {}
-    cache_budget = options.feature_cache_gb * 2 ** 30
-    for start, stop, images, labels, transfer_labels in train.batches(options.analysis_batch_size):
-        features = model.features(images, point=options.features_at)
-        _classifier_update(classifier, features["logits"], labels)
-        held = heldout[start:stop]
-        target_image = images.flatten(1)
-        for name, tensor in features.items():
-            flat = tensor.flatten(1)
-            pooled = pool_to(tensor, options.probe_dimensions)
-            if name not in states:
-                states[name] = _new_state(flat.shape[1], pooled.shape[1], target_image.shape[1], num_classes,
-                                          0 if transfer is None else transfer.num_classes, device)
-            state = states[name]
-            state.classes.update(flat, labels)
-            pairs = [(state.probe, _one_hot(labels, num_classes)), (state.decoder, target_image)]
-            if transfer is not None and transfer.own:
-                pairs.append((state.transfer, _one_hot(transfer_labels, transfer.num_classes)))
-            for (fit, held_out), targets in pairs:
-                fit.update(pooled[~held], targets[~held])
-                held_out.update(pooled[held], targets[held])
-            state.cached_pooled.append(pooled)
-            if cache_budget >= flat.numel() * flat.element_size():
-                state.cached_full.append(flat)
-                cache_budget -= flat.numel() * flat.element_size()
-    return states
+    with tf32_off(device):
+        context = Context(num_classes, transfer_classes, options, seed, device)
+        gathered = gather(model, train, test, closure(own_needs), context, "heldout")
+        if foreign and len(own_needs) < len(needs):
+            foreign_context = Context(transfer.num_classes, transfer_classes, options, seed, device)
+            # the other dataset's examples are labelled by the task alone: its labels are what the maps fit
+            foreign_train, foreign_test = (_labelled_by_task(split) for split in (transfer.train, transfer.test))
+            others = gather(model, foreign_train, foreign_test, closure(set(needs) - set(own_needs)),
+                            foreign_context, "transfer heldout")
+        else:
+            others = {}
+    counts = {"train": len(train.labels), "test": len(test.labels)}
+    return {name: results(name, statistics, others.get(name, {}), counts) for name, statistics in gathered.items()}
 
 
-def _fit_layer(model, name: str, state: "LayerState", train: SplitData, test: SplitData, transfer: TransferProbe | None,
-               transfer_pooled, num_classes: int, options: Analysis, seed: int) -> "LayerResults":
-    """One layer's linear maps (closed form: l2 chosen on the held-out part, then refit on the whole
-    split) and its training-split accuracies; frees the kept features."""
-    pooled = torch.cat(state.cached_pooled)
-    maps = {}
-    pairs = [("probe", state.probe), ("reconstruction", state.decoder)] + (
-        [("transfer", state.transfer)] if transfer is not None else [])
-    for key, (fit, held_out) in pairs:
-        whole = fit.merge(held_out)
-        if options.linear_maps == "closed_form":
-            l2 = choose_l2(fit, held_out)  # on the held-out part, then refit on the whole split
-            maps[key] = LinearMap(*ridge_fit(whole, l2), l2, {"train": whole})
-        else:  # LearnPhase's way, for parity: gradient descent on the kept features (no l2 to choose)
-            inputs, targets = _training_pairs(key, pooled, train, transfer, transfer_pooled, name, num_classes)
-            with torch.enable_grad():  # measure() runs under no_grad; this map learns by gradients
-                weights, bias = train_linear_map(inputs, targets, optimizer=options.linear_maps, seed=seed)
-            maps[key] = LinearMap(weights, bias, float("nan"), {"train": whole})
-    full = torch.cat(state.cached_full) if len(state.cached_full) == len(state.cached_pooled) else None
-    correct = {"ncc": _ncc_correct(model, name, full, train, state.classes, options.analysis_batch_size,
-                                      options.features_at),
-               "probe": (_predict(pooled, maps["probe"]) == train.labels).sum().item()}
-    if transfer is not None:
-        pooled_for_transfer = pooled if transfer_pooled is None else transfer_pooled[name]
-        correct["transfer"] = (_predict(pooled_for_transfer, maps["transfer"]) == transfer.train.transfer_labels).sum().item()
-    state.cached_full.clear()
-    state.cached_pooled.clear()
-    return LayerResults(SPLITS, {"train": len(train.labels), "test": len(test.labels)}, {"train": state.classes},
-                        {"train": correct}, maps, state.pooled_dimensions,
-                        {} if transfer is None else {"train": len(transfer.train.labels), "test": len(transfer.test.labels)})
+def _labelled_by_task(split: SplitData) -> SplitData:
+    return SplitData(split.images, split.transfer_labels, split.mean, split.std, split.transfer_labels)
 
 
-def _test_pass(model, test: SplitData, transfer: TransferProbe | None, results: dict[str, "LayerResults"],
-               num_classes: int, options: Analysis, classifier: Tensor) -> None:
-    """The test split's pass (NCC against the *training* centres, the maps fitted on the training
-    split, the decoder's test moments), then another dataset's test split for the transfer probe."""
-    device = test.images.device
-    own = transfer is not None and transfer.own
-    test_correct = {name: torch.zeros(3, dtype=torch.float64, device=device) for name in results}
-    for _, _, images, labels, transfer_labels in test.batches(options.analysis_batch_size):
-        features = model.features(images, point=options.features_at)
-        _classifier_update(classifier, features["logits"], labels)
-        for name, tensor in features.items():
-            flat, pooled, layer = tensor.flatten(1), pool_to(tensor, options.probe_dimensions), results[name]
-            train_classes = layer.classes["train"]
-            layer.classes.setdefault("test", ClassMoments(num_classes, flat.shape[1], device)).update(flat, labels)
-            decoder = layer.maps["reconstruction"].moments
-            decoder.setdefault("test", CrossMoments(pooled.shape[1], images[0].numel(), device)).update(
-                pooled, images.flatten(1))
-            test_correct[name] += torch.stack([
-                (ncc_predictions(flat, train_classes.mean, train_classes.count > 0) == labels).sum(),
-                (_predict(pooled, layer.maps["probe"]) == labels).sum(),
-                (_predict(pooled, layer.maps["transfer"]) == transfer_labels).sum() if own
-                else torch.zeros((), device=device)]).to(torch.float64)
-    if transfer is not None and not own:
-        for _, _, images, _, transfer_labels in transfer.test.batches(options.analysis_batch_size):
-            for name, tensor in model.features(images, point=options.features_at).items():
-                predictions = _predict(pool_to(tensor, options.probe_dimensions), results[name].maps["transfer"])
-                test_correct[name][2] += (predictions == transfer_labels).sum()
-    for name, layer in results.items():
-        layer.correct["test"] = dict(zip(("ncc", "probe", "transfer"), test_correct[name].tolist()))
+@contextlib.contextmanager
+def tf32_off(device: torch.device):
+    """TF32 off for matmuls and convolutions while measuring on CUDA (restored afterwards)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _training_pairs(key, pooled, train: SplitData, transfer: TransferProbe, transfer_pooled, name, num_classes):
-    """(features, targets) of the whole training split for one map, for the trained (non closed-form) maps."""
-    if key == "probe":
-        return pooled, _one_hot(train.labels, num_classes)
-    if key == "reconstruction":
-        return pooled, torch.cat([images.flatten(1) for _, _, images, _, _ in train.batches(4096)]).to(torch.float64)
-    features = pooled if transfer_pooled is None else transfer_pooled[name]
-    return features, _one_hot(transfer.train.transfer_labels, transfer.num_classes)
+def gather(model, train: SplitData, test: SplitData, kinds: dict[str, frozenset[str]], context: Context,
+           heldout_name: str) -> dict[str, dict[str, Statistic]]:
+    """{layer: {kind: Statistic}} after the training split's pass, the fits, the training split's
+    predictions and the test split's pass."""
+    options = context.options
+    parts = heldout_parts(len(train.labels), options, context.seed, heldout_name, context.device)
+    layers: dict[str, dict[str, Statistic]] = {}
+    kept = Kept(options.feature_cache_gb * 2 ** 30)
+    for prepared in prepared_batches(train, kinds, context, parts):
+        for name, tensor in model.features(prepared.images, point=options.features_at).items():
+            statistics = layers.get(name)
+            if statistics is None:
+                statistics = layers[name] = layer_statistics(name, kinds, context)
+            batch = prepared.batch("train", tensor, options.probe_dimensions)
+            for statistic in statistics.values():
+                statistic.observe(batch, statistics)
+            kept.add(name, batch, statistics)
+    for statistics in layers.values():
+        for statistic in statistics.values():
+            statistic.fit(statistics)
+    refit_in_float64(model, train, parts, layers, kinds, context)
+    kept.replay(model, train, parts, layers, kinds, context)
+    for prepared in prepared_batches(test, kinds, context):
+        for name, tensor in model.features(prepared.images, point=options.features_at).items():
+            statistics = layers[name]
+            batch = prepared.batch("test", tensor, options.probe_dimensions)
+            for statistic in statistics.values():
+                statistic.observe(batch, statistics)
+                statistic.predict(batch, statistics)
+    return layers
 
 
-def _transfer_fit(model, transfer: TransferProbe, states: dict[str, LayerState], options: Analysis,
-                  seed: int) -> dict[str, Tensor]:
-    """Another dataset's training split, in a pass of its own: the transfer probe's moments (fit and
-    held-out parts) per layer; returns its pooled features per layer, for its train accuracy."""
-    transfer_train = transfer.train
-    heldout = torch.rand(len(transfer_train.labels), generator=seeded_generator(seed, "transfer heldout"))
-    heldout = heldout < options.heldout_fraction
-    check_heldout_split(options.heldout_fraction, int(heldout.sum()), len(heldout))  # on the CPU: no device sync
-    heldout = heldout.to(transfer_train.images.device)
-    pooled_by_layer: dict[str, list[Tensor]] = {}
-    for start, stop, images, _, transfer_labels in transfer_train.batches(options.analysis_batch_size):
-        held, targets = heldout[start:stop], _one_hot(transfer_labels, transfer.num_classes)
-        for name, tensor in model.features(images, point=options.features_at).items():
-            pooled = pool_to(tensor, options.probe_dimensions)
-            fit, held_out = states[name].transfer
-            fit.update(pooled[~held], targets[~held])
-            held_out.update(pooled[held], targets[held])
-            pooled_by_layer.setdefault(name, []).append(pooled)
-    return {name: torch.cat(parts) for name, parts in pooled_by_layer.items()}
+@dataclass
+class Prepared:
+    """One batch of a split before the forward pass: images, labels and targets shared by every layer
+    (a Target's sums are computed once, however many layers read it)."""
+
+    images: Tensor
+    labels: Tensor
+    targets: dict[str, Target]
+    target_labels: dict[str, Tensor]
+    parts: tuple[slice, slice] | None  # the training split: its fitting rows, then its held-out rows
+    part_targets: tuple[dict[str, Target], ...] | None
+
+    def batch(self, split: str, features: Tensor, probe_dimensions: int) -> Batch:
+        return Batch(split, features, self.labels, self.targets, self.target_labels, probe_dimensions,
+                     self.parts, self.part_targets)
 
 
-def _new_state(width: int, pooled_width: int, pixels: int, num_classes: int, transfer_classes: int,
-               device) -> LayerState:
-    """A layer's empty accumulators; the transfer probe's only when it has a task (transfer_classes > 0)."""
-    def pair(targets: int):
-        return CrossMoments(pooled_width, targets, device), CrossMoments(pooled_width, targets, device)
-
-    return LayerState(ClassMoments(num_classes, width, device), pair(num_classes), pair(pixels),
-                      pair(transfer_classes) if transfer_classes else None, pooled_width)
-
-
-def _classifier_update(sums: Tensor, logits: Tensor, labels: Tensor) -> None:
-    """Cross-entropy summed and correct predictions counted, on the device (no host sync)."""
-    sums[0] += functional.cross_entropy(logits.float(), labels, reduction="sum").to(torch.float64)
-    sums[1] += (logits.argmax(1) == labels).sum().to(torch.float64)
-
-
-def _predict(pooled: Tensor, fitted: LinearMap) -> Tensor:
-    return (pooled.to(torch.float64) @ fitted.weights + fitted.bias).argmax(1)
-
-
-def _ncc_correct(model, name, full, split_data: SplitData, classes: ClassMoments, batch_size, point: str) -> float:
-    """Correct NCC predictions on the training split against its own centres: from the kept features,
-    or from a second pass when the layer was too wide to keep."""
-    centres, present = classes.mean, classes.count > 0
-    correct = torch.zeros((), dtype=torch.float64, device=centres.device)
-    if full is not None:
-        for start in range(0, len(full), batch_size):
-            predictions = ncc_predictions(full[start:start + batch_size], centres, present)
-            correct += (predictions == split_data.labels[start:start + batch_size]).sum()
-        return correct.item()
-    for _, _, images, labels, _ in split_data.batches(batch_size):
-        flat = model.features(images, point=point)[name].flatten(1)
-        correct += (ncc_predictions(flat, centres, present) == labels).sum()
-    return correct.item()
+def prepared_batches(split: SplitData, kinds, context: Context, parts=None):
+    """The split's batches; with `parts` (the training split) each batch is reordered so its fitting
+    rows come first: every layer then reads both parts as views, with no copy and no host sync."""
+    shifts: dict[str, Tensor] = {}  # each target's first batch mean, shared by every layer's moments
+    for index, (_, _, images, labels, transfer_labels) in enumerate(split.batches(context.options.analysis_batch_size)):
+        slices = None
+        if parts is not None:
+            order, fitting = parts[index]
+            images, labels = images.index_select(0, order), labels.index_select(0, order)
+            transfer_labels = None if transfer_labels is None else transfer_labels.index_select(0, order)
+            slices = (slice(0, fitting), slice(fitting, len(order)))
+        values, target_labels = batch_targets(images, labels, transfer_labels, kinds, context)
+        for name, tensor in values.items():
+            shifts.setdefault(name, tensor.mean(dim=0).to(torch.float64))  # float32-exact: sums are exact about it
+        targets = {name: Target(tensor, shifts[name]) for name, tensor in values.items()}
+        part_targets = None if slices is None else tuple(
+            {name: Target(tensor[rows], shifts[name]) for name, tensor in values.items()} for rows in slices)
+        yield Prepared(images, labels, targets, target_labels, slices, part_targets)
 
 
-def _row(layer: str, metric: str, split: str, value: float, **details) -> dict:
-    return {"layer": layer, "metric": metric, "split": split, "value": float(value), **details}
+def refit_in_float64(model, train: SplitData, parts, layers, kinds, context: Context) -> None:
+    """Layers whose ridge maps fit almost exactly from float32 products (metrics/statistics.py:
+    RESIDUAL_RATIO) gather their ridge moments again from float64 products, in one more pass."""
+    redo = [name for name, statistics in layers.items() if getattr(statistics.get("ridge"), "needs_float64", False)]
+    if not redo:
+        return
+    options = context.options
+    fresh = {name: RidgeMaps(layers[name]["ridge"].arguments, context, precision=torch.float64) for name in redo}
+    for prepared in prepared_batches(train, kinds, context, parts):
+        features = model.features(prepared.images, point=options.features_at)
+        for name in redo:
+            fresh[name].observe(prepared.batch("train", features[name], options.probe_dimensions), layers[name])
+    for name in redo:
+        fresh[name].fit(layers[name])
+        layers[name]["ridge"] = fresh[name]
 
 
-def effective_depth_rows(rows: list[dict], layer_names: list[str], epsilon: float) -> list[dict]:
-    """IntermediateNC's effective depth: the first layer whose NCC train accuracy is within epsilon of
-    the last layer's (as a layer index into `layer_names`)."""
-    from metrics.depth import effective_depth
+def heldout_parts(examples: int, options: Analysis, seed: int, name: str, device) -> list[tuple[Tensor, int]]:
+    """Per batch of the training split: (an order of its rows on the device, fitting rows first, then the
+    held-out ones; how many are fitting). Drawn once on the CPU, per example (so the draw does not
+    depend on the batch size)."""
+    heldout = torch.rand(examples, generator=seeded_generator(seed, name)) < options.heldout_fraction
+    check_heldout_split(options.heldout_fraction, int(heldout.sum()), examples)
+    parts = []
+    for part in heldout.split(options.analysis_batch_size):
+        order = torch.cat([torch.nonzero(~part).flatten(), torch.nonzero(part).flatten()])
+        parts.append((order.to(device), int((~part).sum())))
+    return parts
 
-    accuracy = {row["layer"]: row["value"] for row in rows if row["metric"] == "ncc_accuracy" and row["split"] == "train"}
-    values = [accuracy[name] for name in layer_names if name in accuracy]
-    return [_row("all", "effective_depth", "train", effective_depth(values, epsilon))]
+
+def layer_statistics(name: str, kinds: dict[str, frozenset[str]], context: Context) -> dict[str, Statistic]:
+    """One layer's statistics: every kind that applies to it, with the targets it measures something for."""
+    statistics = {}
+    for kind, arguments in kinds.items():
+        cls = STATISTICS[kind]
+        arguments = arguments - set(SKIPPED_TARGETS.get(name, ()))
+        if (cls.layers is not None and name not in cls.layers) or (kinds[kind] and not arguments):
+            continue
+        statistics[kind] = cls(arguments, context)
+    return statistics
+
+
+def batch_targets(images: Tensor, labels: Tensor, transfer_labels: Tensor | None, kinds, context: Context):
+    """({target: float [B, K]}, {target: int64 [B]}) for the targets some statistic reads."""
+    wanted = set().union(*kinds.values()) if kinds else set()
+    targets, target_labels = {}, {"classes": labels}
+    if "classes" in wanted:
+        targets["classes"] = one_hot(labels, context.num_classes)
+    if "image" in wanted:
+        targets["image"] = images.flatten(1)
+    if "transfer" in wanted and transfer_labels is not None:
+        targets["transfer"] = one_hot(transfer_labels, context.transfer_classes)
+        target_labels["transfer"] = transfer_labels
+    return targets, target_labels
+
+
+class Kept:
+    """The training split's batches as the predicting statistics read them again after the fits: pooled
+    features always (small), full ones within the cache budget; a layer whose full features do not fit
+    is read again in one more pass (the one exception to "one pass per split")."""
+
+    def __init__(self, budget_bytes: float):
+        self.budget = budget_bytes
+        self.batches: dict[str, list[Batch]] = {}
+        self.overflow: set[str] = set()  # layers whose full features did not fit
+
+    def add(self, name: str, batch: Batch, statistics: dict[str, Statistic]) -> None:
+        keeps = {statistic.keeps for statistic in statistics.values()} - {None}
+        if not keeps:
+            return
+        kept = Batch("train", batch.features, batch.labels, batch.targets, batch.target_labels, batch.probe_dimensions)
+        kept.targets = {}  # predictions read labels only: the target values need not stay in memory
+        if "pooled" in keeps:
+            kept.__dict__["pooled"] = batch.pooled
+        if "flat" in keeps and name not in self.overflow:
+            size = batch.flat.numel() * batch.flat.element_size()
+            if size <= self.budget:
+                kept.__dict__["flat"] = batch.flat
+                self.budget -= size
+            else:
+                self.overflow.add(name)
+                for earlier in self.batches.get(name, []):
+                    earlier.__dict__.pop("flat", None)
+        kept.features = None  # only what was kept above stays in memory
+        self.batches.setdefault(name, []).append(kept)
+
+    def replay(self, model, train: SplitData, parts, layers, kinds, context: Context) -> None:
+        for name, batches in self.batches.items():
+            if name in self.overflow:
+                continue
+            for batch in batches:
+                for statistic in layers[name].values():
+                    statistic.predict(batch, layers[name])
+        if self.overflow:
+            self._second_pass(model, train, parts, layers, kinds, context)
+        self.batches.clear()
+
+    def _second_pass(self, model, train: SplitData, parts, layers, kinds, context: Context) -> None:
+        options = context.options
+        for index, prepared in enumerate(prepared_batches(train, kinds, context, parts)):
+            features = model.features(prepared.images, point=options.features_at)
+            for name in self.overflow:
+                batch = prepared.batch("train", features[name], options.probe_dimensions)
+                batch.__dict__["pooled"] = self.batches[name][index].__dict__.get("pooled", batch.pooled)
+                for statistic in layers[name].values():
+                    statistic.predict(batch, layers[name])
+
+
+def results(name: str, statistics: dict[str, Statistic], foreign: dict[str, Statistic],
+            counts: dict[str, int]) -> LayerResults:
+    """A layer's LayerResults from its gathered statistics (one host synchronisation per layer)."""
+    layer = LayerResults(name, SPLITS, counts, statistics={**statistics})
+    if "class_moments" in statistics:
+        layer.classes = statistics["class_moments"].moments
+    if "ncc" in statistics:
+        layer.ncc_correct = {split: float(value) for split, value in statistics["ncc"].correct.items()}
+    for source in (statistics, foreign):
+        if "ridge" in source:
+            layer.maps.update(source["ridge"].maps)
+    if "classifier" in statistics:
+        layer.classifier = {split: (sums[0].item() / counts[split], sums[1].item() / counts[split])
+                            for split, sums in statistics["classifier"].sums.items()}
+    return layer

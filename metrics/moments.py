@@ -24,21 +24,23 @@ class ClassMoments:
     with δ = μ_b − μ_a, so the result does not depend on batch size or order beyond float64 rounding.
     """
 
-    def __init__(self, num_classes: int, dimension: int, device=None):
-        self.num_classes, self.dimension = num_classes, dimension
+    def __init__(self, num_classes: int, dimension: int, device=None, precision=torch.float64):
+        self.num_classes, self.dimension, self.precision = num_classes, dimension, precision
         self.count = torch.zeros(num_classes, dtype=torch.float64, device=device)
         self.mean = torch.zeros(num_classes, dimension, dtype=torch.float64, device=device)
         self.scatter = torch.zeros(num_classes, dtype=torch.float64, device=device)
 
     def update(self, features: Tensor, labels: Tensor) -> None:
-        """Add a batch: features [B, D] (any float dtype), labels int64 [B] in [0, num_classes)."""
+        """Add a batch: features [B, D] (any float dtype), labels int64 [B] in [0, num_classes).
+        The batch is reduced in `precision` (float32 in the engine: its error stays relative to the
+        class spread, since every sample is first shifted by a sample of its own class) and merged in float64."""
         if features.dim() != 2 or features.shape[1] != self.dimension or labels.shape != features.shape[:1]:
             raise ValueError(f"expected features [B, {self.dimension}] and labels [B], "
                              f"got {tuple(features.shape)} and {tuple(labels.shape)}")
         if features.shape[0] == 0:
             return
         device = self.mean.device
-        features = features.detach().to(device=device, dtype=torch.float64)
+        features = features.detach().to(device=device, dtype=self.precision)
         labels = labels.to(device=device, dtype=torch.int64)
         # index_add_ rather than bincount: bincount on CUDA reads the largest label back to the host.
         count = torch.zeros_like(self.count).index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
@@ -48,18 +50,21 @@ class ClassMoments:
         first = labels.new_zeros(self.num_classes).scatter_reduce_(
             0, labels, positions, "amin", include_self=False)
         reference = torch.where(count.unsqueeze(1) > 0, features[first], 0.0)
-        shifted = features - reference[labels]
-        offset = torch.zeros_like(self.mean).index_add_(0, labels, shifted) / count.clamp_min(1).unsqueeze(1)
-        squared_distance = (shifted - offset[labels]).square().sum(dim=1)
-        scatter = torch.zeros_like(self.scatter).index_add_(0, labels, squared_distance)
-        mean = reference + offset  # classes absent from the batch: mean 0, count 0, scatter 0
+        shifted = features - reference.index_select(0, labels)
+        members = one_hot(labels, self.num_classes, self.precision)
+        offset = (members.T @ shifted).to(torch.float64) / count.clamp_min(1).unsqueeze(1)  # class mean − reference
+        # Σ‖x − r‖² − n ‖μ − r‖²: r is a sample of the class, so both terms are of the order of the class's
+        # own scatter (in high dimension ‖r − μ‖² ≈ the mean squared distance): no catastrophic cancellation.
+        squared = (members.T @ shifted.square().sum(dim=1, keepdim=True)).squeeze(1).to(torch.float64)
+        scatter = (squared - count * offset.square().sum(dim=1)).clamp_min(0)
+        mean = reference.to(torch.float64) + offset  # classes absent from the batch: mean 0, count 0, scatter 0
         self.count, self.mean, self.scatter = _chan_merge(self.count, self.mean, self.scatter, count, mean, scatter)
 
     def merge(self, other: "ClassMoments") -> "ClassMoments":
         """The moments of both streams together (neither operand changes)."""
         if (other.num_classes, other.dimension) != (self.num_classes, self.dimension):
             raise ValueError("cannot merge moments of different shapes")
-        merged = ClassMoments(self.num_classes, self.dimension, device=self.mean.device)
+        merged = ClassMoments(self.num_classes, self.dimension, device=self.mean.device, precision=self.precision)
         merged.count, merged.mean, merged.scatter = _chan_merge(
             self.count, self.mean, self.scatter,
             other.count.to(self.mean.device), other.mean.to(self.mean.device), other.scatter.to(self.mean.device))
@@ -68,6 +73,12 @@ class ClassMoments:
     def variances(self) -> Tensor:
         """[C] float64: mean squared distance to the class mean, E‖h − μ_c‖² (nan for absent classes)."""
         return self.scatter / self.count
+
+
+def one_hot(labels: Tensor, classes: int, dtype=torch.float32) -> Tensor:
+    """[B, classes] indicator of int64 labels [B]; unlike torch.nn.functional.one_hot, which reads the
+    labels' range back to the host on CUDA, no synchronisation."""
+    return torch.zeros(labels.shape[0], classes, dtype=dtype, device=labels.device).scatter_(1, labels.unsqueeze(1), 1)
 
 
 def _chan_merge(count_a: Tensor, mean_a: Tensor, scatter_a: Tensor,
@@ -99,20 +110,21 @@ def cdnv(moments: ClassMoments) -> float:
     return ratio[pairs].mean().item()
 
 
-def ncc_predictions(features: Tensor, centres: Tensor, present: Tensor) -> Tensor:
+def ncc_predictions(features: Tensor, centres: Tensor, present: Tensor, precision=torch.float64) -> Tensor:
     """Nearest-class-centre classifier (Galanti et al., TMLR 2023): int64 [B] of argmin_c ‖x − μ_c‖².
 
     features [B, D], centres [C, D] (e.g. ClassMoments.mean of the training split), present bool [C]
-    (only those classes can be predicted). In float64 as ‖μ_c‖² − 2 x·μ_c (‖x‖² is shared by every c),
-    after subtracting the mean present centre from both sides: the argmin does not change, and the
-    products no longer carry a large common offset that would swamp the class differences.
+    (only those classes can be predicted). As ‖μ_c‖² − 2 x·μ_c (‖x‖² is shared by every c), after
+    subtracting the mean present centre from both sides: the argmin does not change, and the products
+    no longer carry a large common offset that would swamp the class differences. The products are
+    taken in `precision` (float32 in the engine: only a near-tie within float32 rounding can differ).
     """
     centres = centres.to(torch.float64)
     present = present.to(device=centres.device, dtype=torch.bool)
     centres = torch.where(present.unsqueeze(1), centres, 0.0)
     shift = centres.sum(dim=0) / present.sum().clamp_min(1)
     centres = centres - shift
-    features = features.detach().to(device=centres.device, dtype=torch.float64) - shift
-    scores = centres.square().sum(dim=1) - 2 * features @ centres.T
+    features = features.detach().to(device=centres.device, dtype=precision) - shift.to(precision)
+    scores = centres.square().sum(dim=1) - 2 * (features @ centres.T.to(precision)).to(torch.float64)
     scores = scores.masked_fill(~present, float("inf"))
     return scores.argmin(dim=1)

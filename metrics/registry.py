@@ -1,46 +1,48 @@
-"""The metric registry: a metric is one function from a layer's collected statistics to a value per split.
+"""The metric registry: a metric is one function from a layer's gathered statistics to a value per split.
 
-    @register("cdnv", version=1, paper="Galanti et al., TMLR 2023")
+    @register("cdnv", version=1, paper="Galanti et al., TMLR 2023", needs=("class_moments",))
     def class_distance_normalised_variance(layer: LayerResults) -> dict[str, float]:
-        return {split: cdnv(layer.classes[split]) for split in layer.splits}
+        return {split: cdnv(moments) for split, moments in layer.classes.items()}
 
-The engine (metrics/engine.py) makes one forward pass per split and collects, for every layer, the
-statistics in `LayerResults`; every registered metric then reads them, so adding a metric that
-needs no new statistic is one function here and one test. A metric's `version` enters the analysis
-recipe: bump it when its definition changes and every cell it wrote is computed again.
+`needs` names the statistics it reads (metrics/statistics.py: class moments, ridge maps to a target,
+their predictions, ...); the engine (metrics/engine.py) gathers the union of the selected metrics'
+needs in one pass per split, so adding a metric on existing statistics is one function here and one
+test. Each metric has its own recipe (`recipe`): its version, its statistics' versions and the
+analysis options they depend on. Cells are computed per metric: selecting one more metric later
+computes only its cells, and changing `transfer_task` recomputes only the transfer probe's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+from conf.errors import SettingsError
 from metrics.moments import ClassMoments, cdnv
-from metrics.ridge import CrossMoments, ridge_mse
+from metrics.ridge import fitted_error, ridge_mse
+from metrics.statistics import LinearMap, need_options, need_versions
 
-
-@dataclass
-class LinearMap:
-    """A fitted ridge map (weights, bias), its chosen relative l2, and its data's moments per split."""
-
-    weights: object
-    bias: object
-    l2: float
-    moments: dict[str, CrossMoments] = field(default_factory=dict)
+ENGINE_VERSION = 2  # 2: statistics as plug-ins, one recipe per metric
+SPLIT_ORDER = ("train", "test")
 
 
 @dataclass
 class LayerResults:
-    """Everything the engine collected about one layer: per split, class moments, correct counts of
-    the NCC rule and the probes, and the fitted linear maps (probe, transfer probe, decoder)."""
+    """What the engine gathered about one layer, for the selected metrics: per split, class moments,
+    correct NCC predictions, the fitted maps by target (with their moments and correct predictions),
+    the classifier's sums; `statistics` holds every gathered statistic by kind (for new kinds)."""
 
+    name: str
     splits: tuple[str, ...]
-    count: dict[str, int]
-    classes: dict[str, ClassMoments]
-    correct: dict[str, dict[str, float]]  # split -> {"ncc", "probe", "transfer"} -> correct predictions
-    maps: dict[str, LinearMap]  # "probe", "transfer", "reconstruction"
-    dimensions: int  # width of the pooled features the maps were fitted on
-    transfer_count: dict[str, int]  # examples of the transfer task per split (another dataset's, or the same)
+    count: dict[str, int]  # examples of the run's own data per split
+    classes: dict[str, ClassMoments] = field(default_factory=dict)
+    ncc_correct: dict[str, float] = field(default_factory=dict)
+    maps: dict[str, LinearMap] = field(default_factory=dict)  # "classes" (probe), "image" (decoder), "transfer"
+    classifier: dict[str, tuple[float, float]] = field(default_factory=dict)  # split -> (loss, accuracy)
+    statistics: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,71 +50,136 @@ class Metric:
     name: str
     version: int
     paper: str
-    function: Callable[[LayerResults], dict[str, float]]
+    function: Callable
+    needs: tuple[str, ...]
     details: Callable[[LayerResults], dict] | None = None  # recorded beside the value (chosen l2, dimensions)
+    options: tuple[str, ...] = ()  # analysis options it reads itself (its statistics' are added)
+    across_layers: bool = False  # function(layers: {name: LayerResults}, layer_names, options) -> rows
+
+    def depends_on(self) -> tuple[str, ...]:
+        """Every analysis option its values depend on."""
+        options = list(self.options)
+        for need in self.needs:
+            options += need_options(need)
+        return tuple(sorted(set(options)))
 
 
 METRICS: dict[str, Metric] = {}
 
 
-def register(name: str, *, version: int, paper: str, details: Callable[[LayerResults], dict] | None = None):
+def register(name: str, *, version: int, paper: str, needs: tuple[str, ...], details=None, options=(),
+             across_layers: bool = False):
     def decorator(function):
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
-        METRICS[name] = Metric(name, version, paper, function, details)
+        for need in needs:
+            need_options(need)  # an unknown statistic or target fails here, at import
+        METRICS[name] = Metric(name, version, paper, function, tuple(needs), details, tuple(options), across_layers)
         return function
 
     return decorator
 
 
-def versions() -> dict[str, int]:
-    return {name: metric.version for name, metric in METRICS.items()}
+def recipe(metric: Metric, options) -> str:
+    """Hash of what decides the metric's numbers besides the checkpoint: the engine's version, the
+    metric's, its statistics' and the analysis options they depend on. A cell of the metric computed
+    under another recipe is stale; the other metrics' cells are not."""
+    statistics = {}
+    for need in metric.needs:
+        statistics.update(need_versions(need))
+    text = json.dumps({"engine": ENGINE_VERSION, "metric": metric.name, "version": metric.version,
+                       "statistics": statistics,
+                       "options": {option: getattr(options, option) for option in metric.depends_on()}}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _map_details(key: str):
-    return lambda layer: {"l2": layer.maps[key].l2, "dimensions": layer.dimensions}
+def recipes(options) -> dict[str, str]:
+    """{metric: recipe} of every registered metric under these analysis options."""
+    return {name: recipe(metric, options) for name, metric in METRICS.items()}
 
 
-def _accuracy(layer: LayerResults, key: str) -> dict[str, float]:
-    counts = layer.transfer_count if key == "transfer" else layer.count
-    return {split: layer.correct[split][key] / counts[split] for split in layer.splits}
+def select(text: str) -> tuple[str, ...]:
+    """`metrics=` -> the metric names it selects, in registry order: `all`, or names separated by commas
+    (SettingsError naming the unknown ones and the accepted values)."""
+    if text.strip() == "all":
+        return tuple(METRICS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise SettingsError(f"metrics={text} names {', '.join(unknown) or 'no metric'}; accepted: all, or any of "
+                            f"{', '.join(METRICS)} separated by commas")
+    return tuple(name for name in METRICS if name in names)
 
 
-@register("ncc_accuracy", version=1, paper="Galanti et al., TMLR 2023 (IntermediateNC)")
+def _accuracy(fitted: LinearMap) -> dict[str, float]:
+    return {split: float(correct) / fitted.count[split] for split, correct in fitted.correct.items()}
+
+
+def _map_details(target: str):
+    return lambda layer: {"l2": layer.maps[target].l2, "dimensions": layer.maps[target].dimensions}
+
+
+@register("ncc_accuracy", version=1, paper="Galanti et al., TMLR 2023 (IntermediateNC)", needs=("ncc",))
 def ncc_accuracy(layer: LayerResults) -> dict[str, float]:
     """Nearest class centre accuracy; centres from the training split with the labels the run trained on."""
-    return _accuracy(layer, "ncc")
+    return {split: correct / layer.count[split] for split, correct in layer.ncc_correct.items()}
 
 
-@register("cdnv", version=1, paper="Galanti et al., TMLR 2023 (IntermediateNC)")
+@register("cdnv", version=1, paper="Galanti et al., TMLR 2023 (IntermediateNC)", needs=("class_moments",))
 def class_distance_normalised_variance(layer: LayerResults) -> dict[str, float]:
     """Mean over class pairs i < j of (Var_i + Var_j) / (2 ‖μ_i − μ_j‖²), on each split's own moments."""
-    return {split: cdnv(layer.classes[split]) for split in layer.splits}
+    return {split: cdnv(moments) for split, moments in layer.classes.items()}
 
 
 @register("probe_accuracy", version=1, paper="linear probe (closed-form ridge to one-hot classes)",
-          details=_map_details("probe"))
+          needs=("ridge_correct:classes",), details=_map_details("classes"))
 def probe_accuracy(layer: LayerResults) -> dict[str, float]:
-    return _accuracy(layer, "probe")
-
-
-def _transfer_details(layer: LayerResults) -> dict:
-    return _map_details("transfer")(layer) if "transfer" in layer.maps else {}
+    return _accuracy(layer.maps["classes"])
 
 
 # Version 2: colour dominance reads the normalised image, as LearnPhase's code does (version 1 summed
 # the raw uint8 pixels; that rule is the transfer task colour_dominance_raw now).
 @register("transfer_accuracy", version=2, paper="Schneider & Prabhushankar, AAAI 2024 (LearnPhase): transfer task",
-          details=_transfer_details)
+          needs=("ridge_correct:transfer",), details=_map_details("transfer"))
 def transfer_accuracy(layer: LayerResults) -> dict[str, float]:
     """A probe for a task the network never trained on (data/transfer.py: colour dominance, brightness,
-    the other dataset's classes); no value when the run has no transfer task (transfer_task=)."""
-    return _accuracy(layer, "transfer") if "transfer" in layer.maps else {}
+    the other dataset's classes); only for a run with a transfer task (transfer_task=)."""
+    return _accuracy(layer.maps["transfer"])
 
 
 @register("reconstruction_mse", version=1, paper="Schneider & Prabhushankar, AAAI 2024 (LearnPhase): linear decoder",
-          details=_map_details("reconstruction"))
+          needs=("ridge_test:image",), details=_map_details("image"))
 def reconstruction_mse(layer: LayerResults) -> dict[str, float]:
-    """Mean squared error per pixel of the best linear map from the layer to the normalised input."""
-    decoder = layer.maps["reconstruction"]
-    return {split: ridge_mse(decoder.moments[split], decoder.weights, decoder.bias) for split in layer.splits}
+    """Mean squared error per pixel of the best linear map from the layer to the normalised input; not
+    for the input itself (the identity reconstructs it exactly: it measures nothing)."""
+    if "image" not in layer.maps:  # the input layer (metrics/engine.py: SKIPPED_TARGETS)
+        return {}
+    decoder = layer.maps["image"]
+    values = {split: ridge_mse(moments, decoder.weights, decoder.bias, decoder.precision)
+              for split, moments in decoder.moments.items() if split != "train" or math.isnan(decoder.l2)}
+    if "train" not in values:  # the closed form's own data: its error in O(DK) (metrics/ridge.py)
+        train = decoder.moments["train"]
+        values["train"] = fitted_error(train, decoder.weights, decoder.l2).item() / (train.count * train.targets)
+    return dict(sorted(values.items(), key=lambda item: SPLIT_ORDER.index(item[0])))
+
+
+@register("classifier_loss", version=1, paper="the network's own cross-entropy", needs=("classifier",))
+def classifier_loss(layer: LayerResults) -> dict[str, float]:
+    return {split: loss for split, (loss, _) in layer.classifier.items()}
+
+
+@register("classifier_accuracy", version=1, paper="the network's own accuracy", needs=("classifier",))
+def classifier_accuracy(layer: LayerResults) -> dict[str, float]:
+    return {split: accuracy for split, (_, accuracy) in layer.classifier.items()}
+
+
+@register("effective_depth", version=1, paper="Galanti et al., TMLR 2023 (IntermediateNC): effective depth",
+          needs=("ncc",), options=("effective_depth_epsilon",), across_layers=True)
+def effective_depth_rows(layers: dict[str, LayerResults], layer_names: list[str], options) -> list[dict]:
+    """The first layer whose NCC train accuracy is within epsilon of the last layer's (a layer index
+    into `layer_names`), as one row of layer `all`."""
+    from metrics.depth import effective_depth
+
+    values = [ncc_accuracy(layers[name])["train"] for name in layer_names if name in layers]
+    return [{"layer": "all", "metric": "effective_depth", "split": "train",
+             "value": float(effective_depth(values, options.effective_depth_epsilon))}]

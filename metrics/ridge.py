@@ -2,13 +2,21 @@
 
 LearnPhase (Schneider & Prabhushankar, AAAI 2024) fits a linear decoder from a layer's features back
 to the input image; its reconstruction loss over training shows the learning phases. The same solver
-fits ridge probes (one-hot targets) for the transfer task.
+fits ridge probes (one-hot targets) for the classes and the transfer task. Every map of a layer reads
+the same features, so one Gram XᵀX serves them all (RidgeMoments); each target adds only XᵀT.
 
-    fit, held_out = CrossMoments(512, 3072), CrossMoments(512, 3072)
-    fit.update(features, images.flatten(1))          # per batch, no host synchronisation
-    l2 = choose_l2(fit, held_out)
-    weights, bias = ridge_fit(fit, l2)
-    loss = ridge_mse(held_out, weights, bias)       # mean squared error per pixel, in target units²
+    moments = RidgeMoments(512, {"classes": 10, "image": 3072})
+    moments.update(features, {"classes": one_hot, "image": images.flatten(1)})   # per batch, no host sync
+    decoder = moments.view("image")                                             # a CrossMoments
+    l2 = choose_l2(fit.view("image"), held_out.view("image"))
+    weights, bias = ridge_fit(decoder, l2)
+    loss = ridge_mse(test.view("image"), weights, bias)   # mean squared error per pixel, in target units²
+
+Precision: each batch's products are taken in `precision` (float32 by default in the engine: the
+floor any exact decoder pays) on data centred by the stream's shift, and summed across batches in
+float64. Centring first keeps float32's relative rounding relative to the spread of the data, not
+to its mean; tests/test_metrics.py measures the agreement with float64, and the engine keeps float64
+for layers whose classes have collapsed (metrics/engine.py), where it does not hold.
 """
 
 from __future__ import annotations
@@ -19,77 +27,266 @@ from torch import Tensor
 L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
-class CrossMoments:
-    """Streamed float64 sufficient statistics of (X [B, D], T [B, K]) for closed-form ridge regression:
-    n, Σx, Σt, XᵀX, XᵀT, Σ‖t‖² — shifted by the first batch's means for numerical stability.
+STAGED_BATCHES = 8  # batch products summed in the product precision before each float64 flush
+
+
+class RidgeMoments:
+    """Streamed sufficient statistics of features X [B, D] and named targets T [B, K_name]: n, Σx, XᵀX
+    (shared), and per target Σt, XᵀT, Σ‖t‖², all shifted by the first batch's means.
 
     Every sum is over (x − feature_shift) and (t − target_shift): centring later (XᵀX − Σx Σxᵀ / n) then
-    only cancels the small offset of the data mean from the first batch's mean, not the raw mean.
+    only cancels the small offset of the data mean from the first batch's mean, not the raw mean. The
+    products of up to STAGED_BATCHES batches are summed in place in the product precision (a fused
+    multiply-add, no temporary) and then added to the float64 sums: float64 additions of D×K per batch
+    would cost as much as the products themselves.
     """
 
-    def __init__(self, dimension: int, targets: int, device=None):
-        self.dimension, self.targets = dimension, targets
-        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+    def __init__(self, dimension: int, targets: dict[str, int], device=None, precision=torch.float64,
+                 shift_like: "RidgeMoments | None" = None):
+        """`shift_like`: another stream of the same features (the fitting part of a split, for its held-out
+        part) whose feature shift this one adopts, so that merging the two is a plain sum."""
+        self.dimension, self.targets, self.precision, self.shift_like = dimension, dict(targets), precision, shift_like
+        zeros = lambda *shape, dtype=torch.float64: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
         self.count = 0  # the batch sizes are known on the host: a Python int costs no synchronisation
-        self.feature_shift, self.target_shift = zeros(dimension), zeros(targets)
-        self.feature_sum, self.target_sum = zeros(dimension), zeros(targets)
-        self.feature_gram, self.cross = zeros(dimension, dimension), zeros(dimension, targets)
-        self.target_square_sum = zeros(())
+        self.feature_shift, self.feature_sum = zeros(dimension), zeros(dimension)
+        self.target_shift = {name: zeros(width) for name, width in self.targets.items()}
+        self.target_sum = {name: zeros(width) for name, width in self.targets.items()}
+        self.target_square_sum = {name: zeros(()) for name in self.targets}
+        self._gram, self._gram_stage = zeros(dimension, dimension), zeros(dimension, dimension, dtype=precision)
+        self._raw = {name: zeros(dimension, width) for name, width in self.targets.items()}  # Σ(x − s) tᵀ
+        self._stage = {name: zeros(dimension, width, dtype=precision) for name, width in self.targets.items()}
+        self._staged, self._cross = 0, None
+        self.centred_cache: dict[str, tuple] = {}  # CrossMoments.centred of each target, by count
+
+    def _flush(self) -> None:
+        if self._staged:
+            self._gram += self._gram_stage
+            self._gram_stage.zero_()
+            for name, stage in self._stage.items():
+                self._raw[name] += stage
+                stage.zero_()
+            self._staged = 0
+
+    @property
+    def feature_gram(self) -> Tensor:
+        """Σ(x − s)(x − s)ᵀ [D, D] float64."""
+        self._flush()
+        return self._gram
+
+    @property
+    def cross(self) -> dict[str, Tensor]:
+        """{target: Σ(x − s)(t − a)ᵀ} = Σ(x − s) tᵀ − Σ(x − s) aᵀ: the shift a is the stream's, the same
+        for every batch, so its term is applied once here rather than per batch."""
+        self._flush()
+        if self._cross is None:
+            self._cross = {name: torch.addr(self._raw[name], self.feature_sum, self.target_shift[name], alpha=-1)
+                           for name in self.targets}
+        return self._cross
+
+    def update(self, features: Tensor, targets: dict) -> None:
+        """Add a batch: features [B, D] and every target [B, K] (any float dtypes), or a Target (the same
+        targets prepared once for every layer that reads them)."""
+        self._check(features, targets)
+        if features.shape[0] == 0:
+            return
+        device, precision = self._gram.device, self.precision
+        features = features.detach().to(device=device, dtype=precision)
+        targets = {name: self._target(name, targets[name]) for name in self.targets}
+        if self.count == 0:  # the shift rounded to the product precision, so the shifted sums are exact about it
+            like = self.shift_like
+            self.feature_shift = like.feature_shift if like is not None and like.count else features.mean(dim=0).to(torch.float64)
+            for name, target in targets.items():
+                self.target_shift[name] = target.shift
+        features = features - self.feature_shift.to(precision)
+        self.count += features.shape[0]
+        self.feature_sum += features.sum(dim=0).to(torch.float64)
+        self._gram_stage.addmm_(features.T, features)
+        for name, target in targets.items():
+            target_sum, square_sum = target.sums_about(self.target_shift[name], precision)
+            self.target_sum[name] += target_sum
+            self.target_square_sum[name] += square_sum
+            # the targets (normalised images, one-hot) are not shifted per layer: only the features are
+            # centred before the product (see `cross`)
+            self._stage[name].addmm_(features.T, target.values.to(precision))
+        self._staged, self._cross = self._staged + 1, None
+        self.centred_cache = {}
+        if self._staged == STAGED_BATCHES:
+            self._flush()
+
+    def _target(self, name: str, values) -> "Target":
+        if isinstance(values, Target):
+            return values
+        values = values.detach().to(device=self._gram.device, dtype=self.precision)
+        # the first batch's mean, in the product precision (so the sums are exact about the shift)
+        return Target(values, values.mean(dim=0).to(torch.float64) if self.count == 0 else self.target_shift[name])
+
+    def _check(self, features: Tensor, targets: dict) -> None:
+        shapes = {name: (features.shape[0], width) for name, width in self.targets.items()}
+        if (features.dim() != 2 or features.shape[1] != self.dimension or targets.keys() < self.targets.keys()
+                or any(tuple(targets[name].shape) != shape for name, shape in shapes.items())):
+            raise ValueError(f"expected features [B, {self.dimension}] and targets {shapes}, got "
+                             f"{tuple(features.shape)} and { {name: tuple(value.shape) for name, value in targets.items()} }")
+
+    def merge(self, other: "RidgeMoments") -> "RidgeMoments":
+        """Both streams together, expressed with the first non-empty one's shifts (neither operand changes)."""
+        if (other.dimension, other.targets) != (self.dimension, self.targets):
+            raise ValueError("cannot merge moments of different shapes")
+        first, second = (self, other) if self.count > 0 else (other, self)
+        merged = first.copy()
+        if second.count == 0:
+            return merged
+        # Re-shift the second stream's sums: Σ(x − a) = Σ(x − b) + n (b − a), and likewise for products;
+        # streams that share their shifts (the parts of one split) just add.
+        n, outer = second.count, torch.outer
+        same_features = second.feature_shift is merged.feature_shift
+        feature_offset = torch.zeros_like(merged.feature_sum) if same_features else second.feature_shift - merged.feature_shift
+        raw = merged._raw
+        for name in self.targets:
+            same = same_features and second.target_shift[name] is merged.target_shift[name]
+            target_offset, target_sum = second.target_shift[name] - merged.target_shift[name], second.target_sum[name]
+            if same:
+                raw[name] += second._raw_flushed()[name]
+            else:
+                raw[name] = (merged.cross[name] + second.cross[name] + outer(second.feature_sum, target_offset)
+                             + outer(feature_offset, target_sum) + n * outer(feature_offset, target_offset)
+                             + outer(merged.feature_sum + second.feature_sum + n * feature_offset, merged.target_shift[name]))
+            merged.target_sum[name] += target_sum + n * target_offset
+            merged.target_square_sum[name] += (second.target_square_sum[name] + 2 * target_offset @ target_sum
+                                               + n * target_offset.square().sum())
+        merged.count += n
+        merged._gram += second.feature_gram
+        if not same_features:
+            merged._gram += (outer(second.feature_sum, feature_offset) + outer(feature_offset, second.feature_sum)
+                             + n * outer(feature_offset, feature_offset))
+        merged.feature_sum += second.feature_sum + n * feature_offset
+        merged._cross, merged.centred_cache, merged.shift_like = None, {}, None
+        return merged
+
+    def _raw_flushed(self) -> dict[str, Tensor]:
+        self._flush()
+        return self._raw
+
+    def copy(self) -> "RidgeMoments":
+        """An independent copy (its staged products flushed)."""
+        self._flush()
+        duplicate = RidgeMoments.__new__(RidgeMoments)
+        for name, value in vars(self).items():
+            if torch.is_tensor(value) and name not in ("feature_shift",):
+                value = value.clone()
+            elif name in ("targets", "target_shift"):  # the shifts are shared, never changed in place
+                value = dict(value)
+            elif isinstance(value, dict) and name != "centred_cache":
+                value = {key: item.clone() if torch.is_tensor(item) else item for key, item in value.items()}
+            setattr(duplicate, name, value)
+        duplicate.centred_cache = {}
+        return duplicate
+
+    def only(self, name: str) -> "RidgeMoments":
+        """The moments of the features and one target (sharing the Gram), as a RidgeMoments of their own."""
+        self._flush()
+        alone = RidgeMoments.__new__(RidgeMoments)
+        alone.__dict__.update(vars(self))
+        alone.targets = {name: self.targets[name]}
+        for field in ("target_shift", "target_sum", "target_square_sum", "_raw", "_stage"):
+            setattr(alone, field, {name: getattr(self, field)[name]})
+        alone._cross, alone.centred_cache = None, {}
+        return alone
+
+    def view(self, name: str) -> "CrossMoments":
+        """The moments of the features and one target, sharing this object's tensors (no copy)."""
+        return CrossMoments.of(self, name)
+
+    def feature_covariance(self) -> Tensor:
+        """[D, D] float64: Σ(x − x̄)(x − x̄)ᵀ / n."""
+        if self.count == 0:
+            raise ValueError("no samples: update() was never given a non-empty batch")
+        return (self.feature_gram - torch.outer(self.feature_sum, self.feature_sum) / self.count) / self.count
+
+
+class Target:
+    """One batch of one target [B, K] and a shift, with its sums about the shift computed once (per
+    precision) however many layers' moments read it: Σ(t − shift) [K] and Σ‖t − shift‖² (float64)."""
+
+    def __init__(self, values: Tensor, shift: Tensor):
+        self.values, self.shift = values, shift
+        self._sums: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def shape(self):
+        return self.values.shape
+
+    def sums_about(self, shift: Tensor, precision: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(Σ(t − shift), Σ‖t − shift‖²) reduced in `precision`, re-expressed from this target's own shift
+        when they differ (Σ(t − a) = Σ(t − b) + n (b − a), and likewise for the squares)."""
+        if precision not in self._sums:
+            centred = self.values.to(precision) - self.shift.to(precision)
+            self._sums[precision] = centred.sum(dim=0).to(torch.float64), centred.square().sum().to(torch.float64)
+        total, square_sum = self._sums[precision]
+        if shift is self.shift:
+            return total, square_sum
+        offset, count = self.shift - shift, self.values.shape[0]
+        return total + count * offset, square_sum + 2 * offset @ total + count * offset.square().sum()
+
+
+class CrossMoments:
+    """The streamed moments of (X [B, D], T [B, K]) for one ridge map: a RidgeMoments with one target,
+    or one target's view of a shared one (`RidgeMoments.view`)."""
+
+    TARGET = "target"
+
+    def __init__(self, dimension: int, targets: int, device=None, precision=torch.float64):
+        self.moments, self.name = RidgeMoments(dimension, {self.TARGET: targets}, device, precision), self.TARGET
+
+    @classmethod
+    def of(cls, moments: RidgeMoments, name: str) -> "CrossMoments":
+        view = cls.__new__(cls)
+        view.moments, view.name = moments, name
+        return view
 
     def update(self, features: Tensor, targets: Tensor) -> None:
         """Add a batch: features [B, D] and targets [B, K], any float dtypes."""
-        if features.shape[1:] != (self.dimension,) or targets.shape != (features.shape[0], self.targets):
-            raise ValueError(f"expected features [B, {self.dimension}] and targets [B, {self.targets}], "
-                             f"got {tuple(features.shape)} and {tuple(targets.shape)}")
-        if features.shape[0] == 0:
-            return
-        device = self.feature_gram.device
-        features = features.detach().to(device=device, dtype=torch.float64)
-        targets = targets.detach().to(device=device, dtype=torch.float64)
-        if self.count == 0:
-            self.feature_shift, self.target_shift = features.mean(dim=0), targets.mean(dim=0)
-        features, targets = features - self.feature_shift, targets - self.target_shift
-        self.count += features.shape[0]
-        self.feature_sum += features.sum(dim=0)
-        self.target_sum += targets.sum(dim=0)
-        self.feature_gram.addmm_(features.T, features)
-        self.cross.addmm_(features.T, targets)
-        self.target_square_sum += targets.square().sum()
+        self.moments.update(features, {self.name: targets})
 
     def merge(self, other: "CrossMoments") -> "CrossMoments":
-        """Both streams together, expressed with self's shifts (neither operand changes)."""
+        """Both streams together (neither operand changes)."""
         if (other.dimension, other.targets) != (self.dimension, self.targets):
             raise ValueError("cannot merge moments of different shapes")
-        merged = CrossMoments(self.dimension, self.targets, device=self.feature_gram.device)
-        first, second = (self, other) if self.count > 0 else (other, self)
-        for name, value in vars(first).items():
-            setattr(merged, name, value.clone().to(merged.feature_gram.device) if torch.is_tensor(value) else value)
-        if second.count == 0:
-            return merged
-        # Re-shift the second stream's sums: Σ(x − a) = Σ(x − b) + n (b − a), and likewise for products.
-        device, n = merged.feature_gram.device, second.count
-        feature_offset = second.feature_shift.to(device) - merged.feature_shift
-        target_offset = second.target_shift.to(device) - merged.target_shift
-        feature_sum, target_sum = second.feature_sum.to(device), second.target_sum.to(device)
-        merged.count += n
-        merged.feature_sum += feature_sum + n * feature_offset
-        merged.target_sum += target_sum + n * target_offset
-        outer = torch.outer
-        merged.feature_gram += (second.feature_gram.to(device) + outer(feature_sum, feature_offset)
-                                + outer(feature_offset, feature_sum) + n * outer(feature_offset, feature_offset))
-        merged.cross += (second.cross.to(device) + outer(feature_sum, target_offset)
-                         + outer(feature_offset, target_sum) + n * outer(feature_offset, target_offset))
-        merged.target_square_sum += (second.target_square_sum.to(device) + 2 * target_offset @ target_sum
-                                     + n * target_offset.square().sum())
-        return merged
+        return CrossMoments.of(self._alone().merge(other._alone()), self.name)
+
+    def _alone(self) -> RidgeMoments:
+        """This target's moments as a RidgeMoments of its own (the shared Gram, this target only)."""
+        return self.moments if self.moments.targets.keys() == {self.name} else self.moments.only(self.name)
+
+    dimension = property(lambda self: self.moments.dimension)
+    targets = property(lambda self: self.moments.targets[self.name])
+    count = property(lambda self: self.moments.count)
+    feature_shift = property(lambda self: self.moments.feature_shift)
+    feature_sum = property(lambda self: self.moments.feature_sum)
+    feature_gram = property(lambda self: self.moments.feature_gram)
+    target_shift = property(lambda self: self.moments.target_shift[self.name])
+    target_sum = property(lambda self: self.moments.target_sum[self.name])
+    cross = property(lambda self: self.moments.cross[self.name])
+    target_square_sum = property(lambda self: self.moments.target_square_sum[self.name])
+
+    def feature_covariance(self) -> Tensor:
+        return self.moments.feature_covariance()
 
     def centred(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Feature mean [D], target mean [K] and centred sums Σ(x−x̄)(x−x̄)ᵀ [D, D], Σ(x−x̄)(t−t̄)ᵀ [D, K], Σ‖t−t̄‖²."""
+        """Feature mean [D], target mean [K] and centred sums Σ(x−x̄)(x−x̄)ᵀ [D, D], Σ(x−x̄)(t−t̄)ᵀ [D, K], Σ‖t−t̄‖²
+        (kept until the moments change: the fits and errors of one map read them several times)."""
         if self.count == 0:
             raise ValueError("no samples: update() was never given a non-empty batch")
+        cached = self.moments.centred_cache.get(self.name)
+        if cached is None or cached[0] != self.count:
+            cached = self.moments.centred_cache[self.name] = (self.count, self._centred())
+        return cached[1]
+
+    def _centred(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         n, feature_sum, target_sum = self.count, self.feature_sum, self.target_sum
-        feature_scatter = self.feature_gram - torch.outer(feature_sum, feature_sum) / n
-        cross_scatter = self.cross - torch.outer(feature_sum, target_sum) / n
+        feature_scatter = torch.addr(self.feature_gram, feature_sum, feature_sum, alpha=-1 / n)
+        # Σ(x − s) tᵀ − Σ(x − s)(a + Σ(t − a)/n)ᵀ in one fused pass over the D×K sums
+        raw = self.moments._raw_flushed()[self.name]
+        cross_scatter = torch.addr(raw, feature_sum, self.target_shift + target_sum / n, alpha=-1)
         target_scatter = self.target_square_sum - target_sum.square().sum() / n
         return (self.feature_shift + feature_sum / n, self.target_shift + target_sum / n,
                 feature_scatter, cross_scatter, target_scatter)
@@ -119,22 +316,34 @@ def ridge_fit(moments: CrossMoments, l2: float) -> tuple[Tensor, Tensor]:
     return weights, target_mean - feature_mean @ weights
 
 
-def ridge_mse(moments: CrossMoments, weights: Tensor, bias: Tensor) -> float:
+def ridge_mse(moments: CrossMoments, weights: Tensor, bias: Tensor, precision=torch.float64) -> float:
     """Mean over samples and target dimensions of (x W + b − t)² on the moments' data, with no second pass.
 
     Σ‖xW + b − t‖² = tr(Wᵀ Σ_xx W) − 2 tr(Wᵀ Σ_xt) + Σ‖t − t̄‖² + n ‖x̄ W + b − t̄‖² (centred scatters).
-    Exact up to float64 rounding of the terms, i.e. an absolute error near 1e-16 × the target variance;
-    a rounding-negative result is clipped to 0.
+    Exact up to the rounding of the terms in `precision` (the O(D²K) product Σ_xx W; the rest is float64),
+    i.e. an absolute error near 1e-16 (float64) or 1e-7 (float32) × the target variance; a
+    rounding-negative result is clipped to 0.
     """
     feature_mean, target_mean, feature_scatter, cross_scatter, target_scatter = moments.centred()
     weights, bias = weights.to(feature_scatter), bias.to(feature_scatter)
-    centred_error = ((weights * (feature_scatter @ weights)).sum() - 2 * (weights * cross_scatter).sum()
-                     + target_scatter)
+    quadratic = (weights.to(precision) * (feature_scatter.to(precision) @ weights.to(precision))).sum(dtype=torch.float64)
+    centred_error = quadratic - 2 * (weights * cross_scatter).sum() + target_scatter
     mean_error = moments.count * (feature_mean @ weights + bias - target_mean).square().sum()
     return (centred_error + mean_error).clamp_min(0).item() / (moments.count * moments.targets)
 
 
-def held_out_errors(fit: CrossMoments, held_out: CrossMoments, grid=L2_GRID) -> list[float]:
+def fitted_error(moments: CrossMoments, weights: Tensor, l2: float) -> Tensor:
+    """Σ‖xW + b − t‖² (float64 scalar on the device) of ridge_fit(moments, l2) on the moments' own data,
+    in O(DK): at the solution of (Σ_xx/n + λ I) W = Σ_xt/n, tr(Wᵀ Σ_xx W) = tr(Wᵀ Σ_xt) − n λ ‖W‖², so
+    the error is S_tt − tr(Wᵀ Σ_xt) − n λ ‖W‖² (and the mean term is 0)."""
+    _, _, feature_scatter, cross_scatter, target_scatter = moments.centred()
+    penalty = l2 * feature_scatter.diagonal().sum() / moments.count / moments.dimension
+    error = target_scatter - (weights * cross_scatter).sum() - moments.count * penalty * weights.square().sum()
+    return error.clamp_min(0)
+
+
+def held_out_errors(fit: CrossMoments, held_out: CrossMoments, grid=L2_GRID, basis=None,
+                    precision=torch.float64) -> list[float]:
     """ridge_mse(held_out, *ridge_fit(fit, l2)) for every l2 in `grid`, from one eigendecomposition.
 
     With Σ_xx/n = Q diag(e) Qᵀ and A = Qᵀ Σ_xt/n, the fit for penalty λ is W = Q B, B = A / (e + λ).
@@ -142,19 +351,22 @@ def held_out_errors(fit: CrossMoments, held_out: CrossMoments, grid=L2_GRID) -> 
         Σ‖xW + b − t‖² = Σ_ij M_ij G_ij / ((e_i+λ)(e_j+λ)) − 2 Σ_i r_i / (e_i+λ) + S_tt + n_h ‖(u/(e+λ))ᵀA − δt‖²
     with M = Qᵀ S Q, G = A Aᵀ, r_i = (A ∘ Qᵀ S_xt)_i summed over targets and u = Qᵀ δx. The O(D²K)
     work is done once; each grid value then costs O(D² + DK) instead of a solve and a quadratic form.
+    `basis`: eigenbasis(fit) computed already (the maps of one layer share their features' Gram).
+    `precision`: of the O(D²K) and O(D³) products (float32 in the engine: they only rank the grid's
+    values, and their rounding is far below the gaps between them); the rest is float64.
     """
     feature_mean, target_mean, feature_scatter, cross_scatter, _ = fit.centred()
     held_feature_mean, held_target_mean, held_scatter, held_cross, held_target_scatter = held_out.centred()
-    covariance = feature_scatter / fit.count
-    eigenvalues, basis = torch.linalg.eigh(covariance)
-    eigenvalues = eigenvalues.clamp_min(0)
-    projected = basis.T @ (cross_scatter / fit.count)  # A
-    gram = projected @ projected.T  # G
-    rotated_scatter = basis.T @ held_scatter.to(basis) @ basis  # M
-    agreement = (projected * (basis.T @ held_cross.to(basis))).sum(1)  # r
+    eigenvalues, basis = eigenbasis(fit) if basis is None else basis
+    rotation = basis.T.to(precision)
+    projected = (rotation @ cross_scatter.to(precision)) / fit.count  # A
+    gram = (projected @ projected.T).to(torch.float64)  # G
+    rotated_scatter = (rotation @ held_scatter.to(precision) @ rotation.T).to(torch.float64)  # M
+    agreement = (projected * (rotation @ held_cross.to(precision))).sum(1).to(torch.float64)  # r
+    projected = projected.to(torch.float64)
     offset = basis.T @ (held_feature_mean.to(basis) - feature_mean)  # u
     target_offset = held_target_mean.to(basis) - target_mean  # δt
-    scale = covariance.diagonal().sum() / fit.dimension
+    scale = feature_scatter.diagonal().sum() / fit.count / fit.dimension  # as ridge_fit's penalty
     errors = []
     for l2 in grid:
         denominator = eigenvalues + l2 * scale
@@ -162,12 +374,20 @@ def held_out_errors(fit: CrossMoments, held_out: CrossMoments, grid=L2_GRID) -> 
         quadratic = (rotated_scatter * gram * torch.outer(inverse, inverse)).sum()
         linear = (agreement * inverse).sum()
         mean_error = ((offset * inverse) @ projected - target_offset).square().sum()
-        total = quadratic - 2 * linear + held_target_scatter.to(basis) + held_out.count * mean_error
-        errors.append(total.clamp_min(0).item() / (held_out.count * held_out.targets))
-    return errors
+        errors.append(quadratic - 2 * linear + held_target_scatter.to(basis) + held_out.count * mean_error)
+    # one host synchronisation for the whole grid
+    return (torch.stack(errors).clamp_min(0) / (held_out.count * held_out.targets)).tolist()
 
 
-def choose_l2(fit: CrossMoments, held_out: CrossMoments, grid=L2_GRID) -> float:
+def eigenbasis(moments) -> tuple[Tensor, Tensor]:
+    """(eigenvalues clamped at 0 [D], eigenvectors [D, D]) of the feature covariance of `moments`
+    (RidgeMoments or CrossMoments): what held_out_errors needs of the fitting part, shared by every target."""
+    covariance = moments.feature_covariance()
+    eigenvalues, basis = torch.linalg.eigh(covariance)
+    return eigenvalues.clamp_min(0), basis
+
+
+def choose_l2(fit: CrossMoments, held_out: CrossMoments, grid=L2_GRID, basis=None, precision=torch.float64) -> float:
     """The relative l2 in `grid` whose ridge fit on `fit` has the lowest ridge_mse on `held_out` (first on ties)."""
-    errors = held_out_errors(fit, held_out, grid)
+    errors = held_out_errors(fit, held_out, grid, basis, precision)
     return grid[min(range(len(grid)), key=errors.__getitem__)]

@@ -9,15 +9,18 @@ readers skip the hidden files). Every part has the same column types (settings t
 `conf.Settings` field, cell numbers as float64 but iteration, stage and layer_index as int64), since
 a dataset reader takes the types of one part and casts the others to them.
 
-A cell is fresh when it was computed under the current recipe (metric version + analysis options)
-from the checkpoint whose sha256 the manifest lists; otherwise it is computed again. Cells are
+Each row carries the recipe of its metric (metrics/registry.py: the metric's version and the analysis
+options its statistics depend on). A metric's rows in a cell are fresh when computed under its
+current recipe from the checkpoint whose sha256 the manifest lists; a metric whose rows are stale or
+missing is computed again, and its new rows replace its old ones in the cell (`combine`): the other
+metrics' rows stay. Cells are
 written atomically; a lock per cell (non-blocking: another process already on it is left to it)
 keeps two analysis processes from doing the same work twice: the caller checks freshness again once
 it holds the lock, since the other process may have finished the cell between the first look and
 the lock.
 
-The table holds only fresh cells: a merge under recipe R keeps the rows of cells computed under R
-from the checkpoint the run's manifest lists now (a run folder that is gone keeps its cells' rows,
+The table holds only fresh rows: a merge under recipes R keeps each row computed under its metric's
+recipe in R, from the checkpoint the run's manifest lists now (a run folder that is gone keeps its cells' rows,
 without settings). So after an analysis under a new recipe, runs not yet measured under it have no
 rows, rather than rows no figure may compare with the others. A run whose settings file is unusable
 is left out (logged), as is a cell that does not read.
@@ -43,6 +46,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as compute
 import pyarrow.parquet as parquet
 
 from checkpointing import ExperimentFolder, RunFolder, RunFolderError
@@ -51,6 +55,7 @@ from utils import atomic_write_bytes, atomic_write_json, exclusive_lock
 
 logger = logging.getLogger(__name__)
 KEY = ["run_id", "iteration", "layer", "metric", "split"]
+Recipes = dict[str, str] | str | None  # {metric: its current recipe}; one recipe for every metric; None: any
 STORE_VERSION = 1  # bump when what a part holds changes: every part is rebuilt once
 INTEGER_COLUMNS = ("iteration", "stage", "layer_index")  # the cells' other numbers are float64 in the table
 RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h): swap two paths in one step
@@ -76,15 +81,59 @@ def write_frame(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def is_fresh(path: Path, recipe: str, checkpoint_sha256: str) -> bool:
-    """Computed under this recipe from this very checkpoint (metadata read without the rows)."""
+def computed(path: Path, checkpoint_sha256: str) -> dict[str, str]:
+    """{metric: recipe} of the cell's rows computed from this very checkpoint ({} for a missing or
+    unreadable cell, or one of another checkpoint: everything is computed again)."""
     if not path.exists():
-        return False
+        return {}
     try:
-        columns = parquet.read_table(path, columns=["recipe", "checkpoint_sha256"]).to_pandas()
+        columns = parquet.read_table(path, columns=["metric", "recipe", "checkpoint_sha256"]).to_pandas()
     except Exception:  # unreadable (a foreign or damaged file): compute it again
-        return False
-    return bool(len(columns)) and set(columns["recipe"]) == {recipe} and set(columns["checkpoint_sha256"]) == {checkpoint_sha256}
+        return {}
+    if set(columns["checkpoint_sha256"]) != {checkpoint_sha256}:
+        return {}
+    pairs = columns.drop_duplicates(["metric", "recipe"])
+    if pairs["metric"].duplicated().any():  # one metric under two recipes: not one of our cells
+        return {}
+    return dict(zip(pairs["metric"], pairs["recipe"]))
+
+
+def pending(path: Path, checkpoint_sha256: str, recipes: dict[str, str], names) -> list[str]:
+    """The metrics among `names` whose rows in the cell are missing or stale under `recipes`."""
+    done = computed(path, checkpoint_sha256)
+    return [name for name in names if done.get(name) != recipes[name]]
+
+
+def combine(path: Path, frame: pd.DataFrame, checkpoint_sha256: str) -> pd.DataFrame:
+    """The cell's rows after measuring the metrics in `frame` again: its other metrics' rows (from the
+    same checkpoint) and `frame`'s."""
+    cell = read_cell(path) if path.exists() else None
+    if cell is None:
+        return frame
+    old = cell.to_pandas()
+    if "metric" not in old or set(old.get("checkpoint_sha256", ())) != {checkpoint_sha256}:
+        return frame
+    kept = old[~old["metric"].isin(set(frame["metric"]))]
+    return pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
+
+
+def note(path: Path, column: str, text: str) -> bool:
+    """Set a text column of every row of a cell (under its lock; a busy, missing or unreadable cell is
+    left alone); rewritten only when some row says otherwise. True when it was rewritten."""
+    with claim(path) as mine:
+        if not mine or not path.exists():
+            return False
+        try:
+            values = parquet.read_table(path, columns=[column]).column(0).unique().to_pylist()
+        except Exception:  # no such column (an older cell), or unreadable: the next measurement rewrites it
+            return False
+        if values == [text]:
+            return False
+        cell = read_cell(path)
+        if cell is None:
+            return False
+        write_frame(path, cell.to_pandas().assign(**{column: text}))
+        return True
 
 
 def claim(path: Path):
@@ -102,31 +151,40 @@ def read_cell(path: Path) -> pa.Table | None:
         return None
 
 
-def cell_is_fresh(cell: pa.Table, recipe: str | None, listed: dict[int, str] | None) -> bool:
-    """All of the cell's rows were computed under `recipe` (None: any) from the checkpoint the manifest
-    lists for its iteration (`listed` None: no manifest to check against)."""
+def fresh_rows(cell: pa.Table, recipes: Recipes, listed: dict[int, str] | None) -> pa.Table | None:
+    """The cell's rows computed under their metric's recipe (`recipes`: {metric: recipe}; one text: that
+    recipe for every metric; None: any) from the checkpoint the manifest lists for its iteration
+    (`listed` None: no manifest to check against); None when there are none."""
     try:
-        recipes, iterations, digests = (set(cell.column(name).unique().to_pylist())
-                                        for name in ("recipe", "iteration", "checkpoint_sha256"))
+        iterations, digests = (set(cell.column(name).unique().to_pylist()) for name in ("iteration", "checkpoint_sha256"))
+        metrics, row_recipes = cell.column("metric"), cell.column("recipe")
     except KeyError:  # not one of our cells
-        return False
-    if recipe is not None and recipes != {recipe}:
-        return False
-    return listed is None or (len(iterations) == 1 and digests == {listed.get(next(iter(iterations)))})
+        return None
+    if listed is not None and not (len(iterations) == 1 and digests == {listed.get(next(iter(iterations)))}):
+        return None
+    if recipes is None:
+        return cell
+    if isinstance(recipes, str):
+        keep = compute.equal(row_recipes, recipes)
+    else:
+        expected = compute.take(pa.array(list(recipes.values())), compute.index_in(metrics, pa.array(list(recipes))))
+        keep = compute.fill_null(compute.equal(row_recipes, expected), False)  # a metric no longer registered: null
+    rows = cell.filter(keep)
+    return rows if rows.num_rows else None
 
 
 # -- the table: merge (every run) and update_run (one run) -----------------------------------------------
 
 
-def merge(experiment_dir: Path, recipe: str | None = None, *, leave=frozenset()) -> Merged:
+def merge(experiment_dir: Path, recipes: Recipes = None, *, leave=frozenset()) -> Merged:
     """Bring every run's part of the table up to date with its cells under `recipe` (None: rows of
-    any recipe); the runs in `leave` are left to their own Slurm array tasks. Unchanged runs cost a
+    any recipes); the runs in `leave` are left to their own Slurm array tasks. Unchanged runs cost a
     few stats each, so a call with nothing new stays quick on a large grid."""
     experiment = ExperimentFolder(experiment_dir)
-    prepare_table(experiment, recipe)
+    prepare_table(experiment, recipes)
     merged = Merged()
     for run_id in sorted({*experiment.cell_run_ids(), *experiment.table_run_ids()} - set(leave)):
-        state, rows = refresh_part(experiment, run_id, recipe)
+        state, rows = refresh_part(experiment, run_id, recipes)
         merged.rows, merged.parts = merged.rows + rows, merged.parts + (rows > 0)
         if state == "written":
             merged.written.append(run_id)
@@ -135,33 +193,33 @@ def merge(experiment_dir: Path, recipe: str | None = None, *, leave=frozenset())
     return merged
 
 
-def update_run(experiment_dir: Path, run_id: str, recipe: str | None = None) -> str:
+def update_run(experiment_dir: Path, run_id: str, recipes: Recipes = None) -> str:
     """One run's part only (a Slurm array task's share): kept, written, removed or absent."""
     experiment = ExperimentFolder(experiment_dir)
-    prepare_table(experiment, recipe)
-    return refresh_part(experiment, run_id, recipe)[0]
+    prepare_table(experiment, recipes)
+    return refresh_part(experiment, run_id, recipes)[0]
 
 
-def prepare_table(experiment: ExperimentFolder, recipe: str | None) -> None:
+def prepare_table(experiment: ExperimentFolder, recipes: Recipes) -> None:
     """The table folder exists; an old single-file table (before per-run parts) is replaced by one."""
     if experiment.table_path.is_file():
-        migrate(experiment, recipe)
+        migrate(experiment, recipes)
     experiment.table_path.mkdir(parents=True, exist_ok=True)
 
 
-def refresh_part(experiment: ExperimentFolder, run_id: str, recipe: str | None) -> tuple[str, int]:
+def refresh_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -> tuple[str, int]:
     """(kept | written | removed | absent, rows of the run's part). Rebuilt only when the run's
     signature changed; taken again under the part's lock, since another process may have rebuilt
     it while this one waited."""
-    index = current_index(experiment, run_id, run_signature(experiment, run_id, recipe))
+    index = current_index(experiment, run_id, run_signature(experiment, run_id, recipes))
     if index is not None:
         return "kept", index["rows"]
     with exclusive_lock(experiment.part_lock_path(run_id), wait=True):
-        signature = run_signature(experiment, run_id, recipe)
+        signature = run_signature(experiment, run_id, recipes)
         index = current_index(experiment, run_id, signature)
         if index is not None:
             return "kept", index["rows"]
-        return rebuild_part(experiment, run_id, recipe, signature)
+        return rebuild_part(experiment, run_id, recipes, signature)
 
 
 def file_stamp(path: Path) -> list[int] | None:
@@ -173,10 +231,11 @@ def file_stamp(path: Path) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def run_signature(experiment: ExperimentFolder, run_id: str, recipe: str | None) -> str:
+def run_signature(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -> str:
     """A hash of everything a run's part is built from: its cells' names, sizes and modification
-    times, its settings file and manifest (a checkpoint re-made makes its cell stale), the recipe."""
+    times, its settings file and manifest (a checkpoint re-made makes its cell stale), the recipes."""
     run = experiment.run(run_id)
+    recipe = sorted(recipes.items()) if isinstance(recipes, dict) else recipes
     built_from = {"store": STORE_VERSION, "recipe": recipe, "settings": file_stamp(run.settings_path),
                   "manifest": file_stamp(run.manifest_path),
                   "cells": [[path.name, file_stamp(path)] for path in experiment.run_cell_paths(run_id)]}
@@ -195,13 +254,13 @@ def current_index(experiment: ExperimentFolder, run_id: str, signature: str) -> 
     return index if file_stamp(experiment.part_path(run_id)) == index.get("part") else None
 
 
-def rebuild_part(experiment: ExperimentFolder, run_id: str, recipe: str | None, signature: str) -> tuple[str, int]:
+def rebuild_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes, signature: str) -> tuple[str, int]:
     """Write the run's part from its fresh cells (or remove it when it has none), then its index:
     the index comes second, so a process killed in between leaves a part that is rebuilt, never one
     that looks up to date and is not."""
     part, index_path = experiment.part_path(run_id), experiment.part_index_path(run_id)
     had_part = part.exists()
-    table = run_rows(experiment, run_id, recipe)
+    table = run_rows(experiment, run_id, recipes)
     if table is not None:
         buffer = io.BytesIO()
         parquet.write_table(table, buffer)
@@ -220,7 +279,7 @@ def rebuild_part(experiment: ExperimentFolder, run_id: str, recipe: str | None, 
 # -- one run's rows ------------------------------------------------------------------------------------
 
 
-def run_rows(experiment: ExperimentFolder, run_id: str, recipe: str | None) -> pa.Table | None:
+def run_rows(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -> pa.Table | None:
     """The run's fresh cells with its settings as columns; None when there are none, or its
     settings file is unusable (logged)."""
     run = experiment.run(run_id)
@@ -228,8 +287,8 @@ def run_rows(experiment: ExperimentFolder, run_id: str, recipe: str | None) -> p
     if settings is None:
         return None
     listed = listed_checkpoints(run)
-    cells = [normalised(cell) for path in experiment.run_cell_paths(run_id)
-             if (cell := read_cell(path)) is not None and cell_is_fresh(cell, recipe, listed)]
+    cells = [normalised(rows) for path in experiment.run_cell_paths(run_id)
+             if (cell := read_cell(path)) is not None and (rows := fresh_rows(cell, recipes, listed)) is not None]
     if not cells:
         return None
     table = pa.concat_tables(cells, promote_options="default")  # a cell without a column gets nulls there
@@ -298,7 +357,7 @@ def settings_columns(run: RunFolder, table_path: Path) -> dict[str, tuple] | Non
 # -- migration: an old single-file table becomes a folder of parts -------------------------------------
 
 
-def migrate(experiment: ExperimentFolder, recipe: str | None) -> None:
+def migrate(experiment: ExperimentFolder, recipes: Recipes) -> None:
     """Build every run's part beside the old single-file table, then put the folder in its place
     (once: under the experiment's merge lock, and a process that waited finds it done)."""
     with exclusive_lock(experiment.merge_lock_path, wait=True):
@@ -308,7 +367,7 @@ def migrate(experiment: ExperimentFolder, recipe: str | None) -> None:
         staging.mkdir()
         staged = experiment.staged(staging)
         for run_id in experiment.cell_run_ids():
-            rebuild_part(staged, run_id, recipe, run_signature(staged, run_id, recipe))
+            rebuild_part(staged, run_id, recipes, run_signature(staged, run_id, recipes))
         swap_in(staging, experiment.table_path, aside=experiment.table_staging_path())
         logger.info("%s was one file; it is now a folder of per-run parts", experiment.table_path)
 

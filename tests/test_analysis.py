@@ -39,14 +39,16 @@ def test_every_checkpoint_layer_metric_and_split_lands_in_one_tidy_table(trained
     assert probe["l2"].notna().all() and (probe["dimensions"] <= 32).all()  # the choices are recorded
 
 
-def test_the_input_layer_reconstructs_the_input(tmp_path):
-    # 3x8x8 = 192 input dimensions, unpooled, and more training images than that, so the identity
-    # map is determined by the training split and holds on the test split too (LearnPhase's decoder).
-    assert run_cli("train.py", tiny_words(tmp_path, *RUN, "synthetic_train_size=512", "epochs=1")).returncode == 0
-    analysis.main([f"out_dir={tmp_path}", *QUICK, "probe_dimensions=192"])
+def test_the_decoder_is_not_fitted_from_the_input_to_itself(tmp_path):
+    # The identity reconstructs the input exactly: that map measures nothing (metrics/engine.py
+    # SKIPPED_TARGETS), so the input layer has no reconstruction rows; every other layer has both splits.
+    assert run_cli("train.py", tiny_words(tmp_path, *RUN, "epochs=1")).returncode == 0
+    assert analysis.main([f"out_dir={tmp_path}", *QUICK]) == 0
     table = pd.read_parquet(tmp_path / "default" / "metrics.parquet")
-    reconstruction = table[(table["metric"] == "reconstruction_mse") & (table["layer"] == "input")]
-    assert (reconstruction["value"] < 1e-3).all()
+    reconstruction = table[table["metric"] == "reconstruction_mse"]
+    assert set(reconstruction["layer"]) == {"stem", "block00", "logits"}
+    assert (reconstruction.groupby(["iteration", "layer"])["split"].nunique() == 2).all()
+    assert set(table[table["metric"] == "probe_accuracy"]["layer"]) == {"input", "stem", "block00", "logits"}
 
 
 def test_second_call_recomputes_nothing_and_a_new_recipe_everything(trained):
@@ -116,6 +118,7 @@ def test_features_export_matches_the_model(trained, tmp_path):
     (["probe_dimensions=0"], "probe_dimensions=0 is out of range"),
     (["heldout_fraction=1"], "heldout_fraction=1.0 is out of range"),
     (["nonsense=1"], "unknown key 'nonsense'"),
+    (["metrics=ncc_accuracy,ncc_acuracy"], "metrics=ncc_accuracy,ncc_acuracy names ncc_acuracy; accepted: all"),
 ])
 def test_bad_analysis_input_exits_2(tmp_path, words, needle):
     result = run_cli("analysis.py", [*words, f"out_dir={tmp_path}"] if words[0] != "features" else words)
@@ -156,9 +159,9 @@ def test_results_do_not_depend_on_batch_size_or_order(trained):
 def test_a_registered_metric_is_measured_for_every_layer_and_split(trained):
     from metrics import registry
 
-    @registry.register("class_count", version=1, paper="test")
+    @registry.register("class_count", version=1, paper="test", needs=("class_moments",))
     def class_count(layer):
-        return {split: float((layer.classes[split].count > 0).sum()) for split in layer.splits}
+        return {split: float((moments.count > 0).sum()) for split, moments in layer.classes.items()}
 
     try:
         table = _measure_table(sorted((trained / "default" / "runs").iterdir())[0], 500)
@@ -238,3 +241,57 @@ def test_learnphase_trained_maps_can_replace_the_closed_form(trained):
             assert value >= closed[key] * (1 - 1e-6), key
         if key[3] in ("ncc_accuracy", "cdnv"):
             assert value == pytest.approx(closed[key], rel=1e-9), key
+
+
+def _cells(out_dir) -> dict:
+    return {path: pd.read_parquet(path) for path in sorted((out_dir / "default" / "metrics").rglob("*.parquet"))}
+
+
+@pytest.fixture
+def engine_calls(monkeypatch):
+    """The metrics each engine.measure call was asked for (the real engine still does the work)."""
+    from metrics import engine
+
+    calls, real_measure = [], engine.measure
+
+    def measure(*arguments, **keywords):
+        calls.append(tuple(keywords["metrics"]))
+        return real_measure(*arguments, **keywords)
+
+    monkeypatch.setattr(engine, "measure", measure)
+    return calls
+
+
+def test_metrics_selects_and_a_metric_added_later_computes_only_its_cells(trained, engine_calls):
+    assert analysis.main([f"out_dir={trained}", *QUICK, "metrics=cdnv,ncc_accuracy"]) == 0
+    table = pd.read_parquet(trained / "default" / "metrics.parquet")
+    assert set(table["metric"]) == {"ncc_accuracy", "cdnv"} and len(engine_calls) == 10
+    assert set(engine_calls) == {("ncc_accuracy", "cdnv")}
+    before = _cells(trained)
+    engine_calls.clear()
+    assert analysis.main([f"out_dir={trained}", *QUICK, "metrics=ncc_accuracy,cdnv,probe_accuracy"]) == 0
+    assert engine_calls == [("probe_accuracy",)] * 10  # only the new metric is computed
+    for path, cell in _cells(trained).items():
+        columns = [column for column in before[path].columns if column != "transfer_task"]
+        old = cell[cell["metric"].isin(["ncc_accuracy", "cdnv"])][columns].reset_index(drop=True)
+        pd.testing.assert_frame_equal(old, before[path][columns])  # the kept rows, unchanged
+        assert set(cell["metric"]) == {"ncc_accuracy", "cdnv", "probe_accuracy"}
+    table = pd.read_parquet(trained / "default" / "metrics.parquet")
+    assert set(table["metric"]) == {"ncc_accuracy", "cdnv", "probe_accuracy"}
+    engine_calls.clear()
+    assert analysis.main([f"out_dir={trained}", *QUICK, "metrics=probe_accuracy"]) == 0
+    assert engine_calls == []  # fresh; and the table keeps every fresh metric, selected now or not
+    assert set(pd.read_parquet(trained / "default" / "metrics.parquet")["metric"]) == {"ncc_accuracy", "cdnv",
+                                                                                         "probe_accuracy"}
+
+
+def test_another_transfer_task_recomputes_only_the_transfer_probe(trained, engine_calls):
+    own = _measure_rows(trained, [])
+    assert len(engine_calls) == 10 and len(engine_calls[0]) == 8  # every metric, every checkpoint
+    engine_calls.clear()
+    other = _measure_rows(trained, ["transfer_task=brightness"])
+    assert engine_calls == [("transfer_accuracy",)] * 10
+    assert {key: value for key, value in own.items() if key[3] != "transfer_accuracy"} == \
+        {key: value for key, value in other.items() if key[3] != "transfer_accuracy"}
+    table = pd.read_parquet(trained / "default" / "metrics.parquet")
+    assert set(table["transfer_task"]) == {"brightness"}

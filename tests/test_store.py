@@ -201,3 +201,32 @@ def test_a_part_rebuilt_by_another_process_while_this_one_waited_is_kept(experim
     assert store.update_run(experiment.path, run, RECIPE) == "kept" and interleaved
     pd.testing.assert_frame_equal(sorted_rows(pd.read_parquet(experiment.table_path))[list(expected_rows(
         experiment, RUNS).columns)], expected_rows(experiment, RUNS), check_dtype=False)
+
+
+def test_each_row_is_fresh_under_its_own_metric_recipe(experiment):
+    """Recipes per metric: a merge keeps a metric's rows computed under its current recipe and drops
+    the others'; `pending` names the stale or missing metrics of a cell; `combine` replaces only theirs."""
+    run, cell_path = RUNS[0].run_id, experiment.cell_path(RUNS[0].run_id, 1)
+    cell = pd.read_parquet(cell_path)
+    metrics = sorted(cell["metric"].unique())
+    assert len(metrics) >= 2
+    fresh = {name: RECIPE for name in metrics}
+    stale = {**fresh, metrics[0]: "newer_recipe"}
+    store.merge(experiment.path, stale)
+    table = pd.read_parquet(experiment.table_path)
+    assert metrics[0] not in set(table["metric"]) and set(table["metric"]) == set(metrics[1:])
+    digest = cell["checkpoint_sha256"].iloc[0]
+    assert store.pending(cell_path, digest, stale, metrics) == [metrics[0]]
+    assert store.pending(cell_path, digest, fresh, metrics) == []
+    assert store.pending(cell_path, "0" * 64, fresh, metrics) == metrics  # another checkpoint: everything
+    remade = cell[cell["metric"] == metrics[0]].assign(recipe="newer_recipe", value=-1.0)
+    combined = store.combine(cell_path, remade, digest)
+    assert len(combined) == len(cell)
+    assert (combined[combined["metric"] == metrics[0]]["value"] == -1.0).all()
+    pd.testing.assert_frame_equal(combined[combined["metric"] != metrics[0]].reset_index(drop=True),
+                                  cell[cell["metric"] != metrics[0]].reset_index(drop=True))
+    store.write_frame(cell_path, combined)
+    store.merge(experiment.path, stale)
+    table = pd.read_parquet(experiment.table_path)
+    rows = table[(table["run_id"] == run) & (table["metric"] == metrics[0])]
+    assert set(rows["iteration"]) == {1} and (rows["value"] == -1.0).all()

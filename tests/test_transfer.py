@@ -172,10 +172,10 @@ def test_the_engine_fits_the_probe_with_the_tasks_number_of_classes(task, classe
     train, test = splits(channels=1)
     options = Analysis(probe_dimensions=8, heldout_fraction=0.25)
     probe = bind(TRANSFER_TASKS[task], train, test, dataset_classes=7)
-    layers, _ = engine.collect(tiny_model(1, 7), train, test, 7, options, 0, probe)
+    layers = engine.collect(tiny_model(1, 7), train, test, 7, options, 0, probe)
     for layer in layers.values():
         assert layer.maps["transfer"].weights.shape[1] == classes
-        assert layer.transfer_count == {"train": 40, "test": 40}
+        assert layer.maps["transfer"].count == {"train": 40, "test": 40}
     rows = engine.measure(tiny_model(1, 7), train, test, 7, options, 0, probe)
     assert {row["split"] for row in rows if row["metric"] == "transfer_accuracy"} == {"train", "test"}
     without = engine.measure(tiny_model(1, 7), train, test, 7, options, 0, None)  # no task: no transfer rows
