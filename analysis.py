@@ -32,29 +32,23 @@ environment failed (a read-only or full folder, a file in the way); 2 bad input 
 from __future__ import annotations
 
 import dataclasses
-import errno
-import io
 import logging
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 import data
-import models
 from checkpointing import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
 from conf import Execution, Plan, Settings, SettingsError, parse_arguments
-from conf.analysis import Analysis
 from metrics import engine, registry, store
 from metrics import transfer as transfer_metrics
-from utils import (atomic_write_bytes, describe_environment_error, ensure_writable_folder, progress_bar,
+from metrics.inputs import load_model, splits_of, transfer_probe
+from utils import (describe_environment_error, ensure_writable_folder, one_line, progress_bar,
                    resolve_device, setup_logging)
 
 logger = logging.getLogger("analysis")
-REMAKE = "launch the run's grid again to re-make it (training is deterministic)"
 
 
 @dataclasses.dataclass
@@ -90,11 +84,6 @@ class RunInputs:
     transfer_task: str = ""  # the task and its images, or `none (why)`: a column of every row (the report reads it)
 
 
-def one_line(error: Exception) -> str:
-    """An error's message on one line: torch's unpickling errors and load_state_dict's span several."""
-    return " ".join(str(error).split())
-
-
 def recipes(plan: Plan) -> dict[str, str]:
     """{metric: recipe} of every registered metric under the plan's analysis options: what decides a
     metric's numbers besides the checkpoint. A metric's rows computed under another recipe are stale."""
@@ -106,72 +95,6 @@ def apply_threads(execution: Execution) -> None:
     choice oversubscribes the cores and its threads spin-wait on each other (65 s instead of 10 s)."""
     if execution.threads:
         torch.set_num_threads(execution.threads)
-
-
-def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: bool, device):
-    """(train, test, num_classes): the training split as the run trained on it — its labels (after
-    label noise) and, for a stage-1 run of a warm start, only its subset."""
-    dataset = data.load_dataset(settings, data_root=data_root, download=download).to(device)
-    images, labels = dataset.train_images, dataset.train_labels.clone()
-    noise = folder.read_label_noise()
-    if noise is not None:  # the run's own record of which labels it trained with (IntermediateNC's noisy runs)
-        labels[torch.tensor(noise["indices"], dtype=torch.long, device=device)] = torch.tensor(noise["noisy"], device=device)
-    subset = folder.read_subset()
-    if subset is not None:  # the run's own record of stage 1's examples (Berariu et al. 2021)
-        chosen = torch.tensor(subset["indices"], dtype=torch.long, device=device)
-        images, labels = images[chosen], labels[chosen]
-    train = engine.SplitData(images, labels, dataset.mean, dataset.std)
-    test = engine.SplitData(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std)
-    return train, test, dataset.num_classes
-
-
-def transfer_probe(settings: Settings, plan: Plan, train: engine.SplitData, test: engine.SplitData, num_classes: int,
-                   device) -> tuple[transfer_metrics.TransferProbe | None, str]:
-    """(the run's transfer probe or None, what it is: the task and its images, or `none (why)`).
-    `transfer_task` chooses the task (data/transfer.py); one that does not apply to the run's dataset,
-    or whose other dataset is not on disk, gives no probe and the reason, never an error."""
-    choice = transfer_metrics.choose_task(plan.analysis.transfer_task, settings.dataset, train.images.shape[1],
-                                          plan.analysis.transfer_dataset)
-    if choice.task is None:
-        return None, choice.describe()
-    if choice.source == "own":
-        return transfer_metrics.bind(choice.task, train, test, num_classes), choice.describe()
-    try:
-        other_train, other_test, other_classes = transfer_splits(settings, plan, choice.source, train, device)
-    except data.DataError as error:
-        if plan.analysis.transfer_dataset != "own":
-            raise  # a dataset the user named: missing is this run's error, as for its own dataset
-        return None, f"none ({choice.task.name} needs {choice.source}: {one_line(error)})"
-    probe = transfer_metrics.bind(choice.task, other_train, other_test, other_classes, source=choice.source)
-    return probe, choice.describe()
-
-
-def transfer_splits(settings: Settings, plan: Plan, name: str, reference: engine.SplitData, device):
-    """(train, test, num_classes) of the dataset `name` the transfer task reads instead of the run's
-    own (`transfer_dataset`, or the other dataset of other_dataset_classes), normalised as the
-    network's inputs. The synthetic one is drawn with the next data seed."""
-    source = dataclasses.replace(settings, dataset=name, train_subset=0, label_noise=0.0,
-                                 data_seed=settings.data_seed + (name == "synthetic"))
-    dataset = data.load_dataset(source, data_root=Path(plan.execution.data_root), download=plan.execution.download)
-    if dataset.train_images.shape[1:] != reference.images.shape[1:]:
-        raise SettingsError(f"transfer_dataset={name} has images of shape {tuple(dataset.train_images.shape[1:])}, the "
-                            f"run's are {tuple(reference.images.shape[1:])}; accepted: own or a dataset of that shape")
-    dataset = dataset.to(device)
-    return (engine.SplitData(dataset.train_images, dataset.train_labels, reference.mean, reference.std),
-            engine.SplitData(dataset.test_images, dataset.test_labels, reference.mean, reference.std), dataset.num_classes)
-
-
-def load_model(folder: RunFolder, iteration: int, device) -> tuple[dict, models.LayerwiseModel]:
-    """The checkpoint (verified against its sha256) and the model it rebuilds alone; CorruptFile
-    (naming the file) also for a file that hashes right and loads but is not a checkpoint of ours."""
-    checkpoint = folder.load_checkpoint(iteration, map_location=device)
-    path = folder.checkpoint_path(iteration)
-    if not isinstance(checkpoint, dict) or not {"iteration", "epoch"} <= checkpoint.keys():
-        raise CorruptFile(f"{path} is not a checkpoint (no iteration and epoch); {REMAKE}")
-    try:
-        return checkpoint, models.from_checkpoint(checkpoint)
-    except Exception as error:  # whatever a foreign file trips on (missing keys, other shapes): name the file
-        raise CorruptFile(f"{path} does not rebuild its model ({type(error).__name__}: {error}); {REMAKE}") from None
 
 
 def run_folders_of(experiment: ExperimentFolder) -> list[RunFolder]:
@@ -348,64 +271,6 @@ def submit_analysis(plan: Plan, experiment_dir: Path, runs: list[Settings]) -> i
     return 0
 
 
-FEATURE_OPTIONS = ("iteration", "split", "out", "device", "data_root", "features_at")
-FEATURES_USAGE = ("usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz "
-                  "[features_at=post_activation|pre_activation]")
-
-
-def feature_options(arguments: list[str]) -> tuple[RunFolder, dict, int, Execution]:
-    """`features`' words -> (run folder, options, iteration, execution); SettingsError on a bad word.
-    device and data_root go through conf.Execution, so they are checked as train.py's are."""
-    if not arguments:
-        raise SettingsError(f"features needs RUN_DIR; {FEATURES_USAGE}")
-    folder = RunFolder(arguments[0])
-    options = dict(argument.partition("=")[::2] for argument in arguments[1:])
-    unknown = set(options) - set(FEATURE_OPTIONS)
-    if unknown:
-        raise SettingsError(f"unknown key {sorted(unknown)[0]!r}; accepted: {', '.join(FEATURE_OPTIONS)}")
-    execution = Execution(device=options.get("device", "cpu"), data_root=options.get("data_root", "datasets"),
-                          download=False)
-    if not folder.settings_path.exists():
-        raise SettingsError(f"{folder.path} is not a run folder (it has no settings file)")
-    files = folder.checkpoint_entries()
-    if not options.get("iteration", "").isdigit() or int(options["iteration"]) not in files:
-        raise SettingsError(f"iteration={options.get('iteration')!r} has no checkpoint; accepted: {', '.join(map(str, sorted(files)))}")
-    if options.setdefault("split", "test") not in ("train", "test"):
-        raise SettingsError(f"split={options['split']!r} is not known; accepted: train, test")
-    options["features_at"] = Analysis(features_at=options.get("features_at", "post_activation")).features_at  # checked
-    return folder, options, int(options["iteration"]), execution
-
-
-def writable_file(path: Path) -> Path:
-    """`path` if a file can be written there (checked before any work); OSError naming it otherwise:
-    a folder of that name, a read-only or missing-permission folder."""
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    ensure_writable_folder(path.parent)
-    return path
-
-
-def features_command(arguments: list[str]) -> int:
-    """`features RUN_DIR iteration=N split=train|test out=FILE.npz` — labels + one array per layer."""
-    folder, options, iteration, execution = feature_options(arguments)
-    device = resolve_device(execution)
-    out = writable_file(Path(options.get("out", "features.npz")))
-    settings = folder.read_settings()
-    _, model = load_model(folder, iteration, device)  # verified against its sha256 before any value is computed
-    train, test, _ = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
-    chosen = train if options["split"] == "train" else test
-    arrays: dict[str, list] = {}
-    with torch.no_grad():
-        for _, _, images, _, _ in chosen.batches(500):
-            for name, tensor in model.features(images, point=options["features_at"]).items():
-                arrays.setdefault(name, []).append(tensor.flatten(1).float().cpu().numpy())
-    buffer = io.BytesIO()
-    np.savez(buffer, labels=chosen.labels.cpu().numpy(), **{name: np.concatenate(parts) for name, parts in arrays.items()})
-    atomic_write_bytes(out, buffer.getvalue())
-    print(f"wrote {out}: labels and {len(arrays)} layers ({', '.join(arrays)}) of the {options['split']} split")
-    return 0
-
-
 def report_skipped(skipped: list[str]) -> int:
     """The list of what was skipped, at the end where it is seen; 1 when anything was."""
     if not skipped:
@@ -452,6 +317,8 @@ def show_help() -> int:
 
 def run_command(arguments: list[str]) -> int:
     if arguments and arguments[0] == "features":
+        from metrics.export import features_command
+
         return features_command(arguments[1:])
     only_figures = bool(arguments) and arguments[0] == "figures"
     from figures import publish  # here: matplotlib and seaborn load only for drawing

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import data
 from checkpointing import ExperimentFolder, RunFolderError

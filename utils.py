@@ -132,6 +132,11 @@ ENVIRONMENT_FIXES = {  # errno -> what the user can do about it (one line, with 
 }
 
 
+def one_line(error: Exception) -> str:
+    """An error's message on one line: torch's unpickling errors and load_state_dict's span several."""
+    return " ".join(str(error).split())
+
+
 def describe_environment_error(error: OSError) -> str:
     """One line for a fault of the environment (full disk, read-only or misnamed folder): what
     failed, on which path, and the fix."""

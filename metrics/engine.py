@@ -133,6 +133,7 @@ def gather(model, train: SplitData, test: SplitData, kinds: dict[str, frozenset[
     """{layer: {kind: Statistic}} after the training split's pass, the fits, the training split's
     predictions and the test split's pass."""
     options = context.options
+    # every selection reads the batches in the same order, so a metric's value does not depend on the others chosen
     parts = heldout_parts(len(train.labels), options, context.seed, heldout_name, context.device)
     layers: dict[str, dict[str, Statistic]] = {}
     kept = Kept(options.feature_cache_gb * 2 ** 30)

@@ -21,10 +21,19 @@ from metrics.statistics import (RESIDUAL_RATIO, Batch, Context, RidgeMaps, closu
                                 residual_fraction)
 from utils import seeded_generator
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread", "flush_often")  # tiny tensors: see tests/conftest.py
 
-# Uneven batch sizes, more batches than STAGED_BATCHES (8) so the staged products are flushed mid-stream,
-# and one empty batch.
+
+@pytest.fixture
+def flush_often(monkeypatch):
+    """Staged float32 products flushed to the float64 sums every 4 batches, so a stream of a few batches
+    goes through flushes mid-stream (the engine's default waits for 32)."""
+    import metrics.cross_moments
+
+    monkeypatch.setattr(metrics.cross_moments, "STAGED_BATCHES", 4)
+
+# Uneven batch sizes, more batches than STAGED_BATCHES (set to 4 here by `flush_often`) so the staged
+# products are flushed mid-stream, and one empty batch.
 UNEVEN = (7, 50, 1, 33, 0, 19, 64, 5, 23, 11, 40, 27)
 
 

@@ -1,0 +1,90 @@
+"""What measuring one run needs besides its checkpoints: its splits as it trained on them, its transfer
+probe, and each checkpoint's model (verified, rebuilt from the checkpoint alone).
+
+    train, test, num_classes = splits_of(settings, RunFolder(run_dir), Path("datasets"), False, device)
+    probe, description = transfer_probe(settings, plan, train, test, num_classes, device)
+    checkpoint, model = load_model(RunFolder(run_dir), 256, device)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+import data
+import models
+from checkpointing import CorruptFile, RunFolder
+from conf import Plan, Settings, SettingsError
+from metrics import transfer as transfer_metrics
+from metrics.engine import SplitData
+from utils import one_line
+
+REMAKE = "launch the run's grid again to re-make it (training is deterministic)"
+
+
+def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: bool, device):
+    """(train, test, num_classes): the training split as the run trained on it — its labels (after
+    label noise) and, for a stage-1 run of a warm start, only its subset."""
+    dataset = data.load_dataset(settings, data_root=data_root, download=download).to(device)
+    images, labels = dataset.train_images, dataset.train_labels.clone()
+    noise = folder.read_label_noise()
+    if noise is not None:  # the run's own record of which labels it trained with (IntermediateNC's noisy runs)
+        labels[torch.tensor(noise["indices"], dtype=torch.long, device=device)] = torch.tensor(noise["noisy"], device=device)
+    subset = folder.read_subset()
+    if subset is not None:  # the run's own record of stage 1's examples (Berariu et al. 2021)
+        chosen = torch.tensor(subset["indices"], dtype=torch.long, device=device)
+        images, labels = images[chosen], labels[chosen]
+    train = SplitData(images, labels, dataset.mean, dataset.std)
+    test = SplitData(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std)
+    return train, test, dataset.num_classes
+
+
+def transfer_probe(settings: Settings, plan: Plan, train: SplitData, test: SplitData, num_classes: int,
+                   device) -> tuple[transfer_metrics.TransferProbe | None, str]:
+    """(the run's transfer probe or None, what it is: the task and its images, or `none (why)`).
+    `transfer_task` chooses the task (data/transfer.py); one that does not apply to the run's dataset,
+    or whose other dataset is not on disk, gives no probe and the reason, never an error."""
+    choice = transfer_metrics.choose_task(plan.analysis.transfer_task, settings.dataset, train.images.shape[1],
+                                          plan.analysis.transfer_dataset)
+    if choice.task is None:
+        return None, choice.describe()
+    if choice.source == "own":
+        return transfer_metrics.bind(choice.task, train, test, num_classes), choice.describe()
+    try:
+        other_train, other_test, other_classes = transfer_splits(settings, plan, choice.source, train, device)
+    except data.DataError as error:
+        if plan.analysis.transfer_dataset != "own":
+            raise  # a dataset the user named: missing is this run's error, as for its own dataset
+        return None, f"none ({choice.task.name} needs {choice.source}: {one_line(error)})"
+    probe = transfer_metrics.bind(choice.task, other_train, other_test, other_classes, source=choice.source)
+    return probe, choice.describe()
+
+
+def transfer_splits(settings: Settings, plan: Plan, name: str, reference: SplitData, device):
+    """(train, test, num_classes) of the dataset `name` the transfer task reads instead of the run's
+    own (`transfer_dataset`, or the other dataset of other_dataset_classes), normalised as the
+    network's inputs. The synthetic one is drawn with the next data seed."""
+    source = dataclasses.replace(settings, dataset=name, train_subset=0, label_noise=0.0,
+                                 data_seed=settings.data_seed + (name == "synthetic"))
+    dataset = data.load_dataset(source, data_root=Path(plan.execution.data_root), download=plan.execution.download)
+    if dataset.train_images.shape[1:] != reference.images.shape[1:]:
+        raise SettingsError(f"transfer_dataset={name} has images of shape {tuple(dataset.train_images.shape[1:])}, the "
+                            f"run's are {tuple(reference.images.shape[1:])}; accepted: own or a dataset of that shape")
+    dataset = dataset.to(device)
+    return (SplitData(dataset.train_images, dataset.train_labels, reference.mean, reference.std),
+            SplitData(dataset.test_images, dataset.test_labels, reference.mean, reference.std), dataset.num_classes)
+
+
+def load_model(folder: RunFolder, iteration: int, device) -> tuple[dict, models.LayerwiseModel]:
+    """The checkpoint (verified against its sha256) and the model it rebuilds alone; CorruptFile
+    (naming the file) also for a file that hashes right and loads but is not a checkpoint of ours."""
+    checkpoint = folder.load_checkpoint(iteration, map_location=device)
+    path = folder.checkpoint_path(iteration)
+    if not isinstance(checkpoint, dict) or not {"iteration", "epoch"} <= checkpoint.keys():
+        raise CorruptFile(f"{path} is not a checkpoint (no iteration and epoch); {REMAKE}")
+    try:
+        return checkpoint, models.from_checkpoint(checkpoint)
+    except Exception as error:  # whatever a foreign file trips on (missing keys, other shapes): name the file
+        raise CorruptFile(f"{path} does not rebuild its model ({type(error).__name__}: {error}); {REMAKE}") from None
