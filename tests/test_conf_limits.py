@@ -13,7 +13,9 @@ SETTINGS_CLASSES = (Settings, Execution, Cluster, Analysis)
 TEXT_FIELDS = [item.name for kind in SETTINGS_CLASSES for item in dataclasses.fields(kind) if item.type is str]
 # Text options whose value is the user's own (paths, Slurm names, shell lines); every other text option
 # has a fixed set of meanings and must list them as `choices`.
-FREE_TEXT = {"out_dir", "data_root", "partition", "account", "qos", "constraint", "time", "sbatch_extra", "job_setup"}
+# `metrics` names are checked against metrics/registry.py when the analysis starts (tests/test_analysis.py)
+FREE_TEXT = {"out_dir", "data_root", "partition", "account", "qos", "constraint", "time", "sbatch_extra", "job_setup",
+             "metrics"}
 MILLION_RUNS = [f"seed={','.join(map(str, range(1000)))}", f"depth={','.join(map(str, range(1, 1001)))}"]
 
 
