@@ -36,7 +36,7 @@ class RidgeMoments:
     def __init__(self, dimension: int, targets: dict[str, int], device=None, precision=torch.float64,
                  shift_like: "RidgeMoments | None" = None):
         """`shift_like`: another stream of the same features (the fitting part of a split, for its held-out
-        part) whose feature shift this one adopts, so that merging the two is a plain sum."""
+        part) whose shifts this one adopts, so that merging the two is a plain sum."""
         self.dimension, self.targets, self.precision, self.shift_like = dimension, dict(targets), precision, shift_like
         zeros = lambda *shape, dtype=torch.float64: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
         self.count = 0  # the batch sizes are known on the host: a Python int costs no synchronisation
@@ -44,9 +44,9 @@ class RidgeMoments:
         self.target_shift = {name: zeros(width) for name, width in self.targets.items()}
         self.target_sum = {name: zeros(width) for name, width in self.targets.items()}
         self.target_square_sum = {name: zeros(()) for name in self.targets}
-        self._gram, self._gram_stage = zeros(dimension, dimension), zeros(dimension, dimension, dtype=precision)
+        self._gram = zeros(dimension, dimension)
         self._raw = {name: zeros(dimension, width) for name, width in self.targets.items()}  # Σ(x − s) tᵀ
-        self._stage = {name: zeros(dimension, width, dtype=precision) for name, width in self.targets.items()}
+        self._gram_stage, self._stage = None, None  # the products in `precision`, allocated by the first update
         self._staged, self._cross = 0, None
         self.centred_cache: dict[str, tuple] = {}  # CrossMoments.centred of each target, by count
 
@@ -90,6 +90,9 @@ class RidgeMoments:
             for name, target in targets.items():
                 self.target_shift[name] = target.shift
         features = features - self.feature_shift.to(precision)
+        if self._stage is None:
+            self._gram_stage = torch.zeros_like(self._gram, dtype=precision)
+            self._stage = {name: torch.zeros_like(raw, dtype=precision) for name, raw in self._raw.items()}
         self.count += features.shape[0]
         self.feature_sum += features.sum(dim=0).to(torch.float64)
         self._gram_stage.addmm_(features.T, features)
@@ -109,8 +112,13 @@ class RidgeMoments:
         if isinstance(values, Target):
             return values
         values = values.detach().to(device=self._gram.device, dtype=self.precision)
+        if self.count:
+            return Target(values, self.target_shift[name])
+        like = self.shift_like
+        if like is not None and like.count:  # the other part's shift: merging the two is then a plain sum
+            return Target(values, like.target_shift[name])
         # the first batch's mean, in the product precision (so the sums are exact about the shift)
-        return Target(values, values.mean(dim=0).to(torch.float64) if self.count == 0 else self.target_shift[name])
+        return Target(values, values.mean(dim=0).to(torch.float64))
 
     def _check(self, features: Tensor, targets: dict) -> None:
         shapes = {name: (features.shape[0], width) for name, width in self.targets.items()}
@@ -124,6 +132,9 @@ class RidgeMoments:
         if (other.dimension, other.targets) != (self.dimension, self.targets):
             raise ValueError("cannot merge moments of different shapes")
         first, second = (self, other) if self.count > 0 else (other, self)
+        if second.count and second.feature_shift is first.feature_shift and all(
+                second.target_shift[name] is first.target_shift[name] for name in self.targets):
+            return first._plus(second)
         merged = first.copy()
         if second.count == 0:
             return merged
@@ -154,6 +165,20 @@ class RidgeMoments:
         merged._cross, merged.centred_cache, merged.shift_like = None, {}, None
         return merged
 
+    def _plus(self, other: "RidgeMoments") -> "RidgeMoments":
+        """Both streams, when they share every shift: each sum is the sum of the two (no copy first)."""
+        self._flush()
+        other._flush()
+        total = RidgeMoments.__new__(RidgeMoments)
+        total.__dict__.update(vars(self))
+        total.count, total.shift_like, total._cross, total.centred_cache = self.count + other.count, None, None, {}
+        total._gram_stage, total._stage, total._staged = None, None, 0
+        total.feature_sum, total._gram = self.feature_sum + other.feature_sum, self._gram + other._gram
+        total.target_shift = dict(self.target_shift)
+        for field in ("target_sum", "target_square_sum", "_raw"):
+            setattr(total, field, {name: value + getattr(other, field)[name] for name, value in getattr(self, field).items()})
+        return total
+
     def _raw_flushed(self) -> dict[str, Tensor]:
         self._flush()
         return self._raw
@@ -163,7 +188,9 @@ class RidgeMoments:
         self._flush()
         duplicate = RidgeMoments.__new__(RidgeMoments)
         for name, value in vars(self).items():
-            if torch.is_tensor(value) and name not in ("feature_shift",):
+            if name in ("_stage", "_gram_stage"):
+                value = None  # flushed: a later update allocates its own
+            elif torch.is_tensor(value) and name not in ("feature_shift",):
                 value = value.clone()
             elif name in ("targets", "target_shift"):  # the shifts are shared, never changed in place
                 value = dict(value)
@@ -179,8 +206,9 @@ class RidgeMoments:
         alone = RidgeMoments.__new__(RidgeMoments)
         alone.__dict__.update(vars(self))
         alone.targets = {name: self.targets[name]}
-        for field in ("target_shift", "target_sum", "target_square_sum", "_raw", "_stage"):
+        for field in ("target_shift", "target_sum", "target_square_sum", "_raw"):
             setattr(alone, field, {name: getattr(self, field)[name]})
+        alone._stage, alone._gram_stage = None, None
         alone._cross, alone.centred_cache = None, {}
         return alone
 

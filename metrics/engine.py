@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 
 import data
+import metrics.activity  # noqa: F401  (these modules register their statistics and metrics; they import
+import metrics.collapse  # noqa: F401   the registry, so the registry cannot import them)
 from conf.analysis import Analysis, check_heldout_split
 from metrics.moments import one_hot
 from metrics.registry import METRICS, LayerResults, select
@@ -138,7 +140,7 @@ def gather(model, train: SplitData, test: SplitData, kinds: dict[str, frozenset[
     layers: dict[str, dict[str, Statistic]] = {}
     kept = Kept(options.feature_cache_gb * 2 ** 30)
     for prepared in prepared_batches(train, kinds, context, parts):
-        for name, tensor in model.features(prepared.images, point=options.features_at).items():
+        for name, tensor in prepared.forward(model, options.features_at).items():
             statistics = layers.get(name)
             if statistics is None:
                 statistics = layers[name] = layer_statistics(name, kinds, context)
@@ -152,7 +154,7 @@ def gather(model, train: SplitData, test: SplitData, kinds: dict[str, frozenset[
     refit_in_float64(model, train, parts, layers, kinds, context)
     kept.replay(model, train, parts, layers, kinds, context)
     for prepared in prepared_batches(test, kinds, context):
-        for name, tensor in model.features(prepared.images, point=options.features_at).items():
+        for name, tensor in prepared.forward(model, options.features_at).items():
             statistics = layers[name]
             batch = prepared.batch("test", tensor, options.probe_dimensions)
             for statistic in statistics.values():
@@ -172,10 +174,17 @@ class Prepared:
     target_labels: dict[str, Tensor]
     parts: tuple[slice, slice] | None  # the training split: its fitting rows, then its held-out rows
     part_targets: tuple[dict[str, Target], ...] | None
+    network_predictions: Tensor | None = None  # set by `forward`
 
     def batch(self, split: str, features: Tensor, probe_dimensions: int) -> Batch:
         return Batch(split, features, self.labels, self.targets, self.target_labels, probe_dimensions,
-                     self.parts, self.part_targets)
+                     self.parts, self.part_targets, self.network_predictions)
+
+    def forward(self, model, point: str) -> dict[str, Tensor]:
+        """Every layer's features of this batch; remembers the network's own predictions (its logits' argmax)."""
+        features = model.features(self.images, point=point)
+        self.network_predictions = features["logits"].argmax(dim=1) if "logits" in features else None
+        return features
 
 
 def prepared_batches(split: SplitData, kinds, context: Context, parts=None):
@@ -207,7 +216,7 @@ def refit_in_float64(model, train: SplitData, parts, layers, kinds, context: Con
     options = context.options
     fresh = {name: RidgeMaps(layers[name]["ridge"].arguments, context, precision=torch.float64) for name in redo}
     for prepared in prepared_batches(train, kinds, context, parts):
-        features = model.features(prepared.images, point=options.features_at)
+        features = prepared.forward(model, options.features_at)
         for name in redo:
             fresh[name].observe(prepared.batch("train", features[name], options.probe_dimensions), layers[name])
     for name in redo:
@@ -229,15 +238,17 @@ def heldout_parts(examples: int, options: Analysis, seed: int, name: str, device
 
 
 def layer_statistics(name: str, kinds: dict[str, frozenset[str]], context: Context) -> dict[str, Statistic]:
-    """One layer's statistics: every kind that applies to it, with the targets it measures something for."""
-    statistics = {}
-    for kind, arguments in kinds.items():
-        cls = STATISTICS[kind]
-        arguments = arguments - set(SKIPPED_TARGETS.get(name, ()))
-        if (cls.layers is not None and name not in cls.layers) or (kinds[kind] and not arguments):
-            continue
-        statistics[kind] = cls(arguments, context)
-    return statistics
+    """One layer's statistics: every kind that applies to it, with the targets it measures something for.
+    A kind whose targets are all skipped on this layer is dropped, unless a kind built here requires it:
+    then it is built with no argument (a Gram-only ridge for the feature spectrum on the `input` layer)."""
+    skipped = set(SKIPPED_TARGETS.get(name, ()))
+    built, required = set(), set()
+    for kind in reversed(list(kinds)):  # closure's order: a kind comes after the kinds it requires
+        cls, arguments = STATISTICS[kind], kinds[kind]
+        if (cls.layers is None or name in cls.layers) and (not arguments or arguments - skipped or kind in required):
+            built.add(kind)
+            required.update(cls.requires)
+    return {kind: STATISTICS[kind](kinds[kind] - skipped, context) for kind in kinds if kind in built}
 
 
 def batch_targets(images: Tensor, labels: Tensor, transfer_labels: Tensor | None, kinds, context: Context):
@@ -268,7 +279,8 @@ class Kept:
         keeps = {statistic.keeps for statistic in statistics.values()} - {None}
         if not keeps:
             return
-        kept = Batch("train", batch.features, batch.labels, batch.targets, batch.target_labels, batch.probe_dimensions)
+        kept = Batch("train", batch.features, batch.labels, batch.targets, batch.target_labels, batch.probe_dimensions,
+                     network_predictions=batch.network_predictions)
         kept.targets = {}  # predictions read labels only: the target values need not stay in memory
         if "pooled" in keeps:
             kept.__dict__["pooled"] = batch.pooled
@@ -298,7 +310,7 @@ class Kept:
     def _second_pass(self, model, train: SplitData, parts, layers, kinds, context: Context) -> None:
         options = context.options
         for index, prepared in enumerate(prepared_batches(train, kinds, context, parts)):
-            features = model.features(prepared.images, point=options.features_at)
+            features = prepared.forward(model, options.features_at)
             for name in self.overflow:
                 batch = prepared.batch("train", features[name], options.probe_dimensions)
                 batch.__dict__["pooled"] = self.batches[name][index].__dict__.get("pooled", batch.pooled)

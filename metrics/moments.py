@@ -50,12 +50,13 @@ class ClassMoments:
         first = labels.new_zeros(self.num_classes).scatter_reduce_(
             0, labels, positions, "amin", include_self=False)
         reference = torch.where(count.unsqueeze(1) > 0, features[first], 0.0)
-        shifted = features - reference.index_select(0, labels)
+        shifted = reference.index_select(0, labels)
+        torch.sub(features, shifted, out=shifted)  # in place: these passes over [B, D] are the whole cost
         members = one_hot(labels, self.num_classes, self.precision)
         offset = (members.T @ shifted).to(torch.float64) / count.clamp_min(1).unsqueeze(1)  # class mean − reference
         # Σ‖x − r‖² − n ‖μ − r‖²: r is a sample of the class, so both terms are of the order of the class's
         # own scatter (in high dimension ‖r − μ‖² ≈ the mean squared distance): no catastrophic cancellation.
-        squared = (members.T @ shifted.square().sum(dim=1, keepdim=True)).squeeze(1).to(torch.float64)
+        squared = (members.T @ torch.linalg.vecdot(shifted, shifted).unsqueeze(1)).squeeze(1).to(torch.float64)
         scatter = (squared - count * offset.square().sum(dim=1)).clamp_min(0)
         mean = reference.to(torch.float64) + offset  # classes absent from the batch: mean 0, count 0, scatter 0
         self.count, self.mean, self.scatter = _chan_merge(self.count, self.mean, self.scatter, count, mean, scatter)

@@ -43,14 +43,14 @@ def ridge_fit(moments: CrossMoments, l2: float) -> tuple[Tensor, Tensor]:
     if not l2 >= 0:
         raise ValueError(f"l2 must be >= 0, got {l2}")
     feature_mean, target_mean, feature_scatter, cross_scatter, _ = moments.centred()
-    covariance, cross_covariance = feature_scatter / moments.count, cross_scatter / moments.count
-    penalty = l2 * covariance.diagonal().sum() / moments.dimension
-    system = covariance + penalty * torch.eye(moments.dimension, dtype=torch.float64, device=covariance.device)
+    # (Σ_xx/n + λ I) W = Σ_xt/n, multiplied through by n: the [D, K] right-hand side is used as it is
+    penalty = l2 * feature_scatter.diagonal().sum() / moments.dimension
+    system = feature_scatter + penalty * torch.eye(moments.dimension, dtype=torch.float64, device=feature_scatter.device)
     factor, info = torch.linalg.cholesky_ex(system)
     if info.item() == 0:  # one synchronisation per fit, never per batch
-        weights = torch.cholesky_solve(cross_covariance, factor)
+        weights = torch.cholesky_solve(cross_scatter, factor)
     else:
-        weights = torch.linalg.pinv(system, hermitian=True) @ cross_covariance
+        weights = torch.linalg.pinv(system, hermitian=True) @ cross_scatter
     return weights, target_mean - feature_mean @ weights
 
 

@@ -63,6 +63,7 @@ class Batch:
     probe_dimensions: int
     parts: tuple[slice, slice] | None = None  # training split: its fitting rows, then its held-out rows
     part_targets: tuple[dict, dict] | None = None  # the targets of each part (metrics.ridge.Target)
+    network_predictions: Tensor | None = None  # int64 [B]: the network's own class (argmax of its logits)
 
     @functools.cached_property
     def flat(self) -> Tensor:
@@ -242,14 +243,15 @@ class RidgeMaps(Statistic):
             self.parts = fit, RidgeMoments(pooled.shape[1], widths, self.context.device, self.precision, shift_like=fit)
         for moments, rows, targets in zip(self.parts, batch.parts, batch.part_targets):
             moments.update(pooled[rows], {name: targets[name] for name in self.arguments})
-        if self.context.options.linear_maps != "closed_form":
+        if self.arguments and self.context.options.linear_maps != "closed_form":
             self.kept.append((pooled, {name: batch.targets[name].values for name in self.arguments}))
 
     def fit(self, statistics):
         fit, held_out = self.parts
         whole = fit.merge(held_out)
         closed_form = self.context.options.linear_maps == "closed_form"
-        basis = eigenbasis(fit) if closed_form else None  # one eigendecomposition for every target's l2
+        # one eigendecomposition for every target's l2; none for a Gram-only ridge (no argument: metrics/activity.py)
+        basis = eigenbasis(fit) if closed_form and self.arguments else None
         for name in sorted(self.arguments):
             if closed_form:
                 l2 = choose_l2(fit.view(name), held_out.view(name), basis=basis, precision=self.precision)
