@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from metrics.moments import ClassMoments, ncc_predictions
+from metrics.moments import ClassMoments
 from metrics.registry import LayerResults, register
 from metrics.statistics import PRECISION, Statistic, statistic
 
@@ -178,7 +178,7 @@ class NearestCentreAgreement(Statistic):
     the device, one scalar per split: no host synchronisation per batch."""
 
     kind = "ncc_agreement"
-    requires = ("class_moments",)
+    requires = ("ncc",)  # reads the ncc kind's predictions of the same batch (it predicts first)
     keeps = "flat"
 
     def __init__(self, arguments, context):
@@ -189,8 +189,7 @@ class NearestCentreAgreement(Statistic):
     def predict(self, batch, statistics):
         if batch.network_predictions is None:  # a model without a `logits` layer: nothing to compare with
             return
-        train = statistics["class_moments"].moments["train"]
-        predictions = ncc_predictions(batch.flat, train.mean, train.count > 0, PRECISION)
+        predictions = statistics["ncc"].predictions
         agreeing = (predictions == batch.network_predictions.to(predictions.device)).sum()
         self.agreeing[batch.split] = self.agreeing.get(batch.split, 0) + agreeing
         self.count[batch.split] = self.count.get(batch.split, 0) + len(predictions)

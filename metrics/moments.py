@@ -115,22 +115,39 @@ def ncc_predictions(features: Tensor, centres: Tensor, present: Tensor, precisio
     """Nearest-class-centre classifier (Galanti et al., TMLR 2023): int64 [B] of argmin_c ‖x − μ_c‖².
 
     features [B, D], centres [C, D] (e.g. ClassMoments.mean of the training split), present bool [C]
-    (only those classes can be predicted). As ‖μ_c‖² − 2 x·μ_c (‖x‖² is shared by every c), after
-    subtracting the mean present centre from both sides: the argmin does not change, and the products
-    no longer carry a large common offset that would swamp the class differences. The products are
-    taken in `precision` (float32 in the engine: only a near-tie within float32 rounding can differ).
+    (only those classes can be predicted). See NearestCentres, which prepares the centres once for
+    many batches."""
+    return NearestCentres(centres, present, precision).predict(features)
+
+
+class NearestCentres:
+    """The NCC rule with its centres prepared once: `predict(features)` per batch.
+
+    As ‖μ_c‖² − 2 x·μ_c (‖x‖² is shared by every c), after subtracting the mean present centre from both
+    sides: the argmin does not change, and the products no longer carry a large common offset that
+    would swamp the class differences. The products are taken in `precision` (float32 in the engine:
+    only a near-tie within float32 rounding can differ from float64's choice).
     """
-    centres = centres.to(torch.float64)
-    present = present.to(device=centres.device, dtype=torch.bool)
-    centres = torch.where(present.unsqueeze(1), centres, 0.0)
-    shift = centres.sum(dim=0) / present.sum().clamp_min(1)
-    centres = centres - shift
-    features = features.detach().to(device=centres.device, dtype=precision)
-    if precision == torch.float64:
-        scores = centres.square().sum(dim=1) - 2 * (features - shift) @ centres.T
-    else:  # one fused product, no shifted copy of the features: ‖c‖² + 2 s·c − 2 x·c, c the shifted centres;
-        # float32's rounding of x·c is relative to |x| |c|, far below the between-class gaps NCC ranks by
-        offsets = (centres.square().sum(dim=1) + 2 * shift @ centres.T).to(precision)
-        scores = torch.addmm(offsets, features, centres.T.to(precision), alpha=-2).to(torch.float64)
-    scores = scores.masked_fill(~present, float("inf"))
-    return scores.argmin(dim=1)
+
+    def __init__(self, centres: Tensor, present: Tensor, precision=torch.float64):
+        centres = centres.to(torch.float64)
+        self.present = present.to(device=centres.device, dtype=torch.bool)
+        centres = torch.where(self.present.unsqueeze(1), centres, 0.0)
+        self.shift = centres.sum(dim=0) / self.present.sum().clamp_min(1)
+        self.centres, self.precision = centres - self.shift, precision
+        norms = self.centres.square().sum(dim=1)
+        if precision == torch.float64:
+            self.offsets = norms
+        else:  # one fused product, no shifted copy of the features: ‖c‖² + 2 s·c − 2 x·c, c the shifted
+            # centres; float32's rounding of x·c is relative to |x| |c|, far below the between-class gaps
+            self.offsets = (norms + 2 * self.shift @ self.centres.T).to(precision)
+            self.transposed = self.centres.T.to(precision).contiguous()
+
+    def predict(self, features: Tensor) -> Tensor:
+        """int64 [B]: the nearest present centre of each row of features [B, D]."""
+        features = features.detach().to(device=self.centres.device, dtype=self.precision)
+        if self.precision == torch.float64:
+            scores = self.offsets - 2 * (features - self.shift) @ self.centres.T
+        else:
+            scores = torch.addmm(self.offsets, features, self.transposed, alpha=-2).to(torch.float64)
+        return scores.masked_fill(~self.present, float("inf")).argmin(dim=1)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor
 
-from metrics.moments import ClassMoments, ncc_predictions
+from metrics.moments import ClassMoments, NearestCentres
 from metrics.pooling import pool_to
 from metrics.ridge import CrossMoments, RidgeMoments, choose_l2, eigenbasis, fitted_error, ridge_fit
 from metrics.trained import train_linear_map
@@ -207,10 +207,14 @@ class NearestCentre(Statistic):
     def __init__(self, arguments, context):
         super().__init__(arguments, context)
         self.correct: dict[str, Tensor] = {}
+        self.rule: NearestCentres | None = None
+        self.predictions: Tensor | None = None  # the last batch's
 
     def predict(self, batch, statistics):
-        train = statistics["class_moments"].moments["train"]
-        predictions = ncc_predictions(batch.flat, train.mean, train.count > 0, PRECISION)
+        if self.rule is None:  # the training split's centres, prepared once for every batch
+            train = statistics["class_moments"].moments["train"]
+            self.rule = NearestCentres(train.mean, train.count > 0, PRECISION)
+        predictions = self.predictions = self.rule.predict(batch.flat)  # this batch's, for NC4 (metrics/collapse.py)
         self.correct[batch.split] = self.correct.get(batch.split, 0) + (predictions == batch.labels).sum()
 
 

@@ -17,7 +17,7 @@ from metrics.collapse import (NearestCentreAgreement, WithinClassProjection, cla
                               within_over_between)
 from metrics.moments import ClassMoments
 from metrics.registry import METRICS, LayerResults
-from metrics.statistics import Batch, ClassStatistics, Context
+from metrics.statistics import Batch, ClassStatistics, Context, NearestCentre
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
@@ -200,6 +200,7 @@ def test_nc4_agreement_equals_a_numpy_count_on_both_splits():
     features, labels = clustered(14, classes, 10, samples=sum(UNEVEN) + 90, spread=1.5, absent=1)
     (train, test), (train_labels, test_labels) = features.split(sum(UNEVEN)), labels.split(sum(UNEVEN))
     statistics = {"class_moments": class_statistics(train.float(), train_labels, classes, torch.float32)}
+    statistics["ncc"] = NearestCentre(frozenset(), context(classes))  # NC4 reads its predictions of each batch
     agreement = NearestCentreAgreement(frozenset(), context(classes))
     centres = statistics["class_moments"].moments["train"].mean
     present = (statistics["class_moments"].moments["train"].count > 0).numpy()
@@ -209,6 +210,7 @@ def test_nc4_agreement_equals_a_numpy_count_on_both_splits():
         predictions = torch.where(replaced, torch.randint(0, classes, labels.shape, generator=generator), labels)
         for rows in batch_slices(sizes):
             batch = Batch(split, features[rows].float(), labels[rows], {}, {}, 512, network_predictions=predictions[rows])
+            statistics["ncc"].predict(batch, statistics)
             agreement.predict(batch, statistics)
         expected[split] = numpy_agreement(features.float().double(), centres, present, predictions) / len(labels)
         distances = torch.cdist(features.float().double(), centres[torch.as_tensor(present)]).square()
