@@ -26,6 +26,11 @@ Writes nothing; prints one table. Two models, each at random init in eval mode: 
    Analysis().probe_dimensions back to the normalised image. Target ≥ 40×. The closed form's test MSE
    must not exceed the trained one's (asserted).
 
+6. NC1 (Papyan et al.) on fabricated float32 features of a D = 4096 layer (5000 examples, 10 classes):
+   the direct formula — Σ_W and Σ_B as D × D float64 matrices, tr(Σ_W Σ_B⁺) / C — ÷ the engine's exact
+   streamed form (metrics/collapse.py: C × C matrices only), one round each. Target ≥ 10×. Both must
+   agree to 1e-4 relative (asserted).
+
 Ratios are of medians over `rounds` interleaved rounds (this shared machine's speed drifts); the baselines
 run in the same process, the timed code starts from the same tensors on the device and, on CUDA, ends
 with a device synchronisation. The header prints the load average: on 2 cores shared with other jobs,
@@ -231,6 +236,67 @@ def closed_form_decoder(features, targets, options: Analysis):
     return ridge_fit(fit.merge(held_out).view("image"), l2)
 
 
+# ---- 6. NC1: the streamed exact form vs the direct D × D formula ----
+
+NC1_SHAPE = dict(examples=5000, dimension=4096, classes=10)
+
+
+def nc1_features(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fabricated layer features (float32 [N, D], as a network hands them over) in NC1_SHAPE's classes."""
+    generator = torch.Generator().manual_seed(SEED)
+    examples, dimension, classes = NC1_SHAPE.values()
+    labels = torch.randint(0, classes, (examples,), generator=generator)
+    centres = torch.randn(classes, dimension, generator=generator)
+    features = centres[labels] + 2 * torch.randn(examples, dimension, generator=generator)
+    return features.to(device), labels.to(device)
+
+
+def streamed_nc1(features, labels, batch_size: int) -> float:
+    """As the engine: class moments and WithinClassProjection over batches, in PRECISION; C × C matrices only."""
+    from metrics.collapse import WithinClassProjection, within_over_between
+    from metrics.statistics import Batch, ClassStatistics, Context
+
+    classes = NC1_SHAPE["classes"]
+    context = Context(classes, 0, Analysis(), SEED, features.device)
+    statistics = {"class_moments": ClassStatistics(frozenset(), context)}
+    moments = statistics["class_moments"].moments["train"] = ClassMoments(classes, features.shape[1], features.device,
+                                                                        PRECISION)
+    for start in range(0, len(labels), batch_size):
+        moments.update(features[start:start + batch_size], labels[start:start + batch_size])
+    projection = WithinClassProjection(frozenset(), context)
+    projection.fit(statistics)
+    for start in range(0, len(labels), batch_size):
+        batch = Batch("train", features[start:start + batch_size], labels[start:start + batch_size], {}, {}, 512)
+        projection.predict(batch, statistics)
+    return within_over_between(moments, projection.products)
+
+
+def direct_nc1(features, labels) -> float:
+    """Papyan et al.'s formula as written: Σ_W and Σ_B as D × D float64 matrices, tr(Σ_W Σ_B⁺) / C."""
+    features = features.to(torch.float64)
+    classes = NC1_SHAPE["classes"]
+    means = torch.stack([features[labels == c].mean(dim=0) for c in range(classes)])
+    centred = features - means[labels]
+    within = centred.T @ centred / len(labels)
+    offsets = means - features.mean(dim=0)
+    between = offsets.T @ offsets / classes
+    return (torch.trace(within @ torch.linalg.pinv(between, hermitian=True)) / classes).item()
+
+
+def nc1_row(device: torch.device, batch_size: int) -> str:
+    """6. NC1 on a D = 4096 layer: the direct D × D formula ÷ the streamed form (one round each: the
+    direct one takes tens of seconds). Target ≥ 10×. They must agree to 1e-4 relative (float32 batches)."""
+    features, labels = nc1_features(device)
+    seconds, results = interleaved({"direct": lambda: direct_nc1(features, labels),
+                                    "streamed": lambda: streamed_nc1(features, labels, batch_size)}, 1, device)
+    ratio = seconds["direct"] / seconds["streamed"]
+    show(row(f"NC1, D={NC1_SHAPE['dimension']}: direct DxD / streamed", seconds["streamed"], seconds["direct"], ratio,
+             ">=10x", ratio >= 10))
+    difference = abs(results["streamed"] / results["direct"] - 1)
+    assert difference <= 1e-4, f"streamed NC1 {results['streamed']} differs from the direct {results['direct']}"
+    return f"NC1 streamed {results['streamed']:.6g} vs direct {results['direct']:.6g}: relative difference {difference:.1e}"
+
+
 # ---- the table ----
 
 def row(name: str, ours: float, baseline: float, ratio: float, target: str = "-", met: bool | None = None) -> str:
@@ -260,6 +326,7 @@ def main(arguments: list[str]) -> int:
         setup = (model, train, test, num_classes, analysis, rounds, device)
         engine_rows(label, setup)
         notes += [f"{label}: {ncc_row(label, setup)}", f"{label}: {decoder_row(label, setup)}"]
+    notes.append(nc1_row(device, analysis.analysis_batch_size))
     for note in notes + [f"load average at the end {os.getloadavg()[0]:.1f}"]:
         show(note)
     return 0
