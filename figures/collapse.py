@@ -56,7 +56,8 @@ def _by_layer(metrics: pd.DataFrame, metric: str, label: str, log: bool):
                          palette="viridis", ax=axis)
         axis.set_ylabel(label)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_title(f"{facets[0]} = {value}" if value is not None else "end of training")
+        if value is not None:  # one panel: the suptitle says it all
+            axis.set_title(f"{facets[0]} = {value}")
         if log:
             axis.set_yscale("log")
     drawing.suptitle(f"{label} by layer, end of training", fontsize=10)
@@ -97,6 +98,7 @@ def effective_depth(metrics: pd.DataFrame) -> dict:
         seaborn.pointplot(part, x=knob, y="value", hue="condition", errorbar=SEED_BAND, ax=axis,
                           native_scale=knob != "arch", dodge=0.1 if part["condition"].nunique() > 1 else False)
         axis.set_ylabel("effective depth (layer index)")
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(f"effective depth vs {knob}")
         axis.legend(fontsize=7, title="held fixed", title_fontsize=7)
     drawing.suptitle("Effective depth: first layer within ε of the last one's NCC accuracy", fontsize=10)

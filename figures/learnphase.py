@@ -11,7 +11,7 @@ import seaborn
 from figures.registry import Skip, figure
 from figures.collapse import KNOBS, condition_label, single_stage
 from figures.phases import phase_table, stop_table
-from figures.style import SEED_BAND, iteration_axis, new_figure, varying
+from figures.style import SEED_BAND, iteration_axis, legend_outside, new_figure, varying
 
 PHASE_COLOURS = ("#bbbbbb", "#8fd18f", "#f4a582")  # (i) flat, (ii) falling, (iii) rising
 PANELS = (("reconstruction_mse", "test", "reconstruction MSE, test (normalised pixel²)"),
@@ -43,7 +43,7 @@ def learning_phases(metrics: pd.DataFrame) -> dict:
     for index, (values, part) in enumerate(conditions):
         runs = part["run_id"].unique()
         run_advice = advice[advice["run_id"].isin(runs)]
-        drawing, axes = new_figure(3, width=4.4)
+        drawing, axes = new_figure(3, width=5.4)  # room for each panel's legend at its right
         for axis, (metric, split, label) in zip(axes, PANELS):
             chosen = part[(part["metric"] == metric) & (part["split"] == split) & (part["layer"] != "input")]
             seaborn.lineplot(chosen, x="iteration", y="value", hue="layer", errorbar=SEED_BAND, palette="viridis",
@@ -51,14 +51,14 @@ def learning_phases(metrics: pd.DataFrame) -> dict:
             iteration_axis(axis)
             axis.set_ylabel(label)
             shade_phases(axis, run_advice)
-            axis.legend(fontsize=7, title="layer", title_fontsize=7)
+            legend_outside(axis, title="layer")
         classifier = part[part["metric"] == "classifier_accuracy"]
         seaborn.lineplot(classifier, x="iteration", y="value", hue="split", errorbar=SEED_BAND, marker="o",
                          markersize=3, ax=axes[2])
         iteration_axis(axes[2])
         axes[2].set_ylabel("classifier accuracy (fraction)")
         shade_phases(axes[2], run_advice)
-        axes[2].legend(fontsize=7)
+        legend_outside(axes[2], title="split")
         drawing.suptitle(f"Learning phases — {condition_label(part.iloc[0], keys)}; shaded: flat, falling, rising "
                          f"reconstruction loss of the last hidden layer", fontsize=9)
         values = values if isinstance(values, tuple) else (values,)

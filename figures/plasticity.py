@@ -35,9 +35,14 @@ def protocol(row: pd.Series) -> str:
 def accuracy_curves(metrics: pd.DataFrame) -> pd.DataFrame:
     """Classifier test accuracy per checkpoint of every scratch run and every child (its parent's
     checkpoints prepended), with `protocol` and `epochs since switch`."""
+    return switch_curves(metrics, metrics[(metrics["metric"] == "classifier_accuracy") & (metrics["split"] == "test")])
+
+
+def switch_curves(metrics: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
+    """The chosen rows (`accuracy`: one value per run and checkpoint) of every scratch run and every child,
+    the child's stage-1 parent's rows prepended, with `protocol` and `epochs since switch`."""
     if "pretrain_fraction" not in metrics or not (metrics["pretrain_fraction"] > 0).any():
         raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
-    accuracy = metrics[(metrics["metric"] == "classifier_accuracy") & (metrics["split"] == "test")]
     parts = []
     for run, rows in accuracy.groupby("run_id"):
         first = rows.iloc[0]
@@ -60,15 +65,25 @@ def accuracy_curves(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-@figure("plasticity_curves", "Berariu et al. 2021, Fig. 6 and 11")
-def plasticity_curves(metrics: pd.DataFrame) -> dict:
-    curves = accuracy_curves(metrics)
+def shape_groups(curves: pd.DataFrame) -> tuple[list[str], list]:
+    """(the shape settings that vary, [(their values, rows)]) over the networks that have warm-started runs:
+    scratch-only networks belong to other stories."""
     shapes = varying(curves, SHAPE)
-    if shapes:  # only the networks that have warm-started runs: scratch-only ones belong to other stories
+    if shapes:
         warm = curves[curves["protocol"] != "scratch"][shapes].drop_duplicates()
         curves = curves.merge(warm, on=shapes)
         shapes = varying(curves, SHAPE)
-    groups = list(curves.groupby(shapes, sort=True)) if shapes else [((), curves)]
+    return shapes, list(curves.groupby(shapes, sort=True)) if shapes else [((), curves)]
+
+
+def shape_title(shapes: list[str], key) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{name}={value}" for name, value in zip(shapes, key))
+
+
+@figure("plasticity_curves", "Berariu et al. 2021, Fig. 6 and 11")
+def plasticity_curves(metrics: pd.DataFrame) -> dict:
+    shapes, groups = shape_groups(accuracy_curves(metrics))
     drawing, axes = new_figure(len(groups), width=5.0)
     for axis, (key, part) in zip(axes, groups):
         seaborn.lineplot(part, x="epochs since switch", y="value", hue="protocol", errorbar=SEED_BAND, marker="o",
@@ -76,8 +91,7 @@ def plasticity_curves(metrics: pd.DataFrame) -> dict:
         axis.axvline(0, color="black", lw=0.8)
         axis.set_xlabel("epochs since the switch to all data (stage 1 < 0)")
         axis.set_ylabel("test accuracy (fraction)")
-        key = key if isinstance(key, tuple) else (key,)
-        axis.set_title(", ".join(f"{name}={value}" for name, value in zip(shapes, key)) or "all runs")
+        axis.set_title(shape_title(shapes, key) or "all runs")
         axis.legend(fontsize=7)
     drawing.suptitle("Warm start vs scratch (Berariu et al. 2021)", fontsize=10)
     return {"plasticity_curves": drawing}

@@ -27,6 +27,12 @@ def iteration_axis(axis) -> None:
     axis.set_xlabel(ITERATION_LABEL)
 
 
+def legend_outside(axis, **options) -> None:
+    """The axis's legend to the right of its data area (constrained layout makes room), never over the curves."""
+    axis.legend(fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                **options)
+
+
 def new_figure(columns: int = 1, rows: int = 1, width: float = 4.6, height: float = 3.4):
     figure, axes = pyplot.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False,
                                    constrained_layout=True)

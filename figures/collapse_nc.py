@@ -1,0 +1,116 @@
+"""Neural collapse NC1-NC2 by layer and over training (Papyan, Han & Donoho, PNAS 2020; Galanti et al.,
+TMLR 2023), and the plasticity diagnostics (dormant units, Sokar et al. 2023; effective rank) of the
+warm-start experiment (Berariu et al. 2021).
+
+Figures: NC1 at the end of training vs hidden layer, one line per depth (as IntermediateNC's Fig. 1
+does for NCC); NC1 and NC2 of the last hidden layer vs iteration; dormant fraction and effective rank
+of the last hidden layer vs epochs since the switch, scratch vs warm start vs reset-k.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import seaborn
+
+from figures.collapse import HIDDEN, KNOBS, _by_layer, condition_label, single_stage
+from figures.plasticity import shape_groups, shape_title, switch_curves
+from figures.registry import Skip, figure
+from figures.style import SEED_BAND, iteration_axis, legend_outside, new_figure, varying
+
+PAPYAN = "Papyan, Han & Donoho, PNAS 2020"
+GALANTI = "Galanti et al., TMLR 2023"
+TRAINING_PANELS = (("nc1", "NC1 = tr(Σ_W Σ_B⁺)/C, train (log scale)", True),
+                   ("nc2_equinorm", "NC2 equinorm: CV of class-mean norms, train", False),
+                   ("nc2_equiangularity", "NC2 equiangularity: std of cosines, train", False))
+DIAGNOSTIC_PANELS = (("dormant_fraction", "dormant fraction of units, train"),
+                     ("effective_rank", "effective rank exp(H(σ/Σσ)), train"))
+
+
+def require(metrics: pd.DataFrame, names) -> None:
+    """Skip, naming them, when none of the metrics `names` has a row in the table."""
+    if not metrics["metric"].isin(list(names)).any():
+        raise Skip(f"no {', '.join(names)} rows in the table (measure them: metrics={','.join(names)})")
+
+
+def last_hidden_layer(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each run's rows of its last hidden layer: the highest layer_index below the logits (input, logits and
+    network-wide rows such as layer "all" left out)."""
+    hidden = rows[~rows["layer"].isin(HIDDEN) & (rows["layer_index"] >= 0)]
+    deepest = hidden.groupby("run_id")["layer_index"].transform("max")
+    return hidden[hidden["layer_index"] == deepest]
+
+
+@figure("nc1_by_layer", f"{PAPYAN} (NC1); {GALANTI} (intermediate layers)")
+def nc1_by_layer(metrics: pd.DataFrame) -> dict:
+    """NC1 (within-class over between-class variability, train, log scale) per hidden layer at each run's last
+    checkpoint, one line per depth: collapse deepens with the layer (Galanti et al.'s Fig. 1, for NC1)."""
+    require(metrics, ["nc1"])
+    return {"nc1_by_layer": _by_layer(metrics, "nc1", "NC1, train (unitless; log scale)", log=True)}
+
+
+@figure("nc_over_training", f"{PAPYAN}, Fig. 6-7 (NC1, NC2 over training)")
+def nc_over_training(metrics: pd.DataFrame) -> dict:
+    """NC1 (log) and NC2 (equinorm, equiangularity) of each run's last hidden layer vs iteration, one panel per
+    metric, one line per condition (seeds pooled): all fall towards 0 as the features collapse (Papyan et al.)."""
+    names = [metric for metric, _, _ in TRAINING_PANELS]
+    require(metrics, names)
+    rows = single_stage(metrics)
+    rows = last_hidden_layer(rows[rows["metric"].isin(names) & (rows["split"] == "train")])
+    if rows.empty:
+        raise Skip("no NC1 / NC2 train rows of a hidden layer from single-stage runs in the table")
+    keys = varying(rows, KNOBS)
+    rows = rows.assign(condition=rows.apply(lambda row: condition_label(row, keys), axis=1))
+    panels = [panel for panel in TRAINING_PANELS if (rows["metric"] == panel[0]).any()]
+    drawing, axes = new_figure(len(panels), width=4.8)
+    for axis, (metric, label, log) in zip(axes, panels):
+        seaborn.lineplot(rows[rows["metric"] == metric], x="iteration", y="value", hue="condition" if keys else None,
+                         errorbar=SEED_BAND, marker="o", markersize=3, palette="viridis" if keys else None, ax=axis)
+        iteration_axis(axis)
+        axis.set_ylabel(label)
+        if log:
+            axis.set_yscale("log")
+        if keys and axis is axes[len(panels) - 1]:
+            legend_outside(axis, title="condition")
+        elif axis.get_legend():
+            axis.get_legend().remove()
+    drawing.suptitle("Neural collapse of the last hidden layer over training (NC1, NC2)", fontsize=10)
+    return {"nc_over_training": drawing}
+
+
+def diagnostic_curves(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One diagnostic of the last hidden layer (train split) per checkpoint of every scratch run and every
+    warm-started child, its stage-1 parent prepended at negative epochs (figures/plasticity.py)."""
+    chosen = metrics[(metrics["metric"] == metric) & (metrics["split"] == "train")]
+    curves = switch_curves(metrics, last_hidden_layer(chosen))
+    return curves.assign(diagnostic=metric)
+
+
+@figure("plasticity_diagnostics", "Berariu et al. 2021 (protocol); Sokar et al., ICML 2023 (dormant units); "
+                                  "Kumar et al., ICLR 2021 (feature rank)")
+def plasticity_diagnostics(metrics: pd.DataFrame) -> dict:
+    """Dormant fraction and effective rank of the last hidden layer vs epochs since the switch to all data
+    (stage 1 at negative epochs), scratch vs warm start vs reset-k: one row of panels per network shape."""
+    names = [metric for metric, _ in DIAGNOSTIC_PANELS]
+    if "pretrain_fraction" not in metrics or not (metrics["pretrain_fraction"] > 0).any():
+        raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
+    require(metrics, names)
+    panels = [(metric, label) for metric, label in DIAGNOSTIC_PANELS if (metrics["metric"] == metric).any()]
+    curves = pd.concat([diagnostic_curves(metrics, metric) for metric, _ in panels], ignore_index=True)
+    shapes, groups = shape_groups(curves)
+    drawing, axes = new_figure(len(panels), len(groups), width=5.0)
+    for row, (key, part) in enumerate(groups):
+        for column, (metric, label) in enumerate(panels):
+            axis = axes[row * len(panels) + column]
+            seaborn.lineplot(part[part["diagnostic"] == metric], x="epochs since switch", y="value",
+                             hue="protocol", errorbar=SEED_BAND, marker="o", markersize=3, ax=axis)
+            axis.axvline(0, color="black", lw=0.8)
+            axis.set_xlabel("epochs since the switch to all data (stage 1 < 0)")
+            axis.set_ylabel(label)
+            if shapes:
+                axis.set_title(shape_title(shapes, key))
+            if column == len(panels) - 1:
+                legend_outside(axis, title="protocol")
+            elif axis.get_legend():
+                axis.get_legend().remove()
+    drawing.suptitle("Plasticity diagnostics of the last hidden layer: warm start vs scratch", fontsize=10)
+    return {"plasticity_diagnostics": drawing}
