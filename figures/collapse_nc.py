@@ -19,11 +19,11 @@ from figures.style import SEED_BAND, iteration_axis, legend_outside, new_figure,
 
 PAPYAN = "Papyan, Han & Donoho, PNAS 2020"
 GALANTI = "Galanti et al., TMLR 2023"
-TRAINING_PANELS = (("nc1", "NC1 = tr(Σ_W Σ_B⁺)/C, train (log scale)", True),
-                   ("nc2_equinorm", "NC2 equinorm: CV of class-mean norms, train", False),
-                   ("nc2_equiangularity", "NC2 equiangularity: std of cosines, train", False))
+TRAINING_PANELS = (("nc1", "NC1, train (log scale)", True),
+                   ("nc2_equinorm", "NC2 equinorm, train", False),
+                   ("nc2_equiangularity", "NC2 equiangularity, train", False))
 DIAGNOSTIC_PANELS = (("dormant_fraction", "dormant fraction of units, train"),
-                     ("effective_rank", "effective rank exp(H(σ/Σσ)), train"))
+                     ("effective_rank", "effective rank, train"))
 
 
 def require(metrics: pd.DataFrame, names) -> None:

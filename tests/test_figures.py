@@ -28,6 +28,11 @@ def fabricated_rows(settings: Settings, iterations, parent: str = "", stage: int
                 "cdnv": 10 ** (1 - 2 * time * depth_share),
                 "reconstruction_mse": 0.4 - 0.15 * math.sin(math.pi * min(time, 1)) * depth_share + 0.3 * time * depth_share,
                 "transfer_accuracy": 0.8 + 0.1 * math.sin(math.pi * min(time, 1)) * depth_share,
+                "nc1": 10 ** (1 - 3 * time * depth_share),  # the new metrics (figures/collapse_nc.py)
+                "nc2_equinorm": 0.5 - 0.4 * time * depth_share,
+                "nc2_equiangularity": 0.3 - 0.2 * time * depth_share,
+                "dormant_fraction": 0.05 + 0.3 * time * depth_share,
+                "effective_rank": 30 - 20 * time * depth_share,
             }
             for metric, value in values.items():
                 for split in ("train", "test"):
