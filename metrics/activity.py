@@ -189,15 +189,20 @@ class FeatureSpectrum(Statistic):
         return self.singular
 
 
+def spectrum_total(singular: Tensor) -> tuple[Tensor, float, float | None]:
+    """(σ as float64 on the CPU, Σσ, the value of a rank when Σσ settles it: nan if not finite, 0 if 0, else None)."""
+    singular = singular.detach().to("cpu", torch.float64)
+    total = singular.sum().item()
+    edge = math.nan if not math.isfinite(total) else 0.0 if total == 0 else None
+    return singular, total, edge
+
+
 def effective_rank_of(singular: Tensor) -> float:
     """exp(H(p)), p = σ / Σσ, H the Shannon entropy in nats (Roy & Vetterli, EUSIPCO 2007): between 1 (one
     direction) and D (equal σ). Features with no variance at all (Σσ = 0): 0, the rank of the zero matrix."""
-    singular = singular.detach().to("cpu", torch.float64)
-    total = singular.sum().item()
-    if not math.isfinite(total):
-        return math.nan
-    if total == 0:
-        return 0.0
+    singular, total, edge = spectrum_total(singular)
+    if edge is not None:
+        return edge
     p = singular / total
     return math.exp(-torch.xlogy(p, p).sum().item())
 
@@ -205,12 +210,9 @@ def effective_rank_of(singular: Tensor) -> float:
 def srank_of(singular: Tensor, delta: float = SRANK_DELTA) -> float:
     """The smallest k with Σ_{i≤k} σ_i ≥ (1 − δ) Σσ, σ descending (Kumar et al., ICLR 2021); 0 for features
     with no variance (k = 0 already covers Σσ = 0)."""
-    singular = singular.detach().to("cpu", torch.float64)
-    total = singular.sum().item()
-    if not math.isfinite(total):
-        return math.nan
-    if total == 0:
-        return 0.0
+    singular, total, edge = spectrum_total(singular)
+    if edge is not None:
+        return edge
     return float((singular.cumsum(0) < (1 - delta) * total).sum().item() + 1)
 
 

@@ -127,3 +127,49 @@ def go_offline(monkeypatch) -> None:
         raise urllib.error.URLError("no network (test)")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+# -- small engine inputs and metrics tables (tests of metrics/ and figures/) --------------------------------
+
+ENGINE_MEAN, ENGINE_STD = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+
+
+def class_images(count: int, classes: int, seed: int, size: int = 4):
+    """engine.SplitData of uint8 [N, 3, size, size] images: a grey level per class plus noise."""
+    from metrics import engine
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % classes
+    levels = 60.0 + 50 * labels.double()
+    noise = 25 * torch.randn(count, 3, size, size, generator=generator, dtype=torch.float64)
+    images = (levels[:, None, None, None] + noise).round().clamp(0, 255).to(torch.uint8)
+    return engine.SplitData(images, labels, ENGINE_MEAN, ENGINE_STD)
+
+
+def tiny_mlp(classes: int = 3):
+    """An MLP of one hidden layer of width 8 on 3×4×4 images, seeded."""
+    import models
+    from conf import Settings
+
+    torch.manual_seed(0)
+    return models.build(Settings(arch="mlp", depth=1, width=8), input_shape=(3, 4, 4), num_classes=classes)
+
+
+def keyed(rows) -> dict:
+    """engine.measure's rows as {(layer, metric, split): value}."""
+    return {(row["layer"], row["metric"], row["split"]): row["value"] for row in rows}
+
+
+def run_frame(rows: list[dict], settings, stage: int, parent: str):
+    """A fabricated run's rows as metrics/store.py writes its table: run, stage, parent and epoch columns,
+    then every setting (lists as JSON text)."""
+    import json
+
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame["run_id"], frame["stage"], frame["parent_run_id"] = settings.run_id, stage, parent
+    frame["epoch"] = frame["iteration"] / 8 + (settings.pretrain_epochs if stage == 2 else 0)
+    for key, value in settings.to_record().items():
+        frame[key] = json.dumps(value) if isinstance(value, list) else value
+    return frame

@@ -22,6 +22,7 @@ from metrics.activity import (FeatureSpectrum, UnitActivity, dormant_fraction_of
                               singular_values, srank_of)
 from metrics.ridge import RidgeMoments
 from metrics.statistics import Batch, Context, closure
+from tests.fabricate import ENGINE_MEAN, ENGINE_STD, class_images, keyed
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
@@ -243,23 +244,6 @@ class SpectrumModel(torch.nn.Module):
         return {"input": images, "mixed": flat @ self.mixed + 7.0, "hidden": hidden, "logits": hidden @ self.head}
 
 
-MEAN, STD = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
-
-
-def class_images(count: int, classes: int, seed: int, size: int = 4) -> engine.SplitData:
-    """uint8 [N, 3, size, size]: a grey level per class plus noise; labels int64 [N]."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(count) % classes
-    levels = 60.0 + 50 * labels.double()
-    noise = 25 * torch.randn(count, 3, size, size, generator=generator, dtype=torch.float64)
-    images = (levels[:, None, None, None] + noise).round().clamp(0, 255).to(torch.uint8)
-    return engine.SplitData(images, labels, MEAN, STD)
-
-
-def keyed(rows) -> dict:
-    return {(row["layer"], row["metric"], row["split"]): row["value"] for row in rows}
-
-
 def test_effective_rank_and_srank_from_the_engine_match_numpy_svd():
     """Against NumPy's SVD of the centred float64 features (the model's float32 output, cast): effective
     rank within RANK_TOLERANCE (float32 Gram products), srank exactly (no cumulative sum near its edge)."""
@@ -269,7 +253,7 @@ def test_effective_rank_and_srank_from_the_engine_match_numpy_svd():
     model, options = SpectrumModel(), Analysis(probe_dimensions=64, analysis_batch_size=100, heldout_fraction=0.2)
     rows = keyed(engine.measure(model, train, test, 3, options, seed=0, metrics=("effective_rank", "srank")))
     for split, images in (("train", train.images), ("test", test.images)):
-        features = model.features(data.normalize(images, MEAN, STD))
+        features = model.features(data.normalize(images, ENGINE_MEAN, ENGINE_STD))
         for layer in ("input", "mixed", "hidden", "logits"):
             singular = numpy_singular_values(features[layer].flatten(1))
             assert srank_margin(singular) > 1e-4, (layer, split)

@@ -18,6 +18,7 @@ from metrics.collapse import (NearestCentreAgreement, WithinClassProjection, cla
 from metrics.moments import ClassMoments
 from metrics.registry import METRICS, LayerResults
 from metrics.statistics import Batch, ClassStatistics, Context, NearestCentre
+from tests.fabricate import ENGINE_MEAN, ENGINE_STD, class_images, tiny_mlp
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
@@ -224,27 +225,6 @@ def test_nc4_agreement_equals_a_numpy_count_on_both_splits():
 
 # ---- through the engine ---------------------------------------------------------------------------------------
 
-MEAN, STD = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
-
-
-def class_images(count: int, classes: int, seed: int, size: int = 4):
-    """uint8 [N, 3, size, size]: a grey level per class plus noise; labels int64 [N]."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(count) % classes
-    levels = 60.0 + 50 * labels.double()
-    noise = 25 * torch.randn(count, 3, size, size, generator=generator, dtype=torch.float64)
-    images = (levels[:, None, None, None] + noise).round().clamp(0, 255).to(torch.uint8)
-    return engine.SplitData(images, labels, MEAN, STD)
-
-
-def tiny_mlp(classes: int = 3):
-    import models
-    from conf import Settings
-
-    torch.manual_seed(0)
-    return models.build(Settings(arch="mlp", depth=1, width=8), input_shape=(3, 4, 4), num_classes=classes)
-
-
 def test_the_engine_measures_nc1_nc2_and_nc4_at_every_layer():
     """nc1 through the engine (float32 batches) against the float64 D × D formula on model.features: measured
     ≤ 2.4e-7 relative (image seeds 0-5); 1e-5 allowed. nc2_equinorm: measured ≤ 9e-8 relative, 1e-6 allowed.
@@ -262,7 +242,7 @@ def test_the_engine_measures_nc1_nc2_and_nc4_at_every_layer():
         for split in ("train", "test")}
     assert all(math.isfinite(value) for value in rows.values())
     with torch.no_grad():
-        features = {split: model.features(data.normalize(part.images, MEAN, STD))
+        features = {split: model.features(data.normalize(part.images, ENGINE_MEAN, ENGINE_STD))
                     for split, part in (("train", train), ("test", test))}
     for layer in layers:
         flat = features["train"][layer].flatten(1).double()

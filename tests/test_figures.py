@@ -1,7 +1,6 @@
 """Figures, phase detection and the report, from a small fabricated metrics table (so figure code
 cannot rot silently), and the papers' presets checked against their hyper-parameters and schedules."""
 
-import json
 import math
 
 import pandas as pd
@@ -11,6 +10,7 @@ import torch
 from checkpointing import checkpoint_schedule
 from conf import EXPERIMENTS, Settings, parse_arguments
 from conf.plasticity import run_kind, stage1_settings
+from tests.fabricate import run_frame
 
 ITERATIONS = [0, 1, 2, 4, 8, 16, 32, 64, 128]
 LAYERS = ["input", "stem", "block00", "block01", "logits"]
@@ -43,12 +43,7 @@ def fabricated_rows(settings: Settings, iterations, parent: str = "", stage: int
                          "value": min(1.0, 0.1 + time) - offset, "iteration": iteration})
         rows.append({"layer": "all", "layer_index": -1, "metric": "effective_depth", "split": "train",
                      "value": 2 + settings.label_noise * 5 + settings.seed % 2, "iteration": iteration})
-    frame = pd.DataFrame(rows)
-    frame["run_id"], frame["stage"], frame["parent_run_id"] = settings.run_id, stage, parent
-    frame["epoch"] = frame["iteration"] / 8 + (settings.pretrain_epochs if stage == 2 else 0)
-    for key, value in settings.to_record().items():  # as metrics/store.py writes them: lists as JSON text
-        frame[key] = json.dumps(value) if isinstance(value, list) else value
-    return frame
+    return run_frame(rows, settings, stage, parent)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The neural-collapse and plasticity-diagnostic figures (figures/collapse_nc.py), drawn from a small
 fabricated metrics table: each renders to PNG, and each says why when the table cannot feed it."""
 
-import json
 import math
 
 import pandas as pd
@@ -9,6 +8,7 @@ import pytest
 
 from conf import Settings
 from conf.plasticity import stage1_settings
+from tests.fabricate import run_frame
 
 ITERATIONS = [0, 1, 2, 4, 8, 16, 32, 64]
 NEW_FIGURES = ("nc1_by_layer", "nc_over_training", "plasticity_diagnostics")
@@ -42,12 +42,7 @@ def fabricated_rows(settings: Settings, iterations, parent: str = "", stage: int
                                  "value": value, "iteration": iteration})
         rows.append({"layer": "logits", "layer_index": len(layers) - 1, "metric": "classifier_accuracy",
                      "split": "test", "value": min(1.0, 0.1 + time), "iteration": iteration})
-    frame = pd.DataFrame(rows)
-    frame["run_id"], frame["stage"], frame["parent_run_id"] = settings.run_id, stage, parent
-    frame["epoch"] = frame["iteration"] / 8 + (settings.pretrain_epochs if stage == 2 else 0)
-    for key, value in settings.to_record().items():  # as metrics/store.py writes them: lists as JSON text
-        frame[key] = json.dumps(value) if isinstance(value, list) else value
-    return frame
+    return run_frame(rows, settings, stage, parent)
 
 
 @pytest.fixture(scope="module")

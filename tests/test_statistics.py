@@ -19,6 +19,7 @@ from metrics.moments import ClassMoments, ncc_predictions
 from metrics.ridge import L2_GRID, RidgeMoments, Target, eigenbasis, held_out_errors, ridge_fit, ridge_mse
 from metrics.statistics import (RESIDUAL_RATIO, Batch, Context, RidgeMaps, closure, collapsed,
                                 residual_fraction)
+from tests.fabricate import ENGINE_MEAN, ENGINE_STD, class_images, keyed, tiny_mlp
 from utils import seeded_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread", "flush_often")  # tiny tensors: see tests/conftest.py
@@ -361,31 +362,6 @@ def test_a_recipe_changes_exactly_with_the_options_its_metric_depends_on(option,
 
 # ---- 4. the engine: only the selected metrics' statistics ----------------------------------------------
 
-MEAN, STD = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
-
-
-def class_images(count: int, classes: int, seed: int, size: int = 4):
-    """uint8 [N, 3, size, size]: a grey level per class plus noise; labels int64 [N]."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(count) % classes
-    levels = 60.0 + 50 * labels.double()
-    noise = 25 * torch.randn(count, 3, size, size, generator=generator, dtype=torch.float64)
-    images = (levels[:, None, None, None] + noise).round().clamp(0, 255).to(torch.uint8)
-    return engine.SplitData(images, labels, MEAN, STD)
-
-
-def tiny_mlp(classes: int = 3):
-    import models
-    from conf import Settings
-
-    torch.manual_seed(0)
-    return models.build(Settings(arch="mlp", depth=1, width=8), input_shape=(3, 4, 4), num_classes=classes)
-
-
-def keyed(rows) -> dict:
-    return {(row["layer"], row["metric"], row["split"]): row["value"] for row in rows}
-
-
 def test_measure_of_two_metrics_gives_exactly_their_rows_with_the_full_measures_values(monkeypatch):
     train, test = class_images(120, 3, seed=0), class_images(60, 3, seed=1)
     options = Analysis(probe_dimensions=64, analysis_batch_size=50, heldout_fraction=0.25)
@@ -456,7 +432,7 @@ def test_features_at_pre_activation_is_what_the_engine_measures():
     layers = engine.collect(model, train, test, 3, Analysis(features_at="pre_activation", analysis_batch_size=40),
                             0, needs=["class_moments"])
     with torch.no_grad():
-        features = model.features(data.normalize(train.images, MEAN, STD), point="pre_activation")
+        features = model.features(data.normalize(train.images, ENGINE_MEAN, ENGINE_STD), point="pre_activation")
     for layer in ("stem", "block00", "block01"):
         means, scatter = numpy_class_moments(features[layer].flatten(1).double(), train.labels, 3)
         moments = layers[layer].classes["train"]
