@@ -163,11 +163,6 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
     return frame
 
 
-def measurable(inputs: RunInputs, names) -> list[str]:
-    """The metrics among `names` this run can have: no transfer metric when it has no transfer task."""
-    return list(engine.applicable(names, inputs.transfer))
-
-
 def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path: Path, outcome: Outcome) -> None:
     """Measure one checkpoint's missing metrics into its cell under the cell's lock, unless another
     process holds the lock or has finished them meanwhile; a corrupt checkpoint is reported and skipped."""
@@ -176,7 +171,7 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.busy += 1  # another analysis process is measuring it
             return
         names = store.pending(path, checkpoint_sha256, inputs.recipes,
-                              measurable(inputs, registry.select(inputs.plan.analysis.metrics)))
+                              engine.applicable(registry.select(inputs.plan.analysis.metrics), inputs.transfer))
         if not names:
             outcome.fresh += 1  # another process measured it between our first look and the lock
             return
