@@ -12,8 +12,9 @@ Writes nothing; prints one table. Two models, each at random init in eval mode: 
    images — in float32 over both splits' batches, on features computed beforehand. Any exact
    closed-form decoder of the full image computes these products, N·D·K multiply-adds per layer.
 2. the same ÷ one forward pass (printed, no target: what the floor adds).
-1c. what the metrics added since (NC1-NC4, effective rank and srank, dormant units and feature norm)
-   add: (every metric, the default) − (the first design's), ÷ one forward pass. Target ≤ 0.5×.
+1c. what the metrics added since (NC1-NC4, effective rank and srank, dormant units and feature norm, the
+   probe snapshot and cka_previous_layer) add: (every metric, the default) − (the first design's), ÷ one
+   forward pass. Target ≤ 0.5×.
 3. NCC accuracy + CDNV only (measure with metrics=ncc_accuracy,cdnv) ÷ one forward pass. Target ≤ 1.3×.
 4. the seed's NCC + CDNV (IntermediateNC style: per layer, three forward passes cut at that layer — class
    means, then E‖h − μ_c‖², then NCC distances — each with a Python loop over classes, float32) ÷ ours
@@ -356,7 +357,7 @@ def engine_rows(label: str, setup) -> None:
     show(row(f"{label}:   floor: X^T T float32, {len(batches[0][0])} layers / fwd", floor, forward, floor / forward))
     show(row(f"{label}: first-design metrics / 1 fwd", seconds["core"], forward, seconds["core"] / forward))
     added = seconds["all"] - seconds["core"]
-    show(row(f"{label}: NC1-4, rank, dormant added / 1 fwd", added, forward, added / forward, "<=0.5x",
+    show(row(f"{label}: NC1-4, rank, dormant, CKA added / 1 fwd", added, forward, added / forward, "<=0.5x",
              added / forward <= 0.5))
     ratio = seconds["ncc_cdnv"] / forward
     show(row(f"{label}: ncc_accuracy,cdnv / 1 fwd", seconds["ncc_cdnv"], forward, ratio, "<=1.3x", ratio <= 1.3))

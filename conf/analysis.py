@@ -27,6 +27,7 @@ class Analysis:
     # a half the l2 is chosen for a fit on less data than the refit on the whole split it is used for.
     heldout_fraction: float = setting(0.1, "part of the training split held out to choose the ridge regularisation", minimum=0.01, maximum=0.5)
     effective_depth_epsilon: float = setting(0.01, "effective depth: first layer whose NCC train accuracy is within this of the last layer's", minimum=0.0, maximum=1.0)
+    probe_subset_size: int = setting(1024, "representation similarity (CKA): test examples, a fixed seeded subset shared by every run of a dataset, whose pooled features each checkpoint keeps as its snapshot (0 = none)", minimum=0)
     dormant_threshold: float = setting(0.025, "dormant units (Sokar et al., ICML 2023): a unit whose mean absolute activation is at most this fraction of its layer's mean over units is dormant", minimum=0.0, maximum=1.0)
     linear_maps: str = setting("closed_form", "probes and decoder: closed_form (ridge), or adam / sgd trained 20 epochs as LearnPhase does", choices=("closed_form", "adam", "sgd"))
     # The names of data/transfer.py's TRANSFER_TASKS (conf imports the standard library only; tests/test_transfer.py checks they agree).

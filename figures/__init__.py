@@ -16,15 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures import collapse, collapse_nc, learnphase, plasticity  # noqa: F401  (importing a plug-in registers it)
+from figures import collapse, collapse_nc, learnphase, plasticity, similarity  # noqa: F401  (importing a plug-in registers it)
 from figures.registry import FIGURES, FigureSpec, Skip, figure  # noqa: F401
 from figures.style import save
 
 logger = logging.getLogger(__name__)
 
 
-def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = None) -> tuple[dict, dict]:
-    """Draw every registered figure (or `names`) into out_dir; returns ({name: [paths]}, {name: reason}).
+def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = None,
+             similarity_table: pd.DataFrame | None = None) -> tuple[dict, dict]:
+    """Draw every registered figure (or `names`) into out_dir, each from its table (the metrics table, or
+    `similarity_table`: None when there is none); returns ({name: [paths]}, {name: reason}).
     A figure that fails is logged with its traceback and reported as skipped with "failed: ..." (the
     others are still drawn; the caller decides the exit code)."""
     import matplotlib.pyplot as pyplot
@@ -33,8 +35,11 @@ def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = Non
     for name, spec in FIGURES.items():
         if names is not None and name not in names:
             continue
+        table = metrics if spec.table == "metrics" else similarity_table
         try:
-            figures = spec.draw(metrics)
+            if table is None:
+                raise Skip(f"no {spec.table} table: measure probe snapshots first (cka_previous_layer in metrics=)")
+            figures = spec.draw(table)
         except Skip as reason:
             skipped[name] = str(reason)
             continue

@@ -77,6 +77,21 @@ def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
     return metrics
 
 
+def read_similarity(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame | None:
+    """similarity.parquet's rows of the runs the command line chooses; None when it is missing or unreadable
+    (its figures are then skipped, with the reason; the others are drawn)."""
+    from pyarrow import ArrowException
+
+    try:
+        similarity = read_parquet_again_if_changed(experiment.similarity_path)
+    except (FileNotFoundError, ArrowException, ValueError) as error:
+        logger.info("no similarity table (%s)", type(error).__name__)
+        return None
+    for key, values in plan.overrides:
+        similarity = similarity[similarity[key].isin(values)] if key in similarity else similarity
+    return similarity
+
+
 def publish(plan: Plan, experiment_dir: Path) -> int:
     """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped."""
     import figures
@@ -86,7 +101,8 @@ def publish(plan: Plan, experiment_dir: Path) -> int:
     experiment = ExperimentFolder(experiment_dir)
     metrics = read_table(experiment, plan)
     runs = run_table(experiment_dir)
-    drawn, skipped = figures.draw_all(metrics, experiment.figures_path)
+    drawn, skipped = figures.draw_all(metrics, experiment.figures_path,
+                                      similarity_table=read_similarity(experiment, plan))
     phases = phase_table(metrics)
     advice = stop_table(phases)
     atomic_write_text(experiment.phases_path, phases.to_csv(index=False))

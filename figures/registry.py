@@ -16,15 +16,17 @@ class Skip(Exception):
 class FigureSpec:
     name: str
     paper: str
-    draw: Callable[[pd.DataFrame], dict]  # metrics table -> {file stem: matplotlib Figure}
+    draw: Callable[[pd.DataFrame], dict]  # its table -> {file stem: matplotlib Figure}
+    table: str = "metrics"  # which table it is drawn from: metrics.parquet, or similarity.parquet (CKA)
 
 
 FIGURES: dict[str, FigureSpec] = {}
 
 
-def figure(name: str, paper: str):
-    """Register a figure plug-in: `@figure("ncc_by_layer", "IntermediateNC Fig. 1")`."""
+def figure(name: str, paper: str, table: str = "metrics"):
+    """Register a figure plug-in: `@figure("ncc_by_layer", "IntermediateNC Fig. 1")`; table="similarity" for
+    one drawn from the similarity table (metrics/snapshots.py)."""
     def register(function):
-        FIGURES[name] = FigureSpec(name, paper, function)
+        FIGURES[name] = FigureSpec(name, paper, function, table)
         return function
     return register

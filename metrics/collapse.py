@@ -12,10 +12,15 @@
     nc4_ncc_agreement    fraction of examples whose NCC prediction (training centres) is the network's own
                          prediction, each split (1 = the classifier behaves as nearest class centre)
 
+    nc3_self_duality     ‖W/‖W‖_F − Mᵀ/‖M‖_F‖²_F, W the head's final Linear [C, D], M = [μ_c − μ_G] of what
+                         that Linear reads (the penultimate features), each split; one row, on layer `logits`
+                         (0 = the classifier's rows are the centred class means, up to scale)
+
 C counts the classes present in the split, μ_G is the mean over samples (the count-weighted mean of the
-class means). NC3 (classifier weights against class means) is not measured here. Two statistic kinds,
-registered with metrics/statistics.py: `within_class_projection` (NC1's Mᵀ Σ_W M, streamed) and `ncc_agreement`
-(NC4's agreeing examples); NC2 reads the class moments alone. No D × D matrix is ever formed.
+class means). Three statistic kinds, registered with metrics/statistics.py: `within_class_projection`
+(NC1's Mᵀ Σ_W M, streamed), `classifier_input` (NC3's class sums of the head's input, read by a hook on
+its final Linear whichever `features_at` is chosen) and `ncc_agreement` (NC4's agreeing examples); NC2
+reads the class moments alone. No D × D matrix is ever formed.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import math
 import torch
 from torch import Tensor
 
-from metrics.moments import ClassMoments
+from metrics.moments import ClassMoments, one_hot
 from metrics.registry import LayerResults, register
 from metrics.statistics import PRECISION, Statistic, statistic
 
@@ -201,3 +206,51 @@ def nc4_ncc_agreement(layer: LayerResults) -> dict[str, float]:
     training split's, as ncc_accuracy) predicts what the network predicts."""
     agreement = layer.statistics["ncc_agreement"]
     return {split: float(agreeing) / agreement.count[split] for split, agreeing in agreement.agreeing.items()}
+
+
+# -- NC3: the classifier's weights against the class means of its input -----------------------------------
+
+
+@statistic
+class ClassifierInputMeans(Statistic):
+    """NC3's class sums and counts of what the head's final Linear reads (Batch.classifier_inputs), per split,
+    in float64: D is the classifier's input (at most a few thousand), C × B × D per batch is small."""
+
+    kind = "classifier_input"
+    layers = ("logits",)
+
+    def __init__(self, arguments, context):
+        super().__init__(arguments, context)
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, Tensor] = {}
+
+    def observe(self, batch, statistics):
+        if batch.classifier_inputs is None:
+            return
+        assignment = one_hot(batch.labels, self.context.num_classes).to(torch.float64)
+        sums = assignment.T @ batch.classifier_inputs.to(torch.float64)
+        self.sums[batch.split] = self.sums[batch.split] + sums if batch.split in self.sums else sums
+        self.counts[batch.split] = self.counts.get(batch.split, 0) + assignment.sum(dim=0)
+
+
+def self_duality(weight: Tensor, sums: Tensor, counts: Tensor) -> float:
+    """Papyan et al.'s NC3, ‖W/‖W‖_F − Mᵀ/‖M‖_F‖²_F, over the classes present (rows of W and of Mᵀ =
+    [μ_c − μ_G], μ_G the mean over samples); 0 to 4; nan with fewer than 2 present classes."""
+    present = counts > 0
+    if int(present.sum()) < 2:
+        return math.nan
+    centre = sums.sum(dim=0) / counts.sum()
+    offsets = sums[present] / counts[present].unsqueeze(1) - centre
+    weight = weight.to(torch.float64)[present]
+    return float(((weight / weight.norm() - offsets / offsets.norm()) ** 2).sum())
+
+
+@register("nc3_self_duality", version=1, paper=PAPER, needs=("classifier_input",))
+def nc3_self_duality(layer: LayerResults) -> dict[str, float]:
+    """Papyan et al.'s NC3 on the `logits` layer: the classifier's rows against the centred class means of
+    its input, each split's own means."""
+    inputs = layer.statistics.get("classifier_input")  # gathered on `logits` only
+    if inputs is None or inputs.context.classifier_weight is None:
+        return {}
+    weight = inputs.context.classifier_weight
+    return {split: self_duality(weight, sums, inputs.counts[split]) for split, sums in inputs.sums.items()}

@@ -23,10 +23,12 @@ from torch import Tensor
 import data
 import metrics.activity  # noqa: F401  (these modules register their statistics and metrics; they import
 import metrics.collapse  # noqa: F401   the registry, so the registry cannot import them)
+import metrics.similarity  # noqa: F401
 from conf.analysis import Analysis, check_heldout_split
 from metrics.moments import one_hot
 from metrics.registry import METRICS, LayerResults, select
 from metrics.ridge import Target
+from metrics.similarity import probe_subset
 from metrics.statistics import STATISTICS, Batch, Context, RidgeMaps, Statistic, closure
 from metrics.transfer import TransferProbe
 from utils import seeded_generator
@@ -66,6 +68,13 @@ def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_class
             seed: int, transfer: TransferProbe | None = None, metrics=None) -> list[dict]:
     """Rows {layer, metric, split, value, [l2], [dimensions]} of the metrics named in `metrics` (default:
     the `metrics=` option), every layer and split; the transfer probe's only with a `transfer` task."""
+    return measure_layers(model, train, test, num_classes, options, seed, transfer, metrics)[0]
+
+
+@torch.no_grad()
+def measure_layers(model: torch.nn.Module, train: SplitData, test: SplitData, num_classes: int, options: Analysis,
+                   seed: int, transfer: TransferProbe | None = None, metrics=None) -> tuple[list[dict], dict]:
+    """`measure`'s rows, and the gathered {layer: LayerResults} they came from (the probe snapshot's features)."""
     names = applicable(select(options.metrics) if metrics is None else metrics, transfer)
     chosen = [METRICS[name] for name in names]
     layers = collect(model, train, test, num_classes, options, seed, transfer,
@@ -80,7 +89,7 @@ def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_class
             details = metric.details(layer) if metric.details and values else {}
             rows += [{"layer": name, "metric": metric.name, "split": split, "value": float(value), **details}
                      for split, value in values.items()]
-    return rows
+    return rows, layers
 
 
 def collect(model, train: SplitData, test: SplitData, num_classes: int, options: Analysis, seed: int,
@@ -98,7 +107,9 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
     transfer_classes = 0 if transfer is None else transfer.num_classes
     device = train.images.device
     with tf32_off(device):
-        context = Context(num_classes, transfer_classes, options, seed, device)
+        context = Context(num_classes, transfer_classes, options, seed, device,
+                          probe_subset(len(test.labels), options.probe_subset_size) if options.probe_subset_size else None,
+                          getattr(final_linear(model), "weight", None))
         gathered = gather(model, train, test, closure(own_needs), context, "heldout")
         if foreign and len(own_needs) < len(needs):
             foreign_context = Context(transfer.num_classes, transfer_classes, options, seed, device)
@@ -110,6 +121,15 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
             others = {}
     counts = {"train": len(train.labels), "test": len(test.labels)}
     return {name: results(name, statistics, others.get(name, {}), counts) for name, statistics in gathered.items()}
+
+
+def final_linear(model) -> torch.nn.Linear | None:
+    """The head's last Linear: the classifier whose weights W NC3 compares with the class means of its input
+    (None for a model without one)."""
+    head = getattr(model, "head", None)
+    linears = [module for module in head.modules() if isinstance(module, torch.nn.Linear)] \
+        if isinstance(head, torch.nn.Module) else []
+    return linears[-1] if linears else None
 
 
 def _labelled_by_task(split: SplitData) -> SplitData:
@@ -139,8 +159,9 @@ def gather(model, train: SplitData, test: SplitData, kinds: dict[str, frozenset[
     parts = heldout_parts(len(train.labels), options, context.seed, heldout_name, context.device)
     layers: dict[str, dict[str, Statistic]] = {}
     kept = Kept(options.feature_cache_gb * 2 ** 30)
+    head = final_linear(model) if "classifier_input" in kinds else None
     for prepared in prepared_batches(train, kinds, context, parts):
-        for name, tensor in prepared.forward(model, options.features_at).items():
+        for name, tensor in prepared.forward(model, options.features_at, head).items():
             statistics = layers.get(name)
             if statistics is None:
                 statistics = layers[name] = layer_statistics(name, kinds, context)
@@ -154,7 +175,7 @@ def gather(model, train: SplitData, test: SplitData, kinds: dict[str, frozenset[
     refit_in_float64(model, train, parts, layers, kinds, context)
     kept.replay(model, train, parts, layers, kinds, context)
     for prepared in prepared_batches(test, kinds, context):
-        for name, tensor in prepared.forward(model, options.features_at).items():
+        for name, tensor in prepared.forward(model, options.features_at, head).items():
             statistics = layers[name]
             batch = prepared.batch("test", tensor, options.probe_dimensions)
             for statistic in statistics.values():
@@ -175,15 +196,24 @@ class Prepared:
     parts: tuple[slice, slice] | None  # the training split: its fitting rows, then its held-out rows
     part_targets: tuple[dict[str, Target], ...] | None
     network_predictions: Tensor | None = None  # set by `forward`
+    classifier_inputs: Tensor | None = None  # set by `forward` when given the head's final Linear
 
     def batch(self, split: str, features: Tensor, probe_dimensions: int) -> Batch:
         return Batch(split, features, self.labels, self.targets, self.target_labels, probe_dimensions,
-                     self.parts, self.part_targets, self.network_predictions)
+                     self.parts, self.part_targets, self.network_predictions, self.classifier_inputs)
 
-    def forward(self, model, point: str) -> dict[str, Tensor]:
-        """Every layer's features of this batch; remembers the network's own predictions (its logits' argmax)."""
-        features = model.features(self.images, point=point)
+    def forward(self, model, point: str, head: torch.nn.Linear | None = None) -> dict[str, Tensor]:
+        """Every layer's features of this batch; remembers the network's own predictions (its logits' argmax)
+        and, with `head`, what that Linear reads (a hook that exists only during this call)."""
+        captured = []
+        handle = None if head is None else head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+        try:
+            features = model.features(self.images, point=point)
+        finally:
+            if handle is not None:
+                handle.remove()
         self.network_predictions = features["logits"].argmax(dim=1) if "logits" in features else None
+        self.classifier_inputs = captured[-1].flatten(1) if captured else None
         return features
 
 

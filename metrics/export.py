@@ -1,6 +1,10 @@
 """python analysis.py features RUN_DIR iteration=N split=train|test out=FILE.npz [features_at=...] — one
 checkpoint's features of every layer (as the metrics see them, flattened) and the labels of one split,
 for one's own analyses. The checkpoint is verified against its sha256 before any value is computed.
+
+subset=probe: the probe snapshot's examples instead (metrics/similarity.py: the fixed subset of
+`probe_subset_size` test examples), their `indices` in the test split, and each layer's features pooled to
+`probe_dimensions` and rounded to float16, as the snapshot keeps them, for one's own similarity analyses.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ import torch
 from checkpointing import RunFolder
 from conf import Execution, SettingsError
 from conf.analysis import Analysis
+from metrics.engine import SplitData
 from metrics.inputs import load_model, splits_of
+from metrics.pooling import pool_to
+from metrics.similarity import SNAPSHOT_DTYPE, probe_subset
 from utils import atomic_write_bytes, ensure_writable_folder, resolve_device
 
 
-FEATURE_OPTIONS = ("iteration", "split", "out", "device", "data_root", "features_at")
+FEATURE_OPTIONS = ("iteration", "split", "subset", "out", "device", "data_root", "features_at", "probe_subset_size",
+                   "probe_dimensions")
 FEATURES_USAGE = ("usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz "
-                  "[features_at=post_activation|pre_activation]")
+                  "[subset=all|probe] [features_at=post_activation|pre_activation]")
 
 
 def feature_options(arguments: list[str]) -> tuple[RunFolder, dict, int, Execution]:
@@ -44,8 +52,19 @@ def feature_options(arguments: list[str]) -> tuple[RunFolder, dict, int, Executi
         raise SettingsError(f"iteration={options.get('iteration')!r} has no checkpoint; accepted: {', '.join(map(str, sorted(files)))}")
     if options.setdefault("split", "test") not in ("train", "test"):
         raise SettingsError(f"split={options['split']!r} is not known; accepted: train, test")
-    options["features_at"] = Analysis(features_at=options.get("features_at", "post_activation")).features_at  # checked
+    if options.setdefault("subset", "all") not in ("all", "probe"):
+        raise SettingsError(f"subset={options['subset']!r} is not known; accepted: all, probe")
+    options["analysis"] = analysis_options(options)
     return folder, options, int(options["iteration"]), execution
+
+
+def analysis_options(options: dict) -> Analysis:
+    """The analysis options `features` reads, checked as analysis.py checks them (SettingsError)."""
+    try:
+        values = {key: int(options[key]) for key in ("probe_subset_size", "probe_dimensions") if key in options}
+    except ValueError:
+        raise SettingsError("probe_subset_size and probe_dimensions take whole numbers") from None
+    return Analysis(features_at=options.get("features_at", "post_activation"), **values)
 
 
 def writable_file(path: Path) -> Path:
@@ -65,14 +84,24 @@ def features_command(arguments: list[str]) -> int:
     settings = folder.read_settings()
     _, model = load_model(folder, iteration, device)  # verified against its sha256 before any value is computed
     train, test, _ = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
-    chosen = train if options["split"] == "train" else test
+    analysis = options["analysis"]
+    probe = options["subset"] == "probe"
+    chosen = test if probe or options["split"] == "test" else train
+    indices = probe_subset(len(test.labels), analysis.probe_subset_size) if probe else None
+    if probe:
+        chosen = SplitData(test.images[indices.to(test.images.device)], test.labels[indices.to(test.labels.device)],
+                           test.mean, test.std)
     arrays: dict[str, list] = {}
     with torch.no_grad():
         for _, _, images, _, _ in chosen.batches(500):
-            for name, tensor in model.features(images, point=options["features_at"]).items():
-                arrays.setdefault(name, []).append(tensor.flatten(1).float().cpu().numpy())
+            for name, tensor in model.features(images, point=analysis.features_at).items():
+                values = pool_to(tensor, analysis.probe_dimensions).to(SNAPSHOT_DTYPE) if probe else tensor.flatten(1).float()
+                arrays.setdefault(name, []).append(values.cpu().numpy())
+    extra = {} if indices is None else {"indices": indices.numpy()}
     buffer = io.BytesIO()
-    np.savez(buffer, labels=chosen.labels.cpu().numpy(), **{name: np.concatenate(parts) for name, parts in arrays.items()})
+    np.savez(buffer, labels=chosen.labels.cpu().numpy(), **extra,
+             **{name: np.concatenate(parts) for name, parts in arrays.items()})
     atomic_write_bytes(out, buffer.getvalue())
-    print(f"wrote {out}: labels and {len(arrays)} layers ({', '.join(arrays)}) of the {options['split']} split")
+    what = f"the probe subset ({len(chosen.labels)} test examples, pooled, float16)" if probe else f"the {options['split']} split"
+    print(f"wrote {out}: labels and {len(arrays)} layers ({', '.join(arrays)}) of {what}")
     return 0

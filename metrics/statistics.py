@@ -64,6 +64,7 @@ class Batch:
     parts: tuple[slice, slice] | None = None  # training split: its fitting rows, then its held-out rows
     part_targets: tuple[dict, dict] | None = None  # the targets of each part (metrics.ridge.Target)
     network_predictions: Tensor | None = None  # int64 [B]: the network's own class (argmax of its logits)
+    classifier_inputs: Tensor | None = None  # float [B, D]: what the head's final Linear reads (NC3), when gathered
 
     @functools.cached_property
     def flat(self) -> Tensor:
@@ -121,6 +122,8 @@ class Context:
     options: object  # conf.analysis.Analysis
     seed: int
     device: torch.device
+    probe_rows: Tensor | None = None  # int64, sorted, on the CPU: the test split's probe subset (metrics/similarity.py)
+    classifier_weight: Tensor | None = None  # float [C, D]: the head's final Linear weight W (NC3)
 
 
 STATISTICS: dict[str, type[Statistic]] = {}

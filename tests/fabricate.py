@@ -173,3 +173,23 @@ def run_frame(rows: list[dict], settings, stage: int, parent: str):
     for key, value in settings.to_record().items():
         frame[key] = json.dumps(value) if isinstance(value, list) else value
     return frame
+
+
+def fabricated_similarity():
+    """A similarity table (metrics/snapshots.py) of two single-stage runs of depth 2 and 4: CKA falling with
+    the distance between layers, each layer converging to its final state over training."""
+    import pandas as pd
+
+    rows = []
+    layers = ["input", "block00", "block01", "logits"]
+    for depth in (2, 4):
+        for iteration in (0, 4, 16):
+            for index, layer in enumerate(layers):
+                rows += [{"run_id": f"run{depth}", "depth": depth, "seed": 0, "pretrain_fraction": 0.0,
+                          "iteration": iteration, "kind": "layers", "layer": layer, "layer_index": index,
+                          "other_layer": other, "cka": 1 / (1 + abs(index - position)), "cka_debiased": 0.5}
+                         for position, other in enumerate(layers)]
+                rows.append({"run_id": f"run{depth}", "depth": depth, "seed": 0, "pretrain_fraction": 0.0,
+                             "iteration": iteration, "kind": "to_final", "layer": layer, "layer_index": index,
+                             "other_layer": layer, "cka": min(1, 0.3 + iteration / 16 + 0.1 * index), "cka_debiased": 0.5})
+    return pd.DataFrame(rows)

@@ -252,16 +252,17 @@ def _cells(out_dir) -> dict:
 
 @pytest.fixture
 def engine_calls(monkeypatch):
-    """The metrics each engine.measure call was asked for (the real engine still does the work)."""
+    """The metrics each engine call was asked for (the real engine still does the work; engine.measure calls
+    measure_layers too)."""
     from metrics import engine
 
-    calls, real_measure = [], engine.measure
+    calls, real_measure = [], engine.measure_layers
 
     def measure(*arguments, **keywords):
         calls.append(tuple(keywords["metrics"]))
         return real_measure(*arguments, **keywords)
 
-    monkeypatch.setattr(engine, "measure", measure)
+    monkeypatch.setattr(engine, "measure_layers", measure)
     return calls
 
 

@@ -319,9 +319,9 @@ def test_a_cell_finished_by_another_process_before_the_lock_is_not_measured_agai
             victim.write_bytes(finished)
         return real_claim(path)
 
-    real_measure = engine.measure
+    real_measure = engine.measure_layers
     monkeypatch.setattr(store, "claim", claim_after_the_other_process_finished)
-    monkeypatch.setattr(engine, "measure", lambda *arguments, **options: measured.append(1) or real_measure(
+    monkeypatch.setattr(engine, "measure_layers", lambda *arguments, **options: measured.append(1) or real_measure(
         *arguments, **options))
     assert analysis.main([f"out_dir={out_dir}", *QUICK, "figures=false"]) == 0
     assert measured == [] and victim.read_bytes() == finished

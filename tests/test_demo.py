@@ -24,9 +24,15 @@ def test_reduced_demo_shows_phases_collapse_and_the_warm_start_gap(tmp_path):
     experiment = tmp_path / "demo"
     assert (experiment / "report.html").exists() and (experiment / "phases.csv").exists()
     for pattern in ("learning_phases_*_depth4_*", "ncc_by_layer", "cdnv_by_layer", "effective_depth", "heatmap_*",
-                    "plasticity_curves", "warm_start_gap"):
+                    "plasticity_curves", "warm_start_gap", "nc1_by_layer", "nc_over_training", "plasticity_diagnostics",
+                    "cka_layers", "cka_convergence"):
         assert list((experiment / "figures").glob(f"{pattern}.png")), pattern
     metrics = pd.read_parquet(experiment / "metrics.parquet")
+    from metrics.registry import METRICS
+
+    assert set(metrics["metric"]) == set(METRICS)  # every metric, the neural-collapse suite and CKA included
+    similarity = pd.read_parquet(experiment / "similarity.parquet")
+    assert set(similarity["kind"]) == {"layers", "to_final"} and similarity["run_id"].nunique() == 6
     test = metrics[metrics["split"] == "test"].sort_values("iteration")
 
     # LearnPhase: the top hidden layer's reconstruction loss falls, then rises; its transfer probe rises, then falls.

@@ -10,7 +10,7 @@ import torch
 from checkpointing import checkpoint_schedule
 from conf import EXPERIMENTS, Settings, parse_arguments
 from conf.plasticity import run_kind, stage1_settings
-from tests.fabricate import run_frame
+from tests.fabricate import fabricated_similarity, run_frame
 
 ITERATIONS = [0, 1, 2, 4, 8, 16, 32, 64, 128]
 LAYERS = ["input", "stem", "block00", "block01", "logits"]
@@ -69,7 +69,7 @@ def metrics():
 def test_every_figure_type_renders_from_a_fabricated_table(metrics, tmp_path):
     import figures
 
-    drawn, skipped = figures.draw_all(metrics, tmp_path)
+    drawn, skipped = figures.draw_all(metrics, tmp_path, similarity_table=fabricated_similarity())
     assert not skipped, skipped
     assert set(drawn) == set(figures.FIGURES)
     for paths in drawn.values():

@@ -1,0 +1,91 @@
+"""python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=FILE.csv] — linear CKA (and
+debiased CKA) of every layer of run A with the same layer of run B, at matching checkpoints, from their
+probe snapshots (measured by `python analysis.py`; metrics/snapshots.py).
+
+align=iteration (default) matches checkpoints of the same iteration; align=stage matches them by epochs
+since the run's last stage began, so a warm-started run's stage 2 lines up with a run from scratch
+(Berariu et al. 2021). Prints a layer × checkpoint table of CKA; out= also writes the long table as CSV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from checkpointing import ExperimentFolder, RunFolder
+from conf import SettingsError
+from metrics.snapshots import Snapshot, usable_snapshots, vectors_of
+from utils import atomic_write_text, ensure_writable_folder
+
+COMPARE_OPTIONS = ("align", "out")
+USAGE = "usage: python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=FILE.csv]"
+
+
+def run_snapshots(run_dir: str) -> tuple[RunFolder, list[Snapshot]]:
+    """A run folder's snapshots (SettingsError naming the folder when it is not a run or has none)."""
+    folder = RunFolder(run_dir)
+    if not folder.settings_path.exists():
+        raise SettingsError(f"{folder.path} is not a run folder (it has no settings file); {USAGE}")
+    experiment = ExperimentFolder(folder.path.parent.parent)
+    found = usable_snapshots(experiment, folder.run_id, None, None)
+    if not found:
+        raise SettingsError(f"{folder.path} has no probe snapshots; measure it first: python analysis.py "
+                            f"experiment={experiment.path.name} out_dir={experiment.path.parent} (cka_previous_layer "
+                            "in metrics=, probe_subset_size > 0)")
+    return folder, found
+
+
+def alignment_key(snapshot: Snapshot, folder: RunFolder, align: str) -> float:
+    """The checkpoint's position for matching: its iteration, or its epochs since its stage began."""
+    if align == "iteration":
+        return snapshot.iteration
+    offset = folder.read_settings().pretrain_epochs if snapshot.stage == 2 else 0
+    return round(snapshot.epoch - offset, 6)
+
+
+def compare_runs(first_dir: str, second_dir: str, align: str = "iteration") -> pd.DataFrame:
+    """Rows (key, iteration_a, iteration_b, layer, cka, cka_debiased) for every layer both runs have, at
+    every checkpoint position both have; SettingsError when none match or the probe subsets differ."""
+    (first, first_snapshots), (second, second_snapshots) = run_snapshots(first_dir), run_snapshots(second_dir)
+    if (len(first_snapshots[0].indices) != len(second_snapshots[0].indices)
+            or (first_snapshots[0].indices != second_snapshots[0].indices).any()):
+        raise SettingsError("the two runs' probe subsets differ (another dataset, test split or probe_subset_size); "
+                            "measure both with the same probe_subset_size on the same dataset")
+    by_key = {alignment_key(snapshot, second, align): snapshot for snapshot in second_snapshots}
+    pairs = [(key, snapshot, by_key[key]) for snapshot in first_snapshots
+             if (key := alignment_key(snapshot, first, align)) in by_key]
+    if not pairs:
+        raise SettingsError(f"no checkpoint of {first.path.name} matches one of {second.path.name} by {align} "
+                            f"({sorted(alignment_key(s, first, align) for s in first_snapshots)} against "
+                            f"{sorted(by_key)}); try align={'stage' if align == 'iteration' else 'iteration'}")
+    rows = []
+    for key, one, other in pairs:
+        vectors, others = vectors_of(one), vectors_of(other)
+        rows += [{align: key, "iteration_a": one.iteration, "iteration_b": other.iteration, "layer": name,
+                  "cka": float(vector[0] @ others[name][0]), "cka_debiased": float(vector[1] @ others[name][1])}
+                 for name, vector in vectors.items() if name in others]
+    return pd.DataFrame(rows)
+
+
+def similarity_command(arguments: list[str]) -> int:
+    """`similarity RUN_DIR_A RUN_DIR_B [align=...] [out=...]`: print the table, write the CSV if asked."""
+    runs = [argument for argument in arguments if "=" not in argument]
+    options = dict(argument.partition("=")[::2] for argument in arguments if "=" in argument)
+    unknown = set(options) - set(COMPARE_OPTIONS)
+    if len(runs) != 2 or unknown:
+        problem = f"unknown key {sorted(unknown)[0]!r}" if unknown else f"similarity needs two run folders, got {len(runs)}"
+        raise SettingsError(f"{problem}; {USAGE}")
+    align = options.get("align", "iteration")
+    if align not in ("iteration", "stage"):
+        raise SettingsError(f"align={align!r} is not known; accepted: iteration, stage")
+    out = Path(options["out"]) if "out" in options else None
+    if out is not None:
+        ensure_writable_folder(out.parent)  # before any work: a read-only folder is the environment's (exit 1)
+    table = compare_runs(*runs, align=align)
+    print(f"linear CKA, {Path(runs[0]).name} (A) vs {Path(runs[1]).name} (B), by {align} (columns):")
+    print(table.pivot(index="layer", columns=align, values="cka").reindex(table["layer"].unique()).round(3).to_string())
+    if out is not None:
+        atomic_write_text(out, table.to_csv(index=False))
+        print(f"wrote {out}: {len(table)} rows (cka and cka_debiased)")
+    return 0

@@ -1,0 +1,188 @@
+"""Probe snapshots and the similarity table built from them (metrics/similarity.py has the CKA itself).
+
+A snapshot, `<out_dir>/<experiment>/metrics/<run_id>/iteration_<8 digits>.snapshot.npz`, is written beside
+the checkpoint's cell when `cka_previous_layer` is measured. It holds:
+
+    meta                 JSON text: iteration, epoch, stage, the recipe of cka_previous_layer, the checkpoint's sha256
+    indices, labels      int64 [n]: the probe subset's rows of the test split and their labels
+    layer:<name>         float16 [n, d]: each layer's pooled features (d <= probe_dimensions), depth order
+
+Its size is n × Σ_layers d × 2 bytes: with the defaults (n = 1024, d <= 512) at most 1 MiB per layer and
+checkpoint, e.g. 6.2 MiB per checkpoint of CONV-4-32 on 32-pixel images (input 507, stem and 4 blocks of 512,
+logits 10).
+
+`similarity.parquet` (a folder of per-run parts, rebuilt only when a run's snapshots change) has a row per
+(run_id, iteration, kind, layer, other_layer, other_iteration): kind `layers` = CKA of two layers at one
+checkpoint (every ordered pair, the diagonal included), kind `to_final` = CKA of a layer with the same layer
+at the run's last snapshot; `cka` (linear) and `cka_debiased`, with the run's settings as columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from checkpointing import CorruptFile, ExperimentFolder
+from metrics.similarity import cka_vectors, probe_subset
+from utils import atomic_write_bytes, atomic_write_json
+
+SNAPSHOT_VERSION = 1
+SNAPSHOT_METRIC = "cka_previous_layer"  # the metric whose measurement writes the snapshot (its recipe is the snapshot's)
+
+
+@dataclass
+class Snapshot:
+    iteration: int
+    epoch: float
+    stage: int
+    recipe: str
+    checkpoint_sha256: str
+    indices: np.ndarray  # int64 [n]
+    labels: np.ndarray  # int64 [n]
+    layers: dict[str, np.ndarray]  # float16 [n, d] per layer, depth order
+
+
+def write_snapshot(path: Path, snapshot: Snapshot) -> None:
+    """The snapshot as one .npz, written atomically (a reader never sees half of it)."""
+    meta = {"version": SNAPSHOT_VERSION, "iteration": snapshot.iteration, "epoch": snapshot.epoch,
+            "stage": snapshot.stage, "recipe": snapshot.recipe, "checkpoint_sha256": snapshot.checkpoint_sha256,
+            "layers": list(snapshot.layers)}
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta)), indices=snapshot.indices, labels=snapshot.labels,
+             **{f"layer:{name}": values for name, values in snapshot.layers.items()})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def snapshot_of(layers: dict, test, checkpoint: dict, recipe: str, checkpoint_sha256: str,
+                subset_size: int) -> Snapshot | None:
+    """The snapshot of one measured checkpoint from the engine's {layer: LayerResults} (metrics/engine.py
+    `measure_layers`); None when no probe snapshot was gathered (not selected, or probe_subset_size=0)."""
+    features = {name: statistic.features for name, layer in layers.items()
+                if (statistic := layer.statistics.get("probe_snapshot")) is not None and statistic.features is not None}
+    if not features:
+        return None
+    indices = probe_subset(len(test.labels), subset_size)
+    return Snapshot(int(checkpoint["iteration"]), float(checkpoint["epoch"]), int(checkpoint.get("stage", 1)), recipe,
+                    checkpoint_sha256, indices.numpy(), test.labels.cpu()[indices].numpy(),
+                    {name: values.numpy() for name, values in features.items()})
+
+
+def snapshot_fresh(path: Path, recipe: str, checkpoint_sha256: str) -> bool:
+    """Whether the snapshot at `path` exists, is readable and was taken under `recipe` of that checkpoint."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            meta = json.loads(str(arrays["meta"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return False
+    return meta.get("recipe") == recipe and meta.get("checkpoint_sha256") == checkpoint_sha256
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """The snapshot at `path`; CorruptFile naming it when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            meta = json.loads(str(arrays["meta"]))
+            layers = {name: arrays[f"layer:{name}"] for name in meta["layers"]}
+            return Snapshot(int(meta["iteration"]), float(meta["epoch"]), int(meta["stage"]), meta["recipe"],
+                            meta["checkpoint_sha256"], arrays["indices"], arrays["labels"], layers)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise CorruptFile(f"{path} is not a readable probe snapshot ({type(error).__name__}); delete it and run the "
+                          "analysis again (it measures that checkpoint's snapshot anew)") from None
+
+
+def snapshot_rows(snapshots: list[Snapshot]) -> pd.DataFrame:
+    """One run's similarity rows: every ordered pair of layers at each snapshot, and each layer against
+    the same layer at the last snapshot (by iteration)."""
+    snapshots = sorted(snapshots, key=lambda snapshot: snapshot.iteration)
+    final = snapshots[-1]
+    final_vectors = vectors_of(final)
+    rows = []
+    for snapshot in snapshots:
+        vectors = final_vectors if snapshot is final else vectors_of(snapshot)
+        names = list(vectors)
+        linear = torch.stack([vectors[name][0] for name in names])
+        debiased = torch.stack([vectors[name][1] for name in names])
+        pairs_linear, pairs_debiased = (linear @ linear.T).tolist(), (debiased @ debiased.T).tolist()
+        base = {"iteration": snapshot.iteration, "epoch": snapshot.epoch, "stage": snapshot.stage}
+        for row, name in enumerate(names):
+            rows += [{**base, "kind": "layers", "layer": name, "layer_index": row, "other_layer": other,
+                      "other_iteration": snapshot.iteration, "cka": pairs_linear[row][column],
+                      "cka_debiased": pairs_debiased[row][column]} for column, other in enumerate(names)]
+            if name in final_vectors:
+                rows.append({**base, "kind": "to_final", "layer": name, "layer_index": row, "other_layer": name,
+                             "other_iteration": final.iteration,
+                             "cka": float(vectors[name][0] @ final_vectors[name][0]),
+                             "cka_debiased": float(vectors[name][1] @ final_vectors[name][1])})
+    return pd.DataFrame(rows)
+
+
+def vectors_of(snapshot: Snapshot) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {name: cka_vectors(torch.from_numpy(values)) for name, values in snapshot.layers.items()}
+
+
+def usable_snapshots(experiment: ExperimentFolder, run_id: str, recipe: str | None, listed) -> list[Snapshot]:
+    """The run's snapshots under `recipe` (None: any) of checkpoints still listed with the same sha256;
+    an unreadable one is left out (it is measured again: analysis.py treats it as missing)."""
+    kept = []
+    for path in experiment.run_snapshot_paths(run_id):
+        try:
+            snapshot = read_snapshot(path)
+        except CorruptFile:
+            continue
+        fresh = recipe is None or snapshot.recipe == recipe
+        if fresh and (listed is None or listed.get(snapshot.iteration) == snapshot.checkpoint_sha256):
+            kept.append(snapshot)
+    return kept
+
+
+def update_similarity(experiment_dir: Path, recipe: str, run_ids=None) -> int:
+    """Bring each run's part of similarity.parquet up to date with its snapshots under `recipe`; returns
+    the table's rows. A run whose snapshots did not change costs a few stats."""
+    from metrics.store import file_stamp, listed_checkpoints, settings_columns
+
+    experiment = ExperimentFolder(experiment_dir)
+    total = 0
+    if run_ids is None:
+        parts = experiment.similarity_path.glob("*.parquet") if experiment.similarity_path.is_dir() else []
+        run_ids = sorted({*experiment.cell_run_ids(), *(path.stem for path in parts)})
+    for run_id in run_ids:
+        paths = experiment.run_snapshot_paths(run_id)
+        if not paths:  # none (or the run's cells are gone): no part, and nothing to remember
+            experiment.similarity_part_path(run_id).unlink(missing_ok=True)
+            experiment.similarity_index_path(run_id).unlink(missing_ok=True)
+            continue
+        run = experiment.run(run_id)
+        signature = hashlib.sha256(json.dumps([recipe, file_stamp(run.manifest_path), file_stamp(run.settings_path),
+                                               [[path.name, file_stamp(path)] for path in paths]]).encode()).hexdigest()
+        part, index_path = experiment.similarity_part_path(run_id), experiment.similarity_index_path(run_id)
+        try:
+            index = json.loads(index_path.read_text())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            index = {}
+        if index.get("signature") == signature and file_stamp(part) == index.get("part"):
+            total += index.get("rows", 0)
+            continue
+        snapshots = usable_snapshots(experiment, run_id, recipe, listed_checkpoints(run))
+        settings = settings_columns(run, experiment.similarity_path) if snapshots else None
+        frame = snapshot_rows(snapshots) if settings is not None else None
+        if frame is not None:
+            frame.insert(0, "run_id", run_id)
+            for name, (value, _) in settings.items():
+                frame[name] = value
+            atomic_write_bytes(part, frame.to_parquet(index=False))
+        else:
+            part.unlink(missing_ok=True)
+        rows = 0 if frame is None else len(frame)
+        atomic_write_json(index_path, {"signature": signature, "part": file_stamp(part), "rows": rows})
+        total += rows
+    return total
