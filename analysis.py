@@ -23,6 +23,10 @@ figures, the learning-phase table) and `phases.csv`.
         the metrics, one Slurm array task per run (cluster options as for sh train.sh); then `figures`
     python analysis.py features RUN_DIR iteration=256 split=test out=feats.npz
         every layer's features (as the metrics see them) and the labels of one split, for one's own analyses
+        (subset=probe: the probe snapshot's examples and pooled features instead)
+    python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=cka.csv]
+        linear CKA of every layer of run A with the same layer of run B at matching checkpoints (from the
+        probe snapshots; align=stage lines a warm-started run's stage 2 up with a run from scratch)
 
 Exit codes: 0 done; 1 a file was skipped (a corrupt checkpoint, a run whose settings file is unusable:
 each is logged by name and listed at the end, the other runs are measured and merged) or the
@@ -42,7 +46,7 @@ import torch
 import data
 from checkpointing import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
 from conf import Execution, Plan, Settings, SettingsError, parse_arguments
-from metrics import engine, registry, store
+from metrics import engine, registry, snapshots, store
 from metrics import transfer as transfer_metrics
 from metrics.inputs import load_model, splits_of, transfer_probe
 from utils import (describe_environment_error, ensure_writable_folder, one_line, progress_bar,
@@ -146,11 +150,16 @@ def run_inputs(settings: Settings, folder: RunFolder, plan: Plan, device) -> Run
                      folder.read_lineage(), transfer_task)
 
 
-def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: str, names) -> pd.DataFrame:
+def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: str, names, snapshot_path: Path) -> pd.DataFrame:
     """One checkpoint's rows of the metrics `names`: every layer and split, with its run, iteration,
-    epoch and stage, and each metric's recipe."""
-    rows = engine.measure(model, inputs.train, inputs.test, inputs.num_classes, inputs.plan.analysis,
-                          seed=inputs.settings.seed, transfer=inputs.transfer, metrics=names)
+    epoch and stage, and each metric's recipe. The probe snapshot, when gathered, is written first (to
+    `snapshot_path`): a cell that holds cka_previous_layer always has its snapshot beside it."""
+    rows, layers = engine.measure_layers(model, inputs.train, inputs.test, inputs.num_classes, inputs.plan.analysis,
+                                         seed=inputs.settings.seed, transfer=inputs.transfer, metrics=names)
+    snapshot = snapshots.snapshot_of(layers, inputs.test, checkpoint, inputs.recipes[snapshots.SNAPSHOT_METRIC],
+                                     checkpoint_sha256, inputs.plan.analysis.probe_subset_size)
+    if snapshot is not None:
+        snapshots.write_snapshot(snapshot_path, snapshot)
     index = {layer: position for position, layer in enumerate(model.layer_names())}
     frame = pd.DataFrame(rows)
     frame.insert(0, "run_id", inputs.settings.run_id)
@@ -163,6 +172,18 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
     return frame
 
 
+def pending_metrics(path: Path, checkpoint_sha256: str, current: dict[str, str], names) -> list[str]:
+    """The metrics among `names` that the cell at `path` lacks under their recipes (store.pending), with
+    cka_previous_layer also when its probe snapshot is missing, unreadable or of another recipe."""
+    names = list(names)
+    missing = store.pending(path, checkpoint_sha256, current, names)
+    metric = snapshots.SNAPSHOT_METRIC
+    if metric in names and metric not in missing and not snapshots.snapshot_fresh(
+            ExperimentFolder.cell_snapshot_path(path), current[metric], checkpoint_sha256):
+        missing.append(metric)
+    return missing
+
+
 def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path: Path, outcome: Outcome) -> None:
     """Measure one checkpoint's missing metrics into its cell under the cell's lock, unless another
     process holds the lock or has finished them meanwhile; a corrupt checkpoint is reported and skipped."""
@@ -170,8 +191,8 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
         if not mine:
             outcome.busy += 1  # another analysis process is measuring it
             return
-        names = store.pending(path, checkpoint_sha256, inputs.recipes,
-                              engine.applicable(registry.select(inputs.plan.analysis.metrics), inputs.transfer))
+        names = pending_metrics(path, checkpoint_sha256, inputs.recipes,
+                                engine.applicable(registry.select(inputs.plan.analysis.metrics), inputs.transfer))
         if not names:
             outcome.fresh += 1  # another process measured it between our first look and the lock
             return
@@ -182,7 +203,9 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.corrupt += 1
             outcome.skipped.append(one_line(error))
             return
-        frame = store.combine(path, cell_frame(inputs, checkpoint, model, checkpoint_sha256, names), checkpoint_sha256)
+        snapshot_path = ExperimentFolder.cell_snapshot_path(path)
+        frame = store.combine(path, cell_frame(inputs, checkpoint, model, checkpoint_sha256, names, snapshot_path),
+                              checkpoint_sha256)
         frame["transfer_task"] = inputs.transfer_task  # which task transfer_accuracy read, or why there is none
         store.write_frame(path, frame)
         outcome.measured += 1
@@ -199,7 +222,7 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
     current = recipes(plan)
     pending = {iteration: entry for iteration, entry in entries.items()
-               if store.pending(experiment.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}
+               if pending_metrics(experiment.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}
     outcome = Outcome(fresh=len(entries) - len(pending))
     if pending:
         inputs = run_inputs(settings, experiment.run(settings.run_id), plan, device)
@@ -246,6 +269,7 @@ def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> Outco
     settings = Settings.from_record(settings_record)
     outcome = analyse_runs([settings], Path(experiment_dir), plan, device)
     store.update_run(Path(experiment_dir), settings.run_id, recipes(plan))
+    snapshots.update_similarity(Path(experiment_dir), recipes(plan)[snapshots.SNAPSHOT_METRIC], [settings.run_id])
     return outcome
 
 
@@ -282,6 +306,9 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
     registry.select(plan.analysis.metrics)  # an unknown metric name is refused before anything is written
     runs, skipped = runs_of(experiment, plan.overrides)
     if plan.cluster.launcher == "slurm":
+        from slurm.capacity import check_capacity
+
+        check_capacity(plan.cluster)  # a job no node can run is refused before anything is written
         # the other runs' parts here (other recipe, gone runs, an old one-file table); each task writes its own
         store.merge(experiment.path, recipes(plan), leave={settings.run_id for settings in runs})
         return max(submit_analysis(plan, experiment.path, runs), report_skipped(skipped))
@@ -293,9 +320,10 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
     if not runs:  # every run's settings are unusable: keep the table and the report as they are
         return report_skipped(outcome.skipped)
     merged = store.merge(experiment.path, recipes(plan))  # rows fresh under their metric's recipe only
+    similar = snapshots.update_similarity(experiment.path, recipes(plan)[snapshots.SNAPSHOT_METRIC])
     print(f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
           f"{outcome.busy} left to another process, {outcome.corrupt} corrupt. {merged.rows} rows in "
-          f"{experiment.table_path} ({len(merged.written)} run part(s) rewritten)")
+          f"{experiment.table_path} ({len(merged.written)} run part(s) rewritten), {similar} in {experiment.similarity_path}")
     drawn = publish.publish(plan, experiment.path) if merged.rows and plan.analysis.figures else 0
     return max(drawn, report_skipped(outcome.skipped))
 
@@ -315,6 +343,10 @@ def run_command(arguments: list[str]) -> int:
         from metrics.export import features_command
 
         return features_command(arguments[1:])
+    if arguments and arguments[0] == "similarity":
+        from metrics.compare import similarity_command
+
+        return similarity_command(arguments[1:])
     only_figures = bool(arguments) and arguments[0] == "figures"
     from figures import publish  # here: matplotlib and seaborn load only for drawing
 

@@ -16,10 +16,12 @@ Nothing else in the project spells a file name inside these folders (tests/test_
         log.jsonl                 one line per iteration (train loss, accuracy, lr; test metrics at checkpoints)
         label_noise.json          which training labels were changed, and to what (label_noise > 0)
         stage1_subset.json        a stage-1 run's training examples (pretrain_fraction > 0, epochs = 0)
-        lineage.json              a warm-started child's parent run, the state it started from, the interventions
+        lineage.json              a warm-started child's parent run, the state it started from, the interventions;
+                                  and any resume under another execution environment (environment_changes)
         manifest.json             the checkpoint schedule and, per written checkpoint, its sha256 and size
         checkpoints/iteration_00000256.pt   self-describing: settings, iteration, epoch, stage, input shape, classes, model
-        resume/state_00001234.pt (+ .sha256)  model, optimizer, RNG and iteration; the two newest are kept
+        resume/state_00001234.pt (+ .sha256)  model, optimizer, RNG, iteration and the execution environment
+                                  (device, torch, cuDNN, bf16, channels_last, deterministic); the two newest are kept
 
 Every file is written to a temporary name and renamed (utils.atomic_*), with the permissions the
 umask gives (a group-shared folder stays readable and resumable by the group), except log.jsonl,
@@ -66,6 +68,12 @@ def checkpoint_schedule(*, total_iterations: int, iterations_per_epoch: int, eve
     return sorted(points)
 
 
+def environment_differences(recorded: dict, current: dict) -> dict[str, list]:
+    """{name: [recorded value, current value]} of every entry of two execution environments that differs."""
+    return {name: [recorded.get(name), current.get(name)] for name in sorted(set(recorded) | set(current))
+            if recorded.get(name) != current.get(name)}
+
+
 def slurm_job_id() -> str | None:
     """This process's Slurm job id as squeue prints it (`123_4` for an array task), or None."""
     array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -101,13 +109,16 @@ class ExperimentFolder:
         metrics.parquet/<run_id>.parquet     one run's fresh rows + its settings as columns
         metrics.parquet/.<run_id>.json       what that part was built from (cells' sizes and times, recipe)
         metrics.parquet/.<run_id>.lock       held while a process rebuilds the part
-    Parquet readers skip names starting with a dot, so the hidden files never show up as rows."""
+    Parquet readers skip names starting with a dot, so the hidden files never show up as rows.
+    `similarity.parquet` is built the same way, per run, from the checkpoints' probe snapshots
+    (`metrics/<run_id>/iteration_*.snapshot.npz`, metrics/snapshots.py)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.runs_path = self.path / "runs"
         self.metrics_path = self.path / "metrics"
         self.table_path = self.path / "metrics.parquet"
+        self.similarity_path = self.path / "similarity.parquet"
         self.merge_lock_path = self.path / "metrics.lock"
         self.figures_path = self.path / "figures"
         self.report_path = self.path / "report.html"
@@ -128,6 +139,26 @@ class ExperimentFolder:
     def cell_path(self, run_id: str, iteration: int) -> Path:
         """The metrics of one checkpoint (metrics/store.py)."""
         return self.metrics_path / run_id / f"iteration_{iteration:08d}.parquet"
+
+    def snapshot_path(self, run_id: str, iteration: int) -> Path:
+        """One checkpoint's probe snapshot: the probe subset's pooled features per layer (metrics/snapshots.py)."""
+        return self.cell_snapshot_path(self.cell_path(run_id, iteration))
+
+    @staticmethod
+    def cell_snapshot_path(cell_path: Path) -> Path:
+        """The probe snapshot beside a cell."""
+        return cell_path.with_suffix(".snapshot.npz")
+
+    def run_snapshot_paths(self, run_id: str) -> list[Path]:
+        """One run's snapshots, sorted by iteration."""
+        return sorted((self.metrics_path / run_id).glob("iteration_*.snapshot.npz"))
+
+    def similarity_part_path(self, run_id: str) -> Path:
+        """One run's rows of the similarity table; its index beside it, hidden, as the metrics table's."""
+        return self.similarity_path / f"{run_id}.parquet"
+
+    def similarity_index_path(self, run_id: str) -> Path:
+        return self.similarity_path / f".{run_id}.json"
 
     @staticmethod
     def cell_lock_path(cell_path: Path) -> Path:
@@ -257,11 +288,14 @@ class RunFolder:
                                           "submitted_at": time.time()})
 
     def write_status(self, state: str, **fields) -> None:
-        """Record the run's state; inside a Slurm job the job id comes along, so status can ask squeue."""
+        """Record the run's state; inside a Slurm job the job id comes along, so status can ask squeue. A run
+        that resumed under another execution environment says so in every status (environment_changes)."""
         job_id = slurm_job_id()
+        changes = self.environment_changes()
         record = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated_at": time.time(),
                   "host": socket.gethostname(),
-                  "pid": os.getpid(), **({"job_id": job_id} if job_id else {}), **fields}
+                  "pid": os.getpid(), **({"job_id": job_id} if job_id else {}),
+                  **({"environment_changes": changes} if changes else {}), **fields}
         atomic_write_json(self.status_path, record)
 
     # -- side files: what the analysis needs to see the data as the run saw it -----------------
@@ -282,6 +316,38 @@ class RunFolder:
 
     def read_lineage(self) -> dict:
         return _read_json(self.lineage_path, {})
+
+    # -- the execution environment a resume state was saved under ------------------------------
+    def note_resume_environment(self, iteration: int, recorded: dict | None, current: dict) -> dict[str, list]:
+        """Compare the execution environment a resume state was saved under (`recorded`; None for a start
+        from the beginning or a state older than the record) with the `current` one. When they differ,
+        warn and note it in lineage.json, and so in every status.json from then on: the run goes on, but
+        from `iteration` its bytes need not equal an uninterrupted run's. Notes of resumes at or after
+        `iteration` are dropped first (the states they followed are being re-made). Returns the
+        differences, {name: [recorded, current]}."""
+        differences = environment_differences(recorded, current) if recorded else {}
+        if differences:
+            logger.warning("%s: resuming at iteration %d under another execution environment (%s): allowed, but "
+                           "its weights will no longer equal an uninterrupted run's bit for bit; recorded in %s",
+                           self.run_id, iteration, ", ".join(f"{name} {old} -> {new}"
+                                                             for name, (old, new) in differences.items()),
+                           self.lineage_path)
+        lineage = self.read_lineage()
+        notes = [note for note in lineage.get("environment_changes", []) if note["iteration"] < iteration]
+        if differences:
+            notes.append({"iteration": iteration, "changed": differences})
+        if notes != lineage.get("environment_changes", []):
+            lineage["environment_changes"] = notes
+            self.write_lineage(lineage)
+        return differences
+
+    def environment_changes(self) -> list[dict]:
+        """The resumes under another execution environment ([] for a run that kept one throughout):
+        from each on, the run's bytes need not equal an uninterrupted run's."""
+        try:
+            return self.read_lineage().get("environment_changes", [])
+        except RunFolderError:  # a damaged lineage must not stop the status from being written
+            return []
 
     # -- checkpoints and manifest -------------------------------------------------------------
     def checkpoint_path(self, iteration: int) -> Path:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 import data
+import devices
 import models
 from checkpointing import RunFolder, RunFolderError
 from conf import Settings, SettingsError
@@ -115,7 +116,7 @@ def start_from_parent(settings: Settings, folder: RunFolder, model: models.Layer
                              f"delete that run's folder and launch again to retrain it")
     model.load_state_dict(state["model"])
     if settings.stage2_optimizer == "kept":
-        optimizer.load_state_dict(state["optimizer"])
+        devices.load_optimizer_state(optimizer, state["optimizer"])  # this device's kernel, not the saved one
     fresh = build_fresh()
     reset = models.reset_last_modules(model, fresh, optimizer, settings.reset_last)
     if settings.shrink != 1 or settings.perturb != 0:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as functional
 
 import data
+import devices
 import models
 import stages
 from checkpointing import RunFolder, checkpoint_schedule
@@ -55,14 +56,6 @@ def learning_rate(settings: Settings, iteration: int, iterations_per_epoch: int,
     return settings.lr * factor
 
 
-def make_optimizer(settings: Settings, model: torch.nn.Module) -> torch.optim.Optimizer:
-    if settings.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=settings.lr, betas=(settings.momentum, 0.999),
-                                weight_decay=settings.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                           weight_decay=settings.weight_decay)
-
-
 def loss_function(settings: Settings, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if settings.loss == "mse":  # squared error to one-hot targets, averaged over batch and classes
         return functional.mse_loss(logits.float(), functional.one_hot(labels, logits.shape[1]).float())
@@ -71,7 +64,7 @@ def loss_function(settings: Settings, logits: torch.Tensor, labels: torch.Tensor
 
 @torch.no_grad()
 def evaluate(settings, model, images, labels, dataset, batch_size: int = 1000) -> tuple[float, float]:
-    """(mean loss, accuracy) of the model in eval mode over a whole split."""
+    """(mean loss, accuracy) of the model in eval mode over a whole split; one host synchronisation."""
     model.eval()
     total_loss, correct = torch.zeros((), device=images.device), torch.zeros((), device=images.device)
     for start in range(0, len(images), batch_size):
@@ -80,7 +73,9 @@ def evaluate(settings, model, images, labels, dataset, batch_size: int = 1000) -
         total_loss += loss_function(settings, logits, batch_labels) * len(batch_labels)
         correct += (logits.argmax(1) == batch_labels).sum()
     model.train()
-    return total_loss.item() / len(images), correct.item() / len(images)
+    # float64 holds the float32 sum and the integer count exactly: the same numbers as two .item() calls
+    loss_sum, correct_count = torch.stack((total_loss.double(), correct.double())).tolist()
+    return loss_sum / len(images), correct_count / len(images)
 
 
 def load_data(settings: Settings, execution: Execution) -> data.ImageDataset:
@@ -122,7 +117,8 @@ def run(settings: Settings, run_dir: str | Path, execution: Execution = Executio
                 return "done"
             logger.warning("%s: re-making %d missing or corrupt checkpoint(s) from an earlier state", settings.run_id,
                            len(damaged))
-        return RunTraining(settings, folder, execution, damaged).train(handle_signals)
+        with devices.kernel_choice(resolve_device(execution), execution.deterministic):
+            return RunTraining(settings, folder, execution, damaged).train(handle_signals)
 
 
 class RunTraining:
@@ -134,6 +130,7 @@ class RunTraining:
         if execution.threads:
             torch.set_num_threads(execution.threads)
         self.device = resolve_device(execution)
+        self.environment = devices.execution_environment(settings, execution, self.device)
         self.dataset = load_data(settings, execution).to(self.device)
         self.stage, self.stream = self._stream()
         self.first = self.stage.first_iteration  # 0, or a child's parent's last: iterations count on through stage 2
@@ -143,7 +140,7 @@ class RunTraining:
             first_iteration=self.first, every_epochs=settings.checkpoint_every_epochs, extra=settings.checkpoint_extra)
         folder.start_manifest(self.schedule, self.stream.iterations_per_epoch)
         self.model = self.build_model("init")
-        self.optimizer = make_optimizer(settings, self.model)
+        self.optimizer = devices.make_optimizer(settings, self.model)
         self.iteration = self._restore(at_most=damaged[0] - 1 if damaged else None)
         folder.truncate_log(self.iteration)
         folder.write_status("running", iteration=self.iteration, total_iterations=self.total)
@@ -173,7 +170,7 @@ class RunTraining:
         torch.manual_seed(derive_seed(self.settings.seed, purpose))
         built = models.build(self.settings, input_shape=self.input_shape, num_classes=self.dataset.num_classes)
         built = built.to(self.device)
-        if self.execution.channels_last and self.device.type == "cuda":
+        if self.environment["channels_last"]:
             return built.to(memory_format=torch.channels_last)
         return built
 
@@ -187,16 +184,18 @@ class RunTraining:
         for state in self.folder.resume_states(at_most=at_most):
             try:
                 self.model.load_state_dict(state["model"])
-                self.optimizer.load_state_dict(state["optimizer"])
+                devices.load_optimizer_state(self.optimizer, state["optimizer"])
                 torch.set_rng_state(state["torch_rng"])
             except (RuntimeError, KeyError, ValueError, TypeError) as error:
                 logger.warning("%s: resume state at iteration %s does not fit this run (%s); trying an older one",
                                self.settings.run_id, state["iteration"], error)
                 self.model = self.build_model("init")
-                self.optimizer = make_optimizer(self.settings, self.model)
+                self.optimizer = devices.make_optimizer(self.settings, self.model)
                 continue
             logger.info("%s: resuming at iteration %d of %d", self.settings.run_id, state["iteration"], self.total)
+            self.folder.note_resume_environment(state["iteration"], state.get("environment"), self.environment)
             return state["iteration"]
+        self.folder.note_resume_environment(self.first, None, self.environment)  # from the start: nothing to compare
         if self.stage.number == 2:  # a child's first start: its parent's final state, then the interventions
             lineage = stages.start_from_parent(self.settings, self.folder, self.model, self.optimizer,
                                                lambda: self.build_model("stage 2 init"), self.stage)
@@ -220,7 +219,8 @@ class RunTraining:
 
     def save_resume_state(self) -> None:
         self.folder.save_resume_state({"iteration": self.iteration, "model": self.model.state_dict(),
-                                       "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()})
+                                       "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                                       "environment": self.environment})
 
     def step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One optimisation step at self.iteration; (lr, loss, batch accuracy), the last two on the device."""
@@ -229,8 +229,7 @@ class RunTraining:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images, labels = self.stream.batch(self.iteration - self.first)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                            enabled=self.execution.bf16 and self.device.type == "cuda"):
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.environment["bf16"]):
             logits = self.model(images)
             loss = loss_function(self.settings, logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -239,12 +238,11 @@ class RunTraining:
         self.iteration += 1
         return lr, loss.detach(), (logits.argmax(1) == labels).float().mean()
 
-    def flush(self, pending: list, at_checkpoint: bool) -> bool:
+    def flush(self, pending: devices.StepRecords, at_checkpoint: bool) -> bool:
         """Write the pending log records (one host sync for them all); False when the loss diverged."""
         records = [{"iteration": step, "epoch": self.epoch_of(step), "stage": self.stage.number, "lr": lr,
-                    "train_loss": value.item(), "train_accuracy": accuracy.item()}
-                   for step, lr, value, accuracy in pending]
-        pending.clear()
+                    "train_loss": loss, "train_accuracy": accuracy}
+                   for step, lr, loss, accuracy in pending.take()]
         diverged = next((record["iteration"] for record in records if not math.isfinite(record["train_loss"])), None)
         if diverged is not None:  # a grid goes on; the status says where
             self.folder.append_log([record for record in records if record["iteration"] <= diverged])
@@ -265,13 +263,13 @@ class RunTraining:
         scheduled = set(self.schedule)
         if self.iteration in scheduled and not self.folder.has_checkpoint(self.iteration):
             self.save_checkpoint({})
-        pending: list = []
+        pending = devices.StepRecords(LOG_FLUSH_EVERY, self.device)
         last_saved = time.monotonic()
         progress = self.progress = progress_bar(self.execution.progress, self.total, self.iteration,
                                                 self.settings.run_id)
         with stop_on_signals(handle_signals) as received:
             while self.iteration < self.total:
-                pending.append((self.iteration + 1, *self.step()))
+                pending.add(self.iteration + 1, *self.step())
                 if progress is not None:
                     progress.update(1)
                 at_checkpoint = self.iteration in scheduled

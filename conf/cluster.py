@@ -80,6 +80,7 @@ class Cluster:
     mem_gb: int = setting(SITE["mem_gb"], "slurm: memory per job in GB (0 = the cluster's default)", minimum=0)
     array_parallelism: int = setting(64, "slurm: array tasks running at once (the %N throttle)", minimum=1)
     runs_per_job: int = setting(1, "slurm: runs packed one after another into each job (for short runs)", minimum=1)
+    runs_in_parallel: int = setting(1, "slurm: runs trained at once in each job, as processes sharing its GPUs (CUDA MPS where the node has it); a job takes runs_in_parallel × runs_per_job runs", minimum=1)
     signal_delay_seconds: int = setting(120, "slurm: SIGUSR2 this long before the time limit (save, then requeue)", minimum=1)
     max_requeues: int = setting(20, "slurm: times a job may be requeued after its time limit", minimum=0)
     sbatch_extra: str = setting("", "slurm: more sbatch options, ';'-separated, e.g. reservation=r1;exclusive")

@@ -147,14 +147,22 @@ class Execution:
     # by CUDA_VISIBLE_DEVICES, which Slurm sets per job; an index would not follow a job to its node.
     device: str = setting("auto", "auto = cuda when available, else cpu", choices=("auto", "cpu", "cuda"),
                           hint="choose the GPU with CUDA_VISIBLE_DEVICES=N, not cuda:N")
-    bf16: bool = setting(False, "CUDA only: bfloat16 autocast for forward and loss")
-    channels_last: bool = setting(False, "CUDA only: channels_last memory format for conv nets")
+    # auto/on/off rather than a bool: what `auto` turns on is decided in one place, devices.AUTO_ON_CUDA,
+    # so a GPU measurement can change the default without touching a user's command line.
+    bf16: str = setting("auto", "CUDA only: bfloat16 autocast for forward and loss (auto = on for conv nets)",
+                        choices=("auto", "on", "off"))
+    channels_last: str = setting("auto", "CUDA only: channels_last memory format (auto = on for conv nets)",
+                                 choices=("auto", "on", "off"))
+    deterministic: bool = setting(True, "CUDA only: deterministic kernels (cuDNN deterministic, no autotuning, torch deterministic algorithms), so a resumed run ends bitwise equal; false = fastest kernels")
     threads: int = setting(0, "CPU threads for torch (0 = torch's default)", minimum=0)
     resume_every_seconds: float = setting(60.0, "save the resumable state at least this often (0 = every iteration)", minimum=0.0)
     progress: str = setting("auto", "progress bar: auto = only on a terminal", choices=("auto", "on", "off"))
     log_level: str = setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     def __post_init__(self):
+        for name in ("bf16", "channels_last"):  # a job submitted when these were booleans still resumes
+            if isinstance(getattr(self, name), bool):
+                object.__setattr__(self, name, "on" if getattr(self, name) else "off")
         check_fields(self)
 
 

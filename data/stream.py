@@ -2,9 +2,12 @@
 
 Airbench style (KellerJordan): no DataLoader and no per-sample Python. Each epoch's randomness
 (order, crop offsets, flips) is drawn at once on the CPU from seeded_generator(seed, "epoch", e) and
-only that small plan travels to the device. Batch i is therefore a pure function of
-(i, seed, data): exact resume needs nothing but the iteration counter, and a run restarted at
-iteration i sees exactly the batches an uninterrupted run would have seen.
+only that small plan travels to the device, in one copy. The epoch's images are then gathered in its
+order and cropped and flipped in one batched pass, and batch i of the epoch is a slice of them: no
+per-batch gather, no per-batch launch of the augmentation. Every example's crop and flip depend on
+its plan row alone, so the slices are exactly the batches a per-batch augmentation gives (tested):
+batch i is a pure function of (i, seed, data). Exact resume needs nothing but the iteration counter,
+and a run restarted at iteration i sees exactly the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from torch import Tensor
 
 from data.dataset import DataError, normalize
 from utils import seeded_generator
+
+# The padded copies crop_and_flip makes of a chunk of the epoch (the pad, its mirror and their stack: about
+# four) stay near this size, so a large dataset or image size is augmented in a few chunks, not one huge pass.
+AUGMENT_CHUNK_BYTES = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -74,34 +81,49 @@ class TrainingStream:
         self.iterations_per_epoch = images.shape[0] // batch_size
         self._cached_epoch: int | None = None
         self._cached_plan: EpochPlan | None = None
+        self._epoch_images: Tensor | None = None  # uint8, the epoch's used examples in order, augmented
+        self._epoch_labels: Tensor | None = None
 
     def epoch_plan(self, epoch: int) -> EpochPlan:
-        """The epoch's plan, drawn on the CPU (device-independent) and cached for the current epoch."""
+        """The epoch's plan, drawn on the CPU (device-independent); the current epoch's is cached with its images."""
         if epoch != self._cached_epoch:
-            count = self.images.shape[0]
-            generator = seeded_generator(self.seed, "epoch", epoch)
-            # Always draw in this order, and draw the augmentation even when unused, so that the
-            # permutation of an epoch does not depend on whether augmentation is on.
-            permutation = torch.randperm(count, generator=generator)
-            crop_rows = torch.randint(0, 2 * self.padding + 1, (count,), generator=generator)
-            crop_columns = torch.randint(0, 2 * self.padding + 1, (count,), generator=generator)
-            flips = torch.rand(count, generator=generator) < 0.5
-            device = self.images.device
-            self._cached_plan = EpochPlan(permutation.to(device), crop_rows.to(device),
-                                          crop_columns.to(device), flips.to(device))
-            self._cached_epoch = epoch
+            self._prepare_epoch(epoch)
         return self._cached_plan
+
+    def _draw_plan(self, epoch: int) -> EpochPlan:
+        count = self.images.shape[0]
+        generator = seeded_generator(self.seed, "epoch", epoch)
+        # Always draw in this order, and draw the augmentation even when unused, so that the
+        # permutation of an epoch does not depend on whether augmentation is on.
+        permutation = torch.randperm(count, generator=generator)
+        crop_rows = torch.randint(0, 2 * self.padding + 1, (count,), generator=generator)
+        crop_columns = torch.randint(0, 2 * self.padding + 1, (count,), generator=generator)
+        flips = torch.rand(count, generator=generator) < 0.5
+        # One host-to-device copy for the whole plan: a copy from pageable memory waits for the GPU.
+        rows = torch.stack((permutation, crop_rows, crop_columns, flips.long())).to(self.images.device)
+        return EpochPlan(rows[0], rows[1], rows[2], rows[3].bool())
+
+    def _prepare_epoch(self, epoch: int) -> None:
+        """Draw the epoch's plan, then gather and augment all its used examples in one batched pass."""
+        plan = self._draw_plan(epoch)
+        used = self.iterations_per_epoch * self.batch_size
+        order = plan.permutation[:used]
+        images = self.images[order]
+        if self.augment:
+            _, channels, height, width = images.shape
+            padded_bytes = channels * (height + 2 * self.padding) * (width + 2 * self.padding)
+            chunk = max(1, AUGMENT_CHUNK_BYTES // (4 * padded_bytes))
+            parts = [slice(start, min(start + chunk, used)) for start in range(0, used, chunk)]
+            images = torch.cat([crop_and_flip(images[part], plan.crop_rows[part], plan.crop_columns[part],
+                                              plan.flips[part], self.padding) for part in parts])
+        self._cached_plan, self._epoch_images, self._epoch_labels = plan, images, self.labels[order]
+        self._cached_epoch = epoch
 
     def batch(self, iteration: int) -> tuple[Tensor, Tensor]:
         """(normalized float32 images [B, C, H, W], int64 labels [B]) of global iteration `iteration`."""
         if iteration < 0:
             raise ValueError(f"iteration must be >= 0, got {iteration}")
         epoch, position = divmod(iteration, self.iterations_per_epoch)
-        plan = self.epoch_plan(epoch)
+        self.epoch_plan(epoch)
         rows = slice(position * self.batch_size, (position + 1) * self.batch_size)
-        indices = plan.permutation[rows]
-        images = self.images[indices]
-        if self.augment:
-            images = crop_and_flip(images, plan.crop_rows[rows], plan.crop_columns[rows], plan.flips[rows],
-                                   self.padding)
-        return normalize(images, self.mean, self.std), self.labels[indices]
+        return normalize(self._epoch_images[rows], self.mean, self.std), self._epoch_labels[rows]

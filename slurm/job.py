@@ -5,10 +5,15 @@ own handler holds SIGUSR2: the loop finishes its step, saves the resumable state
 `Interrupted`. Only then is submitit's handler called, which pickles the job's *arguments* (the
 settings, never a state path), requeues this array element alone (`scontrol requeue 123_4`) and
 exits. On every start the runs discover their newest good state in their folders.
+
+With `runs_in_parallel=k` the pack is shared among k child processes that train at once
+(`train_pack_in_parallel`, slurm/parallel.py): the job's process forwards the signal to them, waits
+until every one has saved, and requeues the job once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 from pathlib import Path
@@ -19,6 +24,7 @@ import training
 from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import Execution, Settings
 from data import DataError
+from slurm import parallel
 from utils import describe_environment_error, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,41 @@ def train_pack(experiment_dir: str | Path, records: list[dict], execution_record
     return outcomes
 
 
+def train_share(spec_path: str) -> int:
+    """`python -c "...train_share(spec)"` (slurm/parallel.py starts it): a child trains its share of a
+    pack (`spec_path`: a JSON file with the experiment folder, the records and the execution options).
+    Returns 0, or 128 + the signal that stopped it once its run saved."""
+    try:
+        parallel.stop_at_once()
+        spec = json.loads(Path(spec_path).read_text())
+        train_pack(spec["experiment_dir"], spec["records"], spec["execution"])
+        return 0
+    except training.Interrupted as interrupted:
+        parallel.ignore_stops()
+        return 128 + interrupted.signal_number
+
+
+def train_pack_in_parallel(experiment_dir: str | Path, records: list[dict], execution_record: dict,
+                           processes: int) -> dict[str, str]:
+    """`train_pack` shared among `processes` child processes that train at once. Returns {run_id:
+    done | diverged | failed | interrupted | busy}; raises Interrupted once every child has saved when
+    the job was signalled."""
+    setup_logging(Execution(**execution_record).log_level)
+    shares = parallel.share_out(records, processes)
+    codes, stop = parallel.run_children(experiment_dir, shares, execution_record)
+    outcomes = {}
+    for share, code in zip(shares, codes):
+        for record in share:
+            folder = _folder(experiment_dir, record)
+            state = folder.read_status().get("state", "new")
+            if stop is None and code != 0 and state not in FINISHED:  # the process died (killed, out of memory)
+                state = _record_stop(folder, "interrupted", f"its training process ended with exit code {code}")
+            outcomes[folder.run_id] = state if state in (*FINISHED, "interrupted") else "busy"
+    if stop is not None:
+        raise training.Interrupted(stop)
+    return outcomes
+
+
 def _record_stop(folder: RunFolder, state: str, reason: str) -> str:
     """Write the state with its reason when the disk still takes it (a full one may not: the run then
     shows as lost, which is launched again too); the other runs of the pack go on either way, and
@@ -67,18 +108,22 @@ def _record_stop(folder: RunFolder, state: str, reason: str) -> str:
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """A Slurm array element: `train_pack` with save-then-requeue on SIGUSR2 (timeout, preemption).
+    """A Slurm array element: `train_pack` (`train_pack_in_parallel` with runs_in_parallel > 1) with
+    save-then-requeue on SIGUSR2 (timeout, preemption).
 
     A restart needs nothing but the arguments: each run discovers its state in its folder."""
 
-    def checkpoint(self, experiment_dir: str, records: list[dict], execution_record: dict):
+    def checkpoint(self, experiment_dir: str, records: list[dict], execution_record: dict, runs_in_parallel: int = 1):
         """Resubmit the pack without its finished runs (a failed run is retried only when asked)."""
         remaining = [record for record in records
                      if _folder(experiment_dir, record).read_status().get("state") not in FINISHED]
-        return submitit.helpers.DelayedSubmission(self, experiment_dir, remaining, execution_record)
+        return submitit.helpers.DelayedSubmission(self, experiment_dir, remaining, execution_record, runs_in_parallel)
 
-    def __call__(self, experiment_dir: str, records: list[dict], execution_record: dict) -> dict[str, str]:
+    def __call__(self, experiment_dir: str, records: list[dict], execution_record: dict,
+                 runs_in_parallel: int = 1) -> dict[str, str]:
         try:
+            if runs_in_parallel > 1 and len(records) > 1:
+                return train_pack_in_parallel(experiment_dir, records, execution_record, runs_in_parallel)
             return train_pack(experiment_dir, records, execution_record)
         except training.Interrupted as interrupted:
             if interrupted.signal_number != signal.SIGUSR2:

@@ -9,30 +9,42 @@ the children train after it, on Slurm their jobs depend on its job (afterok).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import os
 import re
 import shutil
 import subprocess
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+import sys
 from pathlib import Path
+
+import submitit
 
 from checkpointing import ExperimentFolder
 from conf import Plan, SettingsError
-from conf.cluster import sbatch_parameters
+from conf.cluster import Cluster, sbatch_parameters
+from slurm.capacity import check_capacity, explain_refusal
 from slurm.job import TrainJob, train_pack
+from slurm.parallel import threads_per_process, worker_pool
 from slurm.runs import RunView, observe, parent_view, queued_job_ids, to_launch, waves, with_parents
 
 logger = logging.getLogger(__name__)
 REPOSITORY = Path(__file__).resolve().parent.parent
 SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
+# What submitit writes before calling sbatch: the pickled call and the sbatch script, both named by a uuid.
+SUBMITIT_TEMPORARY_FILE = re.compile(r"^(?:[0-9a-f]{32}\.pkl|\.submission_file_[0-9a-f]{32}\.sh)$")
 
 
 def pack_runs(views: list[RunView], runs_per_job: int) -> list[list[RunView]]:
     """Consecutive groups of `runs_per_job` runs: each group is one job (short runs share a job)."""
     return [views[start:start + runs_per_job] for start in range(0, len(views), runs_per_job)]
+
+
+def runs_in_job(plan: Plan) -> int:
+    """Runs per job: runs_in_parallel processes at once, each training runs_per_job one after another."""
+    return plan.cluster.runs_per_job * plan.cluster.runs_in_parallel
 
 
 def split_arrays(packs: list, max_array_size: int) -> list[list]:
@@ -102,7 +114,7 @@ def worker_threads(threads: int, workers: int, cpus: int) -> int:
     """Torch threads per local worker: the cores shared out, unless `threads` was set. Each process
     otherwise takes every core, and on a busy machine OpenMP threads spin-wait on each other (a
     2-thread run took 210 s instead of 15 s on 2 cores with the other one busy)."""
-    return threads or max(1, cpus // workers)
+    return threads_per_process(threads, workers, cpus)
 
 
 def launch_local(plan: Plan, experiment_dir: Path, first: list[RunView], second: list[RunView], _views) -> int:
@@ -111,7 +123,7 @@ def launch_local(plan: Plan, experiment_dir: Path, first: list[RunView], second:
     execution = absolute_execution(plan)
     execution["threads"] = worker_threads(plan.execution.threads, plan.cluster.workers, os.cpu_count() or 1)
     outcomes: dict[str, str] = {}
-    with ProcessPoolExecutor(max_workers=plan.cluster.workers, mp_context=get_context("spawn")) as pool:
+    with worker_pool(plan.cluster.workers, plan.execution.device) as pool:  # spread over the GPUs, if any
         for wave in (first, second):
             futures = [pool.submit(train_pack, experiment_dir, [view.settings.to_record()], execution) for view in wave]
             for future in futures:
@@ -119,11 +131,70 @@ def launch_local(plan: Plan, experiment_dir: Path, first: list[RunView], second:
     return _report(plan, experiment_dir, outcomes)
 
 
-def make_executor(plan: Plan, experiment_dir: Path):
-    import submitit
+class SbatchRefused(SettingsError):
+    """sbatch refused a job; the message is Slurm's reason and the likely fix, on one line."""
 
+
+def discard_empty_folders(experiment_dir: Path) -> None:
+    """Remove the experiment's slurm and runs folders, then the experiment folder, where they are
+    empty: after a refusal, nothing is left that looks like a launch (train.py creates the runs
+    folder before the launcher decides anything)."""
+    experiment = ExperimentFolder(experiment_dir)
+    for folder in (experiment.slurm_path, experiment.runs_path, experiment.path):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or not there: either way nothing to discard
+            pass
+
+
+def discard_temporary_files(submissions_folder: Path, before: set[str]) -> None:
+    """Remove the files submitit wrote for a refused submission: those named like its temporary files
+    that were not in the folder `before` it (another submitter's, in the same folder, stay)."""
+    after = set(os.listdir(submissions_folder)) if submissions_folder.is_dir() else set()
+    for name in after - before:
+        if SUBMITIT_TEMPORARY_FILE.match(name):
+            (submissions_folder / name).unlink(missing_ok=True)
+
+
+class ExplainingExecutor(submitit.SlurmExecutor):
+    """submitit's SlurmExecutor that says what is wrong: its first submission is refused when no node
+    of the partition can ever run such a job (slurm/capacity.py), and an sbatch refusal becomes one
+    `SbatchRefused` line with the likely fix (not submitit's traceback). Either way nothing is left
+    behind: not the files submitit writes before calling sbatch, not an empty experiment folder."""
+
+    def __init__(self, folder: Path, cluster: Cluster, max_num_timeout: int):
+        super().__init__(folder=folder, max_num_timeout=max_num_timeout)
+        self.lab_cluster = cluster
+        self.capacity_checked = False
+
+    def _internal_process_submissions(self, delayed_submissions):
+        """Every submission goes through here: `executor.batch()` and `map_array` alike."""
+        submissions_folder = submitit.core.utils.JobPaths.get_first_id_independent_folder(self.folder)
+        if not self.capacity_checked:  # here, not in make_executor: building an executor asks nothing of a cluster
+            try:
+                check_capacity(self.lab_cluster)
+            except SettingsError:
+                discard_empty_folders(submissions_folder.parent)
+                raise
+            self.capacity_checked = True
+        before = set(os.listdir(submissions_folder)) if submissions_folder.is_dir() else set()
+        printed = io.StringIO()  # submitit prints sbatch's refusal to stderr: it goes into our one line instead
+        try:
+            with contextlib.redirect_stderr(printed):
+                jobs = super()._internal_process_submissions(delayed_submissions)
+            sys.stderr.write(printed.getvalue())  # accepted: whatever sbatch said is still shown
+            return jobs
+        except submitit.core.utils.FailedJobError as error:
+            discard_temporary_files(submissions_folder, before)
+            discard_empty_folders(submissions_folder.parent)
+            raise SbatchRefused(explain_refusal(str(error), self.lab_cluster)) from None
+
+
+def make_executor(plan: Plan, experiment_dir: Path) -> ExplainingExecutor:
+    """The submitit executor of `plan`'s Slurm options (logs under the experiment's slurm folder);
+    its first submission checks that a node of the partition can run such a job at all."""
     cluster = plan.cluster
-    executor = submitit.SlurmExecutor(folder=ExperimentFolder(experiment_dir).slurm_path / "%j", max_num_timeout=cluster.max_requeues)
+    executor = ExplainingExecutor(ExperimentFolder(experiment_dir).slurm_path / "%j", cluster, cluster.max_requeues)
     # The job imports this repository's packages (the pickled TrainJob): put it first on PYTHONPATH.
     setup = [f'export PYTHONPATH="{REPOSITORY}${{PYTHONPATH:+:$PYTHONPATH}}"',
              *filter(None, (line.strip() for line in cluster.job_setup.split(";")))]
@@ -175,7 +246,7 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, first: list[RunView], seco
             print(f"skipping {view.settings.run_id}: its stage-1 run {parent.settings.run_id} is training outside "
                   "Slurm; submit again once it is done")
     waiting = [view for children in by_parent.values() for view in children]
-    packs_total = sum(len(pack_runs(group, plan.cluster.runs_per_job)) for group in (first, *by_parent.values()))
+    packs_total = sum(len(pack_runs(group, runs_in_job(plan))) for group in (first, *by_parent.values()))
     if not packs_total:
         print(f"submitted 0 jobs: every run of experiment {plan.experiment!r} is done, queued or running")
         return 0
@@ -185,11 +256,18 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, first: list[RunView], seco
     execution = absolute_execution(plan)
     arrays = _submit_arrays(executor, experiment_dir, first, plan, limits, execution, job_of)
     extra = sbatch_parameters(plan.cluster.sbatch_extra)
-    for parent_id, children in by_parent.items():
-        parent_job = job_of.get(parent_id) or by_id[parent_id].job_id
-        executor.update_parameters(dependency=f"afterok:{parent_job}",
-                                   additional_parameters={**extra, "kill_on_invalid_dep": "yes"})
-        arrays += _submit_arrays(executor, experiment_dir, children, plan, limits, execution, job_of)
+    try:
+        for parent_id, children in by_parent.items():
+            parent_job = job_of.get(parent_id) or by_id[parent_id].job_id
+            executor.update_parameters(dependency=f"afterok:{parent_job}",
+                                       additional_parameters={**extra, "kill_on_invalid_dep": "yes"})
+            arrays += _submit_arrays(executor, experiment_dir, children, plan, limits, execution, job_of)
+    except SbatchRefused as refusal:
+        if not job_of:
+            raise
+        # The first arrays went through: say so, they are queued and recorded in their run folders.
+        raise SbatchRefused(f"{refusal} (the {len(job_of)} run(s) submitted before it stay queued, first job "
+                            f"{next(iter(job_of.values()))})") from None
     first_job = next(iter(job_of.values())).split("_")[0]
     print(f"submitted {packs_total} job(s) for {len(first) + len(waiting)} run(s) in {arrays} array(s) (first array job "
           f"{first_job}); logs in {ExperimentFolder(experiment_dir).slurm_path}; results in "
@@ -204,11 +282,11 @@ def _submit_arrays(executor, experiment_dir: Path, chosen: list[RunView], plan: 
                    execution: dict, job_of: dict[str, str]) -> int:
     """Submit `chosen` packed and split into arrays; record each run's job (folder and `job_of`).
     Returns the number of arrays."""
-    arrays = split_arrays(pack_runs(chosen, plan.cluster.runs_per_job), limits["MaxArraySize"])
+    arrays = split_arrays(pack_runs(chosen, runs_in_job(plan)), limits["MaxArraySize"])
     for array in arrays:
         with executor.batch():
             jobs = [executor.submit(TrainJob(), str(experiment_dir), [view.settings.to_record() for view in pack],
-                                    execution) for pack in array]
+                                    execution, plan.cluster.runs_in_parallel) for pack in array]
         for job, pack in zip(jobs, array):
             for view in pack:
                 view.folder.write_job(job.job_id)

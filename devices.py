@@ -1,0 +1,119 @@
+"""How a training run uses its device: the execution environment each resume state records, the kernel
+choice on CUDA (deterministic by default), the CUDA-only options bf16 and channels_last, and the per-step
+numbers kept on the device until the log reads them; the optimizer (fused kernels on CUDA).
+
+    environment = execution_environment(settings, execution, device)   # {"device", "torch", "cudnn", ...}
+    with kernel_choice(device, execution.deterministic):                 # cuDNN/torch set, restored after
+        ...
+    records = StepRecords(capacity=50, device=device); records.add(iteration, lr, loss, accuracy)
+    records.take()                                                       # one host synchronisation
+
+Bitwise exact resume holds on the same environment; training.py warns and the run folder records it when
+a run resumes under another one (checkpointing.environment_differences).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from conf import Execution, Settings
+
+CONVOLUTIONAL = ("convnet", "convresnet", "resnet", "vgg")
+# What `auto` turns on for the CUDA-only execution options bf16 and channels_last (never on the CPU): the
+# architectures each pays for. The one place to change once a GPU measurement says whether it pays.
+AUTO_ON_CUDA = {"bf16": CONVOLUTIONAL, "channels_last": CONVOLUTIONAL}
+
+
+def cuda_option(execution: Execution, name: str, settings: Settings, device: torch.device) -> bool:
+    """Whether the auto/on/off execution option `name` (bf16, channels_last) is in effect for this run:
+    never on the CPU; `auto` = on for the architectures AUTO_ON_CUDA names."""
+    value = getattr(execution, name)
+    return device.type == "cuda" and (value == "on" or (value == "auto" and settings.arch in AUTO_ON_CUDA[name]))
+
+
+def execution_environment(settings: Settings, execution: Execution, device: torch.device) -> dict:
+    """What decides a run's bytes besides its settings, as each resume state records it: the device (a
+    CPU by its vector instruction set, which picks torch's kernels), torch and cuDNN, and the options in effect."""
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.backends.cpu.get_cpu_capability()})"
+    return {"device": name,
+            "torch": str(torch.__version__), "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "bf16": cuda_option(execution, "bf16", settings, device),
+            "channels_last": cuda_option(execution, "channels_last", settings, device),
+            "deterministic": execution.deterministic or not cuda}  # the CPU kernels used here are deterministic
+
+
+@contextlib.contextmanager
+def kernel_choice(device: torch.device, deterministic: bool):
+    """On CUDA, the kernels of a run: deterministic ones (cuDNN's deterministic algorithms, no autotuning
+    benchmark, torch's deterministic algorithms), or with `deterministic=False` the fastest (cuDNN
+    benchmarks each shape). The previous choice is restored after, for whatever the process does next."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.utils.deterministic.fill_uninitialized_memory)
+    if deterministic:  # cuBLAS's fixed workspace, read once, when its first handle is made: before any matmul, and kept
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
+    # warn_only: every kernel of the training path (conv, batch norm, linear, mean pooling, 1-D cross-entropy,
+    # gathers) has a deterministic version; one that has none (a future model's) logs a warning naming
+    # itself rather than killing a run hours in.
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # No op here reads memory it did not write: filling each new tensor with NaN would only cost bandwidth.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        torch.utils.deterministic.fill_uninitialized_memory = saved[4]
+
+
+def make_optimizer(settings: Settings, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The run's optimizer. On CUDA its fused kernel (one launch updates every parameter, instead of a few
+    per parameter); on the CPU torch's default implementation, whose numbers the exact-resume tests pin."""
+    parameters = list(model.parameters())
+    kernel = {"fused": True} if parameters and all(parameter.is_cuda for parameter in parameters) else {}
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=settings.lr, betas=(settings.momentum, 0.999),
+                                weight_decay=settings.weight_decay, **kernel)
+    return torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum,
+                           weight_decay=settings.weight_decay, **kernel)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a saved optimizer state, keeping this optimizer's kernel (fused on CUDA, torch's default on the
+    CPU): torch would take the saved groups' choice, so a state made on another device would bring its
+    own (and Adam's step would stay where that kernel wants it)."""
+    kernel = {key: optimizer.defaults[key] for key in ("fused", "foreach") if key in optimizer.defaults}
+    optimizer.load_state_dict({**saved, "param_groups": [{**group, **kernel} for group in saved["param_groups"]]})
+
+
+class StepRecords:
+    """The training loss and batch accuracy of the steps since the last log flush, kept on the device: the
+    flush reads them all with one host synchronisation (a read per step would leave the GPU idle at each)."""
+
+    def __init__(self, capacity: int, device: torch.device):
+        self.values = torch.empty((capacity, 2), device=device)  # float32 [loss, accuracy] per step
+        self.steps: list[tuple[int, float]] = []  # (iteration, lr) per row: known on the host
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def add(self, iteration: int, lr: float, loss: torch.Tensor, accuracy: torch.Tensor) -> None:
+        """Keep one step's (detached, float32) loss and accuracy: device copies, no synchronisation."""
+        row = len(self.steps)
+        self.values[row, 0], self.values[row, 1] = loss, accuracy
+        self.steps.append((iteration, lr))
+
+    def take(self) -> list[tuple[int, float, float, float]]:
+        """(iteration, lr, loss, accuracy) of every step kept since the last take: one `.tolist()`."""
+        values = self.values[:len(self.steps)].tolist()
+        taken = [(iteration, lr, loss, accuracy) for (iteration, lr), (loss, accuracy) in zip(self.steps, values)]
+        self.steps = []
+        return taken
