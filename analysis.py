@@ -192,7 +192,8 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.busy += 1  # another analysis process is measuring it
             return
         names = pending_metrics(path, checkpoint_sha256, inputs.recipes,
-                                engine.applicable(registry.select(inputs.plan.analysis.metrics), inputs.transfer))
+                                engine.applicable(registry.select(inputs.plan.analysis.metrics), inputs.transfer,
+                                                  inputs.plan.analysis))
         if not names:
             outcome.fresh += 1  # another process measured it between our first look and the lock
             return
@@ -220,6 +221,7 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no
     entries = experiment.run(settings.run_id).checkpoint_entries()
     names = [name for name in registry.select(plan.analysis.metrics)
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
+    names = engine.without_snapshots(names, plan.analysis)
     current = recipes(plan)
     pending = {iteration: entry for iteration, entry in entries.items()
                if pending_metrics(experiment.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}

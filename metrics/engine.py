@@ -57,10 +57,19 @@ class SplitData:
                    self.labels[start:stop], transfer)
 
 
-def applicable(names, transfer: TransferProbe | None) -> tuple[str, ...]:
-    """The metrics among `names` that can be measured: a transfer metric only with a transfer task."""
+def applicable(names, transfer: TransferProbe | None, options: Analysis | None = None) -> tuple[str, ...]:
+    """The metrics among `names` that can be measured: a transfer metric only with a transfer task, a
+    similarity metric only with a probe subset (`options`' probe_subset_size > 0; None: not checked)."""
+    names = names if options is None else without_snapshots(names, options)
     return tuple(name for name in names
                  if transfer is not None or not any(need.endswith(":transfer") for need in METRICS[name].needs))
+
+
+def without_snapshots(names, options: Analysis) -> tuple[str, ...]:
+    """`names` less the metrics read from the probe snapshot when none is kept (probe_subset_size=0): they
+    would have no rows, so they would count as missing and be measured again at every call."""
+    return tuple(name for name in names
+                 if options.probe_subset_size or not any(need.startswith("probe_snapshot") for need in METRICS[name].needs))
 
 
 @torch.no_grad()
@@ -75,7 +84,7 @@ def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_class
 def measure_layers(model: torch.nn.Module, train: SplitData, test: SplitData, num_classes: int, options: Analysis,
                    seed: int, transfer: TransferProbe | None = None, metrics=None) -> tuple[list[dict], dict]:
     """`measure`'s rows, and the gathered {layer: LayerResults} they came from (the probe snapshot's features)."""
-    names = applicable(select(options.metrics) if metrics is None else metrics, transfer)
+    names = applicable(select(options.metrics) if metrics is None else metrics, transfer, options)
     chosen = [METRICS[name] for name in names]
     layers = collect(model, train, test, num_classes, options, seed, transfer,
                      [need for metric in chosen for need in metric.needs])
@@ -98,7 +107,7 @@ def collect(model, train: SplitData, test: SplitData, num_classes: int, options:
     transfer probe (LearnPhase); on the run's own images (its splits are `train` and `test` labelled by
     the task) it is fitted in the same passes, on another dataset's in passes of their own."""
     if needs is None:
-        needs = [need for name in applicable(METRICS, transfer) for need in METRICS[name].needs]
+        needs = [need for name in applicable(METRICS, transfer, options) for need in METRICS[name].needs]
     model.eval()
     foreign = transfer is not None and not transfer.own
     own_needs = [need for need in needs if not (foreign and need.endswith(":transfer"))]

@@ -194,3 +194,16 @@ def test_the_cka_figures_render_from_a_similarity_table_and_skip_without_one(tmp
     assert all(path.stat().st_size > 1000 for paths in drawn.values() for path in paths)
     drawn, skipped = draw_all(pd.DataFrame({"metric": []}), tmp_path, ["cka_layers"], similarity_table=None)
     assert not drawn and "snapshots" in skipped["cka_layers"]
+
+
+def test_probe_subset_size_zero_keeps_no_snapshot_and_measures_nothing_twice(tmp_path, monkeypatch):
+    assert run_cli("train.py", tiny_words(tmp_path, *RUN, "epochs=1")).returncode == 0
+    words = [f"out_dir={tmp_path}", *QUICK, "probe_subset_size=0"]
+    assert analysis.main(words) == 0
+    experiment = tmp_path / "default"
+    assert not list(experiment.rglob("*.snapshot.npz"))
+    assert "cka_previous_layer" not in set(pd.read_parquet(experiment / "metrics.parquet")["metric"])
+    asked = []
+    original = engine.measure_layers
+    monkeypatch.setattr(engine, "measure_layers", lambda *a, **k: asked.append(k["metrics"]) or original(*a, **k))
+    assert analysis.main(words) == 0 and asked == []  # nothing is missing: no snapshot was asked for
