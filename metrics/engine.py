@@ -72,7 +72,6 @@ def without_snapshots(names, options: Analysis) -> tuple[str, ...]:
                  if options.probe_subset_size or not any(need.startswith("probe_snapshot") for need in METRICS[name].needs))
 
 
-@torch.no_grad()
 def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_classes: int, options: Analysis,
             seed: int, transfer: TransferProbe | None = None, metrics=None) -> list[dict]:
     """Rows {layer, metric, split, value, [l2], [dimensions]} of the metrics named in `metrics` (default:

@@ -78,18 +78,20 @@ def snapshot_of(layers: dict, test, checkpoint: dict, recipe: str, checkpoint_sh
 def snapshot_fresh(path: Path, recipe: str, checkpoint_sha256: str) -> bool:
     """Whether the snapshot at `path` exists, is readable and was taken under `recipe` of that checkpoint."""
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            meta = json.loads(str(arrays["meta"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        meta = read_snapshot(path, meta_only=True)
+    except (FileNotFoundError, CorruptFile):
         return False
     return meta.get("recipe") == recipe and meta.get("checkpoint_sha256") == checkpoint_sha256
 
 
-def read_snapshot(path: Path) -> Snapshot:
-    """The snapshot at `path`; CorruptFile naming it when it cannot be read."""
+def read_snapshot(path: Path, meta_only: bool = False):
+    """The snapshot at `path` (with meta_only, its meta dict alone: no array is read); CorruptFile naming
+    it when it cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
             meta = json.loads(str(arrays["meta"]))
+            if meta_only:
+                return meta
             layers = {name: arrays[f"layer:{name}"] for name in meta["layers"]}
             return Snapshot(int(meta["iteration"]), float(meta["epoch"]), int(meta["stage"]), meta["recipe"],
                             meta["checkpoint_sha256"], arrays["indices"], arrays["labels"], layers)
@@ -148,7 +150,7 @@ def usable_snapshots(experiment: ExperimentFolder, run_id: str, recipe: str | No
 def update_similarity(experiment_dir: Path, recipe: str, run_ids=None) -> int:
     """Bring each run's part of similarity.parquet up to date with its snapshots under `recipe`; returns
     the table's rows. A run whose snapshots did not change costs a few stats."""
-    from metrics.store import file_stamp, listed_checkpoints, settings_columns
+    from metrics.store import file_stamp, listed_checkpoints, settings_columns, up_to_date
 
     experiment = ExperimentFolder(experiment_dir)
     total = 0
@@ -165,11 +167,8 @@ def update_similarity(experiment_dir: Path, recipe: str, run_ids=None) -> int:
         signature = hashlib.sha256(json.dumps([recipe, file_stamp(run.manifest_path), file_stamp(run.settings_path),
                                                [[path.name, file_stamp(path)] for path in paths]]).encode()).hexdigest()
         part, index_path = experiment.similarity_part_path(run_id), experiment.similarity_index_path(run_id)
-        try:
-            index = json.loads(index_path.read_text())
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            index = {}
-        if index.get("signature") == signature and file_stamp(part) == index.get("part"):
+        index = up_to_date(index_path, part, signature)
+        if index is not None:
             total += index.get("rows", 0)
             continue
         snapshots = usable_snapshots(experiment, run_id, recipe, listed_checkpoints(run))

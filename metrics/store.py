@@ -245,13 +245,19 @@ def run_signature(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -
 def current_index(experiment: ExperimentFolder, run_id: str, signature: str) -> dict | None:
     """The run's index when its part is up to date: built from this signature, and the part on disk
     is the one written then (a part deleted or replaced by hand is rebuilt)."""
+    return up_to_date(experiment.part_index_path(run_id), experiment.part_path(run_id), signature)
+
+
+def up_to_date(index_path: Path, part_path: Path, signature: str) -> dict | None:
+    """The index at `index_path` when it was built from `signature` and `part_path` is the part written
+    then; None otherwise (missing, unreadable, stale, or the part changed by hand)."""
     try:
-        index = json.loads(experiment.part_index_path(run_id).read_text())
+        index = json.loads(index_path.read_text())
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
     if not isinstance(index, dict) or index.get("signature") != signature:
         return None
-    return index if file_stamp(experiment.part_path(run_id)) == index.get("part") else None
+    return index if file_stamp(part_path) == index.get("part") else None
 
 
 def rebuild_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes, signature: str) -> tuple[str, int]:
