@@ -323,10 +323,19 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
         return report_skipped(outcome.skipped)
     merged = store.merge(experiment.path, recipes(plan))  # rows fresh under their metric's recipe only
     similar = snapshots.update_similarity(experiment.path, recipes(plan)[snapshots.SNAPSHOT_METRIC])
-    print(f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
-          f"{outcome.busy} left to another process, {outcome.corrupt} corrupt. {merged.rows} rows in "
-          f"{experiment.table_path} ({len(merged.written)} run part(s) rewritten), {similar} in {experiment.similarity_path}")
-    drawn = publish.publish(plan, experiment.path) if merged.rows and plan.analysis.figures else 0
+    summary = (f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
+               f"{outcome.busy} left to another process, {outcome.corrupt} corrupt. {merged.rows} rows in "
+               f"{experiment.table_path} ({len(merged.written)} run part(s) rewritten), {similar} in "
+               f"{experiment.similarity_path}")
+    if not (merged.rows and plan.analysis.figures):
+        print(summary)
+        return report_skipped(outcome.skipped)
+    if outcome.measured or merged.written or outcome.busy:
+        print(summary)
+        summary = ""
+    else:  # nothing measured: one line if nothing is to be drawn either
+        summary = f"{len(runs)} run(s), {outcome.fresh} checkpoint(s) measured before"
+    drawn = publish.publish(plan, experiment.path, measured_note=summary)
     return max(drawn, report_skipped(outcome.skipped))
 
 

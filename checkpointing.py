@@ -6,22 +6,27 @@ Nothing else in the project spells a file name inside these folders (tests/test_
         runs/<run_id>/                         RunFolder (below)
         metrics/<run_id>/iteration_*.parquet   one checkpoint's metrics (metrics/store.py)
         metrics.parquet                        the merged table users read
-        figures/  report.html  phases.csv      drawn from the table (figures/)
+        figures/  report.html  phases.csv      drawn from the table (figures/); figures/.published.json says from
+                                               what, so a call with nothing new draws nothing
         slurm/<job id>/                        submitit's job logs and pickles
 
     <run_id>/
         settings.json             the run's settings (the truth) and run id, checked against each other
-        status.json               running | done | diverged | failed | interrupted, iteration, reason (the run writes it)
+        status.json               running | done | diverged | failed | interrupted, iteration, reason, the execution
+                                  environment (the run writes it)
         job.json                  the Slurm job last submitted for the run (the submitter writes it)
         log.jsonl                 one line per iteration (train loss, accuracy, lr; test metrics at checkpoints)
         label_noise.json          which training labels were changed, and to what (label_noise > 0)
         stage1_subset.json        a stage-1 run's training examples (pretrain_fraction > 0, epochs = 0)
-        lineage.json              a warm-started child's parent run, the state it started from, the interventions;
-                                  and any resume under another execution environment (environment_changes)
+        lineage.json              the execution environment the run trains under (environment: device, threads,
+                                  torch, CPU kernels...: a resume keeps its threads), any resume under another
+                                  one (environment_changes); a warm-started child's parent run, the state it
+                                  started from, the interventions
         manifest.json             the checkpoint schedule and, per written checkpoint, its sha256 and size
         checkpoints/iteration_00000256.pt   self-describing: settings, iteration, epoch, stage, input shape, classes, model
         resume/state_00001234.pt (+ .sha256)  model, optimizer, RNG, iteration and the execution environment
-                                  (device, torch, cuDNN, bf16, channels_last, deterministic); the two newest are kept
+                                  (device, threads, torch, CPU kernels, cuDNN, bf16, channels_last, deterministic);
+                                  the two newest are kept
 
 Every file is written to a temporary name and renamed (utils.atomic_*), with the permissions the
 umask gives (a group-shared folder stays readable and resumable by the group), except log.jsonl,
@@ -121,6 +126,7 @@ class ExperimentFolder:
         self.similarity_path = self.path / "similarity.parquet"
         self.merge_lock_path = self.path / "metrics.lock"
         self.figures_path = self.path / "figures"
+        self.publication_path = self.figures_path / ".published.json"  # what the figures were drawn from
         self.report_path = self.path / "report.html"
         self.phases_path = self.path / "phases.csv"
         self.slurm_path = self.path / "slurm"
@@ -289,12 +295,15 @@ class RunFolder:
 
     def write_status(self, state: str, **fields) -> None:
         """Record the run's state; inside a Slurm job the job id comes along, so status can ask squeue. A run
-        that resumed under another execution environment says so in every status (environment_changes)."""
+        that resumed under another execution environment says so in every status (environment_changes), and
+        each status holds the environment the run trains under now (environment: device, threads, ...)."""
         job_id = slurm_job_id()
-        changes = self.environment_changes()
+        lineage = self.lineage_or_nothing()
+        environment, changes = lineage.get("environment"), lineage.get("environment_changes")
         record = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated_at": time.time(),
                   "host": socket.gethostname(),
                   "pid": os.getpid(), **({"job_id": job_id} if job_id else {}),
+                  **({"environment": environment} if environment else {}),
                   **({"environment_changes": changes} if changes else {}), **fields}
         atomic_write_json(self.status_path, record)
 
@@ -336,18 +345,30 @@ class RunFolder:
         notes = [note for note in lineage.get("environment_changes", []) if note["iteration"] < iteration]
         if differences:
             notes.append({"iteration": iteration, "changed": differences})
-        if notes != lineage.get("environment_changes", []):
-            lineage["environment_changes"] = notes
-            self.write_lineage(lineage)
+        updated = {**lineage, "environment": current}
+        if notes or "environment_changes" in lineage:
+            updated["environment_changes"] = notes
+        if updated != lineage:
+            self.write_lineage(updated)
         return differences
+
+    def lineage_or_nothing(self) -> dict:
+        """lineage.json, or {} when it is missing or damaged: a damaged lineage must not stop a status
+        from being written or a run from starting (its resume states still say what they were made under)."""
+        try:
+            return self.read_lineage()
+        except RunFolderError:
+            return {}
 
     def environment_changes(self) -> list[dict]:
         """The resumes under another execution environment ([] for a run that kept one throughout):
         from each on, the run's bytes need not equal an uninterrupted run's."""
-        try:
-            return self.read_lineage().get("environment_changes", [])
-        except RunFolderError:  # a damaged lineage must not stop the status from being written
-            return []
+        return self.lineage_or_nothing().get("environment_changes", [])
+
+    def recorded_threads(self) -> int | None:
+        """The CPU threads the run trains with (the environment lineage.json holds since its last start),
+        which every resume keeps unless threads= asks for another; None before its first start."""
+        return self.lineage_or_nothing().get("environment", {}).get("threads")
 
     # -- checkpoints and manifest -------------------------------------------------------------
     def checkpoint_path(self, iteration: int) -> Path:

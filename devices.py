@@ -1,8 +1,11 @@
-"""How a training run uses its device: the execution environment each resume state records, the kernel
-choice on CUDA (deterministic by default), the CUDA-only options bf16 and channels_last, and the per-step
-numbers kept on the device until the log reads them; the optimizer (fused kernels on CUDA).
+"""How a training run uses its device: its CPU threads (fixed at the run's first start), the execution
+environment each resume state records, the kernel choice on CUDA (deterministic by default), the CUDA-only
+options bf16 and channels_last, and the per-step numbers kept on the device until the log reads them; the
+optimizer (fused kernels on CUDA).
 
-    environment = execution_environment(settings, execution, device)   # {"device", "torch", "cudnn", ...}
+    count = choose_threads(execution.threads, recorded=folder.recorded_threads(), given=cpus_given())
+    with cpu_threads(count):                                             # torch's threads, restored after
+        environment = execution_environment(settings, execution, device) # {"device", "threads", "torch", ...}
     with kernel_choice(device, execution.deterministic):                 # cuDNN/torch set, restored after
         ...
     records = StepRecords(capacity=50, device=device); records.add(iteration, lr, loss, accuracy)
@@ -15,7 +18,9 @@ a run resumes under another one (checkpointing.environment_differences).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 
 import torch
 
@@ -25,6 +30,57 @@ CONVOLUTIONAL = ("convnet", "convresnet", "resnet", "vgg")
 # What `auto` turns on for the CUDA-only execution options bf16 and channels_last (never on the CPU): the
 # architectures each pays for. The one place to change once a GPU measurement says whether it pays.
 AUTO_ON_CUDA = {"bf16": CONVOLUTIONAL, "channels_last": CONVOLUTIONAL}
+# torch's own thread count, read before anything here sets one: it follows OMP_NUM_THREADS and the CPU
+# affinity the process started with (a job's `taskset`, Slurm's task/affinity), capped at the physical cores.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def cpus_given() -> int:
+    """The CPUs this process was given to compute on: torch's default (OMP_NUM_THREADS, the CPU affinity),
+    the CPU affinity now, and a Slurm job's allocation (cpus-per-task), whichever is fewest; never the
+    node's whole core count, which a job with task/none would otherwise see."""
+    counts = [TORCH_DEFAULT_THREADS]
+    if hasattr(os, "sched_getaffinity"):
+        counts.append(len(os.sched_getaffinity(0)))
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        counts.append(int(os.environ["SLURM_CPUS_PER_TASK"]))
+    return max(1, min(counts))
+
+
+def choose_threads(requested: int, recorded: int | None, given: int) -> int:
+    """A run's CPU threads for this start: `requested` (threads=N: what the user asked, which a resume then
+    records as an environment change when it differs), else the count the run was started with, whatever
+    this node offers, else the CPUs `given` (a first start). Kept because torch's CPU kernels split their
+    sums by thread count: a full reduction (`sum`, the loss's mean) and oneDNN's convolution weight
+    gradient (summed over the batch per thread) round differently at 1 and 2 threads, while GEMM, the
+    forward convolution and batch norm do not (measured on torch 2.15's MKL and oneDNN 3.13; README)."""
+    return requested or recorded or given
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int):
+    """torch's intra-op CPU threads set to `count` while a run trains, and restored after: several runs
+    trained one after another in one process (a pack) each keep their own count."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@functools.cache
+def cpu_kernel_libraries() -> str:
+    """The BLAS and oneDNN builds torch's CPU kernels come from, e.g. `MKL 2024.2, oneDNN 3.13.3`: another
+    build may round the same GEMM or convolution differently."""
+    configuration = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=(\w+)", configuration)
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", configuration)
+    onednn = re.search(r"MKL-DNN v([\d.]+)", configuration)
+    parts = [f"MKL {mkl.group(1)}" if mkl else (blas.group(1) if blas else "unknown BLAS")]
+    if onednn:
+        parts.append(f"oneDNN {onednn.group(1)}")
+    return ", ".join(parts)
 
 
 def cuda_option(execution: Execution, name: str, settings: Settings, device: torch.device) -> bool:
@@ -36,11 +92,13 @@ def cuda_option(execution: Execution, name: str, settings: Settings, device: tor
 
 def execution_environment(settings: Settings, execution: Execution, device: torch.device) -> dict:
     """What decides a run's bytes besides its settings, as each resume state records it: the device (a
-    CPU by its vector instruction set, which picks torch's kernels), torch and cuDNN, and the options in effect."""
+    CPU by its vector instruction set, which picks torch's kernels), the CPU threads in effect (cpu_threads),
+    torch with its BLAS and oneDNN builds on the CPU or cuDNN on CUDA, and the options in effect."""
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.backends.cpu.get_cpu_capability()})"
-    return {"device": name,
-            "torch": str(torch.__version__), "cudnn": torch.backends.cudnn.version() if cuda else None,
+    return {"device": name, "threads": torch.get_num_threads(),
+            "torch": str(torch.__version__), "cpu_kernels": None if cuda else cpu_kernel_libraries(),
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
             "bf16": cuda_option(execution, "bf16", settings, device),
             "channels_last": cuda_option(execution, "channels_last", settings, device),
             "deterministic": execution.deterministic or not cuda}  # the CPU kernels used here are deterministic

@@ -127,7 +127,7 @@ def start_from_parent(settings: Settings, folder: RunFolder, model: models.Layer
                "parent_state_sha256": parent.resume_state_sha256(stage.first_iteration),
                "reset_modules": reset, "shrink": settings.shrink, "perturb": settings.perturb,
                "stage2_optimizer": settings.stage2_optimizer}
-    folder.write_lineage(lineage)
+    folder.write_lineage({**folder.read_lineage(), **lineage})  # beside the environment record
     return lineage
 
 

@@ -99,12 +99,14 @@ def stop_on_signals(enabled: bool):
 
 
 def run(settings: Settings, run_dir: str | Path, execution: Execution = Execution(), *,
-        handle_signals: bool = True) -> str:
+        handle_signals: bool = True, cpus: int = 0) -> str:
     """Train one run to its end, resuming from the newest good state in `run_dir`. Returns the final
     state: "done" or "diverged", or "busy" when another process is training this run right now (two
     launches of one grid, say); raises Interrupted on SIGTERM/SIGUSR2. A finished run whose
     checkpoints were damaged since is trained again from a state before the first damaged one, which
-    re-makes them bit for bit (training is deterministic)."""
+    re-makes them bit for bit (training is deterministic). `cpus`: the CPUs a launcher gave this process
+    (a local worker's or a parallel child's share; 0 = devices.cpus_given()), which a first start takes
+    as its thread count unless threads= says otherwise; a resume keeps the count it started with."""
     folder = RunFolder(run_dir)
     with exclusive_lock(folder.lock_path) as mine:
         if not mine:
@@ -117,8 +119,21 @@ def run(settings: Settings, run_dir: str | Path, execution: Execution = Executio
                 return "done"
             logger.warning("%s: re-making %d missing or corrupt checkpoint(s) from an earlier state", settings.run_id,
                            len(damaged))
-        with devices.kernel_choice(resolve_device(execution), execution.deterministic):
+        with devices.cpu_threads(run_threads(settings, folder, execution, cpus)), \
+                devices.kernel_choice(resolve_device(execution), execution.deterministic):
             return RunTraining(settings, folder, execution, damaged).train(handle_signals)
+
+
+def run_threads(settings: Settings, folder: RunFolder, execution: Execution, cpus: int) -> int:
+    """This start's CPU threads (devices.choose_threads), set before anything computes: the count the run
+    was started with, whatever this node or job offers, unless threads= asks for another."""
+    recorded, given = folder.recorded_threads(), cpus or devices.cpus_given()
+    count = devices.choose_threads(execution.threads, recorded, given)
+    if recorded and not execution.threads and recorded != given:
+        logger.info("%s: keeps the %d CPU thread(s) it was started with (this process was given %d): torch's CPU "
+                    "sums depend on the thread count, so a resume with another would not end bitwise equal "
+                    "(threads=N changes it, recorded as an environment change)", settings.run_id, recorded, given)
+    return count
 
 
 class RunTraining:
@@ -127,8 +142,6 @@ class RunTraining:
 
     def __init__(self, settings: Settings, folder: RunFolder, execution: Execution, damaged: list[int]):
         self.settings, self.folder, self.execution = settings, folder, execution
-        if execution.threads:
-            torch.set_num_threads(execution.threads)
         self.device = resolve_device(execution)
         self.environment = devices.execution_environment(settings, execution, self.device)
         self.dataset = load_data(settings, execution).to(self.device)

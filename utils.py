@@ -80,6 +80,16 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_stamp(path: str | Path) -> list[int] | None:
+    """[size, modification time in ns], None for a missing file: what "changed" means for files that are
+    only ever replaced whole (atomic writes)."""
+    try:
+        stat = Path(path).stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete temporaries left by a writer that was killed mid-write (recursively)."""
     folder = Path(folder)

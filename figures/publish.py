@@ -92,31 +92,87 @@ def read_similarity(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame | 
     return similarity
 
 
-def publish(plan: Plan, experiment_dir: Path) -> int:
-    """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped."""
-    import figures
+def publish(plan: Plan, experiment_dir: Path, measured_note: str = "") -> int:
+    """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped.
+    Draws only the figures whose inputs changed since the last call (figures/published.py) and removes
+    the files a redrawn figure no longer makes; with nothing new at all, writes nothing and says so in
+    one line (after `measured_note`, what the measuring found: nothing to measure)."""
+    from figures import published
+
+    experiment = ExperimentFolder(experiment_dir)
+    runs = run_table(experiment_dir)
+    description = EXPERIMENTS[plan.experiment].description if plan.experiment in EXPERIMENTS else ""
+    inputs = published.Inputs.of(experiment, describe_filter(plan.overrides), description, runs)
+    record = published.read_record(experiment)
+    if inputs.unchanged(record, experiment):
+        drawn = sum(1 for entry in record["figures"].values() if entry.get("files"))
+        print(f"nothing new: {measured_note + '; ' if measured_note else ''}the table, {drawn} figure(s), "
+              f"phases.csv and the report are up to date ({experiment.report_path})")
+        return record.get("exit", 0)
+    if measured_note:
+        print(measured_note)
+    return draw_and_report(plan, experiment, runs, description, inputs, record)
+
+
+def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame, description: str, inputs,
+                    record: dict) -> int:
+    from figures import published
     from figures.phases import phase_table, stop_table
     from figures.report import write_report  # imports seaborn: only when drawing
 
-    experiment = ExperimentFolder(experiment_dir)
     metrics = read_table(experiment, plan)
-    runs = run_table(experiment_dir)
-    drawn, skipped = figures.draw_all(metrics, experiment.figures_path,
-                                      similarity_table=read_similarity(experiment, plan))
+    drawn, skipped, entries = redraw(experiment, plan, metrics, inputs, record.get("figures", {}))
     phases = phase_table(metrics)
     advice = stop_table(phases)
     atomic_write_text(experiment.phases_path, phases.to_csv(index=False))
     unfinished = runs[runs["state"] != "done"] if len(runs) else runs
     notes = [f"{len(unfinished)} run(s) not done ({', '.join(sorted(set(unfinished['state'])))}): drawn up to their "
              "newest measured checkpoint"] if len(unfinished) else []
-    description = EXPERIMENTS[plan.experiment].description if plan.experiment in EXPERIMENTS else ""
     report = write_report(experiment.path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
                           phases, advice, notes)
+    code = 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
+    published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries})
     for note in notes:
         print(note)
-    print(f"figures: {sum(len(paths) // 2 for paths in drawn.values())} drawn ({', '.join(drawn) or 'none'}) in "
-          f"{experiment.figures_path}")
+    redrawn = [name for name in drawn if entries[name].get("redrawn")]
+    print(f"figures: {sum(len(paths) // 2 for paths in drawn.values())} ({', '.join(drawn) or 'none'}) in "
+          f"{experiment.figures_path}; {len(redrawn)} redrawn ({', '.join(redrawn) or 'none'}), the others unchanged")
     for name, reason in skipped.items():
         print(f"  not drawn: {name}: {reason}")
     print(f"report: {report}")
-    return 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
+    return code
+
+
+def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inputs, previous: dict):
+    """Draw the figures whose key (their table, the filter, the code) changed or whose files are gone, keep
+    the others as drawn before, and remove the files a redrawn figure no longer makes. Returns ({name:
+    [paths]}, {name: why not drawn}, the record's entries), in the registry's order."""
+    import figures
+
+    folder = experiment.figures_path
+    keys = {name: inputs.figure_key(spec.table) for name, spec in figures.FIGURES.items()}
+
+    def kept(name):
+        entry = previous.get(name, {})
+        return entry.get("key") == keys[name] and all((folder / file).exists() for file in entry.get("files", []))
+
+    stale = [name for name in keys if not kept(name)]
+    similarity = read_similarity(experiment, plan) if any(figures.FIGURES[name].table == "similarity"
+                                                           for name in stale) else None
+    fresh_drawn, fresh_skipped = figures.draw_all(metrics, folder, stale, similarity_table=similarity)
+    drawn, skipped, entries = {}, {}, {}
+    for name in keys:
+        if name in stale:
+            files = [path.name for path in fresh_drawn.get(name, [])]
+            for outdated in set(previous.get(name, {}).get("files", [])) - set(files):
+                (folder / outdated).unlink(missing_ok=True)
+            failed = fresh_skipped.get(name, "").startswith("failed:")
+            entries[name] = {"key": None if failed else keys[name], "files": files, "redrawn": True,
+                             **({"skipped": fresh_skipped[name]} if name in fresh_skipped else {})}
+        else:
+            entries[name] = {**previous[name], "redrawn": False}
+        if entries[name]["files"]:
+            drawn[name] = [folder / file for file in entries[name]["files"]]
+        if "skipped" in entries[name]:
+            skipped[name] = entries[name]["skipped"]
+    return drawn, skipped, entries

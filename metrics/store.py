@@ -51,7 +51,7 @@ import pyarrow.parquet as parquet
 
 from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import Settings
-from utils import atomic_write_bytes, atomic_write_json, exclusive_lock
+from utils import atomic_write_bytes, atomic_write_json, exclusive_lock, file_stamp
 
 logger = logging.getLogger(__name__)
 KEY = ["run_id", "iteration", "layer", "metric", "split"]
@@ -220,15 +220,6 @@ def refresh_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes) ->
         if index is not None:
             return "kept", index["rows"]
         return rebuild_part(experiment, run_id, recipes, signature)
-
-
-def file_stamp(path: Path) -> list[int] | None:
-    """[size, modification time in ns], None for a missing file: what "changed" means here."""
-    try:
-        stat = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def run_signature(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -> str:

@@ -35,16 +35,18 @@ def _folder(experiment_dir: str | Path, record: dict) -> RunFolder:
     return ExperimentFolder(experiment_dir).run(Settings.from_record(record).run_id)
 
 
-def train_pack(experiment_dir: str | Path, records: list[dict], execution_record: dict) -> dict[str, str]:
+def train_pack(experiment_dir: str | Path, records: list[dict], execution_record: dict, cpus: int = 0) -> dict[str, str]:
     """Train each run (settings records) under `<experiment_dir>/runs/`; a failure is recorded in the
-    run's status and the pack goes on. Returns {run_id: done | diverged | failed}."""
+    run's status and the pack goes on. `cpus`: this process's share of the machine's CPUs (a local
+    worker's, a parallel child's; 0 = what the process was given, devices.cpus_given), a run's thread
+    count at its first start. Returns {run_id: done | diverged | failed}."""
     execution = Execution(**execution_record)
     setup_logging(execution.log_level)  # in a job or worker process: our lines reach its log file
     outcomes = {}
     for record in records:
         settings, folder = Settings.from_record(record), _folder(experiment_dir, record)
         try:
-            outcomes[settings.run_id] = training.run(settings, folder.path, execution)
+            outcomes[settings.run_id] = training.run(settings, folder.path, execution, cpus=cpus)
         except training.Interrupted:
             raise
         except OSError as error:  # the environment (a full disk, say): resumable once it is fixed
@@ -62,12 +64,13 @@ def train_pack(experiment_dir: str | Path, records: list[dict], execution_record
 
 def train_share(spec_path: str) -> int:
     """`python -c "...train_share(spec)"` (slurm/parallel.py starts it): a child trains its share of a
-    pack (`spec_path`: a JSON file with the experiment folder, the records and the execution options).
+    pack (`spec_path`: a JSON file with the experiment folder, the records, the execution options and
+    the child's share of the job's CPUs).
     Returns 0, or 128 + the signal that stopped it once its run saved."""
     try:
         parallel.stop_at_once()
         spec = json.loads(Path(spec_path).read_text())
-        train_pack(spec["experiment_dir"], spec["records"], spec["execution"])
+        train_pack(spec["experiment_dir"], spec["records"], spec["execution"], spec["cpus"])
         return 0
     except training.Interrupted as interrupted:
         parallel.ignore_stops()

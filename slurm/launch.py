@@ -22,12 +22,13 @@ from pathlib import Path
 
 import submitit
 
+import devices
 from checkpointing import ExperimentFolder
 from conf import Plan, SettingsError
 from conf.cluster import Cluster, sbatch_parameters
 from slurm.capacity import check_capacity, explain_refusal
 from slurm.job import TrainJob, train_pack
-from slurm.parallel import threads_per_process, worker_pool
+from slurm.parallel import cpus_per_process, worker_pool
 from slurm.runs import RunView, observe, parent_view, queued_job_ids, to_launch, waves, with_parents
 
 logger = logging.getLogger(__name__)
@@ -110,22 +111,16 @@ def launch_inline(plan: Plan, experiment_dir: Path, first: list[RunView], second
     return _report(plan, experiment_dir, train_pack(experiment_dir, records, absolute_execution(plan)))
 
 
-def worker_threads(threads: int, workers: int, cpus: int) -> int:
-    """Torch threads per local worker: the cores shared out, unless `threads` was set. Each process
-    otherwise takes every core, and on a busy machine OpenMP threads spin-wait on each other (a
-    2-thread run took 210 s instead of 15 s on 2 cores with the other one busy)."""
-    return threads_per_process(threads, workers, cpus)
-
-
 def launch_local(plan: Plan, experiment_dir: Path, first: list[RunView], second: list[RunView], _views) -> int:
     """`workers` processes at a time, one run each (spawned: no state shared with this process); the
     children of stage-1 runs once the first wave is through."""
     execution = absolute_execution(plan)
-    execution["threads"] = worker_threads(plan.execution.threads, plan.cluster.workers, os.cpu_count() or 1)
+    cpus = cpus_per_process(plan.cluster.workers, devices.cpus_given())  # each worker's share, at a first start
     outcomes: dict[str, str] = {}
     with worker_pool(plan.cluster.workers, plan.execution.device) as pool:  # spread over the GPUs, if any
         for wave in (first, second):
-            futures = [pool.submit(train_pack, experiment_dir, [view.settings.to_record()], execution) for view in wave]
+            futures = [pool.submit(train_pack, experiment_dir, [view.settings.to_record()], execution, cpus)
+                       for view in wave]
             for future in futures:
                 outcomes.update(future.result())
     return _report(plan, experiment_dir, outcomes)

@@ -4,7 +4,8 @@ A small model at batch 128 (CONV-3-64, VGG-8) keeps a large GPU mostly idle, so 
 at once. Its pack (k × runs_per_job runs) is shared out round-robin; each child process trains its
 share one run after another (`slurm.job.train_share`), every run under its own lock in its own
 folder, so exact resume is untouched. Each child gets its own CUDA_VISIBLE_DEVICES (round-robin
-over the job's GPUs) and cores ÷ k torch threads. When two or more children share a GPU and the
+over the job's GPUs) and cores ÷ k torch threads at a run's first start (a resume keeps its run's
+count: training.run_threads). When two or more children share a GPU and the
 node has CUDA MPS, a control daemon with this job's own pipe and log folders runs while they train:
 under MPS the kernels of several processes run on the GPU at the same time, instead of the GPU
 switching between their contexts. Without MPS they still share it, time-sliced.
@@ -31,6 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+import devices
 import training
 
 logger = logging.getLogger(__name__)
@@ -45,18 +47,12 @@ def share_out(records: list, processes: int) -> list[list]:
     return [records[index::processes] for index in range(min(processes, len(records)))]
 
 
-def threads_per_process(threads: int, processes: int, cpus: int) -> int:
-    """Torch threads for each of `processes` processes: the cores shared out, unless `threads` was set.
-    Each process otherwise takes every core, and on a busy machine OpenMP threads spin-wait on each
-    other (a 2-thread run took 210 s instead of 15 s on 2 cores with the other one busy)."""
-    return threads or max(1, cpus // processes)
-
-
-def job_cpus() -> int:
-    """The cores this job may use: Slurm's cpus-per-task, else this process's CPU affinity."""
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def cpus_per_process(processes: int, cpus: int) -> int:
+    """Each of `processes` processes' share of `cpus` CPUs: a run's thread count at its first start unless
+    threads= says otherwise. Each process otherwise takes every core, and on a busy machine OpenMP
+    threads spin-wait on each other (a 2-thread run took 210 s instead of 15 s on 2 cores with the
+    other one busy)."""
+    return max(1, cpus // processes)
 
 
 def visible_gpus(device: str) -> list[str]:
@@ -158,12 +154,12 @@ def run_children(experiment_dir: str | Path, shares: list[list[dict]], execution
     """Train every share in its own child process, all at once, and wait for all of them. Returns each
     share's exit code (None: not started, the job was stopped first) and the stop signal (None)."""
     gpus = visible_gpus(execution_record.get("device", "auto"))
-    threads = threads_per_process(execution_record.get("threads", 0), len(shares), job_cpus())
-    execution = {**execution_record, "threads": threads}
+    cpus = cpus_per_process(len(shares), devices.cpus_given())
+    threads = execution_record.get("threads") or cpus  # at a first start; a resume keeps its run's count
     children: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="lab-parallel-", ignore_cleanup_errors=True) as folder, \
             mps_daemon(Path(folder), gpus, len(shares)) as mps, forwarding_stops(children) as received:
-        logger.info("training %d runs in %d processes at once (%d torch threads each%s)",
+        logger.info("training %d runs in %d processes at once (%d torch threads each at a first start%s)",
                     sum(map(len, shares)), len(shares), threads, f", GPUs {', '.join(gpus)}" if gpus else "")
         try:
             for index, (share, environment) in enumerate(zip(shares, gpu_environments(len(shares), gpus, mps))):
@@ -171,7 +167,7 @@ def run_children(experiment_dir: str | Path, shares: list[list[dict]], execution
                     break  # stopped while starting: the shares not started stay as they are
                 spec = Path(folder) / f"share-{index}.json"
                 spec.write_text(json.dumps({"experiment_dir": str(experiment_dir), "records": share,
-                                            "execution": execution}))
+                                            "execution": execution_record, "cpus": cpus}))
                 children.append(spawn(spec, environment))
             if received:  # a child started while the stop was being forwarded missed it; the others ignore a copy
                 for child in children:

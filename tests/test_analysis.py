@@ -54,16 +54,47 @@ def test_the_decoder_is_not_fitted_from_the_input_to_itself(tmp_path):
     assert set(table[table["metric"] == "probe_accuracy"]["layer"]) == {"input", "stem", "block00", "logits"}
 
 
-def test_second_call_recomputes_nothing_and_a_new_recipe_everything(trained):
+def written_files(experiment: Path) -> dict[Path, int]:
+    """{path: modification time} of every cell, part, figure, the report and phases.csv."""
+    paths = [*experiment.glob("metrics/*/*"), *experiment.glob("*.parquet/*"), *experiment.glob("figures/*"),
+             experiment / "report.html", experiment / "phases.csv"]
+    return {path: path.stat().st_mtime_ns for path in paths}
+
+
+def test_second_call_recomputes_and_redraws_nothing_and_a_new_recipe_everything(trained):
+    """A call with nothing new writes nothing at all (cells, table, figures, report: their times are
+    watched) and says so in one line; a new recipe measures again and redraws; a filtered redraw removes
+    the figures of the runs it leaves out."""
+    experiment = trained / "default"
     assert analysis.main([f"out_dir={trained}", *QUICK]) == 0
-    cells = sorted((trained / "default" / "metrics").rglob("*.parquet"))
-    stamps = {path: path.stat().st_mtime_ns for path in cells}
+    stamps = written_files(experiment)
+    heatmaps = sorted(path.name for path in experiment.glob("figures/heatmap_*.png"))
+    assert len(heatmaps) == 2  # one per run
     result = run_cli("analysis.py", [f"out_dir={trained}", *QUICK])
-    assert "0 checkpoint(s) measured, 10 already fresh" in result.stdout
-    assert {path: path.stat().st_mtime_ns for path in cells} == stamps
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"nothing new: 2 run(s), 10 checkpoint(s) measured before; the table, {len(figures_drawn(experiment))} "
+        f"figure(s), phases.csv and the report are up to date ({experiment / 'report.html'})"]
+    assert written_files(experiment) == stamps
+    result = run_cli("analysis.py", ["figures", f"out_dir={trained}", *QUICK])
+    assert result.stdout.startswith("nothing new: the table") and written_files(experiment) == stamps
     result = run_cli("analysis.py", [f"out_dir={trained}", "depth=1", "label_noise=0.25", *QUICK,
                                      "heldout_fraction=0.2"])
     assert "1 run(s): 5 checkpoint(s) measured" in result.stdout
+    assert "redrawn (ncc_by_layer" in result.stdout
+    changed = written_files(experiment)
+    assert changed[experiment / "report.html"] != stamps[experiment / "report.html"]
+    left = sorted(path.name for path in experiment.glob("figures/heatmap_*.png"))
+    assert len(left) == 1 and left[0] in heatmaps  # the run filtered out lost its heatmap; the other's was redrawn
+    assert changed[experiment / "figures" / left[0]] != stamps[experiment / "figures" / left[0]]
+
+
+def figures_drawn(experiment: Path) -> list[str]:
+    """The figures the last publication drew (figures/.published.json)."""
+    import json
+
+    record = json.loads((experiment / "figures" / ".published.json").read_text())
+    return [name for name, entry in record["figures"].items() if entry["files"]]
 
 
 def test_only_new_checkpoints_are_measured_while_a_run_trains(tmp_path):

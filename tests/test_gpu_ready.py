@@ -3,6 +3,7 @@ resume under another one leaves; deterministic kernels chosen on CUDA and restor
 synchronisation per log flush and none per step; each epoch augmented in one batched pass that gives
 exactly the batches of a per-batch augmentation."""
 
+import dataclasses
 import os
 
 import pytest
@@ -27,7 +28,8 @@ def digests(folder: RunFolder) -> dict[str, str]:
 # -- the environment record and the note of a resume under another one ---------------------------------
 
 def test_each_resume_state_records_the_execution_environment(tmp_path, tiny_settings, monkeypatch, one_thread):
-    """A resume under the same environment notes nothing: no lineage file, no note in the status."""
+    """A resume under the same environment notes no change: lineage.json and status.json hold the environment
+    (device, threads, torch and its CPU kernels...) and no note."""
     settings, execution = tiny_settings("resume_every_seconds=0")
     train_until_state(settings, execution, tmp_path, monkeypatch, iteration=12)
     folder = RunFolder(tmp_path)
@@ -35,7 +37,9 @@ def test_each_resume_state_records_the_execution_environment(tmp_path, tiny_sett
     assert state["environment"] == devices.execution_environment(settings, execution, torch.device("cpu"))
     assert state["environment"]["device"].startswith("cpu (") and state["environment"]["cudnn"] is None
     assert training.run(settings, tmp_path, execution) == "done"
-    assert not folder.lineage_path.exists()
+    assert folder.read_lineage() == {"environment": state["environment"]}
+    assert state["environment"]["threads"] == 1 and state["environment"]["cpu_kernels"] == devices.cpu_kernel_libraries()
+    assert read_json(folder.status_path)["environment"] == state["environment"]
     assert "environment_changes" not in read_json(folder.status_path)
 
 
@@ -59,13 +63,59 @@ def test_a_resume_under_another_environment_is_warned_recorded_and_goes_on(tmp_p
     assert "bf16 True -> False" in warning and "cudnn 91002 -> None" in warning
     changed = {"bf16": [True, False], "cudnn": [91002, None], "device": ["NVIDIA H200", here["device"]]}
     note = [{"iteration": 12, "changed": changed}]
-    assert folder.read_lineage() == {"environment_changes": note}
+    assert folder.read_lineage() == {"environment": here, "environment_changes": note}
     assert read_json(folder.status_path)["environment_changes"] == note
     assert read_json(folder.status_path)["state"] == "done"
     reference = RunFolder(tmp_path / "reference")
     assert digests(folder) == digests(reference)  # the resumed values, not a restart
     assert folder.log_path.read_text() == reference.log_path.read_text()
     assert folder.load_resume_state()["environment"] == here  # states saved since record this environment
+
+
+def test_a_resume_keeps_its_threads_unless_threads_asks_and_an_asked_change_is_recorded(tmp_path, tiny_settings,
+                                                                                        monkeypatch, caplog):
+    """Started with one thread, a run resumed with threads=0 in a process given all this machine's CPUs keeps
+    one and notes nothing; threads=2 typed on a resume gets two threads, warned and recorded as an environment
+    change (threads 1 -> 2); the states saved since, and every later status, say two. torch's own count is
+    restored after each run."""
+    settings, one = tiny_settings("resume_every_seconds=0")  # threads=1
+    default = dataclasses.replace(one, threads=0)
+    before = torch.get_num_threads()
+    train_until_state(settings, one, tmp_path, monkeypatch, iteration=6)
+    folder = RunFolder(tmp_path)
+    train_until_state(settings, default, tmp_path, monkeypatch, iteration=12)  # threads=0: the recorded one
+    assert folder.load_resume_state()["environment"]["threads"] == 1 and "environment_changes" not in folder.read_lineage()
+    caplog.set_level("WARNING")
+    assert training.run(settings, tmp_path, dataclasses.replace(one, threads=2), cpus=1) == "done"
+    assert torch.get_num_threads() == before
+    assert "threads 1 -> 2" in caplog.text
+    assert folder.read_lineage()["environment_changes"] == [{"iteration": 12, "changed": {"threads": [1, 2]}}]
+    status = read_json(folder.status_path)
+    assert status["environment"]["threads"] == 2 and status["environment_changes"][0]["changed"] == {"threads": [1, 2]}
+    assert folder.recorded_threads() == 2
+
+
+def test_a_first_start_takes_the_cpus_it_was_given(tmp_path, tiny_settings):
+    """threads=0: a launcher's share (cpus=) or, with none, devices.cpus_given()."""
+    settings, one = tiny_settings("epochs=1")
+    default = dataclasses.replace(one, threads=0)
+    assert training.run(settings, tmp_path / "share", default, cpus=1) == "done"
+    assert RunFolder(tmp_path / "share").recorded_threads() == 1
+    assert training.run(settings, tmp_path / "given", default) == "done"
+    assert RunFolder(tmp_path / "given").recorded_threads() == devices.cpus_given()
+
+
+def test_cpus_given_is_the_fewest_of_torch_the_affinity_and_slurm(monkeypatch):
+    monkeypatch.setattr(devices, "TORCH_DEFAULT_THREADS", 64)
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: set(range(48)))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    assert devices.cpus_given() == 8  # a job with task/none sees the whole node, and was given 8
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert devices.cpus_given() == 48
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: {3})
+    assert devices.cpus_given() == 1  # taskset -c 3
+    assert devices.choose_threads(0, recorded=None, given=4) == 4 and devices.choose_threads(0, 2, 4) == 2
+    assert devices.choose_threads(3, recorded=2, given=4) == 3
 
 
 def test_environment_notes_keep_the_lineage_and_follow_the_states_resumed_from(tmp_path):
@@ -79,11 +129,11 @@ def test_environment_notes_keep_the_lineage_and_follow_the_states_resumed_from(t
                                                                 "device": ["NVIDIA H200", "cpu (AVX2)"]}
     assert folder.note_resume_environment(20, cpu, cpu) == {}
     note = {"iteration": 12, "changed": {"bf16": [True, False], "device": ["NVIDIA H200", "cpu (AVX2)"]}}
-    assert folder.read_lineage() == {"parent_run_id": "parent", "environment_changes": [note]}
+    assert folder.read_lineage() == {"parent_run_id": "parent", "environment": cpu, "environment_changes": [note]}
     folder.write_status("running", iteration=20)
     assert read_json(folder.status_path)["environment_changes"] == [note]
     folder.note_resume_environment(12, None, cpu)  # resumed from 12 again, by a state with no record
-    assert folder.read_lineage() == {"parent_run_id": "parent", "environment_changes": []}
+    assert folder.read_lineage() == {"parent_run_id": "parent", "environment": cpu, "environment_changes": []}
     folder.write_status("running", iteration=12)
     assert "environment_changes" not in read_json(folder.status_path)
 

@@ -174,8 +174,8 @@ def test_cluster_defaults_are_valid(tmp_path, srun_on_path, caplog):
     assert script.index("export PYTHONPATH=") < script.index("srun ")  # the repository importable in the job
 
 
-def test_local_workers_share_the_cores_unless_threads_is_set():
-    from slurm.launch import worker_threads
+def test_local_workers_and_parallel_children_share_the_cores():
+    from slurm.parallel import cpus_per_process
 
-    assert worker_threads(0, workers=2, cpus=2) == 1 and worker_threads(0, workers=2, cpus=16) == 8
-    assert worker_threads(0, workers=4, cpus=2) == 1 and worker_threads(3, workers=2, cpus=2) == 3
+    assert cpus_per_process(2, cpus=2) == 1 and cpus_per_process(2, cpus=16) == 8
+    assert cpus_per_process(4, cpus=2) == 1 and cpus_per_process(1, cpus=3) == 3

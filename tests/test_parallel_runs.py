@@ -1,7 +1,8 @@
 """Several runs at once in one job (runs_in_parallel, slurm/parallel.py): how a pack is shared out and
 GPUs handed round; a signal to the job's process alone reaches every child, which saves; on the real
-one-node Slurm (tests/test_slurm.py's cluster), one job trains 2 × 2 runs, is requeued once by
-SIGUSR2 and ends bitwise equal to the same runs trained inline."""
+one-node Slurm (tests/test_slurm.py's cluster), one job trains 2 × 2 runs, each child on its share of the
+job's CPUs, is requeued once by SIGUSR2 and ends bitwise equal to the same runs trained inline with that
+thread count."""
 
 import dataclasses
 import os
@@ -84,7 +85,9 @@ def wait_until_training(out_dir, runs: int, timeout: float = 180) -> list:
 @pytest.mark.slow
 def test_one_job_trains_runs_at_once_and_a_requeue_resumes_them_bitwise(slurm, tmp_path):  # noqa: F811
     grid = [*LONG, "epochs=6,1", "seed=0,1"]  # long s0, long s1, short s0, short s1
-    first = submit(*tiny_words(tmp_path / "cluster", *grid), *NODE, "runs_in_parallel=2", "runs_per_job=2")
+    # no threads= in the job: each child takes its share of the job's 2 CPUs (1), which the reference asks for
+    shared = [word for word in tiny_words(tmp_path / "cluster", *grid) if word != "threads=1"]
+    first = submit(*shared, *NODE, "runs_in_parallel=2", "runs_per_job=2")
     assert "submitted 1 job(s) for 4 run(s)" in first.stdout
     runs = runs_of(tmp_path / "cluster")
     (job_id,) = {read_json(run / "job.json")["job_id"] for run in runs}
@@ -96,6 +99,8 @@ def test_one_job_trains_runs_at_once_and_a_requeue_resumes_them_bitwise(slurm, t
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
     statuses = [read_json(run / "status.json") for run in runs]
     assert [status["state"] for status in statuses] == ["done"] * 4 and {s["job_id"] for s in statuses} == {job_id}
+    assert {status["environment"]["threads"] for status in statuses} == {1}
+    assert not any("environment_changes" in status for status in statuses)
     assert len({status["pid"] for status in statuses}) > 1  # trained by more than one process
     log = "".join(slurm_logs(tmp_path / "cluster").values())
     assert log.count("Requeued job") == 1, log[-3000:]

@@ -1,6 +1,7 @@
 """Exact resume (DESIGN.md contract 4): a run killed at any moment — including in the middle of a
 save — and restarted ends with the same bytes as one never interrupted."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -84,11 +85,13 @@ def wait_until_training(process, run_dir):
     raise AssertionError(f"the process ended (exit code {process.returncode}) before it reported progress")
 
 
-def kill_at_call(words, owner: str, name: str, n: int, half_line: bool) -> int:
-    """Run train.py until it SIGKILLs itself at the nth call of owner.name; its exit code."""
+def kill_at_call(words, owner: str, name: str, n: int, half_line: bool, cpus: set[int] | None = None) -> int:
+    """Run train.py until it SIGKILLs itself at the nth call of owner.name (on the CPUs `cpus` alone, as
+    `taskset` would: None = this process's); its exit code."""
     script = KILL_AT_CALL.format(repository=str(REPOSITORY), owner=owner, name=name, n=n, half_line=half_line,
                                  words=words)
-    return subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY, capture_output=True, timeout=300).returncode
+    return subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY, capture_output=True, timeout=300,
+                          preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus)).returncode
 
 
 def test_sigkill_at_counted_moments_resumes_bitwise(tmp_path):
@@ -115,6 +118,40 @@ def test_sigkill_at_counted_moments_resumes_bitwise(tmp_path):
     assert all(torch.equal(weights[name], expected[name]) for name in expected)
     assert (run_dir / "log.jsonl").read_text() == (reference_run / "log.jsonl").read_text()
     assert not list(run_dir.rglob("*.tmp-*"))
+
+
+# The issue's example: its checkpoints differ from iteration 1 on between one and two CPU threads.
+NODE_WORDS = ["arch=mlp", "depth=2", "width=16", "epochs=2", "seed=4", "synthetic_train_size=1024",
+              "synthetic_test_size=64", "image_size=16", "progress=off", "resume_every_seconds=0"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to change what a resume is given")
+def test_a_run_started_on_one_core_resumes_on_two_with_its_one_thread_bitwise(tmp_path):
+    """A requeue onto a node with more cores: the run, started where one CPU was visible (CPU affinity) and
+    SIGKILLed at a counted batch, resumes where two are, keeps its one recorded thread (and says so), and
+    ends bitwise equal to the uninterrupted one-core run, which a two-thread run of it does not."""
+    one_core = {min(os.sched_getaffinity(0))}
+    words = [*NODE_WORDS, f"out_dir={tmp_path / 'interrupted'}"]
+    reference = subprocess.run([sys.executable, str(REPOSITORY / "train.py"), *NODE_WORDS,
+                                f"out_dir={tmp_path / 'reference'}"], cwd=REPOSITORY, capture_output=True,
+                               text=True, timeout=300, preexec_fn=lambda: os.sched_setaffinity(0, one_core))
+    assert reference.returncode == 0, reference.stderr
+    reference_run, expected = checkpoint_digests(tmp_path / "reference")
+    assert read_json(reference_run / "status.json")["environment"]["threads"] == 1
+    assert kill_at_call(words, "data.stream.TrainingStream", "batch", 5, False, cpus=one_core) == -signal.SIGKILL
+    run_dir = tmp_path / "interrupted" / "default" / "runs" / reference_run.name
+    assert read_json(run_dir / "lineage.json")["environment"]["threads"] == 1
+    resumed = run_cli("train.py", words)  # this process sees two CPUs
+    assert resumed.returncode == 0, resumed.stderr
+    assert "keeps the 1 CPU thread(s) it was started with (this process was given 2)" in resumed.stderr
+    assert checkpoint_digests(tmp_path / "interrupted")[1] == expected
+    status = read_json(run_dir / "status.json")
+    assert status["environment"]["threads"] == 1 and "environment_changes" not in status
+    fresh = run_cli("train.py", [*NODE_WORDS, f"out_dir={tmp_path / 'two'}"])  # a first start here: two threads
+    assert fresh.returncode == 0, fresh.stderr
+    two_run, two_threads = checkpoint_digests(tmp_path / "two")
+    assert read_json(two_run / "status.json")["environment"]["threads"] == 2
+    assert two_threads != expected  # what the test guards against: the thread count changes the bytes
 
 
 def test_sigterm_saves_then_stops_and_resumes_bitwise(tmp_path):

@@ -1,0 +1,83 @@
+"""What the last `analysis.py` drew, and from what: `figures/.published.json` (ExperimentFolder.publication_path).
+
+    inputs = Inputs.of(experiment, plan, runs)      # stamps of the tables, the run table, figures/'s code
+    inputs.unchanged(record)                         # True: nothing to draw or write ("nothing new")
+    inputs.figure_key(spec)                          # a figure is redrawn only when its key changed
+
+A figure is a pure function of its table (metrics.parquet or similarity.parquet, as its FigureSpec says),
+the command line's run filter and the figure code; the report adds the run table (states, iterations).
+The tables are folders of parts that are only ever replaced whole, and only when their rows change
+(metrics/store.py), so each part's size and modification time stand for its content: a call with
+nothing new reads a few stats, no Parquet, and imports no plotting library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from checkpointing import ExperimentFolder
+from utils import atomic_write_json, file_stamp
+
+CODE = Path(__file__).resolve().parent  # figures/: a changed figure is drawn again
+
+
+def digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def folder_stamp(folder: Path) -> list:
+    """[name, size, mtime] of every visible file of a table folder (hidden index and lock files aside)."""
+    if not folder.is_dir():
+        return [folder.name, file_stamp(folder)]  # an old one-file table, or none
+    return sorted([path.name, file_stamp(path)] for path in folder.iterdir() if not path.name.startswith("."))
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """Everything the figures, phases.csv and the report are drawn from, as digests."""
+
+    tables: dict[str, str]  # {"metrics" | "similarity": digest of the table folder's parts}
+    runs: str  # the run table: ids, states, iterations, settings (the report's)
+    context: str  # the figure code, the run filter typed, the experiment's name and description
+
+    @classmethod
+    def of(cls, experiment: ExperimentFolder, filter_words: str, description: str, runs: pd.DataFrame) -> "Inputs":
+        code = [[path.name, hashlib.sha256(path.read_bytes()).hexdigest()] for path in sorted(CODE.glob("*.py"))]
+        return cls(tables={"metrics": digest(folder_stamp(experiment.table_path)),
+                           "similarity": digest(folder_stamp(experiment.similarity_path))},
+                   runs=digest(runs.to_json(orient="split", default_handler=str)),
+                   context=digest([code, filter_words, experiment.path.name, description]))
+
+    def figure_key(self, table: str) -> str:
+        """What a figure drawn from `table` depends on."""
+        return digest([self.context, self.tables[table]])
+
+    def report_key(self) -> str:
+        return digest([self.context, self.tables, self.runs])
+
+    def unchanged(self, record: dict, experiment: ExperimentFolder) -> bool:
+        """Whether the last publication drew from these very inputs and every file it wrote is still there."""
+        if record.get("report") != self.report_key() or not experiment.report_path.exists():
+            return False
+        paths = [experiment.figures_path / name for entry in record.get("figures", {}).values()
+                 for name in entry.get("files", [])]
+        return experiment.phases_path.exists() and all(path.exists() for path in paths)
+
+
+def read_record(experiment: ExperimentFolder) -> dict:
+    """The last publication's record; {} when there is none or it is unreadable (everything is drawn)."""
+    try:
+        record = json.loads(experiment.publication_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def write_record(experiment: ExperimentFolder, record: dict) -> None:
+    atomic_write_json(experiment.publication_path, record)
+
