@@ -154,7 +154,7 @@ class Execution:
     channels_last: str = setting("auto", "CUDA only: channels_last memory format (auto = on for conv nets)",
                                  choices=("auto", "on", "off"))
     deterministic: bool = setting(True, "CUDA only: deterministic kernels (cuDNN deterministic, no autotuning, torch deterministic algorithms), so a resumed run ends bitwise equal; false = fastest kernels")
-    threads: int = setting(0, "CPU threads for torch (0 = torch's default)", minimum=0)
+    threads: int = setting(0, "CPU threads for torch (0 = the CPUs the run was given at its first start: Slurm allocation, CPU affinity, worker share; a resume keeps its run's count, and a number typed here changes it, recorded)", minimum=0)
     resume_every_seconds: float = setting(60.0, "save the resumable state at least this often (0 = every iteration)", minimum=0.0)
     progress: str = setting("auto", "progress bar: auto = only on a terminal", choices=("auto", "on", "off"))
     log_level: str = setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -11,6 +11,15 @@ import pytest
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
+
+def pytest_configure(config):
+    """One torch thread in this process, for every test alike: tiny tensors gain nothing from two, on a busy
+    2-CPU machine two threads spin-wait on each other, and a test's numbers must not depend on which test
+    ran before it (training.run restores the count it found; each run's own count is its record's)."""
+    import torch
+
+    torch.set_num_threads(1)
+
 # A run that trains in about a second on a CPU: 8 iterations per epoch, 3 epochs.
 TINY = ["synthetic_train_size=256", "synthetic_test_size=64", "image_size=16", "batch_size=32", "epochs=3",
         "arch=convnet", "depth=2", "width=8", "lr=0.05"]

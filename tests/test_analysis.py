@@ -180,8 +180,14 @@ def test_results_do_not_depend_on_batch_size_or_order(trained):
     run_dir = sorted((trained / "default" / "runs").iterdir())[0]
     reference = _measure_table(run_dir, 500)
     # The accumulators are batch-independent to 1e-10 on fixed features (tests/test_metrics.py); here
-    # the model's float32 features themselves differ in the last bits between batch sizes.
-    assert _measure_table(run_dir, 7) == pytest.approx(reference, rel=1e-6, abs=1e-9)
+    # the model's float32 features themselves differ in the last bits between batch sizes. NC1 multiplies
+    # that rounding by the condition number of the between-class covariance it pseudo-inverts (tr(Σ_W Σ_B⁺)):
+    # at the logits of this barely trained net, 2e-6 relative with two threads (Papyan et al. 2020, NC1).
+    batched = _measure_table(run_dir, 7)
+    collapse = {key for key in reference if key[1] == "nc1"}
+    assert {key: batched[key] for key in collapse} == pytest.approx({key: reference[key] for key in collapse}, rel=1e-4)
+    assert {key: value for key, value in batched.items() if key not in collapse} == pytest.approx(
+        {key: value for key, value in reference.items() if key not in collapse}, rel=1e-6, abs=1e-9)
     # Reordering moves examples in and out of the held-out part (drawn by position), which may move
     # the probes' l2; the NCC rule, CDNV and the classifier do not depend on it.
     shuffled = _measure_table(run_dir, 33, order=torch.randperm(128, generator=torch.Generator().manual_seed(1)))
