@@ -48,7 +48,7 @@ from checkpointing import CorruptFile, ExperimentFolder, RunFolder, RunFolderErr
 from conf import Execution, Plan, Settings, SettingsError, parse_arguments
 from metrics import engine, registry, snapshots, store
 from metrics import transfer as transfer_metrics
-from metrics.inputs import load_model, splits_of, transfer_probe
+from metrics.inputs import check_module_file, load_model, splits_of, transfer_probe
 from utils import (describe_environment_error, ensure_writable_folder, one_line, progress_bar,
                    resolve_device, setup_logging)
 
@@ -86,6 +86,20 @@ class RunInputs:
     transfer: transfer_metrics.TransferProbe | None
     lineage: dict
     transfer_task: str = ""  # the task and its images, or `none (why)`: a column of every row (the report reads it)
+
+
+def read_table(experiment_dir: str | Path) -> pd.DataFrame:
+    """`analysis.read_table("outputs/demo")`: the experiment's metrics table as one frame, a row per (run_id,
+    iteration, layer, metric, split) with its value and the run's settings as columns (what the figures
+    read). SettingsError when it has not been measured yet."""
+    from figures.publish import read_parquet_again_if_changed
+
+    path = ExperimentFolder(experiment_dir).table_path
+    try:
+        return read_parquet_again_if_changed(path)
+    except FileNotFoundError:
+        raise SettingsError(f"{path} does not exist; measure the experiment first (python analysis.py "
+                            f"out_dir=... experiment=...)") from None
 
 
 def recipes(plan: Plan) -> dict[str, str]:
@@ -141,6 +155,7 @@ def runs_of(experiment: ExperimentFolder, overrides: tuple) -> tuple[list[Settin
 
 
 def run_inputs(settings: Settings, folder: RunFolder, plan: Plan, device) -> RunInputs:
+    check_module_file(settings)  # a user's module changed since the run: refused before anything is measured
     execution = plan.execution
     train, test, num_classes = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
     probe, transfer_task = transfer_probe(settings, plan, train, test, num_classes, device)
@@ -198,7 +213,8 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.fresh += 1  # another process measured it between our first look and the lock
             return
         try:
-            checkpoint, model = load_model(inputs.folder, iteration, inputs.device)
+            checkpoint, model = load_model(inputs.folder, iteration, inputs.device, inputs.plan.analysis.layers,
+                                           inputs.plan.analysis.features_at)
         except CorruptFile as error:
             logger.error("%s; skipped", one_line(error))
             outcome.corrupt += 1

@@ -3,7 +3,7 @@ environment each resume state records, the kernel choice on CUDA (deterministic 
 options bf16 and channels_last, and the per-step numbers kept on the device until the log reads them; the
 optimizer (fused kernels on CUDA).
 
-    count = choose_threads(execution.threads, recorded=folder.recorded_threads(), given=cpus_given())
+    count = choose_threads(run_id, execution.threads, recorded=folder.recorded_threads(), given=cpus_given())
     with cpu_threads(count):                                             # torch's threads, restored after
         environment = execution_environment(settings, execution, device) # {"device", "threads", "torch", ...}
     with kernel_choice(device, execution.deterministic):                 # cuDNN/torch set, restored after
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 
@@ -26,6 +27,7 @@ import torch
 
 from conf import Execution, Settings
 
+logger = logging.getLogger("training")  # its lines are the training run's
 CONVOLUTIONAL = ("convnet", "convresnet", "resnet", "vgg")
 # What `auto` turns on for the CUDA-only execution options bf16 and channels_last (never on the CPU): the
 # architectures each pays for. The one place to change once a GPU measurement says whether it pays.
@@ -47,13 +49,18 @@ def cpus_given() -> int:
     return max(1, min(counts))
 
 
-def choose_threads(requested: int, recorded: int | None, given: int) -> int:
-    """A run's CPU threads for this start: `requested` (threads=N: what the user asked, which a resume then
-    records as an environment change when it differs), else the count the run was started with, whatever
-    this node offers, else the CPUs `given` (a first start). Kept because torch's CPU kernels split their
-    sums by thread count: a full reduction (`sum`, the loss's mean) and oneDNN's convolution weight
-    gradient (summed over the batch per thread) round differently at 1 and 2 threads, while GEMM, the
-    forward convolution and batch norm do not (measured on torch 2.15's MKL and oneDNN 3.13; README)."""
+def choose_threads(run_id: str, requested: int, recorded: int | None, given: int) -> int:
+    """A run's CPU threads for this start, set before anything computes: `requested` (threads=N: what the
+    user asked, which a resume then records as an environment change when it differs), else the count the
+    run was started with, whatever this node offers (logged), else the CPUs `given` (a first start). Kept
+    because torch's CPU kernels split their sums by thread count: a full reduction (`sum`, the loss's
+    mean) and oneDNN's convolution weight gradient (summed over the batch per thread) round differently
+    at 1 and 2 threads, while GEMM, the forward convolution and batch norm do not (measured on torch
+    2.15's MKL and oneDNN 3.13; README)."""
+    if recorded and not requested and recorded != given:
+        logger.info("%s: keeps the %d CPU thread(s) it was started with (this process was given %d): torch's CPU "
+                    "sums depend on the thread count, so a resume with another would not end bitwise equal "
+                    "(threads=N changes it, recorded as an environment change)", run_id, recorded, given)
     return requested or recorded or given
 
 

@@ -133,6 +133,10 @@ def start_from_parent(settings: Settings, folder: RunFolder, model: models.Layer
 
 def check_fits(settings: Settings, dataset: data.ImageDataset) -> None:
     """The pre-flight of train.py for one run: checks that need the dataset's size or the model's modules (known only once the data is read)."""
+    try:
+        models.check_builds(settings, input_shape=tuple(dataset.train_images.shape[1:]), num_classes=dataset.num_classes)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
     examples = len(dataset.train_labels)
     if settings.batch_size > examples:
         raise SettingsError(f"batch_size={settings.batch_size} exceeds the {examples} training examples of "

@@ -119,21 +119,11 @@ def run(settings: Settings, run_dir: str | Path, execution: Execution = Executio
                 return "done"
             logger.warning("%s: re-making %d missing or corrupt checkpoint(s) from an earlier state", settings.run_id,
                            len(damaged))
-        with devices.cpu_threads(run_threads(settings, folder, execution, cpus)), \
+        threads = devices.choose_threads(settings.run_id, execution.threads, folder.recorded_threads(),
+                                         cpus or devices.cpus_given())
+        with devices.cpu_threads(threads), \
                 devices.kernel_choice(resolve_device(execution), execution.deterministic):
             return RunTraining(settings, folder, execution, damaged).train(handle_signals)
-
-
-def run_threads(settings: Settings, folder: RunFolder, execution: Execution, cpus: int) -> int:
-    """This start's CPU threads (devices.choose_threads), set before anything computes: the count the run
-    was started with, whatever this node or job offers, unless threads= asks for another."""
-    recorded, given = folder.recorded_threads(), cpus or devices.cpus_given()
-    count = devices.choose_threads(execution.threads, recorded, given)
-    if recorded and not execution.threads and recorded != given:
-        logger.info("%s: keeps the %d CPU thread(s) it was started with (this process was given %d): torch's CPU "
-                    "sums depend on the thread count, so a resume with another would not end bitwise equal "
-                    "(threads=N changes it, recorded as an environment change)", settings.run_id, recorded, given)
-    return count
 
 
 class RunTraining:

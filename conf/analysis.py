@@ -22,6 +22,7 @@ class Analysis:
     probe_dimensions: int = setting(512, "features are pooled to at most this many dimensions for the probes and the decoder", minimum=1)
     # The same names as models.POINTS (conf imports the standard library only; tests check they agree).
     features_at: str = setting("post_activation", "where each layer's features are taken: after the activation (DESIGN contract 5) or the linear/conv output before BN and ReLU (IntermediateNC; per family in the README's Models)", choices=("post_activation", "pre_activation"))
+    layers: str = setting("", "which modules' outputs are the layers: module paths separated by commas, read by forward hooks (e.g. layer1,layer2,layer3,layer4,fc); '' = the family's own (README's model table)")
     # Both parts of the split must hold examples (metrics/engine.py fits on one, scores on the other:
     # an empty part is a ValueError). Below 1 % the held-out part of a small split is often empty; above
     # a half the l2 is chosen for a fit on less data than the refit on the whole split it is used for.

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import typing
 import unicodedata
 from dataclasses import dataclass, field
@@ -23,9 +24,11 @@ from conf.errors import SettingsError
 from conf.plasticity import PLASTICITY_FIELDS, check_plasticity, run_kind
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashionmnist", "svhn")
-ARCHITECTURES = ("convnet", "convresnet", "mlp", "resnet", "vgg")
+ARCHITECTURES = ("convnet", "convresnet", "mlp", "resnet", "vgg", "vit")
 VGG_DEPTHS = (8, 11, 13, 16)  # LearnPhase's VGG-8 and the standard VGG-11/13/16 plans
 SYNTHETIC_ONLY = ("image_size", "synthetic_classes", "synthetic_train_size", "synthetic_test_size")
+FAMILY_ONLY = {"patch_size": ("vit",), "heads": ("vit",)}  # sizes only these families read (not in others' ids)
+ARCH_PREFIXES = ("torchvision:", "module:")  # models/torchvision_family.py, models/user_module.py
 # Unicode categories refused in every text value: control characters (newline, carriage return, tab,
 # NUL, escape, DEL, ...) and the line and paragraph separators. Text values are written into line-based
 # files (sbatch headers, job shell lines, settings.json read by people, logs): one such character
@@ -56,10 +59,13 @@ class Settings:
     label_noise: float = setting(0.0, "fraction of training labels replaced by a different class (IntermediateNC)", minimum=0.0, maximum=1.0)
     augment: bool = setting(False, "random crop (padding 4) and horizontal flip of training batches")
     # model
-    arch: str = setting("convnet", "architecture family (models/)", choices=ARCHITECTURES)
-    depth: int = setting(4, "hidden layers (mlp, convnet, convresnet), VGG variant (8/11/13/16), or blocks per stage (resnet)", minimum=1)
-    width: int = setting(32, "hidden units or channels (mlp, convnet, convresnet), base channels (vgg, resnet)", minimum=1)
+    arch: str = setting("convnet", "architecture family (models/): a built-in one, torchvision:NAME (any torchvision classification builder) or module:FILE:CLASS (your nn.Module)")
+    depth: int = setting(4, "hidden layers (mlp, convnet, convresnet), VGG variant (8/11/13/16), blocks per stage (resnet) or transformer blocks (vit)", minimum=1)
+    width: int = setting(32, "hidden units or channels (mlp, convnet, convresnet), base channels (vgg, resnet) or token dimensions (vit)", minimum=1)
     batch_norm: bool = setting(True, "batch normalisation after every hidden linear or conv layer")
+    patch_size: int = setting(4, "vit: side of the square image patches, in pixels (must divide the image side)", minimum=1)
+    heads: int = setting(4, "vit: attention heads per block (must divide width)", minimum=1)
+    module_sha256: str = setting("", "module:FILE:CLASS: the file's sha256, filled in from the file when empty (a run whose file changed since is refused)")
     # optimisation
     loss: str = setting("ce", "training loss: cross-entropy or mean squared error to one-hot targets", choices=("ce", "mse"))
     optimizer: str = setting("sgd", "optimizer", choices=("sgd", "adam"))
@@ -87,6 +93,9 @@ class Settings:
 
     def __post_init__(self):
         check_fields(self)
+        check_arch(self)
+        if self.arch == "vit" and self.width % self.heads:
+            raise SettingsError(f"heads={self.heads} does not divide width={self.width}; accepted with arch=vit: a divisor of the width")
         if self.arch == "vgg" and self.depth not in VGG_DEPTHS:
             raise SettingsError(f"depth={self.depth} is not a VGG variant; accepted with arch=vgg: {', '.join(map(str, VGG_DEPTHS))}")
         check_plasticity(self)
@@ -123,6 +132,11 @@ class Settings:
         if self.dataset != "synthetic":
             for name in SYNTHETIC_ONLY:
                 values.pop(name)
+        for name, families in FAMILY_ONLY.items():  # a family's own sizes: the other families' ids stay as they were
+            if self.arch not in families:
+                values.pop(name)
+        if not self.arch.startswith("module:"):
+            values.pop("module_sha256")
         return values
 
     @functools.cached_property  # frozen: computed once (a 1000-run grid asks for each id several times)
@@ -132,7 +146,36 @@ class Settings:
         canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
         stage = {"scratch": "", "stage1": "-stage1", "child": "-warm"}[run_kind(self)]
-        return f"{self.arch}{self.depth}-w{self.width}-{self.dataset}-s{self.seed}{stage}-{digest}"
+        if self.arch in ARCHITECTURES:
+            model = f"{self.arch}{self.depth}-w{self.width}"
+        else:  # torchvision:NAME -> NAME, module:FILE:CLASS -> class; a folder name holds no ':' or '/'
+            model = self.arch.rpartition(":")[2].lower() + ("" if self.arch.startswith("torchvision:") else
+                                                           f"{self.depth}-w{self.width}")
+        return f"{model}-{self.dataset}-s{self.seed}{stage}-{digest}"
+
+
+def check_arch(settings: "Settings") -> None:
+    """arch: a built-in family, `torchvision:NAME` or `module:FILE:CLASS` (SettingsError otherwise). A module
+    file is read here: its path made absolute (a job starts elsewhere) and its sha256 recorded when the
+    settings do not hold one yet; whether NAME, FILE and CLASS exist is models/'s to say (pre-flight)."""
+    arch = settings.arch
+    accepted = f"accepted: {', '.join(ARCHITECTURES)}, torchvision:NAME or module:FILE:CLASS"
+    if arch in ARCHITECTURES or (arch.startswith("torchvision:") and arch[len("torchvision:"):].isidentifier()):
+        return
+    if not arch.startswith("module:"):
+        raise SettingsError(f"arch={arch!r} is not known; {accepted}")
+    path, _, class_name = arch[len("module:"):].rpartition(":")
+    if not path or not class_name.isidentifier():
+        raise SettingsError(f"arch={arch!r} is not module:FILE:CLASS; {accepted}, e.g. module:my_models.py:TinyNet")
+    if not os.path.isabs(path):
+        object.__setattr__(settings, "arch", f"module:{os.path.abspath(path)}:{class_name}")
+    if not settings.module_sha256:
+        try:
+            with open(os.path.abspath(path), "rb") as handle:
+                object.__setattr__(settings, "module_sha256", hashlib.sha256(handle.read()).hexdigest())
+        except OSError as error:
+            raise SettingsError(f"arch={arch}: {path} cannot be read ({error.strerror}); accepted: module:FILE:CLASS "
+                                "with FILE an existing Python file") from None
 
 
 @dataclass(frozen=True)

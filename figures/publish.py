@@ -107,7 +107,7 @@ def publish(plan: Plan, experiment_dir: Path, measured_note: str = "") -> int:
     if inputs.unchanged(record, experiment):
         drawn = sum(1 for entry in record["figures"].values() if entry.get("files"))
         print(f"nothing new: {measured_note + '; ' if measured_note else ''}the table, {drawn} figure(s), "
-              f"phases.csv and the report are up to date ({experiment.report_path})")
+              f"{experiment.phases_path.name} and the report are up to date ({experiment.report_path})")
         return record.get("exit", 0)
     if measured_note:
         print(measured_note)

@@ -1,6 +1,7 @@
-"""Per-layer analysis metrics: pure tensor functions and streaming float64 accumulators.
+"""Per-layer analysis metrics: pure tensor functions and streaming float64 accumulators, and `measure`,
+the whole analysis of one model on tensors (metrics/api.py).
 
-No files, no models: analysis.py captures features and feeds them here, batch by batch.
+    table = measure(model, train=(images, labels), test=(images, labels), layers=["layer1"], metrics=["nc1"])
 
     moments = ClassMoments(num_classes, dimension, device)      # NCC / CDNV (Galanti et al., TMLR 2023)
     decoder = CrossMoments(dimension, pixels, device)           # linear decoder (Schneider & Prabhushankar, AAAI 2024)
@@ -10,6 +11,7 @@ No files, no models: analysis.py captures features and feeds them here, batch by
         decoder.update(features, images.flatten(1))
 """
 
+from metrics.api import measure
 from metrics.depth import effective_depth
 from metrics.moments import ClassMoments, cdnv, ncc_predictions
 from metrics.pooling import pool_to
@@ -18,5 +20,5 @@ from metrics.transfer import colour_dominance
 
 __all__ = [
     "L2_GRID", "ClassMoments", "CrossMoments", "cdnv", "choose_l2", "colour_dominance", "effective_depth",
-    "ncc_predictions", "pool_to", "ridge_fit", "ridge_mse",
+    "measure", "ncc_predictions", "pool_to", "ridge_fit", "ridge_mse",
 ]

@@ -43,7 +43,7 @@ class SplitData:
     """What one split is measured on: normalised images, labels, and a transfer task's labels (metrics/transfer.py
     `bind` sets them; None: no transfer probe reads this split)."""
 
-    images: Tensor  # uint8 [N, C, H, W]
+    images: Tensor  # uint8 [N, C, H, W], normalised batch by batch; float ones are taken as normalised (metrics.measure)
     labels: Tensor  # int64 [N]: for the training split, the labels the run trained on
     mean: Tensor
     std: Tensor
@@ -53,8 +53,10 @@ class SplitData:
         for start in range(0, len(self.labels), batch_size):
             stop = start + batch_size
             transfer = None if self.transfer_labels is None else self.transfer_labels[start:stop]
-            yield (start, stop, data.normalize(self.images[start:stop], self.mean, self.std),
-                   self.labels[start:stop], transfer)
+            images = self.images[start:stop]
+            if not images.is_floating_point():
+                images = data.normalize(images, self.mean, self.std)
+            yield start, stop, images, self.labels[start:stop], transfer
 
 
 def applicable(names, transfer: TransferProbe | None, options: Analysis | None = None) -> tuple[str, ...]:

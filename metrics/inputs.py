@@ -15,10 +15,12 @@ import torch
 
 import data
 import models
-from checkpointing import CorruptFile, RunFolder
+from checkpointing import CorruptFile, RunFolder, RunFolderError
 from conf import Plan, Settings, SettingsError
 from metrics import transfer as transfer_metrics
 from metrics.engine import SplitData
+from models import user_module
+from models.hooked import HookedModel, UnknownLayer
 from utils import one_line
 
 REMAKE = "launch the run's grid again to re-make it (training is deterministic)"
@@ -77,14 +79,38 @@ def transfer_splits(settings: Settings, plan: Plan, name: str, reference: SplitD
             SplitData(dataset.test_images, dataset.test_labels, reference.mean, reference.std), dataset.num_classes)
 
 
-def load_model(folder: RunFolder, iteration: int, device) -> tuple[dict, models.LayerwiseModel]:
-    """The checkpoint (verified against its sha256) and the model it rebuilds alone; CorruptFile
+def layer_paths(text: str) -> list[str] | None:
+    """`layers=` as module paths; None for '' (the family's own layers)."""
+    return [name.strip() for name in text.split(",") if name.strip()] or None
+
+
+def check_module_file(settings: Settings) -> None:
+    """RunFolderError naming the run when its model is a user's module whose file is missing or changed
+    since the run was made: its checkpoints would be rebuilt as another model (models/user_module.py)."""
+    if settings.arch.startswith(user_module.PREFIX):
+        try:
+            user_module.load_class(settings.arch, settings.module_sha256)
+        except ValueError as error:
+            raise RunFolderError(f"run {settings.run_id}: {error}") from None
+
+
+def load_model(folder: RunFolder, iteration: int, device, layers: str = "", features_at: str = "post_activation"
+               ) -> tuple[dict, models.LayerwiseModel]:
+    """The checkpoint (verified against its sha256) and the model it rebuilds alone, with the layers
+    `layers=` names (SettingsError listing the model's modules when it has no such one); CorruptFile
     (naming the file) also for a file that hashes right and loads but is not a checkpoint of ours."""
     checkpoint = folder.load_checkpoint(iteration, map_location=device)
     path = folder.checkpoint_path(iteration)
     if not isinstance(checkpoint, dict) or not {"iteration", "epoch"} <= checkpoint.keys():
         raise CorruptFile(f"{path} is not a checkpoint (no iteration and epoch); {REMAKE}")
     try:
-        return checkpoint, models.from_checkpoint(checkpoint)
+        model = models.from_checkpoint(checkpoint, layer_paths(layers))
+    except UnknownLayer as error:
+        raise SettingsError(str(error)) from None
     except Exception as error:  # whatever a foreign file trips on (missing keys, other shapes): name the file
         raise CorruptFile(f"{path} does not rebuild its model ({type(error).__name__}: {error}); {REMAKE}") from None
+    if features_at != "post_activation" and isinstance(model, HookedModel):
+        raise SettingsError(f"features_at={features_at} does not apply to {checkpoint['settings']['arch']}"
+                            f"{' with layers=' + layers if layers else ''}: layers named by module path have no known "
+                            "linear output before their activation; accepted: features_at=post_activation")
+    return checkpoint, model

@@ -19,8 +19,10 @@ def pool_to(features: Tensor, max_dimensions: int) -> Tensor:
     1. Flatten; if that fits, return it unchanged.
     2. A 4-D map [B, C, H, W] is adaptive-average-pooled to the largest s × s grid with C·s² ≤
        max_dimensions and s ≤ min(H, W), s ≥ 1; keeping the grid square keeps the channels whole
-       and the spatial layout coarse but intact (channel-major flattening, as torch's).
-    3. Still too wide (C > max_dimensions after s = 1), or not 4-D: average groups of g = ⌈D / max⌉
+       and the spatial layout coarse but intact (channel-major flattening, as torch's). A 3-D token
+       stream [B, C, T] (a transformer's, channel-first: models/vit.py) likewise to the largest k ≤ T
+       groups of consecutive tokens with C·k ≤ max_dimensions, k = 1 being the token mean.
+    3. Still too wide (C > max_dimensions after s = 1 or k = 1), or 2-D: average groups of g = ⌈D / max⌉
        consecutive features, ⌈D / g⌉ groups, the last one possibly shorter (averaged over its own size).
     Deterministic (no random projection), so features of every checkpoint are reduced alike.
     """
@@ -38,6 +40,11 @@ def pool_to(features: Tensor, max_dimensions: int) -> Tensor:
         else:
             pooled = functional.adaptive_avg_pool2d(features, side)
         flat = pooled.reshape(batch, -1)
+        if flat.shape[1] <= max_dimensions:
+            return flat
+    if features.dim() == 3:
+        channels, tokens = features.shape[1:]
+        flat = functional.adaptive_avg_pool1d(features, max(1, min(tokens, max_dimensions // channels))).reshape(batch, -1)
         if flat.shape[1] <= max_dimensions:
             return flat
     return _average_consecutive(flat, max_dimensions)

@@ -87,9 +87,11 @@ def recipe(metric: Metric, options) -> str:
     statistics = {}
     for need in metric.needs:
         statistics.update(need_versions(need))
+    chosen = {option: getattr(options, option) for option in metric.depends_on()}
+    if getattr(options, "layers", ""):  # other layers, other rows; the family's own keep the recipes they had
+        chosen["layers"] = options.layers
     text = json.dumps({"engine": ENGINE_VERSION, "metric": metric.name, "version": metric.version,
-                       "statistics": statistics,
-                       "options": {option: getattr(options, option) for option in metric.depends_on()}}, sort_keys=True)
+                       "statistics": statistics, "options": chosen}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -7,12 +7,12 @@
 """
 
 # Importing each family registers it (timm-style @register, no if/elif lookup).
-from models import convnet, convresnet, mlp, resnet, vgg  # noqa: F401
+from models import convnet, convresnet, mlp, resnet, vgg, vit  # noqa: F401
 from models.base import POINTS, FeatureTap, LayerwiseModel
 from models.interventions import reset_last_modules, shrink_and_perturb
-from models.registry import REGISTRY, UnknownArchitecture, build, from_checkpoint, register
+from models.registry import REGISTRY, UnknownArchitecture, build, check_builds, from_checkpoint, register
 
 ARCHITECTURES: tuple[str, ...] = tuple(sorted(REGISTRY))
 
-__all__ = ["ARCHITECTURES", "POINTS", "REGISTRY", "FeatureTap", "LayerwiseModel", "UnknownArchitecture", "build", "from_checkpoint", "register", "reset_last_modules",
+__all__ = ["ARCHITECTURES", "POINTS", "REGISTRY", "FeatureTap", "LayerwiseModel", "UnknownArchitecture", "build", "check_builds", "from_checkpoint", "register", "reset_last_modules",
            "shrink_and_perturb"]

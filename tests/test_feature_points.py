@@ -28,9 +28,14 @@ def todays_features(model: models.LayerwiseModel, x: Tensor) -> dict[str, Tensor
     features, names = {"input": x}, iter(hidden_names(model))
     for module in ([model.stem] if model.stem is not None else []) + list(model.blocks):
         x = module(x)
-        features[next(names)] = x
+        features[next(names)] = channel_first(model, x)
     features["logits"] = model.head(x)
     return features
+
+
+def channel_first(model: nn.Module, x: Tensor) -> Tensor:
+    """A transformer's token stream [B, tokens, width] as its features are, [B, width, tokens] (models/vit.py)."""
+    return x.transpose(1, 2) if getattr(model, "token_streams", False) and x.dim() == 3 else x
 
 
 def residual_sum(block: nn.Module, x: Tensor) -> Tensor:
@@ -48,6 +53,7 @@ MANUAL_STEM = {
     "convnet": convnet_stem,
     "convresnet": convnet_stem,
     "resnet": lambda stem, x: stem.conv(x),
+    "vit": lambda stem, x: stem(x).transpose(1, 2),  # a residual stream: no activation follows it
 }
 MANUAL_BLOCK = {
     "mlp": lambda block, x: block.linear(x.flatten(1)),
@@ -55,6 +61,7 @@ MANUAL_BLOCK = {
     "convresnet": residual_sum,
     "vgg": lambda block, x: block.conv(x),
     "resnet": residual_sum,
+    "vit": lambda block, x: block(x.transpose(1, 2)).transpose(1, 2),  # the block's own output (its docstring)
 }
 
 
@@ -71,6 +78,11 @@ def manual_pre_activation(arch: str, model: models.LayerwiseModel, x: Tensor) ->
             expected[name] = MANUAL_BLOCK[arch](block, inputs[name])
     expected["logits"] = post["logits"]
     return expected
+
+
+# Families whose layers end in a residual sum that no activation follows (a pre-norm transformer block):
+# their pre-activation point is the layer's own output (models/vit.py).
+NO_ACTIVATION_AFTER = {"vit"}
 
 
 def every_hook(model: nn.Module) -> list:
@@ -98,6 +110,9 @@ def test_pre_activation_is_the_linear_or_conv_output(arch, input_shape, batch_no
     for name in hidden_names(model):
         assert pre[name].shape == post[name].shape, name
         assert torch.equal(pre[name], expected[name]), name
+        if arch in NO_ACTIVATION_AFTER:
+            assert torch.equal(pre[name], post[name]), name
+            continue
         # ReLU makes every post-activation value >= 0; the pre-activation (before BN and ReLU) has
         # negative values, so it is another tensor whether or not BN is on.
         assert (post[name] >= 0).all() and (pre[name] < 0).any(), name

@@ -114,8 +114,8 @@ def test_cpus_given_is_the_fewest_of_torch_the_affinity_and_slurm(monkeypatch):
     assert devices.cpus_given() == 48
     monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: {3})
     assert devices.cpus_given() == 1  # taskset -c 3
-    assert devices.choose_threads(0, recorded=None, given=4) == 4 and devices.choose_threads(0, 2, 4) == 2
-    assert devices.choose_threads(3, recorded=2, given=4) == 3
+    assert devices.choose_threads("run", 0, recorded=None, given=4) == 4 and devices.choose_threads("run", 0, 2, 4) == 2
+    assert devices.choose_threads("run", 3, recorded=2, given=4) == 3
 
 
 def test_environment_notes_keep_the_lineage_and_follow_the_states_resumed_from(tmp_path):

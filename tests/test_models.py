@@ -21,6 +21,7 @@ TINY = {
     "convresnet": dict(depth=2, width=8),
     "vgg": dict(depth=8, width=4),
     "resnet": dict(depth=1, width=4),
+    "vit": dict(depth=2, width=8, patch_size=4, heads=2),
 }
 INPUT_SHAPES = [(3, 32, 32), (1, 28, 28)]
 BATCH_SIZE = 4  # ≥ 2 for BatchNorm in train mode; 4 so every unit sees varied inputs.
@@ -41,8 +42,8 @@ def parameter_ids(modules: list[nn.Module]) -> list[int]:
     return [id(parameter) for module in modules for parameter in module.parameters()]
 
 
-def test_registry_lists_exactly_the_five_families():
-    assert models.ARCHITECTURES == ("convnet", "convresnet", "mlp", "resnet", "vgg")
+def test_registry_lists_exactly_the_six_families():
+    assert models.ARCHITECTURES == ("convnet", "convresnet", "mlp", "resnet", "vgg", "vit")
     assert set(TINY) == set(models.ARCHITECTURES)
 
 

@@ -1,0 +1,188 @@
+"""Any model (issue: torchvision builders, the built-in ViT, a user's own nn.Module) through training and
+analysis; layers by module path (forward hooks) equal to the built-in walk bit for bit; `metrics.measure`
+equal to analysis.py bit for bit on the same checkpoint and data; exact resume after a SIGKILL; bad input."""
+
+import signal
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import analysis
+import models
+from checkpointing import RunFolder
+from conf import Settings
+from metrics import measure, registry
+from metrics.inputs import load_model, splits_of
+from models.hooked import HookedModel, UnknownLayer
+from tests.conftest import read_json, run_cli, tiny_words
+from tests.test_resume import checkpoint_digests, kill_at_call
+
+SMALL = ["image_size=16", "synthetic_train_size=256", "synthetic_test_size=64", "batch_size=32", "epochs=1"]
+QUICK = ["probe_dimensions=64", "log_level=WARNING", "probe_subset_size=64"]
+USER_MODULE = '''
+    from torch import nn
+
+
+    class TinyNet(nn.Module):
+        """Two convs and a linear head, as a user would write one."""
+
+        def __init__(self, width, num_classes, input_shape):
+            super().__init__()
+            self.conv1 = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, padding=1), nn.ReLU())
+            self.conv2 = nn.Sequential(nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU())
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Sequential(nn.Flatten(), nn.Linear(width, num_classes))
+
+        def forward(self, x):
+            return self.fc(self.pool(self.conv2(self.conv1(x))))
+
+
+    class WrongInput(nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            self.fc = nn.Linear(5, num_classes)
+
+        def forward(self, x):
+            return self.fc(x)
+
+
+    NOT_A_MODULE = object
+'''
+ARCHS = ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "vit"]
+
+
+@pytest.fixture(scope="module")
+def user_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("user") / "my_models.py"
+    path.write_text(textwrap.dedent(USER_MODULE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory, user_file) -> Path:
+    """One short run of each kind, trained and analysed with default options (the grid: one train.py call)."""
+    out = tmp_path_factory.mktemp("any")
+    archs = ",".join([*ARCHS, f"module:{user_file}:TinyNet"])
+    trained = run_cli("train.py", tiny_words(out, *SMALL, f"arch={archs}", "depth=2", "width=16", "heads=2"))
+    assert trained.returncode == 0, trained.stderr
+    result = run_cli("analysis.py", [f"out_dir={out}", "threads=1", *QUICK])  # this process computes on 1 thread
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def run_of(out: Path, prefix: str) -> Path:
+    (run,) = [path for path in (out / "default" / "runs").iterdir() if path.name.startswith(prefix)]
+    return run
+
+
+def test_every_kind_trains_and_is_measured_layer_by_layer(measured):
+    table = analysis.read_table(measured / "default")
+    layers = {run: list(rows.sort_values("layer_index")["layer"].unique())
+              for run, rows in table[table["metric"] == "ncc_accuracy"].groupby("run_id")}
+    by_prefix = {prefix: next(names for run, names in layers.items() if run.startswith(prefix))
+                 for prefix in ("resnet18", "mobilenet_v3_small", "vit2", "tinynet2")}
+    assert by_prefix["resnet18"] == ["input", "layer1", "layer2", "layer3", "layer4", "logits"]
+    assert by_prefix["mobilenet_v3_small"][1:3] == ["features.0", "features.1"]
+    assert by_prefix["vit2"] == ["input", "stem", "block00", "block01", "logits"]
+    assert by_prefix["tinynet2"] == ["input", "conv1", "conv2", "pool", "logits"]
+    assert {"nc1", "cka_previous_layer", "effective_rank", "transfer_accuracy"} <= set(table["metric"])
+    assert table["value"].notna().any() and len(table["run_id"].unique()) == 4
+    tinynet = read_json(run_of(measured, "tinynet2") / "settings.json")["settings"]
+    assert tinynet["module_sha256"] and tinynet["arch"].startswith("module:/")  # the file's path made absolute
+    assert (measured / "default" / "figures" / "ncc_by_layer.png").exists()
+
+
+@pytest.mark.parametrize("prefix", ["resnet18", "vit2"])
+def test_measure_equals_analysis_bitwise(measured, prefix):
+    """The Python API on a run's checkpoint and the data it trained on gives the table's values exactly."""
+    run = RunFolder(run_of(measured, prefix))
+    settings = run.read_settings()
+    train, test, classes = splits_of(settings, run, Path("datasets"), False, torch.device("cpu"))
+    _, model = load_model(run, 8, "cpu")
+    names = [name for name in registry.METRICS if not any(need.endswith(":transfer") for need in registry.METRICS[name].needs)]
+    rows = measure(model, train=(train.images, train.labels), test=(test.images, test.labels), metrics=names,
+                   device="cpu", seed=settings.seed, normalization=(train.mean, train.std), num_classes=classes,
+                   probe_dimensions=64, probe_subset_size=64)
+    table = analysis.read_table(measured / "default")
+    stored = table[(table["run_id"] == settings.run_id) & (table["iteration"] == 8) & table["metric"].isin(names)]
+    key = ["layer", "metric", "split"]
+    joined = rows.merge(stored[[*key, "value"]], on=key, suffixes=("", "_stored"), validate="one_to_one")
+    assert len(joined) == len(stored) == len(rows)
+    same = (joined["value"] == joined["value_stored"]) | (joined["value"].isna() & joined["value_stored"].isna())
+    assert same.all(), joined[~same]
+
+
+def test_layers_by_module_path_equal_the_built_in_walk_bitwise():
+    """Hooks on a built-in model's own modules give its features exactly, and so the same metric values."""
+    torch.manual_seed(0)
+    model = models.build(Settings(arch="convnet", depth=2, width=8), input_shape=(3, 16, 16), num_classes=10).eval()
+    hooked = HookedModel(model, ["stem", "blocks.0", "blocks.1"])
+    images = torch.randn(40, 3, 16, 16)
+    walked, read = model.features(images), hooked.features(images)
+    for built_in, path in (("stem", "stem"), ("block00", "blocks.0"), ("block01", "blocks.1"), ("logits", "logits")):
+        assert torch.equal(walked[built_in], read[path]), path
+    labels = torch.arange(40) % 10
+    split = ((images * 0.25).clamp(-1, 1), labels)
+    names = ["ncc_accuracy", "cdnv", "nc1", "probe_accuracy", "reconstruction_mse", "effective_rank"]
+    own = measure(model, train=split, test=split, metrics=names, device="cpu", probe_dimensions=32)
+    hooks = measure(model, train=split, test=split, layers=["stem", "blocks.0", "blocks.1"], metrics=names,
+                    device="cpu", probe_dimensions=32)
+    rename = {"blocks.0": "block00", "blocks.1": "block01"}
+    hooks["layer"] = hooks["layer"].replace(rename)
+    pd.testing.assert_frame_equal(own.reset_index(drop=True), hooks.reset_index(drop=True))
+
+
+def test_hooks_are_removed_after_every_pass_and_on_error():
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    hooked = HookedModel(module, ["1", "2"])
+    hooked.features(torch.randn(2, 3, 2, 2))
+    assert all(not part._forward_hooks for part in module.modules())
+    with pytest.raises(RuntimeError):
+        hooked.features(torch.randn(2, 5))  # a forward pass that fails
+    assert all(not part._forward_hooks for part in module.modules())
+    with pytest.raises(UnknownLayer, match=r"no module 'lin'.*accepted: module paths such as 0, 1, 2, 3"):
+        HookedModel(module, ["lin"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["torchvision:mobilenet_v3_small", "vit"])
+def test_sigkill_at_a_counted_batch_resumes_bitwise(tmp_path, arch):
+    words = [*SMALL, "epochs=2", f"arch={arch}", "depth=2", "width=16", "heads=2", "resume_every_seconds=0"]
+    assert run_cli("train.py", tiny_words(tmp_path / "reference", *words)).returncode == 0
+    _, expected = checkpoint_digests(tmp_path / "reference")
+    interrupted = tiny_words(tmp_path / "interrupted", *words)
+    assert kill_at_call(interrupted, "data.stream.TrainingStream", "batch", 6, False) == -signal.SIGKILL
+    assert run_cli("train.py", interrupted).returncode == 0
+    assert checkpoint_digests(tmp_path / "interrupted")[1] == expected
+
+
+@pytest.mark.parametrize("arch, needle", [
+    ("torchvision:resnet19", "arch=torchvision:resnet19 is unknown to torchvision"),
+    ("module:{file}:Missing", "has no class Missing; accepted: one of its nn.Module classes (TinyNet, WrongInput)"),
+    ("module:{file}:NOT_A_MODULE", "NOT_A_MODULE is not an nn.Module subclass"),
+    ("module:{file}:WrongInput", "its forward pass fails on the dataset's 3x16x16 images"),
+    ("module:{missing}:TinyNet", "cannot be read (No such file or directory)"),
+])
+def test_bad_models_are_refused_in_one_line(tmp_path, user_file, arch, needle):
+    arch = arch.format(file=user_file, missing=tmp_path / "nothing.py")
+    result = run_cli("train.py", tiny_words(tmp_path, *SMALL, f"arch={arch}"))
+    assert result.returncode == 2 and needle in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "default").exists()
+
+
+def test_unknown_layers_and_a_changed_module_file_are_refused(measured, user_file, tmp_path):
+    result = run_cli("analysis.py", [f"out_dir={measured}", "arch=torchvision:resnet18", "layers=layer1,layer9",
+                                     "metrics=ncc_accuracy", *QUICK])
+    assert result.returncode == 2 and "no module 'layer9'" in result.stderr and "layer1" in result.stderr
+    changed = tmp_path / "out"
+    copy = tmp_path / "my_models.py"
+    copy.write_text(user_file.read_text())
+    assert run_cli("train.py", tiny_words(changed, *SMALL, f"arch=module:{copy}:TinyNet", "width=8")).returncode == 0
+    copy.write_text(user_file.read_text() + "\n# edited\n")
+    result = run_cli("analysis.py", [f"out_dir={changed}", *QUICK])
+    assert result.returncode == 1 and "changed since the run was made" in result.stderr
+    assert not list((changed / "default").glob("metrics/*/*.parquet"))  # nothing measured
