@@ -24,6 +24,9 @@ figures, the learning-phase table) and `phases.csv`.
     python analysis.py features RUN_DIR iteration=256 split=test out=feats.npz
         every layer's features (as the metrics see them) and the labels of one split, for one's own analyses
         (subset=probe: the probe snapshot's examples and pooled features instead)
+    python analysis.py import DIR arch=... dataset=... [out_dir=...]
+        checkpoints trained elsewhere (a folder of state dicts, the iteration in each file's name) become a
+        run that the analysis, figures and report read as any other (metrics/imported.py)
     python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=cka.csv]
         linear CKA of every layer of run A with the same layer of run B at matching checkpoints (from the
         probe snapshots; align=stage lines a warm-started run's stage 2 up with a run from scratch)
@@ -370,6 +373,10 @@ def run_command(arguments: list[str]) -> int:
         from metrics.export import features_command
 
         return features_command(arguments[1:])
+    if arguments and arguments[0] == "import":
+        from metrics.imported import import_command
+
+        return import_command(arguments[1:])
     if arguments and arguments[0] == "similarity":
         from metrics.compare import similarity_command
 

@@ -23,7 +23,7 @@ import data
 import devices
 import models
 import stages
-from checkpointing import RunFolder, checkpoint_schedule
+from checkpointing import RunFolder, RunFolderError, checkpoint_schedule
 from conf import Execution, Settings
 from conf.plasticity import run_kind
 from utils import derive_seed, exclusive_lock, progress_bar, resolve_device
@@ -108,6 +108,9 @@ def run(settings: Settings, run_dir: str | Path, execution: Execution = Executio
     (a local worker's or a parallel child's share; 0 = devices.cpus_given()), which a first start takes
     as its thread count unless threads= says otherwise; a resume keeps the count it started with."""
     folder = RunFolder(run_dir)
+    if settings.imported_from:  # analysis.py import wrote its checkpoints: there is no training to resume
+        raise RunFolderError(f"run {settings.run_id} was imported (analysis.py import), not trained here; import "
+                             "its checkpoints again to re-make it")
     with exclusive_lock(folder.lock_path) as mine:
         if not mine:
             logger.warning("%s is being trained by another process; left to it", settings.run_id)

@@ -90,6 +90,7 @@ class Settings:
     # checkpoints: iteration 0, every power of two, the final iteration, plus these
     checkpoint_every_epochs: int = setting(0, "also checkpoint every this many epochs (0 = off)", minimum=0)
     checkpoint_extra: tuple[int, ...] = setting((), "also checkpoint at these iterations, e.g. [100,300]")
+    imported_from: str = setting("", "analysis.py import: the sha256 of the imported checkpoints, filled in by the import ('' = trained here)")
 
     def __post_init__(self):
         check_fields(self)
@@ -137,6 +138,8 @@ class Settings:
                 values.pop(name)
         if not self.arch.startswith("module:"):
             values.pop("module_sha256")
+        if not self.imported_from:
+            values.pop("imported_from")
         return values
 
     @functools.cached_property  # frozen: computed once (a 1000-run grid asks for each id several times)

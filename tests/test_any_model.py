@@ -186,3 +186,54 @@ def test_unknown_layers_and_a_changed_module_file_are_refused(measured, user_fil
     result = run_cli("analysis.py", [f"out_dir={changed}", *QUICK])
     assert result.returncode == 1 and "changed since the run was made" in result.stderr
     assert not list((changed / "default").glob("metrics/*/*.parquet"))  # nothing measured
+
+
+def fabricated_checkpoints(folder: Path, widths=(8, 8, 8), name="step_{}.pt") -> Path:
+    """State dicts as another training script would save them: a torchvision-style dict under "model"."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for iteration, width in zip((0, 16, 64), widths):
+        torch.manual_seed(iteration)
+        model = models.build(Settings(arch="convnet", depth=2, width=width), input_shape=(3, 16, 16), num_classes=10)
+        torch.save({"model": model.state_dict(), "optimizer": None}, folder / name.format(iteration))
+    return folder
+
+
+IMPORT_SETTINGS = ["arch=convnet", "depth=2", "width=8", *SMALL]
+
+
+def test_an_imported_folder_of_state_dicts_is_analysed(tmp_path):
+    source = fabricated_checkpoints(tmp_path / "elsewhere")
+    result = run_cli("analysis.py", ["import", str(source), *IMPORT_SETTINGS, f"out_dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "default" / "runs").iterdir()
+    manifest = read_json(run / "manifest.json")
+    assert sorted(entry["iteration"] for entry in manifest["files"].values()) == [0, 16, 64]
+    assert read_json(run / "status.json")["state"] == "done"
+    weights = torch.load(run / "checkpoints" / "iteration_00000016.pt", weights_only=True)["model"]
+    original = torch.load(source / "step_16.pt", weights_only=True)["model"]
+    assert all(torch.equal(weights[key], original[key]) for key in original)  # the very weights
+    trained_here = Settings(arch="convnet", depth=2, width=8, image_size=16, synthetic_train_size=256,
+                            synthetic_test_size=64, batch_size=32, epochs=1)
+    assert run.name != trained_here.run_id  # the same settings trained here are another run
+    measured = run_cli("analysis.py", [f"out_dir={tmp_path}", "threads=1", *QUICK])
+    assert measured.returncode == 0, measured.stderr
+    table = analysis.read_table(tmp_path / "default")
+    assert sorted(table["iteration"].unique()) == [0, 16, 64] and "ncc_accuracy" in set(table["metric"])
+    assert (tmp_path / "default" / "report.html").exists()
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("empty", "holds no checkpoint"),
+    ("mixed", "is of another architecture than the first file (first differing key: blocks.0.conv.weight)"),
+    ("misfit", "does not fit the arch=convnet model of these settings: it has stem.first.conv.weight of shape (16, 3, 2, 2), the model's is (8, 3, 2, 2)"),
+])
+def test_bad_imports_are_refused_in_one_line_and_write_nothing(tmp_path, case, needle):
+    source = tmp_path / "elsewhere"
+    if case == "empty":
+        source.mkdir()
+        (source / "notes.txt").write_text("no checkpoints here")
+    else:
+        fabricated_checkpoints(source, widths=(8, 16, 8) if case == "mixed" else (16, 16, 16))
+    result = run_cli("analysis.py", ["import", str(source), *IMPORT_SETTINGS, f"out_dir={tmp_path / 'out'}"])
+    assert result.returncode == 2 and needle in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
