@@ -166,12 +166,13 @@ def _measure_table(run_dir, batch_size: int, order=None):
     from tests.conftest import read_json
     from checkpointing import RunFolder
     from conf import Settings
+    from metrics.inputs import load_model, splits_of
 
     settings = Settings.from_record(read_json(run_dir / "settings.json")["settings"])
-    train, test, classes = analysis.splits_of(settings, RunFolder(run_dir), Path("datasets"), False, torch.device("cpu"))
+    train, test, classes = splits_of(settings, RunFolder(run_dir), Path("datasets"), False, torch.device("cpu"))
     if order is not None:  # the same examples in another order
         train = engine.SplitData(train.images[order], train.labels[order], train.mean, train.std)
-    _, model = analysis.load_model(RunFolder(run_dir), 8, "cpu")
+    _, model = load_model(RunFolder(run_dir), 8, "cpu")
     rows = engine.measure(model, train, test, classes, Analysis(analysis_batch_size=batch_size, probe_dimensions=32), 0)
     return {(row["layer"], row["metric"], row["split"]): row["value"] for row in rows}
 

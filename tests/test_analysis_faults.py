@@ -15,6 +15,8 @@ import pytest
 import torch
 
 import analysis
+from metrics.inputs import load_model
+from slurm import analysis_job
 from checkpointing import ExperimentFolder, RunFolder
 from conf import SettingsError, parse_arguments
 from metrics import engine, store
@@ -137,7 +139,7 @@ def test_a_checkpoint_without_the_fields_the_rows_need_is_corrupt(out_dir, missi
     checkpoint = torch.load(folder.checkpoint_path(8), weights_only=True)
     victim = replace_checkpoint(folder, 8, saved({key: value for key, value in checkpoint.items() if key != missing}))
     with pytest.raises(CorruptFile, match=victim.name):
-        analysis.load_model(folder, 8, "cpu")
+        load_model(folder, 8, "cpu")
 
 
 # -- fault 4: one bad file does not stop the others ----------------------------------------------------------
@@ -285,7 +287,7 @@ def test_threads_is_applied_locally_and_in_the_slurm_job(out_dir, torch_threads)
     assert torch.get_num_threads() == 1
     torch.set_num_threads(2)
     settings = run_folders(out_dir)[0].read_settings()
-    analysis.analyse_job(settings.to_record(), str(experiment_of(out_dir).path), parse_arguments(words, analysis=True))
+    analysis_job.analyse_job(settings.to_record(), str(experiment_of(out_dir).path), parse_arguments(words, analysis=True))
     assert torch.get_num_threads() == 1
 
 
@@ -299,7 +301,7 @@ def test_device_cuda_without_cuda_is_refused_with_one_line(out_dir, monkeypatch,
     assert experiment.table_path.stat().st_mtime_ns == stamp  # nothing measured or merged on the CPU instead
     words = [f"out_dir={out_dir}", *QUICK, "device=cuda"]
     with pytest.raises(SettingsError, match="no CUDA device"):
-        analysis.analyse_job(run_folders(out_dir)[0].read_settings().to_record(), str(experiment.path),
+        analysis_job.analyse_job(run_folders(out_dir)[0].read_settings().to_record(), str(experiment.path),
                              parse_arguments(words, analysis=True))
 
 
