@@ -25,13 +25,13 @@ import re
 
 import torch
 
+import models
 from conf import Execution, Settings
 
 logger = logging.getLogger("training")  # its lines are the training run's
-CONVOLUTIONAL = ("convnet", "convresnet", "resnet", "vgg")
 # What `auto` turns on for the CUDA-only execution options bf16 and channels_last (never on the CPU): the
-# architectures each pays for. The one place to change once a GPU measurement says whether it pays.
-AUTO_ON_CUDA = {"bf16": CONVOLUTIONAL, "channels_last": CONVOLUTIONAL}
+# kinds of family each pays for (models.family_kind). The one place to change once a GPU measurement says.
+AUTO_ON_CUDA = {"bf16": ("convolutional",), "channels_last": ("convolutional",)}
 # torch's own thread count, read before anything here sets one: it follows OMP_NUM_THREADS and the CPU
 # affinity the process started with (a job's `taskset`, Slurm's task/affinity), capped at the physical cores.
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
@@ -92,9 +92,10 @@ def cpu_kernel_libraries() -> str:
 
 def cuda_option(execution: Execution, name: str, settings: Settings, device: torch.device) -> bool:
     """Whether the auto/on/off execution option `name` (bf16, channels_last) is in effect for this run:
-    never on the CPU; `auto` = on for the architectures AUTO_ON_CUDA names."""
+    never on the CPU; `auto` = on for the kinds of family AUTO_ON_CUDA names."""
     value = getattr(execution, name)
-    return device.type == "cuda" and (value == "on" or (value == "auto" and settings.arch in AUTO_ON_CUDA[name]))
+    return device.type == "cuda" and (value == "on" or (value == "auto" and
+                                                        models.family_kind(settings.arch) in AUTO_ON_CUDA[name]))
 
 
 def execution_environment(settings: Settings, execution: Execution, device: torch.device) -> dict:

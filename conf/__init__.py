@@ -3,7 +3,7 @@
 from conf.cluster import Cluster
 from conf.cli import Plan, expand_grid, grid_size, help_text, parse_arguments
 from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS, Experiment
-from conf.global_settings import ARCHITECTURES, DATASETS, Execution, Settings, SettingsError
+from conf.global_settings import DATASETS, Execution, Settings, SettingsError
 
-__all__ = ["ARCHITECTURES", "Cluster", "DATASETS", "DEFAULT_EXPERIMENT", "EXPERIMENTS", "Execution", "Experiment",
+__all__ = ["Cluster", "DATASETS", "DEFAULT_EXPERIMENT", "EXPERIMENTS", "Execution", "Experiment",
            "Plan", "Settings", "SettingsError", "expand_grid", "grid_size", "help_text", "parse_arguments"]

@@ -24,7 +24,6 @@ from conf.errors import SettingsError
 from conf.plasticity import PLASTICITY_FIELDS, check_plasticity, run_kind
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashionmnist", "svhn")
-ARCHITECTURES = ("convnet", "convresnet", "mlp", "resnet", "vgg", "vit")
 VGG_DEPTHS = (8, 11, 13, 16)  # LearnPhase's VGG-8 and the standard VGG-11/13/16 plans
 SYNTHETIC_ONLY = ("image_size", "synthetic_classes", "synthetic_train_size", "synthetic_test_size")
 FAMILY_ONLY = {"patch_size": ("vit",), "heads": ("vit",)}  # sizes only these families read (not in others' ids)
@@ -149,7 +148,7 @@ class Settings:
         canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
         stage = {"scratch": "", "stage1": "-stage1", "child": "-warm"}[run_kind(self)]
-        if self.arch in ARCHITECTURES:
+        if ":" not in self.arch:  # a registered family
             model = f"{self.arch}{self.depth}-w{self.width}"
         else:  # torchvision:NAME -> NAME, module:FILE:CLASS -> class; a folder name holds no ':' or '/'
             model = self.arch.rpartition(":")[2].lower() + ("" if self.arch.startswith("torchvision:") else
@@ -158,12 +157,13 @@ class Settings:
 
 
 def check_arch(settings: "Settings") -> None:
-    """arch: a built-in family, `torchvision:NAME` or `module:FILE:CLASS` (SettingsError otherwise). A module
-    file is read here: its path made absolute (a job starts elsewhere) and its sha256 recorded when the
-    settings do not hold one yet; whether NAME, FILE and CLASS exist is models/'s to say (pre-flight)."""
+    """arch: a family's name (the registry in models/ has the list: conf reads no code of its own, and
+    train.py's pre-flight refuses a name no family registered), `torchvision:NAME` or `module:FILE:CLASS`
+    (SettingsError for anything else). A module file is read here: its path made absolute (a job starts
+    elsewhere) and its sha256 recorded when the settings do not hold one yet."""
     arch = settings.arch
-    accepted = f"accepted: {', '.join(ARCHITECTURES)}, torchvision:NAME or module:FILE:CLASS"
-    if arch in ARCHITECTURES or (arch.startswith("torchvision:") and arch[len("torchvision:"):].isidentifier()):
+    accepted = "accepted: a built-in family (models/), torchvision:NAME or module:FILE:CLASS"
+    if arch.isidentifier() or (arch.startswith("torchvision:") and arch[len("torchvision:"):].isidentifier()):
         return
     if not arch.startswith("module:"):
         raise SettingsError(f"arch={arch!r} is not known; {accepted}")

@@ -15,9 +15,12 @@ computes only its cells, and changing `transfer_task` recomputes only the transf
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from conf.errors import SettingsError
@@ -78,6 +81,19 @@ def register(name: str, *, version: int, paper: str, needs: tuple[str, ...], det
         return function
 
     return decorator
+
+
+PLUGIN_MARKS = ("@register(", "@statistic")  # a module that registers a metric or a statistic says so
+
+
+def discover() -> None:
+    """Import every module of this package that registers a metric or a statistic (its source decorates a
+    function or class with one of PLUGIN_MARKS): a metric in a new module is measured with nothing else
+    edited, never silently absent for want of an import. Modules already imported are left as they are."""
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        name = f"{__package__}.{path.stem}"
+        if name not in sys.modules and any(mark in path.read_text() for mark in PLUGIN_MARKS):
+            importlib.import_module(name)
 
 
 def recipe(metric: Metric, options) -> str:

@@ -6,13 +6,18 @@
     before = model.features(x, point="pre_activation")  # same names; linear/conv outputs before BN and ReLU
 """
 
-# Importing each family registers it (timm-style @register, no if/elif lookup).
-from models import convnet, convresnet, mlp, resnet, vgg, vit  # noqa: F401
+import importlib
+import pkgutil
+
+# Importing each module registers its families (timm-style @register, no if/elif lookup): every module of
+# this package is imported, so a new family is one file here and nothing else.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 from models.base import POINTS, FeatureTap, LayerwiseModel
 from models.interventions import reset_last_modules, shrink_and_perturb
-from models.registry import REGISTRY, UnknownArchitecture, build, check_builds, from_checkpoint, register
+from models.registry import REGISTRY, UnknownArchitecture, build, check_builds, family_kind, from_checkpoint, register
 
 ARCHITECTURES: tuple[str, ...] = tuple(sorted(REGISTRY))
 
-__all__ = ["ARCHITECTURES", "POINTS", "REGISTRY", "FeatureTap", "LayerwiseModel", "UnknownArchitecture", "build", "check_builds", "from_checkpoint", "register", "reset_last_modules",
+__all__ = ["ARCHITECTURES", "POINTS", "REGISTRY", "FeatureTap", "LayerwiseModel", "UnknownArchitecture", "build", "check_builds", "family_kind", "from_checkpoint", "register", "reset_last_modules",
            "shrink_and_perturb"]

@@ -52,6 +52,10 @@ class LayerwiseModel(nn.Module):
     Every parameter lives in `stem`, `blocks` or `head`, so `module_groups()` partitions the parameters.
     """
 
+    # What the family is (convolutional, fully_connected, transformer): devices.AUTO_ON_CUDA turns bf16 and
+    # channels_last on by it. A family declares it; the registry and the tests read it, never a name list.
+    kind = "other"
+
     def __init__(self, *, stem: nn.Module | None, blocks: Sequence[nn.Module], head: nn.Module) -> None:
         super().__init__()
         self.stem = stem

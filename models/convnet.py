@@ -53,6 +53,8 @@ class ConvNet(LayerwiseModel):
     head's input size is computed from input_shape instead of hard-coded 8×8. PyTorch default init.
     """
 
+    kind = "convolutional"
+
     def __init__(
         self,
         *,

@@ -65,7 +65,8 @@ def _build_registered(settings, input_shape, num_classes: int) -> LayerwiseModel
         model_class = REGISTRY[settings.arch]
     except KeyError:
         accepted = ", ".join(sorted(REGISTRY))
-        raise UnknownArchitecture(f"arch={settings.arch!r} is unknown; accepted values: {accepted}") from None
+        raise UnknownArchitecture(f"arch={settings.arch!r} is unknown; accepted values: {accepted}, torchvision:NAME "
+                                  "or module:FILE:CLASS") from None
     # a family's own sizes (the ViT's patch_size and heads), for the families that take them
     extra = {name: getattr(settings, name) for name in FAMILY_SIZES if name in signature(model_class).parameters}
     return model_class(
@@ -136,3 +137,11 @@ def _build_problem(key: tuple, settings, input_shape: tuple[int, int, int], num_
                        f"accepted: a model that takes [batch, {', '.join(map(str, input_shape))}] images")
     _CHECKED[key, input_shape, num_classes] = problem
     return problem
+
+
+def family_kind(arch: str) -> str:
+    """What a family is (LayerwiseModel.kind): a registered family's own word; a torchvision builder's from its
+    name (vit_/swin_/maxvit_ transformers, the others convolutional); `other` for a user's module."""
+    if arch.startswith("torchvision:"):
+        return "transformer" if arch.split(":", 1)[1].startswith(("vit_", "swin_", "maxvit_")) else "convolutional"
+    return REGISTRY[arch].kind if arch in REGISTRY else "other"

@@ -32,6 +32,8 @@ class ResNet(LayerwiseModel):
     names none).
     """
 
+    kind = "convolutional"
+
     def __init__(
         self,
         *,

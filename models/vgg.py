@@ -35,6 +35,8 @@ class VGG(LayerwiseModel):
     PyTorch default init, as LearnPhase.
     """
 
+    kind = "convolutional"
+
     def __init__(
         self,
         *,

@@ -99,6 +99,8 @@ class VisionTransformer(LayerwiseModel):
     transformer block's residual sum (its GELU is inside the MLP branch), so there is nothing before it.
     """
 
+    kind = "transformer"
+
     token_streams = True  # its modules return [B, tokens, width]: hooks on them turn it channel-first too
 
     def __init__(self, *, depth: int, width: int, batch_norm: bool, input_shape: tuple[int, int, int],

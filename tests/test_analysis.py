@@ -227,7 +227,7 @@ def test_two_analysis_processes_at_once_corrupt_nothing(trained):
     assert not table.duplicated(["run_id", "iteration", "layer", "metric", "split"]).any()
     assert len(table.groupby(["run_id", "iteration"])) == 10  # every checkpoint of both runs, once
     again = run_cli("analysis.py", [f"out_dir={trained}", *QUICK])
-    assert "0 checkpoint(s) measured, 10 already fresh" in again.stdout
+    assert again.stdout.startswith("nothing new: 2 run(s), 10 checkpoint(s) measured before"), again.stdout
 
 
 def test_the_transfer_probe_can_read_another_dataset(trained, tmp_path):

@@ -163,7 +163,7 @@ def test_a_corrupt_checkpoint_is_reported_and_remade_identically(tmp_path, tiny_
 
 @pytest.mark.parametrize("words, needle", [
     (["depth=0"], "depth=0 is out of range"),
-    (["arch=transformer"], "accepted: convnet, convresnet, mlp, resnet, vgg"),
+    (["arch=transformer"], "arch='transformer' is unknown; accepted values: convnet, convresnet, mlp, resnet, vgg, vit"),
     (["dataset=cifar10", "download=false"], "python -m data download cifar10"),
     (["checkpoint_extra=[100000]"], "checkpoint_extra=[100000] goes past the last iteration"),
 ])
