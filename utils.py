@@ -180,12 +180,6 @@ def seeded_generator(*keys: object) -> torch.Generator:
     return generator
 
 
-def stable_hash(value: Any, length: int = 10) -> str:
-    """Hex hash of a JSON-serialisable value with sorted keys (the run id's suffix)."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:length]
-
-
 def progress_bar(mode: str, total: int, initial: int, description: str, unit: str = "it"):
     """A tqdm bar for `progress=on`, or `auto` on a terminal; None otherwise (logs say it instead)."""
     if mode == "off" or (mode == "auto" and not sys.stderr.isatty()):

@@ -27,6 +27,10 @@ Writes nothing; prints one table. Two models, each at random init in eval mode: 
    Analysis().probe_dimensions back to the normalised image. Target ≥ 40×. The closed form's test MSE
    must not exceed the trained one's (asserted).
 
+7. fixed costs that amortise (CONV-4-32): every metric's marginal cost per training image from N = 5000 to
+   20000 ÷ that of one forward pass + the floor. Target ≤ 1.3×. And the same model's layers read by forward
+   hooks (models/hooked.py, `layers=`) ÷ its built-in walk, every metric. Target ≤ 1.05×.
+
 6. NC1 (Papyan et al.) on fabricated float32 features of a D = 4096 layer (5000 examples, 10 classes):
    the direct formula — Σ_W and Σ_B as D × D float64 matrices, tr(Σ_W Σ_B⁺) / C — ÷ the engine's exact
    streamed form (metrics/collapse.py: C × C matrices only), one round each. Target ≥ 10×. Both must
@@ -76,9 +80,9 @@ DECODER_LAYER = "block01"
 SEED = 0
 
 
-def load_splits(device: torch.device):
+def load_splits(device: torch.device, train_size: int = TRAIN_SIZE):
     """(train, test, num_classes, input shape) of the synthetic data on the device."""
-    dataset = data.load_dataset(Settings(synthetic_train_size=TRAIN_SIZE), data_root=Path("datasets"),
+    dataset = data.load_dataset(Settings(synthetic_train_size=train_size), data_root=Path("datasets"),
                                 download=False).to(device)
     train = engine.SplitData(dataset.train_images, dataset.train_labels, dataset.mean, dataset.std)
     test = engine.SplitData(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std)
@@ -328,6 +332,7 @@ def main(arguments: list[str]) -> int:
         engine_rows(label, setup)
         notes += [f"{label}: {ncc_row(label, setup)}", f"{label}: {decoder_row(label, setup)}"]
     notes.append(nc1_row(device, analysis.analysis_batch_size))
+    amortisation_rows(device, rounds, analysis)
     for note in notes + [f"load average at the end {os.getloadavg()[0]:.1f}"]:
         show(note)
     return 0
@@ -392,6 +397,46 @@ def decoder_row(label: str, setup) -> str:
     assert closed_mse <= trained_mse, f"closed-form test MSE {closed_mse} exceeds the trained one's {trained_mse}"
     return (f"decoder test MSE (normalised pixels², {test_features.shape[1]} dims): closed form "
             f"{closed_mse:.4f} <= Adam 20 epochs {trained_mse:.4f}")
+
+
+# ---- 7. fixed costs that amortise, and layers read by hooks ----
+
+AMORTISATION_SIZES = (5000, 20000)  # training images; the test split stays at 1000
+
+
+def amortisation_rows(device: torch.device, rounds: int, analysis: Analysis) -> None:
+    """7a. CONV-4-32: every metric's marginal cost per training image between N = 5000 and 20000 ÷ that of
+    one forward pass + the floor (what any exact analysis must do per image). The exact fits cost the
+    same at any N, so the marginal ratio is what remains once they are amortised. Target <= 1.3x.
+    7b. the same model's layers read by forward hooks on its modules (models/hooked.py) ÷ its built-in
+    walk, every metric, N = 5000. Target <= 1.05x."""
+    from models.hooked import HookedModel
+
+    batch, timings = analysis.analysis_batch_size, {}
+    for size in AMORTISATION_SIZES:
+        train, test, num_classes, input_shape = load_splits(device, size)
+        model = build_model(MODELS["CONV-4-32"], input_shape, num_classes, device)
+        batches = decoder_inputs(model, (train, test), analysis.probe_dimensions, batch)
+        functions = {"all": lambda: engine.measure(model, train, test, num_classes, analysis, seed=SEED),
+                     "floor": lambda: (plain_forward(model, train, test, batch), decoder_cross_moments(batches))}
+        if size == AMORTISATION_SIZES[0]:
+            hooked = HookedModel(model, ["stem", *(f"blocks.{index}" for index in range(len(model.blocks)))])
+            functions["hooks"] = lambda: engine.measure(hooked, train, test, num_classes, analysis, seed=SEED)
+        timings[size], _ = interleaved(functions, rounds, device)
+        del batches
+    small, large = AMORTISATION_SIZES
+    images = large - small
+    ours = (timings[large]["all"] - timings[small]["all"]) / images * 1e6
+    floor = (timings[large]["floor"] - timings[small]["floor"]) / images * 1e6
+    print(f"{'CONV-4-32: every metric, marginal us/image N=5k->20k':<56} {ours:>8.1f}u {floor:>9.1f}u "
+          f"{ours / floor:>7.2f}x {'<=1.3x':>7} {'met' if ours / floor <= 1.3 else 'below':>6}   (baseline: fwd + floor)",
+          flush=True)
+    for size in AMORTISATION_SIZES:
+        show(row(f"CONV-4-32:   every metric / (fwd + floor), N={size}", timings[size]["all"], timings[size]["floor"],
+                 timings[size]["all"] / timings[size]["floor"]))
+    hooks, walk = timings[small]["hooks"], timings[small]["all"]
+    show(row("CONV-4-32: every metric, hooked layers / built-in walk", hooks, walk, hooks / walk, "<=1.05x",
+             hooks / walk <= 1.05))
 
 
 if __name__ == "__main__":

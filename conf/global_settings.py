@@ -206,9 +206,6 @@ class Execution:
     log_level: str = setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     def __post_init__(self):
-        for name in ("bf16", "channels_last"):  # a job submitted when these were booleans still resumes
-            if isinstance(getattr(self, name), bool):
-                object.__setattr__(self, name, "on" if getattr(self, name) else "off")
         check_fields(self)
 
 

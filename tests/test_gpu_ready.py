@@ -293,10 +293,3 @@ def test_the_batched_epoch_gives_exactly_the_per_batch_batches(augment, chunk_by
             batch, batch_labels = stream.batch(iteration)
             expected, expected_labels = per_batch_reference(stream, iteration)
             assert torch.equal(batch, expected) and torch.equal(batch_labels, expected_labels), (seed, iteration)
-
-
-def test_a_job_record_from_before_bf16_became_auto_on_off_still_loads():
-    # Slurm jobs carry their execution record; one submitted when bf16/channels_last were booleans resumes.
-    from conf import Execution
-
-    assert (Execution(bf16=False, channels_last=True).bf16, Execution(channels_last=True).channels_last) == ("off", "on")
