@@ -15,10 +15,10 @@ import pandas as pd
 
 from checkpointing import ExperimentFolder, RunFolder
 from conf import SettingsError
+from conf.subcommands import CompareOptions, parse_subcommand
 from metrics.snapshots import Snapshot, usable_snapshots, vectors_of
 from utils import atomic_write_text, ensure_writable_folder
 
-COMPARE_OPTIONS = ("align", "out")
 USAGE = "usage: python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=FILE.csv]"
 
 
@@ -70,16 +70,9 @@ def compare_runs(first_dir: str, second_dir: str, align: str = "iteration") -> p
 
 def similarity_command(arguments: list[str]) -> int:
     """`similarity RUN_DIR_A RUN_DIR_B [align=...] [out=...]`: print the table, write the CSV if asked."""
-    runs = [argument for argument in arguments if "=" not in argument]
-    options = dict(argument.partition("=")[::2] for argument in arguments if "=" in argument)
-    unknown = set(options) - set(COMPARE_OPTIONS)
-    if len(runs) != 2 or unknown:
-        problem = f"unknown key {sorted(unknown)[0]!r}" if unknown else f"similarity needs two run folders, got {len(runs)}"
-        raise SettingsError(f"{problem}; {USAGE}")
-    align = options.get("align", "iteration")
-    if align not in ("iteration", "stage"):
-        raise SettingsError(f"align={align!r} is not known; accepted: iteration, stage")
-    out = Path(options["out"]) if "out" in options else None
+    runs, options = parse_subcommand("similarity", arguments, ("RUN_DIR_A", "RUN_DIR_B"), CompareOptions, USAGE)
+    align = options.align
+    out = Path(options.out) if options.out else None
     if out is not None:
         ensure_writable_folder(out.parent)  # before any work: a read-only folder is the environment's (exit 1)
     table = compare_runs(*runs, align=align)

@@ -20,6 +20,7 @@ import torch
 from checkpointing import RunFolder
 from conf import Execution, SettingsError
 from conf.analysis import Analysis
+from conf.subcommands import FeatureOptions, parse_subcommand
 from metrics.engine import SplitData
 from metrics.inputs import load_model, splits_of
 from metrics.pooling import pool_to
@@ -27,44 +28,25 @@ from metrics.similarity import SNAPSHOT_DTYPE, probe_subset
 from utils import atomic_write_bytes, ensure_writable_folder, resolve_device
 
 
-FEATURE_OPTIONS = ("iteration", "split", "subset", "out", "device", "data_root", "features_at", "probe_subset_size",
-                   "probe_dimensions")
 FEATURES_USAGE = ("usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz "
                   "[subset=all|probe] [features_at=post_activation|pre_activation]")
 
 
-def feature_options(arguments: list[str]) -> tuple[RunFolder, dict, int, Execution]:
-    """`features`' words -> (run folder, options, iteration, execution); SettingsError on a bad word.
-    device and data_root go through conf.Execution, so they are checked as train.py's are."""
-    if not arguments:
-        raise SettingsError(f"features needs RUN_DIR; {FEATURES_USAGE}")
-    folder = RunFolder(arguments[0])
-    options = dict(argument.partition("=")[::2] for argument in arguments[1:])
-    unknown = set(options) - set(FEATURE_OPTIONS)
-    if unknown:
-        raise SettingsError(f"unknown key {sorted(unknown)[0]!r}; accepted: {', '.join(FEATURE_OPTIONS)}")
-    execution = Execution(device=options.get("device", "cpu"), data_root=options.get("data_root", "datasets"),
-                          download=False)
+def feature_options(arguments: list[str]) -> tuple[RunFolder, FeatureOptions, Execution, Analysis]:
+    """`features`' words -> (run folder, its options, execution, analysis options), read with the one
+    grammar (conf/subcommands.py); SettingsError on a bad word or an iteration without a checkpoint."""
+    (run_dir,), options = parse_subcommand("features", arguments, ("RUN_DIR",), FeatureOptions, FEATURES_USAGE)
+    folder = RunFolder(run_dir)
+    execution = Execution(device=options.device, data_root=options.data_root, download=False)
     if not folder.settings_path.exists():
         raise SettingsError(f"{folder.path} is not a run folder (it has no settings file)")
     files = folder.checkpoint_entries()
-    if not options.get("iteration", "").isdigit() or int(options["iteration"]) not in files:
-        raise SettingsError(f"iteration={options.get('iteration')!r} has no checkpoint; accepted: {', '.join(map(str, sorted(files)))}")
-    if options.setdefault("split", "test") not in ("train", "test"):
-        raise SettingsError(f"split={options['split']!r} is not known; accepted: train, test")
-    if options.setdefault("subset", "all") not in ("all", "probe"):
-        raise SettingsError(f"subset={options['subset']!r} is not known; accepted: all, probe")
-    options["analysis"] = analysis_options(options)
-    return folder, options, int(options["iteration"]), execution
-
-
-def analysis_options(options: dict) -> Analysis:
-    """The analysis options `features` reads, checked as analysis.py checks them (SettingsError)."""
-    try:
-        values = {key: int(options[key]) for key in ("probe_subset_size", "probe_dimensions") if key in options}
-    except ValueError:
-        raise SettingsError("probe_subset_size and probe_dimensions take whole numbers") from None
-    return Analysis(features_at=options.get("features_at", "post_activation"), **values)
+    if options.iteration not in files:
+        raise SettingsError(f"iteration={options.iteration if options.iteration >= 0 else 'N'} has no checkpoint; "
+                            f"accepted: {', '.join(map(str, sorted(files)))}")
+    analysis = Analysis(features_at=options.features_at, probe_subset_size=options.probe_subset_size,
+                        probe_dimensions=options.probe_dimensions)
+    return folder, options, execution, analysis
 
 
 def writable_file(path: Path) -> Path:
@@ -78,15 +60,15 @@ def writable_file(path: Path) -> Path:
 
 def features_command(arguments: list[str]) -> int:
     """`features RUN_DIR iteration=N split=train|test out=FILE.npz` — labels + one array per layer."""
-    folder, options, iteration, execution = feature_options(arguments)
+    folder, options, execution, analysis = feature_options(arguments)
+    iteration = options.iteration
     device = resolve_device(execution)
-    out = writable_file(Path(options.get("out", "features.npz")))
+    out = writable_file(Path(options.out))
     settings = folder.read_settings()
     _, model = load_model(folder, iteration, device)  # verified against its sha256 before any value is computed
     train, test, _ = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
-    analysis = options["analysis"]
-    probe = options["subset"] == "probe"
-    chosen = test if probe or options["split"] == "test" else train
+    probe = options.subset == "probe"
+    chosen = test if probe or options.split == "test" else train
     indices = probe_subset(len(test.labels), analysis.probe_subset_size) if probe else None
     if probe:
         chosen = SplitData(test.images[indices.to(test.images.device)], test.labels[indices.to(test.labels.device)],
@@ -102,6 +84,6 @@ def features_command(arguments: list[str]) -> int:
     np.savez(buffer, labels=chosen.labels.cpu().numpy(), **extra,
              **{name: np.concatenate(parts) for name, parts in arrays.items()})
     atomic_write_bytes(out, buffer.getvalue())
-    what = f"the probe subset ({len(chosen.labels)} test examples, pooled, float16)" if probe else f"the {options['split']} split"
+    what = f"the probe subset ({len(chosen.labels)} test examples, pooled, float16)" if probe else f"the {options.split} split"
     print(f"wrote {out}: labels and {len(arrays)} layers ({', '.join(arrays)}) of {what}")
     return 0

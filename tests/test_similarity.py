@@ -162,7 +162,7 @@ def test_similarity_compares_two_runs_and_a_run_with_itself(measured):
     other = pd.read_csv(out)
     assert completed.returncode == 0 and (other[other["layer"] != "input"]["cka"] < 1 - 1e-6).all()
     assert "block00" in completed.stdout
-    for words, message in ((["similarity", str(first)], "two run folders"),
+    for words, message in ((["similarity", str(first)], "similarity needs RUN_DIR_A RUN_DIR_B"),
                            (["similarity", str(first), str(second), "align=epoch"], "align='epoch'"),
                            (["similarity", str(first), str(measured)], "not a run folder")):
         completed = run_cli("analysis.py", words)

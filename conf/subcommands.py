@@ -1,0 +1,67 @@
+"""The options of analysis.py's subcommands, read with the one grammar of every command line here.
+
+    python analysis.py features RUN_DIR iteration=256 split=test out=feats.npz
+    python analysis.py similarity RUN_DIR_A RUN_DIR_B align=stage out=cka.csv
+
+As for train.py: one key=value a word, each value read and checked by its field's type and range
+(global_settings.parse_value), an unknown key refused with the closest known one, every error one line.
+(`import DIR` takes run settings and reads them with conf.cli.parse_arguments itself.)
+"""
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+
+from conf.errors import SettingsError
+from conf.global_settings import check_fields, parse_value, setting
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """`features RUN_DIR ...`: one checkpoint's features of every layer."""
+
+    iteration: int = setting(-1, "the checkpoint's iteration (required)", minimum=-1)
+    split: str = setting("test", "the split whose features are written", choices=("train", "test"))
+    subset: str = setting("all", "all examples of the split, or the probe snapshot's", choices=("all", "probe"))
+    out: str = setting("features.npz", "the .npz file written")
+    device: str = setting("cpu", "where the model runs", choices=("auto", "cpu", "cuda"))
+    data_root: str = setting("datasets", "torchvision datasets' root folder")
+    features_at: str = setting("post_activation", "the feature point (analysis.py --help)",
+                               choices=("post_activation", "pre_activation"))
+    probe_subset_size: int = setting(1024, "subset=probe: the probe subset's test examples", minimum=1)
+    probe_dimensions: int = setting(512, "subset=probe: the features' pooled width", minimum=1)
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """`similarity RUN_DIR_A RUN_DIR_B ...`: CKA of two runs' layers."""
+
+    align: str = setting("iteration", "line checkpoints up by iteration, or by stage (a warm start's stage 2 "
+                         "against a run from scratch)", choices=("iteration", "stage"))
+    out: str = setting("", "also write the table to this CSV file ('' = print only)")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+def parse_subcommand(command: str, arguments: list[str], positional: tuple[str, ...], options_class, usage: str):
+    """(the positional words, an `options_class` of the key=value words); SettingsError (one line, the
+    usage after it) for a missing or extra positional word or an unknown key (the closest one named)."""
+    words = [argument for argument in arguments if "=" not in argument]
+    if len(words) != len(positional):
+        raise SettingsError(f"{command} needs {' '.join(positional)}, got {len(words)} word(s) without '='; {usage}")
+    fields = {item.name: item for item in dataclasses.fields(options_class)}
+    values = {}
+    for argument in arguments:
+        if "=" not in argument:
+            continue
+        key, value = argument.split("=", 1)
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise SettingsError(f"unknown key {key!r}; {hint}accepted: {', '.join(fields)}; {usage}")
+        values[key] = parse_value(fields[key], value)
+    return words, options_class(**values)
