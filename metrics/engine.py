@@ -23,14 +23,13 @@ from torch import Tensor
 import data
 from conf.analysis import Analysis, check_heldout_split
 from metrics.moments import one_hot
-from metrics.registry import METRICS, LayerResults, discover, select
+from metrics.registry import METRICS, LayerResults, select
 from metrics.ridge import Target
 from metrics.similarity import probe_subset
 from metrics.statistics import STATISTICS, Batch, Context, RidgeMaps, Statistic, closure
 from metrics.transfer import TransferProbe
 from utils import seeded_generator
 
-discover()  # every metric and statistic module registers itself (they import the registry, not it them)
 SPLITS = ("train", "test")
 # The decoder from the input to itself is the identity: it measures nothing, so it is not fitted.
 SKIPPED_TARGETS = {"input": ("image",)}

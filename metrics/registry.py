@@ -201,3 +201,8 @@ def effective_depth_rows(layers: dict[str, LayerResults], layer_names: list[str]
     values = [ncc_accuracy(layers[name])["train"] for name in layer_names if name in layers]
     return [{"layer": "all", "metric": "effective_depth", "split": "train",
              "value": float(effective_depth(values, options.effective_depth_epsilon))}]
+
+
+# Last, once every name above exists (the plugins import them): the metric and statistic modules, in the
+# order of their file names, so the registry's order (and the table's) never depends on who imported what.
+discover()

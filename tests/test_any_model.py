@@ -68,7 +68,7 @@ def measured(tmp_path_factory, user_file) -> Path:
     archs = ",".join([*ARCHS, f"module:{user_file}:TinyNet"])
     trained = run_cli("train.py", tiny_words(out, *SMALL, f"arch={archs}", "depth=2", "width=16", "heads=2"))
     assert trained.returncode == 0, trained.stderr
-    result = run_cli("analysis.py", [f"out_dir={out}", "threads=1", *QUICK])  # this process computes on 1 thread
+    result = run_cli("analysis.py", [f"out_dir={out}", "threads=1", "log_level=WARNING"])  # default options; 1 thread as here
     assert result.returncode == 0, result.stderr
     return out
 
@@ -104,8 +104,7 @@ def test_measure_equals_analysis_bitwise(measured, prefix):
     _, model = load_model(run, 8, "cpu")
     names = [name for name in registry.METRICS if not any(need.endswith(":transfer") for need in registry.METRICS[name].needs)]
     rows = measure(model, train=(train.images, train.labels), test=(test.images, test.labels), metrics=names,
-                   device="cpu", seed=settings.seed, normalization=(train.mean, train.std), num_classes=classes,
-                   probe_dimensions=64, probe_subset_size=64)
+                   device="cpu", seed=settings.seed, normalization=(train.mean, train.std), num_classes=classes)
     table = analysis.read_table(measured / "default")
     stored = table[(table["run_id"] == settings.run_id) & (table["iteration"] == 8) & table["metric"].isin(names)]
     key = ["layer", "metric", "split"]
@@ -237,3 +236,20 @@ def test_bad_imports_are_refused_in_one_line_and_write_nothing(tmp_path, case, n
     result = run_cli("analysis.py", ["import", str(source), *IMPORT_SETTINGS, f"out_dir={tmp_path / 'out'}"])
     assert result.returncode == 2 and needle in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# What analysis.py's recipes and row order were before any model was opened up (commit f0d93ad): the
+# built-in families' tables must not be measured again nor reordered (their values were compared bitwise
+# against that commit's when this changed, 2026-12-03: every row of five families equal).
+RECIPES_BEFORE = {"cdnv": "e147a0a12adc", "cka_previous_layer": "253ff3e1206b", "classifier_accuracy": "741f30c1f90b", "classifier_loss": "63b8b212f84a", "dormant_fraction": "ae19f8c2b4d3", "effective_depth": "62893ace47ef", "effective_rank": "544801dac8bb", "feature_norm": "1a121e2acf72", "nc1": "dba608449ae2", "nc2_equiangularity": "ea9292feddea", "nc2_equinorm": "a59276a33e13", "nc2_etf_distance": "ea1ce77923e3", "nc3_self_duality": "39b59e4f341d", "nc4_ncc_agreement": "c77ffaa10a2d", "ncc_accuracy": "7be2b39d2030", "probe_accuracy": "c6f9f607b33d", "reconstruction_mse": "47b1ec74105e", "srank": "2b94e0ea19a3", "transfer_accuracy": "43bbbba6e90e"}
+
+
+def test_the_built_in_families_keep_their_recipes_and_row_order():
+    from conf.analysis import Analysis
+
+    assert registry.recipes(Analysis()) == RECIPES_BEFORE
+    assert list(registry.METRICS) == [
+        "ncc_accuracy", "cdnv", "probe_accuracy", "transfer_accuracy", "reconstruction_mse", "classifier_loss",
+        "classifier_accuracy", "effective_depth", "dormant_fraction", "feature_norm", "effective_rank", "srank", "nc1",
+        "nc2_equinorm", "nc2_equiangularity", "nc2_etf_distance", "nc4_ncc_agreement", "nc3_self_duality",
+        "cka_previous_layer"]
