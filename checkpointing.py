@@ -212,16 +212,6 @@ class ExperimentFolder:
         indexes = {name[1:].removesuffix(".json") for name in names if name.endswith(".json") and name[0] == "."}
         return sorted(parts | indexes)
 
-    def table_staging_path(self) -> Path:
-        """A new hidden folder beside the table, where a whole table is built before it takes the table's place."""
-        return self.path / f".{self.table_path.name}.tmp-{os.urandom(6).hex()}"
-
-    def staged(self, staging_path: Path) -> "ExperimentFolder":
-        """This experiment with its table at `staging_path` (the cells stay where they are)."""
-        staged = ExperimentFolder(self.path)
-        staged.table_path = staging_path
-        return staged
-
 
 class RunFolder:
     def __init__(self, path: str | Path):

@@ -45,7 +45,7 @@ def run_table(experiment_dir: Path) -> pd.DataFrame:
 
 
 def read_parquet_again_if_changed(path: Path) -> pd.DataFrame:
-    """The table (a folder of per-run parts, or an old single file) as one frame. A part removed by an
+    """The table (a folder of per-run parts) as one frame. A part removed by an
     analysis between the listing and the reading is a FileNotFoundError: read the folder once more."""
     try:
         return pd.read_parquet(path)

@@ -35,13 +35,11 @@ at once end with every part built from every cell written before either took the
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import hashlib
 import io
 import json
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -58,8 +56,6 @@ KEY = ["run_id", "iteration", "layer", "metric", "split"]
 Recipes = dict[str, str] | str | None  # {metric: its current recipe}; one recipe for every metric; None: any
 STORE_VERSION = 1  # bump when what a part holds changes: every part is rebuilt once
 INTEGER_COLUMNS = ("iteration", "stage", "layer_index")  # the cells' other numbers are float64 in the table
-RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h): swap two paths in one step
-AT_FDCWD = -100
 
 
 @dataclasses.dataclass
@@ -201,9 +197,12 @@ def update_run(experiment_dir: Path, run_id: str, recipes: Recipes = None) -> st
 
 
 def prepare_table(experiment: ExperimentFolder, recipes: Recipes) -> None:
-    """The table folder exists; an old single-file table (before per-run parts) is replaced by one."""
+    """The table folder exists; RunFolderError (one line, the fix) for a single-file table of an earlier
+    version of this lab, which is left as it is: the cells hold every value, so deleting it costs nothing."""
     if experiment.table_path.is_file():
-        migrate(experiment, recipes)
+        raise RunFolderError(f"{experiment.table_path} is a one-file table of an earlier version of this lab; delete "
+                             "it and run the same command: the table is rebuilt from the cells (nothing is measured "
+                             "again)")
     experiment.table_path.mkdir(parents=True, exist_ok=True)
 
 
@@ -350,41 +349,3 @@ def settings_columns(run: RunFolder, table_path: Path) -> dict[str, tuple] | Non
     return {name: (json.dumps(record[name]) if isinstance(record[name], list) else record[name], data_type)
             for name, data_type in SETTINGS_TYPES.items()}
 
-
-# -- migration: an old single-file table becomes a folder of parts -------------------------------------
-
-
-def migrate(experiment: ExperimentFolder, recipes: Recipes) -> None:
-    """Build every run's part beside the old single-file table, then put the folder in its place
-    (once: under the experiment's merge lock, and a process that waited finds it done)."""
-    with exclusive_lock(experiment.merge_lock_path, wait=True):
-        if not experiment.table_path.is_file():
-            return
-        staging = experiment.table_staging_path()
-        staging.mkdir()
-        staged = experiment.staged(staging)
-        for run_id in experiment.cell_run_ids():
-            rebuild_part(staged, run_id, recipes, run_signature(staged, run_id, recipes))
-        swap_in(staging, experiment.table_path, aside=experiment.table_staging_path())
-        logger.info("%s was one file; it is now a folder of per-run parts", experiment.table_path)
-
-
-def swap_in(folder: Path, path: Path, *, aside: Path) -> None:
-    """Put `folder` where the file `path` is and delete the file. Linux swaps the two in one step
-    (renameat2), so a reader finds the old table or the new one; where that fails (another system,
-    a file system without it) two renames leave an instant with no table at `path`."""
-    if exchange(folder, path):
-        folder.unlink()  # it holds the old file now
-        return
-    os.rename(path, aside)
-    os.rename(folder, path)
-    aside.unlink()
-
-
-def exchange(first: Path, second: Path) -> bool:
-    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where it is not there."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    return renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0

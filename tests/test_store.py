@@ -1,6 +1,6 @@
 """The metrics table as per-run parts: rebuilt only where cells changed, read by pandas as one table
 of every fresh cell with its run's settings; bad settings and stale cells left out; the old
-single-file table migrated. Cells are fabricated as benchmarks/store.py makes them (no training)."""
+single-file table refused. Cells are fabricated as benchmarks/store.py makes them (no training)."""
 
 from __future__ import annotations
 
@@ -136,21 +136,21 @@ def test_stale_cells_are_left_out(experiment):
     assert set(pd.read_parquet(experiment.table_path)["recipe"]) == {RECIPE, "another_one_"}
 
 
-@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two_renames"])
-def test_an_old_single_file_table_is_migrated(tmp_path, monkeypatch, exchange):
+def test_an_old_single_file_table_is_refused_in_one_line_and_left_as_it_is(tmp_path):
+    """The table of an earlier version (one file, before per-run parts): no migration shim, a one-line refusal
+    naming the fix; deleting the file costs nothing, as the cells hold every value."""
+    from checkpointing import RunFolderError
+
     experiment = ExperimentFolder(tmp_path / "experiment")
     for settings in RUNS:
         fabricate_run(experiment, settings, ITERATIONS)
-    old = expected_rows(experiment, RUNS[:1])  # an old merge's file, out of date
-    store.write_frame(experiment.table_path, old)
-    if not exchange:
-        monkeypatch.setattr(store, "exchange", lambda first, second: False)
-    merged = store.merge(experiment.path, RECIPE)
-    assert experiment.table_path.is_dir() and merged.parts == len(RUNS)
-    assert [path.name for path in experiment.path.iterdir() if path.name.startswith(".")] == []  # no staging left
-    pd.testing.assert_frame_equal(sorted_rows(pd.read_parquet(experiment.table_path))[list(old.columns)],
-                                  expected_rows(experiment, RUNS), check_dtype=False)
-    assert store.merge(experiment.path, RECIPE).written == []  # the migrated parts are up to date
+    store.write_frame(experiment.table_path, expected_rows(experiment, RUNS[:1]))
+    before = experiment.table_path.read_bytes()
+    with pytest.raises(RunFolderError, match="one-file table of an earlier version of this lab; delete it"):
+        store.merge(experiment.path, RECIPE)
+    assert experiment.table_path.read_bytes() == before
+    experiment.table_path.unlink()
+    assert store.merge(experiment.path, RECIPE).parts == len(RUNS)
 
 
 CONCURRENT = """
