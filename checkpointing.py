@@ -4,7 +4,7 @@ Nothing else in the project spells a file name inside these folders (tests/test_
 
     <out_dir>/<experiment>/                    ExperimentFolder
         runs/<run_id>/                         RunFolder (below)
-        metrics/<run_id>/iteration_*.parquet   one checkpoint's metrics (metrics/store.py)
+        metrics/<run_id>/iteration_*.parquet   one checkpoint's metrics (the files inside: metrics/layout.py)
         metrics.parquet                        the merged table users read
         figures/  report.html  phases.csv      drawn from the table (figures/); figures/.published.json says from
                                                what, so a call with nothing new draws nothing
@@ -107,16 +107,11 @@ def _read_json(path: Path, default=None):
 
 
 class ExperimentFolder:
-    """`<out_dir>/<experiment>/`: its runs, the metrics store's files, figures, report and Slurm logs.
+    """`<out_dir>/<experiment>/`: its runs, the analysis's folders, figures, report and Slurm logs.
 
-    The table, `metrics.parquet`, is a folder of per-run parts that pandas.read_parquet opens as one:
-
-        metrics.parquet/<run_id>.parquet     one run's fresh rows + its settings as columns
-        metrics.parquet/.<run_id>.json       what that part was built from (cells' sizes and times, recipe)
-        metrics.parquet/.<run_id>.lock       held while a process rebuilds the part
-    Parquet readers skip names starting with a dot, so the hidden files never show up as rows.
-    `similarity.parquet` is built the same way, per run, from the checkpoints' probe snapshots
-    (`metrics/<run_id>/iteration_*.snapshot.npz`, metrics/snapshots.py)."""
+    The analysis's folders are named here — `metrics/` (one cell per checkpoint), the table
+    `metrics.parquet/` and `similarity.parquet/` (folders of per-run parts that pandas.read_parquet opens as
+    one) — and the files inside them by their owner, the store (metrics/layout.py)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -141,76 +136,6 @@ class ExperimentFolder:
     def run_folders(self) -> list["RunFolder"]:
         """Every run folder that has its settings file, sorted by run id."""
         return [RunFolder(path.parent) for path in sorted(self.runs_path.glob("*/settings.json"))]
-
-    def cell_path(self, run_id: str, iteration: int) -> Path:
-        """The metrics of one checkpoint (metrics/store.py)."""
-        return self.metrics_path / run_id / f"iteration_{iteration:08d}.parquet"
-
-    def snapshot_path(self, run_id: str, iteration: int) -> Path:
-        """One checkpoint's probe snapshot: the probe subset's pooled features per layer (metrics/snapshots.py)."""
-        return self.cell_snapshot_path(self.cell_path(run_id, iteration))
-
-    @staticmethod
-    def cell_snapshot_path(cell_path: Path) -> Path:
-        """The probe snapshot beside a cell."""
-        return cell_path.with_suffix(".snapshot.npz")
-
-    def run_snapshot_paths(self, run_id: str) -> list[Path]:
-        """One run's snapshots, sorted by iteration."""
-        return sorted((self.metrics_path / run_id).glob("iteration_*.snapshot.npz"))
-
-    def similarity_part_path(self, run_id: str) -> Path:
-        """One run's rows of the similarity table; its index beside it, hidden, as the metrics table's."""
-        return self.similarity_path / f"{run_id}.parquet"
-
-    def similarity_index_path(self, run_id: str) -> Path:
-        return self.similarity_path / f".{run_id}.json"
-
-    @staticmethod
-    def cell_lock_path(cell_path: Path) -> Path:
-        """The lock an analysis process holds while it measures that cell."""
-        return cell_path.with_suffix(".lock")
-
-    def cell_paths(self) -> list[Path]:
-        return sorted(self.metrics_path.glob("*/iteration_*.parquet"))
-
-    @staticmethod
-    def run_id_of_cell(path: Path) -> str:
-        return path.parent.name
-
-    def cell_run_ids(self) -> list[str]:
-        """The run ids that have a folder of cells, sorted."""
-        try:
-            return sorted(entry.name for entry in os.scandir(self.metrics_path) if entry.is_dir())
-        except FileNotFoundError:
-            return []
-
-    def run_cell_paths(self, run_id: str) -> list[Path]:
-        """One run's cells, sorted by iteration."""
-        return sorted((self.metrics_path / run_id).glob("iteration_*.parquet"))
-
-    # -- the table: a directory of per-run parts (metrics/store.py) --------------------------------
-    def part_path(self, run_id: str) -> Path:
-        """One run's rows of the table."""
-        return self.table_path / f"{run_id}.parquet"
-
-    def part_index_path(self, run_id: str) -> Path:
-        """What the run's part was built from. Hidden: Parquet readers skip names starting with a dot."""
-        return self.table_path / f".{run_id}.json"
-
-    def part_lock_path(self, run_id: str) -> Path:
-        """The lock a process holds while it rebuilds that run's part."""
-        return self.table_path / f".{run_id}.lock"
-
-    def table_run_ids(self) -> list[str]:
-        """The run ids that have a part or an index in the table, sorted."""
-        try:
-            names = [entry.name for entry in os.scandir(self.table_path)]
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        parts = {name.removesuffix(".parquet") for name in names if name.endswith(".parquet") and name[0] != "."}
-        indexes = {name[1:].removesuffix(".json") for name in names if name.endswith(".json") and name[0] == "."}
-        return sorted(parts | indexes)
 
 
 class RunFolder:

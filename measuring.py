@@ -21,6 +21,7 @@ from checkpointing import CorruptFile, ExperimentFolder, RunFolder, RunFolderErr
 from conf import Plan, Settings, SettingsError
 from metrics import engine, registry, snapshots, store
 from metrics import transfer as transfer_metrics
+from metrics.layout import StoreLayout
 from metrics.inputs import check_module_file, load_model, splits_of, transfer_probe
 from utils import one_line, progress_bar
 
@@ -145,7 +146,7 @@ def pending_metrics(path: Path, checkpoint_sha256: str, current: dict[str, str],
     missing = store.pending(path, checkpoint_sha256, current, names)
     metric = snapshots.SNAPSHOT_METRIC
     if metric in names and metric not in missing and not snapshots.snapshot_fresh(
-            ExperimentFolder.cell_snapshot_path(path), current[metric], checkpoint_sha256):
+            StoreLayout.cell_snapshot_path(path), current[metric], checkpoint_sha256):
         missing.append(metric)
     return missing
 
@@ -171,7 +172,7 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.corrupt += 1
             outcome.skipped.append(one_line(error))
             return
-        snapshot_path = ExperimentFolder.cell_snapshot_path(path)
+        snapshot_path = StoreLayout.cell_snapshot_path(path)
         frame = store.combine(path, cell_frame(inputs, checkpoint, model, checkpoint_sha256, names, snapshot_path),
                               checkpoint_sha256)
         frame["transfer_task"] = inputs.transfer_task  # which task transfer_accuracy read, or why there is none
@@ -185,13 +186,13 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no
     a side file of the run is unusable). `no_transfer`: {dataset: why it has no transfer task}, learnt
     in this call: the other runs of that dataset need not load their data again to learn it."""
     experiment = ExperimentFolder(experiment_dir)
-    entries = experiment.run(settings.run_id).checkpoint_entries()
+    entries, layout = experiment.run(settings.run_id).checkpoint_entries(), StoreLayout(experiment)
     names = [name for name in registry.select(plan.analysis.metrics)
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
     names = engine.without_snapshots(names, plan.analysis)
     current = recipes(plan)
     pending = {iteration: entry for iteration, entry in entries.items()
-               if pending_metrics(experiment.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}
+               if pending_metrics(layout.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}
     outcome = Outcome(fresh=len(entries) - len(pending))
     if pending:
         inputs = run_inputs(settings, experiment.run(settings.run_id), plan, device)
@@ -200,18 +201,18 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no
         measure_cells(inputs, experiment, pending, outcome)
     if settings.dataset in no_transfer:  # say why in every cell, measured now or before
         for iteration in entries:
-            store.note(experiment.cell_path(settings.run_id, iteration), "transfer_task", no_transfer[settings.dataset])
+            store.note(layout.cell_path(settings.run_id, iteration), "transfer_task", no_transfer[settings.dataset])
     return outcome
 
 
 def measure_cells(inputs: RunInputs, experiment: ExperimentFolder, pending: dict, outcome: Outcome) -> None:
-    run_id = inputs.settings.run_id
+    run_id, layout = inputs.settings.run_id, StoreLayout(experiment)
     bar = progress_bar(inputs.plan.execution.progress, len(pending), 0, f"measuring {run_id}", unit="checkpoint")
     try:
         for iteration, entry in sorted(pending.items()):
             if bar is not None:
                 bar.update(1)
-            measure_cell(inputs, iteration, entry["sha256"], experiment.cell_path(run_id, iteration), outcome)
+            measure_cell(inputs, iteration, entry["sha256"], layout.cell_path(run_id, iteration), outcome)
     finally:
         if bar is not None:
             bar.close()

@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 from checkpointing import ExperimentFolder  # noqa: E402
 from conf import Settings  # noqa: E402
+from metrics.layout import StoreLayout
 from metrics import store  # noqa: E402
 
 LAYERS = ("input", "block00", "block01", "block02", "block03", "pooled", "logits")
@@ -74,7 +75,7 @@ def cell_table(run_id: str, iteration: int, recipe: str = RECIPE, seed: int = 0)
 def write_cell(experiment: ExperimentFolder, run_id: str, iteration: int, recipe: str = RECIPE, seed: int = 0) -> Path:
     buffer = io.BytesIO()
     parquet.write_table(cell_table(run_id, iteration, recipe, seed), buffer)
-    path = experiment.cell_path(run_id, iteration)
+    path = StoreLayout(experiment).cell_path(run_id, iteration)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer.getvalue())  # not atomic_write_bytes: its fsync would make fabricating a grid take minutes
     return path
@@ -100,8 +101,8 @@ def old_merge(experiment: ExperimentFolder, out: Path, run_ids: set[str]) -> pd.
     """The merge this store replaced, on the cells of `run_ids`: every cell read, each run's settings
     added, one file rewritten."""
     frames, columns_of = [], {}
-    for path in experiment.cell_paths():
-        run_id = experiment.run_id_of_cell(path)
+    for path in StoreLayout(experiment).cell_paths():
+        run_id = StoreLayout(experiment).run_id_of_cell(path)
         if run_id not in run_ids:
             continue
         if run_id not in columns_of:

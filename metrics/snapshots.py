@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from checkpointing import CorruptFile, ExperimentFolder
+from metrics.layout import StoreLayout
 from metrics.similarity import cka_vectors, probe_subset
 from utils import atomic_write_bytes, atomic_write_json
 
@@ -136,7 +137,7 @@ def usable_snapshots(experiment: ExperimentFolder, run_id: str, recipe: str | No
     """The run's snapshots under `recipe` (None: any) of checkpoints still listed with the same sha256;
     an unreadable one is left out (it is measured again: analysis.py treats it as missing)."""
     kept = []
-    for path in experiment.run_snapshot_paths(run_id):
+    for path in StoreLayout(experiment).run_snapshot_paths(run_id):
         try:
             snapshot = read_snapshot(path)
         except CorruptFile:
@@ -153,20 +154,20 @@ def update_similarity(experiment_dir: Path, recipe: str, run_ids=None) -> int:
     from metrics.store import file_stamp, listed_checkpoints, settings_columns, up_to_date
 
     experiment = ExperimentFolder(experiment_dir)
-    total = 0
+    layout, total = StoreLayout(experiment), 0
     if run_ids is None:
         parts = experiment.similarity_path.glob("*.parquet") if experiment.similarity_path.is_dir() else []
-        run_ids = sorted({*experiment.cell_run_ids(), *(path.stem for path in parts)})
+        run_ids = sorted({*layout.cell_run_ids(), *(path.stem for path in parts)})
     for run_id in run_ids:
-        paths = experiment.run_snapshot_paths(run_id)
+        paths = layout.run_snapshot_paths(run_id)
         if not paths:  # none (or the run's cells are gone): no part, and nothing to remember
-            experiment.similarity_part_path(run_id).unlink(missing_ok=True)
-            experiment.similarity_index_path(run_id).unlink(missing_ok=True)
+            layout.similarity_part_path(run_id).unlink(missing_ok=True)
+            layout.similarity_index_path(run_id).unlink(missing_ok=True)
             continue
         run = experiment.run(run_id)
         signature = hashlib.sha256(json.dumps([recipe, file_stamp(run.manifest_path), file_stamp(run.settings_path),
                                                [[path.name, file_stamp(path)] for path in paths]]).encode()).hexdigest()
-        part, index_path = experiment.similarity_part_path(run_id), experiment.similarity_index_path(run_id)
+        part, index_path = layout.similarity_part_path(run_id), layout.similarity_index_path(run_id)
         index = up_to_date(index_path, part, signature)
         if index is not None:
             total += index.get("rows", 0)

@@ -49,6 +49,7 @@ import pyarrow.parquet as parquet
 
 from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import Settings
+from metrics.layout import StoreLayout
 from utils import atomic_write_bytes, atomic_write_json, exclusive_lock, file_stamp
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def note(path: Path, column: str, text: str) -> bool:
 
 def claim(path: Path):
     """A context yielding True when this process holds the cell's lock, False when another process does."""
-    return exclusive_lock(ExperimentFolder.cell_lock_path(path))
+    return exclusive_lock(StoreLayout.cell_lock_path(path))
 
 
 def read_cell(path: Path) -> pa.Table | None:
@@ -179,7 +180,8 @@ def merge(experiment_dir: Path, recipes: Recipes = None, *, leave=frozenset()) -
     experiment = ExperimentFolder(experiment_dir)
     prepare_table(experiment, recipes)
     merged = Merged()
-    for run_id in sorted({*experiment.cell_run_ids(), *experiment.table_run_ids()} - set(leave)):
+    layout = StoreLayout(experiment)
+    for run_id in sorted({*layout.cell_run_ids(), *layout.table_run_ids()} - set(leave)):
         state, rows = refresh_part(experiment, run_id, recipes)
         merged.rows, merged.parts = merged.rows + rows, merged.parts + (rows > 0)
         if state == "written":
@@ -213,7 +215,7 @@ def refresh_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes) ->
     index = current_index(experiment, run_id, run_signature(experiment, run_id, recipes))
     if index is not None:
         return "kept", index["rows"]
-    with exclusive_lock(experiment.part_lock_path(run_id), wait=True):
+    with exclusive_lock(StoreLayout(experiment).part_lock_path(run_id), wait=True):
         signature = run_signature(experiment, run_id, recipes)
         index = current_index(experiment, run_id, signature)
         if index is not None:
@@ -228,14 +230,15 @@ def run_signature(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -
     recipe = sorted(recipes.items()) if isinstance(recipes, dict) else recipes
     built_from = {"store": STORE_VERSION, "recipe": recipe, "settings": file_stamp(run.settings_path),
                   "manifest": file_stamp(run.manifest_path),
-                  "cells": [[path.name, file_stamp(path)] for path in experiment.run_cell_paths(run_id)]}
+                  "cells": [[path.name, file_stamp(path)] for path in StoreLayout(experiment).run_cell_paths(run_id)]}
     return hashlib.sha256(json.dumps(built_from).encode()).hexdigest()
 
 
 def current_index(experiment: ExperimentFolder, run_id: str, signature: str) -> dict | None:
     """The run's index when its part is up to date: built from this signature, and the part on disk
     is the one written then (a part deleted or replaced by hand is rebuilt)."""
-    return up_to_date(experiment.part_index_path(run_id), experiment.part_path(run_id), signature)
+    layout = StoreLayout(experiment)
+    return up_to_date(layout.part_index_path(run_id), layout.part_path(run_id), signature)
 
 
 def up_to_date(index_path: Path, part_path: Path, signature: str) -> dict | None:
@@ -254,7 +257,8 @@ def rebuild_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes, si
     """Write the run's part from its fresh cells (or remove it when it has none), then its index:
     the index comes second, so a process killed in between leaves a part that is rebuilt, never one
     that looks up to date and is not."""
-    part, index_path = experiment.part_path(run_id), experiment.part_index_path(run_id)
+    layout = StoreLayout(experiment)
+    part, index_path = layout.part_path(run_id), layout.part_index_path(run_id)
     had_part = part.exists()
     table = run_rows(experiment, run_id, recipes)
     if table is not None:
@@ -263,7 +267,7 @@ def rebuild_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes, si
         atomic_write_bytes(part, buffer.getvalue())
     else:
         part.unlink(missing_ok=True)
-    if experiment.run_cell_paths(run_id):
+    if StoreLayout(experiment).run_cell_paths(run_id):
         atomic_write_json(index_path, {"signature": signature, "part": file_stamp(part),
                                        "rows": table.num_rows if table is not None else 0})
     else:  # no cells left: nothing to remember, so the run drops out of later merges
@@ -283,7 +287,7 @@ def run_rows(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -> pa.
     if settings is None:
         return None
     listed = listed_checkpoints(run)
-    cells = [normalised(rows) for path in experiment.run_cell_paths(run_id)
+    cells = [normalised(rows) for path in StoreLayout(experiment).run_cell_paths(run_id)
              if (cell := read_cell(path)) is not None and (rows := fresh_rows(cell, recipes, listed)) is not None]
     if not cells:
         return None

@@ -20,6 +20,7 @@ from slurm import analysis_job
 from checkpointing import ExperimentFolder, RunFolder
 from conf import SettingsError, parse_arguments
 from metrics import engine, store
+from metrics.layout import StoreLayout
 from tests.conftest import run_cli, tiny_words
 
 RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]  # 5 checkpoints: 0 1 2 4 8
@@ -179,7 +180,7 @@ def test_the_merge_leaves_out_a_run_with_bad_settings_and_an_unreadable_cell(out
     experiment = experiment_of(out_dir)
     first, second, third, fourth = run_folders(out_dir)
     third.settings_path.write_text("not json")
-    experiment.cell_path(second.run_id, 4).write_bytes(b"not parquet")
+    StoreLayout(experiment).cell_path(second.run_id, 4).write_bytes(b"not parquet")
     store.merge(experiment.path)
     table = pd.read_parquet(experiment.table_path)
     assert set(table["run_id"]) == {first.run_id, second.run_id, fourth.run_id}
@@ -311,7 +312,7 @@ def test_device_cuda_without_cuda_is_refused_with_one_line(out_dir, monkeypatch,
 def test_a_cell_finished_by_another_process_before_the_lock_is_not_measured_again(out_dir, monkeypatch, capsys,
                                                                                   torch_threads):
     experiment = experiment_of(out_dir)
-    victim = experiment.cell_path(run_folders(out_dir)[0].run_id, 4)
+    victim = StoreLayout(experiment).cell_path(run_folders(out_dir)[0].run_id, 4)
     finished = victim.read_bytes()
     victim.unlink()  # pending when this process looks ...
     real_claim, measured = store.claim, []

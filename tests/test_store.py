@@ -15,6 +15,7 @@ from benchmarks.store import RECIPE, checkpoint_sha256, fabricate_run, write_cel
 from checkpointing import ExperimentFolder
 from conf import Settings
 from metrics import store
+from metrics.layout import StoreLayout
 from tests.conftest import REPOSITORY
 
 ITERATIONS = [0, 1, 2]
@@ -42,7 +43,7 @@ def expected_rows(experiment: ExperimentFolder, runs: list[Settings], left_out=(
     """What the old merge gave: every cell's rows with its run's settings (lists as JSON text)."""
     frames = []
     for settings in runs:
-        for path in experiment.run_cell_paths(settings.run_id):
+        for path in StoreLayout(experiment).run_cell_paths(settings.run_id):
             if path in left_out:
                 continue
             frame = pd.read_parquet(path)
@@ -81,7 +82,7 @@ def test_nothing_new_rewrites_no_part(experiment):
 
 
 def test_a_part_deleted_by_hand_is_rebuilt(experiment):
-    experiment.part_path(RUNS[0].run_id).unlink()
+    StoreLayout(experiment).part_path(RUNS[0].run_id).unlink()
     assert store.merge(experiment.path, RECIPE).written == [RUNS[0].run_id]
     assert pd.read_parquet(experiment.table_path)["run_id"].nunique() == len(RUNS)
 
@@ -112,7 +113,7 @@ def test_a_run_whose_settings_are_bad_is_left_out(experiment):
     bad = RUNS[2]
     experiment.run(bad.run_id).settings_path.write_text("not json")
     merged = store.merge(experiment.path, RECIPE)
-    assert merged.removed == [bad.run_id] and not experiment.part_path(bad.run_id).exists()
+    assert merged.removed == [bad.run_id] and not StoreLayout(experiment).part_path(bad.run_id).exists()
     table = pd.read_parquet(experiment.table_path)
     assert set(table["run_id"]) == {settings.run_id for settings in RUNS[:2]}
     assert store.merge(experiment.path, RECIPE).removed == []  # remembered: its cells are not read again
@@ -131,7 +132,7 @@ def test_stale_cells_are_left_out(experiment):
     assert sorted(table[table["run_id"] == run]["iteration"].unique()) == [0]
     assert set(table["recipe"]) == {RECIPE}
     pd.testing.assert_frame_equal(sorted_rows(table)[list(expected_rows(experiment, RUNS).columns)], expected_rows(
-        experiment, RUNS, left_out=[other_recipe, experiment.cell_path(run, 2)]), check_dtype=False)
+        experiment, RUNS, left_out=[other_recipe, StoreLayout(experiment).cell_path(run, 2)]), check_dtype=False)
     store.merge(experiment.path)  # no recipe given: any recipe, still only listed checkpoints
     assert set(pd.read_parquet(experiment.table_path)["recipe"]) == {RECIPE, "another_one_"}
 
@@ -189,7 +190,7 @@ def test_a_part_rebuilt_by_another_process_while_this_one_waited_is_kept(experim
     run, real_lock, interleaved = RUNS[0].run_id, store.exclusive_lock, []
 
     def lock_after_the_other_process(path, **options):
-        if path == experiment.part_lock_path(run) and not interleaved:
+        if path == StoreLayout(experiment).part_lock_path(run) and not interleaved:
             interleaved.append(1)  # the other process: a new cell, then its own merge, all before our lock
             monkeypatch.setattr(store, "exclusive_lock", real_lock)
             write_cell(experiment, run, 2, seed=5)
@@ -206,7 +207,7 @@ def test_a_part_rebuilt_by_another_process_while_this_one_waited_is_kept(experim
 def test_each_row_is_fresh_under_its_own_metric_recipe(experiment):
     """Recipes per metric: a merge keeps a metric's rows computed under its current recipe and drops
     the others'; `pending` names the stale or missing metrics of a cell; `combine` replaces only theirs."""
-    run, cell_path = RUNS[0].run_id, experiment.cell_path(RUNS[0].run_id, 1)
+    run, cell_path = RUNS[0].run_id, StoreLayout(experiment).cell_path(RUNS[0].run_id, 1)
     cell = pd.read_parquet(cell_path)
     metrics = sorted(cell["metric"].unique())
     assert len(metrics) >= 2
