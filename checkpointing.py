@@ -122,6 +122,7 @@ class ExperimentFolder:
         self.merge_lock_path = self.path / "metrics.lock"
         self.figures_path = self.path / "figures"
         self.publication_path = self.figures_path / ".published.json"  # what the figures were drawn from
+        self.publication_lock_path = self.path / "figures.lock"  # held while a process draws them
         self.report_path = self.path / "report.html"
         self.phases_path = self.path / "phases.csv"
         self.slurm_path = self.path / "slurm"

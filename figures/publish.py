@@ -14,7 +14,7 @@ import pandas as pd
 from checkpointing import ExperimentFolder, RunFolderError
 from conf import EXPERIMENTS, Plan, SettingsError
 from conf.plasticity import run_kind, stage1_settings
-from utils import atomic_write_text
+from utils import atomic_write_text, exclusive_lock
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +97,17 @@ def publish(plan: Plan, experiment_dir: Path, measured_note: str = "") -> int:
     Draws only the figures whose inputs changed since the last call (figures/published.py) and removes
     the files a redrawn figure no longer makes; with nothing new at all, writes nothing and says so in
     one line (after `measured_note`, what the measuring found: nothing to measure)."""
+    experiment = ExperimentFolder(experiment_dir)
+    # one publication at a time: one that started before another's table change finished would record
+    # that change's stamps beside figures drawn without it
+    with exclusive_lock(experiment.publication_lock_path, wait=True):
+        return publish_locked(plan, experiment, measured_note)
+
+
+def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str) -> int:
     from figures import published
 
-    experiment = ExperimentFolder(experiment_dir)
+    experiment_dir = experiment.path
     runs = run_table(experiment_dir)
     description = EXPERIMENTS[plan.experiment].description if plan.experiment in EXPERIMENTS else ""
     inputs = published.Inputs.of(experiment, describe_filter(plan.overrides), description, runs)

@@ -15,7 +15,10 @@ TEXT_FIELDS = [item.name for kind in SETTINGS_CLASSES for item in dataclasses.fi
 # has a fixed set of meanings and must list them as `choices`.
 # `metrics` names are checked against metrics/registry.py when the analysis starts (tests/test_analysis.py)
 FREE_TEXT = {"out_dir", "data_root", "partition", "account", "qos", "constraint", "time", "sbatch_extra", "job_setup",
-             "metrics"}
+             "metrics",
+             # checked elsewhere: arch by conf.check_arch and the registry's pre-flight, layers against the
+             # model's modules; module_sha256 and imported_from are filled in from the files
+             "arch", "layers", "module_sha256", "imported_from"}
 MILLION_RUNS = [f"seed={','.join(map(str, range(1000)))}", f"depth={','.join(map(str, range(1, 1001)))}"]
 
 
