@@ -266,8 +266,12 @@ def test_pool_to_shapes_and_hand_computation():
     expected = torch.stack([channel_means[:, 0:3].mean(1), channel_means[:, 3:6].mean(1),
                             channel_means[:, 6:9].mean(1), channel_means[:, 9]], dim=1)
     torch.testing.assert_close(pool_to(wide, 4), expected, rtol=1e-15, atol=0)
-    flat = torch.tensor([[1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]]).reshape(1, 3, 5)  # not 4-D
+    flat = torch.tensor([[1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]])  # 2-D: consecutive groups
     assert pool_to(flat, 4).tolist() == [[2.5, 6.5, 10.5, 14.0]]
+    tokens = flat.reshape(1, 3, 5)  # a token stream [B, width, tokens] (models/vit.py): groups of tokens per channel
+    assert pool_to(tokens, 4).tolist() == [[3.0, 8.0, 13.0]]  # one group fits (3 · 1 <= 4): the token mean
+    # two groups (3 · 2 <= 7): adaptive pooling's windows, tokens 0-2 and 2-4 of each channel
+    assert pool_to(tokens, 7).tolist() == [[2.0, 4.0, 7.0, 9.0, 12.0, 14.0]]
     assert pool_to(torch.zeros(3, 7), 7).shape == (3, 7)
 
 
