@@ -21,7 +21,8 @@ def pool_to(features: Tensor, max_dimensions: int) -> Tensor:
        max_dimensions and s ≤ min(H, W), s ≥ 1; keeping the grid square keeps the channels whole
        and the spatial layout coarse but intact (channel-major flattening, as torch's). A 3-D token
        stream [B, C, T] (a transformer's, channel-first: models/vit.py) likewise to the largest k ≤ T
-       groups of consecutive tokens with C·k ≤ max_dimensions, k = 1 being the token mean.
+       groups of consecutive tokens with C·k ≤ max_dimensions (adaptive average pooling's windows, which
+       overlap by a token where k does not divide T), k = 1 being the token mean.
     3. Still too wide (C > max_dimensions after s = 1 or k = 1), or 2-D: average groups of g = ⌈D / max⌉
        consecutive features, ⌈D / g⌉ groups, the last one possibly shorter (averaged over its own size).
     Deterministic (no random projection), so features of every checkpoint are reduced alike.
