@@ -113,7 +113,7 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
     inputs = published.Inputs.of(experiment, describe_filter(plan.overrides), description, runs)
     record = published.read_record(experiment)
     if inputs.unchanged(record, experiment):
-        drawn = sum(1 for entry in record["figures"].values() if entry.get("files"))
+        drawn = sum(len(entry.get("files", [])) // 2 for entry in record["figures"].values())  # PNG + PDF each
         print(f"nothing new: {measured_note + '; ' if measured_note else ''}the table, {drawn} figure(s), "
               f"{experiment.phases_path.name} and the report are up to date ({experiment.report_path})")
         return record.get("exit", 0)

@@ -90,11 +90,11 @@ def test_second_call_recomputes_and_redraws_nothing_and_a_new_recipe_everything(
 
 
 def figures_drawn(experiment: Path) -> list[str]:
-    """The figures the last publication drew (figures/.published.json)."""
+    """The figures (PNG files) the last publication drew (figures/.published.json)."""
     import json
 
     record = json.loads((experiment / "figures" / ".published.json").read_text())
-    return [name for name, entry in record["figures"].items() if entry["files"]]
+    return [name for entry in record["figures"].values() for name in entry["files"] if name.endswith(".png")]
 
 
 def test_only_new_checkpoints_are_measured_while_a_run_trains(tmp_path):
