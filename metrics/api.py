@@ -39,7 +39,11 @@ def measure(model: torch.nn.Module, *, train, test, layers: list[str] | None = N
     analysis = Analysis(metrics=metrics if isinstance(metrics, str) else ",".join(metrics), **options)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = layered(model, layers).to(device).eval()
-    train_split, test_split = (split_of(part, device, normalization, reference=train) for part in (train, test))
+    train = train if isinstance(train, (tuple, list)) else concatenated(train)
+    if normalization is None and not train[0].is_floating_point():  # the training images' own, in [0, 1] units
+        scaled = train[0].to(torch.float64) / 255
+        normalization = (scaled.mean(dim=(0, 2, 3)), scaled.std(dim=(0, 2, 3)))
+    train_split, test_split = (split_of(part, device, normalization) for part in (train, test))
     classes = num_classes or int(max(train_split.labels.max(), test_split.labels.max())) + 1
     names = engine.applicable(registry.select(analysis.metrics), None, analysis)
     rows, _ = engine.measure_layers(model, train_split, test_split, classes, analysis, seed=seed, metrics=names)
@@ -59,17 +63,14 @@ def layered(model: torch.nn.Module, layers: list[str] | None):
     return HookedModel(model, chosen, token_streams=getattr(model, "token_streams", False))
 
 
-def split_of(part, device: torch.device, normalization: tuple | None, reference) -> engine.SplitData:
-    """(images, labels) or a DataLoader of them as the engine's split, on `device`."""
+def split_of(part, device: torch.device, normalization: tuple | None) -> engine.SplitData:
+    """(images, labels) or a DataLoader of them as the engine's split, on `device`; uint8 images are
+    normalised by `normalization` (mean, std) batch by batch."""
     images, labels = part if isinstance(part, (tuple, list)) else concatenated(part)
     images, labels = images.to(device), labels.to(device=device, dtype=torch.long)
     channels = images.shape[1]
     if images.is_floating_point():  # already normalised: the engine reads them as they are
         return engine.SplitData(images, labels, torch.zeros(channels), torch.ones(channels))
-    if normalization is None:  # the training images' own per-channel mean and std, in [0, 1] units
-        train_images = reference[0] if isinstance(reference, (tuple, list)) else concatenated(reference)[0]
-        scaled = train_images.to(torch.float64) / 255
-        normalization = (scaled.mean(dim=(0, 2, 3)), scaled.std(dim=(0, 2, 3)))
     mean, std = (torch.as_tensor(value, dtype=torch.float32) for value in normalization)
     return engine.SplitData(images, labels, mean, std)
 

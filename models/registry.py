@@ -48,9 +48,6 @@ def build(settings, *, input_shape: tuple[int, int, int], num_classes: int, laye
     """
     for prefix, family in _prefixed_families().items():
         if settings.arch.startswith(prefix):
-            if prefix == "torchvision:":
-                return family.build(settings.arch[len(prefix):], input_shape=tuple(input_shape),
-                                    num_classes=num_classes, layers=layers)
             return family.build(settings, input_shape=tuple(input_shape), num_classes=num_classes, layers=layers)
     model = _build_registered(settings, input_shape, num_classes)
     if layers:

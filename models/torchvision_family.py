@@ -49,11 +49,13 @@ def _version() -> str:
     return torchvision.__version__
 
 
-def build(name: str, *, input_shape: tuple[int, int, int], num_classes: int, layers: list[str] | None = None
+def build(settings, *, input_shape: tuple[int, int, int], num_classes: int, layers: list[str] | None = None
           ) -> HookedModel:
-    """The builder's model for these inputs and classes, as a HookedModel with `layers` (default above)."""
+    """The builder `settings.arch` names, for these inputs and classes, as a HookedModel with `layers`
+    (default above)."""
     import torchvision
 
+    name = settings.arch[len(PREFIX):]
     check_name(name)
     channels, height, width = input_shape
     options = {"weights": None, "num_classes": num_classes}
