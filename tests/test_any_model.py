@@ -253,3 +253,19 @@ def test_the_built_in_families_keep_their_recipes_and_row_order():
         "classifier_accuracy", "effective_depth", "dormant_fraction", "feature_norm", "effective_rank", "srank", "nc1",
         "nc2_equinorm", "nc2_equiangularity", "nc2_etf_distance", "nc4_ncc_agreement", "nc3_self_duality",
         "cka_previous_layer"]
+
+
+@pytest.mark.parametrize("arch", ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:vit_b_16"])
+def test_a_grayscale_28_pixel_input_gets_the_first_conv_rebuilt(arch):
+    """MNIST-shaped inputs (1 × 28 × 28): the first convolution takes one channel; every layer yields a tensor
+    (a ViT builder gets the image side, 28 not divisible by its patch 16 is refused in one line)."""
+    settings = Settings(arch=arch)
+    if arch.endswith("vit_b_16"):
+        with pytest.raises(ValueError, match="cannot be built for 1x28x28 images"):
+            models.build(settings, input_shape=(1, 28, 28), num_classes=10)
+        return
+    torch.manual_seed(0)
+    model = models.build(settings, input_shape=(1, 28, 28), num_classes=10).eval()
+    with torch.no_grad():
+        features = model.features(torch.randn(2, 1, 28, 28))
+    assert features["logits"].shape == (2, 10) and len(features) == len(model.layer_names())
