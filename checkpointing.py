@@ -17,11 +17,12 @@ Nothing else in the project spells a file name inside these folders (tests/test_
         job.json                  the Slurm job last submitted for the run (the submitter writes it)
         log.jsonl                 one line per iteration (train loss, accuracy, lr; test metrics at checkpoints)
         label_noise.json          which training labels were changed, and to what (label_noise > 0)
-        stage1_subset.json        a stage-1 run's training examples (pretrain_fraction > 0, epochs = 0)
+        stage1_subset.json        a first or earlier stage's training examples (stage-1 and growing-data stage
+                                  runs; with the stages and which one it is)
         lineage.json              the execution environment the run trains under (environment: device, threads,
                                   torch, CPU kernels...: a resume keeps its threads), any resume under another
-                                  one (environment_changes); a warm-started child's parent run, the state it
-                                  started from, the interventions
+                                  one (environment_changes); a child's parent run, the iteration, rule and
+                                  state (sha256) it started from, the rebuilt modules, the interventions
         manifest.json             the checkpoint schedule and, per written checkpoint, its sha256 and size
         checkpoints/iteration_00000256.pt   self-describing: settings, iteration, epoch, stage, input shape, classes, model
         resume/state_00001234.pt (+ .sha256)  model, optimizer, RNG, iteration and the execution environment

@@ -43,8 +43,11 @@ def main(arguments: list[str]) -> int:
             return 0
         if plan.cluster.launcher != "slurm":
             resolve_device(plan.execution)
-        for settings in plan.grid:  # pre-flight: every dataset readable (and every subset and reset possible) first
-            check_fits(settings, load_data(settings, plan.execution))
+        dataset_of = lambda settings: load_data(settings, plan.execution)  # noqa: E731
+        # pre-flight: every dataset readable, every subset, reset and start possible (children first: their
+        # start is checked against the parent's length before the parent's own checks)
+        for settings in reversed(runs.with_parents(plan.grid)):
+            check_fits(settings, dataset_of(settings), dataset_of, experiment)
         ensure_writable_folder(experiment.runs_path)  # after the input checks: bad input writes nothing
         return launch.launch(plan)
     except (SettingsError, data.DataError, RunFolderError) as error:

@@ -25,7 +25,7 @@ import models
 import stages
 from checkpointing import RunFolder, RunFolderError, checkpoint_schedule
 from conf import Execution, Settings
-from conf.plasticity import run_kind
+from conf.plasticity import has_parent, run_kind
 from utils import derive_seed, exclusive_lock, progress_bar, resolve_device
 
 logger = logging.getLogger("training")
@@ -148,21 +148,18 @@ class RunTraining:
         self.model = self.build_model("init")
         self.optimizer = devices.make_optimizer(settings, self.model)
         self.iteration = self._restore(at_most=damaged[0] - 1 if damaged else None)
+        # stage2_train=head: a linear probe on frozen features (re-applied on every start: not in the state)
+        self.frozen = models.freeze_all_but_head(self.model) if settings.stage2_train == "head" else []
         folder.truncate_log(self.iteration)
         folder.write_status("running", iteration=self.iteration, total_iterations=self.total)
 
     def _stream(self) -> tuple[stages.Stage, data.TrainingStream]:
         """The stage and its batches: the run's labels (after label noise, recorded for the analysis)
-        and, in stage 1 of a warm start, its subset only (Berariu et al. 2021)."""
+        and, in an earlier stage of a staged protocol, its subset only (Berariu et al. 2021)."""
         settings, dataset = self.settings, self.dataset
-        labels = dataset.train_labels
-        if settings.label_noise > 0:  # IntermediateNC's noisy-label runs; the analysis needs the trained-on labels
-            labels, changed = data.apply_label_noise(labels, fraction=settings.label_noise,
-                                                     num_classes=dataset.num_classes, seed=settings.seed)
-            self.folder.write_label_noise({
-                "fraction": settings.label_noise, "indices": changed.tolist(),
-                "original": dataset.train_labels[changed].tolist(), "noisy": labels[changed].tolist()})
-        stage = stages.plan_stage(settings, labels, dataset.num_classes)
+        labels = stages.labels_recorded(settings, dataset, self.folder)
+        self.start = stages.resolve_start(settings, self.folder) if has_parent(settings) else None
+        stage = stages.plan_stage(settings, labels, dataset.num_classes, self.start)
         images = dataset.train_images
         if stage.indices is not None:
             stages.record_subset(self.folder, settings, stage.indices)
@@ -202,11 +199,12 @@ class RunTraining:
             self.folder.note_resume_environment(state["iteration"], state.get("environment"), self.environment)
             return state["iteration"]
         self.folder.note_resume_environment(self.first, None, self.environment)  # from the start: nothing to compare
-        if self.stage.number == 2:  # a child's first start: its parent's final state, then the interventions
+        if self.start is not None:  # a first start after a parent: its checkpoint, then the interventions
             lineage = stages.start_from_parent(self.settings, self.folder, self.model, self.optimizer,
-                                               lambda: self.build_model("stage 2 init"), self.stage)
-            logger.info("%s: starts from %s at iteration %d (reset %s)", self.settings.run_id,
-                        lineage["parent_run_id"], self.first, ", ".join(lineage["reset_modules"]) or "nothing")
+                                               lambda: self.build_model("stage 2 init"), self.stage, self.start)
+            logger.info("%s: starts from %s at iteration %d, %s (rebuilt %s; reset %s)", self.settings.run_id,
+                        lineage["parent_run_id"], self.first, self.start.rule,
+                        "; ".join(lineage["rebuilt_modules"]) or "nothing", ", ".join(lineage["reset_modules"]) or "nothing")
         return self.first
 
     def epoch_of(self, step: int) -> float:
@@ -234,6 +232,8 @@ class RunTraining:
                            self.stage.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        for module in self.frozen:  # evaluate() puts the model back in train mode; frozen BatchNorm stays fixed
+            module.eval()
         images, labels = self.stream.batch(self.iteration - self.first)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.environment["bf16"]):
             logits = self.model(images)
@@ -293,7 +293,7 @@ class RunTraining:
                     raise Interrupted(received[0])
         if progress is not None:
             progress.close()
-        if run_kind(self.settings) == "stage1":  # its children start from this state (model and optimizer)
+        if run_kind(self.settings) in ("stage1", "stage"):  # its next stage starts from this state (with the optimizer)
             self.save_resume_state()
         self.folder.write_status("done", iteration=self.total, total_iterations=self.total)  # last: "done" = complete
         return "done"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from conf.analysis import Analysis
 from conf.cluster import Cluster
 from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
-from conf.plasticity import PRETRAINING_DEFAULTS, canonical_scratch
+from conf.plasticity import PRETRAINING_DEFAULTS, canonical_scratch, with_start_checkpoints
 from conf.global_settings import Execution, Settings, SettingsError, describe_accepted, parse_value, show_default
 
 RUN_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
@@ -106,11 +106,17 @@ def experiment_sweeps(experiment_name: str, run_values: dict) -> list[dict[str, 
     for preset in presets:
         sweeps = {key: value if isinstance(value, list) else [value] for key, value in preset.items()}
         sweeps.update(run_values)
-        if len(presets) > 1 and not any(fraction != 0 for fraction in sweeps.get("pretrain_fraction", [0])):
+        if len(presets) > 1 and not some_pretrain(sweeps):
             # a from-scratch grid beside a warm-start one (the demo): warm-start keys are the other grid's
             sweeps = {key: values for key, values in sweeps.items() if key not in PRETRAINING_DEFAULTS}
         grids.append(sweeps)
     return grids
+
+
+def some_pretrain(sweeps: dict[str, list]) -> bool:
+    """Whether some point of a grid pretrains (on a subset, or on another dataset)."""
+    return (any(fraction != 0 for fraction in sweeps.get("pretrain_fraction", [0]))
+            or any(name != "same" for name in sweeps.get("pretrain_dataset", ["same"])))
 
 
 def count_grid_points(grids: list[dict[str, list]]) -> int:
@@ -154,13 +160,13 @@ def expand_grid(sweeps: dict[str, list]) -> tuple[Settings, ...]:
     points pretrain and others not (`pretrain_fraction=0,0.5`), the scratch points drop the
     pretraining keys (conf/plasticity.py): one scratch baseline, however many resets are swept."""
     keys = list(sweeps)
-    some_pretrain = any(fraction != 0 for fraction in sweeps.get("pretrain_fraction", [0]))
+    pretraining = some_pretrain(sweeps)
     grid: dict[str, Settings] = {}
     for combination in itertools.product(*(sweeps[key] for key in keys)):
         values = dict(zip(keys, combination))
-        settings = Settings(**(canonical_scratch(values) if some_pretrain else values))
+        settings = Settings(**(canonical_scratch(values) if pretraining else values))
         grid.setdefault(settings.run_id, settings)
-    return tuple(grid.values())
+    return with_start_checkpoints(tuple(grid.values()))
 
 
 def help_text() -> str:

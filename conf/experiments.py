@@ -48,6 +48,20 @@ DEMO_WARM_START = {"dataset": "synthetic", "arch": "convnet", "depth": 3, "width
                    "lr_schedule": "constant", "epochs": 20, "pretrain_fraction": [0, 0.5], "pretrain_epochs": 30,
                    "reset_last": [0, 2], "seed": [0, 1]}
 
+# Transfer from the parent's checkpoints (LearnPhase's "leveraging" claim), on the embedded data: a parent
+# learns 5 of the 10 synthetic classes (pretrain_subset=classes); children learn all 10 from its
+# checkpoints at 0, 16, 64, 256 and its end, fine-tuning everything or only the head on frozen features.
+# The head-only children read how well the parent's features at that iteration serve classes it never saw.
+DEMO_TRANSFER = {**DEMO_WARM_START, "pretrain_subset": "classes", "pretrain_epochs": 20, "epochs": 3, "reset_last": 0,
+                 "pretrain_fraction": 0.5, "start_from_iteration": ["0", "16", "64", "256", "final"],
+                 "stage2_train": ["all", "head"], "seed": 0}
+
+# LearnPhase's own pair: VGG-8 pre-trained on CIFAR-10 with their recipe, children on CIFAR-100 from its
+# checkpoints (the parent trains once for all of them); 30 epochs of fine-tuning is our choice.
+LEARNPHASE_TRANSFER = {**LEARNPHASE, "dataset": "cifar100", "pretrain_dataset": "cifar10", "pretrain_epochs": 169,
+                       "epochs": 30, "stage2_train": ["all", "head"],
+                       "start_from_iteration": ["0", "256", "1024", "4096", "16384", "65536", "final"]}
+
 
 @dataclass(frozen=True)
 class Experiment:
@@ -65,12 +79,17 @@ EXPERIMENTS = {
     for experiment in (
         Experiment(DEFAULT_EXPERIMENT, "one run of the defaults (what a plain `python train.py` runs)"),
         Experiment("demo", "the three stories on synthetic data, on a CPU in minutes: CONV-L-32 of two depths with "
-                   "clean and 20% noisy labels (phases, collapse), and scratch vs warm start vs reset (plasticity)",
-                   (DEMO_COLLAPSE, DEMO_WARM_START)),
+                   "clean and 20% noisy labels (phases, collapse), scratch vs warm start vs reset (plasticity), and "
+                   "children learning all classes from checkpoints of a parent that saw half of them (transfer)",
+                   (DEMO_COLLAPSE, DEMO_WARM_START, DEMO_TRANSFER)),
         Experiment("learnphase", "LearnPhase (AAAI 2024): VGG-8 on CIFAR-10, SGD lr 0.002, checkpoints 0, 2, 4, ..., "
                    "65536; reconstruction and colour-dominance probes (python analysis.py ... transfer_dataset=cifar100 "
                    "for their README's CIFAR-100 transfer images)", LEARNPHASE,
                    "weight decay, augmentation and schedule are not in their README: 0, none, constant"),
+        Experiment("learnphase_transfer", "LearnPhase's claim acted on: VGG-8 pre-trained on CIFAR-10 once (their "
+                   "recipe), children fine-tuned (all, or the head on frozen features) on CIFAR-100 from its checkpoints "
+                   "at 0, 256, 1024, 4096, 16384, 65536 and its end", LEARNPHASE_TRANSFER,
+                   "the children's 30 epochs and their recipe (the parent's) are ours"),
         Experiment("intermediate_nc", "IntermediateNC (TMLR 2023) Fig. 1: CONV-L-400, L in 3..20, on CIFAR-10, "
                    "lr 0.1 x0.1 at 60/120/160, WD 5e-4, 500 epochs", INTERMEDIATE_NC),
         Experiment("intermediate_nc_mlp", "IntermediateNC with MLP-L-400 (the fully connected variant), same recipe",

@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from conf.errors import SettingsError
-from conf.plasticity import PLASTICITY_FIELDS, check_plasticity, run_kind
+from conf.plasticity import PLASTICITY_FIELDS, TRANSFER_DEFAULTS, check_plasticity, pretrains, run_kind
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashionmnist", "svhn")
 VGG_DEPTHS = (8, 11, 13, 16)  # LearnPhase's VGG-8 and the standard VGG-11/13/16 plans
@@ -86,6 +86,14 @@ class Settings:
     shrink: float = setting(1.0, "between the stages, weights <- shrink * weights + perturb * a fresh init (Ash & Adams 2020; 1 = keep)", minimum=0.0, maximum=1.0)
     perturb: float = setting(0.0, "the fresh init's scale in shrink-and-perturb (0 = no noise)", minimum=0.0)
     stage2_optimizer: str = setting("fresh", "stage 2 starts a fresh optimizer, or keeps stage 1's state (momentum, Adam moments; reset modules' cleared)", choices=("fresh", "kept"))
+    # transfer (LearnPhase, AAAI 2024: stop pre-training where the phases say) and growing data (Berariu et al. 2021, App. A.3)
+    pretrain_dataset: str = setting("same", "the parent trains on this dataset, the child on `dataset` (transfer; same = the run's own); its head is rebuilt for the new classes", choices=("same", *DATASETS))
+    start_from_iteration: str = setting("final", "the parent's checkpoint a child starts from: final, an iteration number, or phase (the parent's analysed 'stop pre-training here')")
+    start_phase_layer: str = setting("", "start_from_iteration=phase: the layer whose phases choose the start ('' = the last hidden layer)")
+    stage2_train: str = setting("all", "the last stage trains every module, or only the head (a linear probe trained by SGD on frozen features)", choices=("all", "head"))
+    stages: int = setting(1, "growing data over stages + 1 stages (Berariu et al. 2021, App. A.3): stage 1 on pretrain_fraction of the data, each next one on more, the last on all (1 = warm start)", minimum=1)
+    stage: int = setting(0, "which shared earlier stage (2..stages) this run is; the grid fills it in (0 = the run's own stage)", minimum=0)
+    pretrain_checkpoint_extra: tuple[int, ...] = setting((), "the parent's extra checkpoints: the grid adds every child's start iteration off the log schedule")
     # checkpoints: iteration 0, every power of two, the final iteration, plus these
     checkpoint_every_epochs: int = setting(0, "also checkpoint every this many epochs (0 = off)", minimum=0)
     checkpoint_extra: tuple[int, ...] = setting((), "also checkpoint at these iterations, e.g. [100,300]")
@@ -126,9 +134,12 @@ class Settings:
         """The settings that define the run: synthetic-only ones are dropped for real datasets, the
         plasticity ones for scratch runs (so a scratch run keeps the id it had before they existed)."""
         values = dataclasses.asdict(self)
-        if self.pretrain_fraction == 0:
+        if not pretrains(self):
             for name in PLASTICITY_FIELDS:
                 values.pop(name)
+        for name, default in TRANSFER_DEFAULTS.items():  # added later: the runs before them keep their ids
+            if values.get(name, default) == default:
+                values.pop(name, None)
         if self.dataset != "synthetic":
             for name in SYNTHETIC_ONLY:
                 values.pop(name)
@@ -144,10 +155,13 @@ class Settings:
     @functools.cached_property  # frozen: computed once (a 1000-run grid asks for each id several times)
     def run_id(self) -> str:
         """Readable prefix + hash of every setting, e.g. `convnet4-w32-synthetic-s0-1a2b3c4d5e`; a
-        stage-1 run's prefix ends in `-stage1`, a warm-started child's in `-warm`."""
+        stage-1 run's prefix ends in `-stage1` (a later shared stage's in `-stageJ`), a warm-started child's
+        in `-warm`, a child of another dataset's run in `-transfer`."""
         canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
-        stage = {"scratch": "", "stage1": "-stage1", "child": "-warm"}[run_kind(self)]
+        kind = run_kind(self)
+        stage = {"scratch": "", "stage1": "-stage1", "stage": f"-stage{self.stage}",
+                 "child": "-warm" if self.pretrain_dataset == "same" else "-transfer"}[kind]
         if ":" not in self.arch:  # a registered family
             model = f"{self.arch}{self.depth}-w{self.width}"
         else:  # torchvision:NAME -> NAME, module:FILE:CLASS -> class; a folder name holds no ':' or '/'

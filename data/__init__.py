@@ -19,7 +19,7 @@ from data import torchvision_sets
 from data.dataset import DataError, ImageDataset, channel_statistics, normalize
 from data.noise import apply_label_noise
 from data.stream import EpochPlan, TrainingStream, crop_and_flip
-from data.subsets import stage1_indices
+from data.subsets import stage1_indices, stage_indices, stage_sizes
 from data.synthetic import make_synthetic
 from data.torchvision_sets import TORCHVISION_DATASETS, download
 from data.transfer import colour_dominance_labels
@@ -30,11 +30,11 @@ DATASETS: tuple[str, ...] = ("synthetic",) + TORCHVISION_DATASETS
 __all__ = [
     "DATASETS", "TORCHVISION_DATASETS", "DataError", "EpochPlan", "ImageDataset", "TrainingStream",
     "apply_label_noise", "channel_statistics", "colour_dominance_labels", "crop_and_flip", "download",
-    "load_dataset", "normalize", "stage1_indices",
+    "load_dataset", "normalize", "stage1_indices", "stage_indices", "stage_sizes",
 ]
 
 
-_LAST_LOADED: dict = {}
+_LAST_LOADED: dict = {}  # the two datasets loaded last: a transfer grid alternates a parent's and its children's
 
 
 def load_dataset(settings, *, data_root: Path, download: bool) -> ImageDataset:
@@ -43,7 +43,7 @@ def load_dataset(settings, *, data_root: Path, download: bool) -> ImageDataset:
     Uses settings.dataset, data_seed, train_subset and, for synthetic only, image_size,
     synthetic_classes, synthetic_train_size and synthetic_test_size (torchvision datasets keep their
     native size: 32 px, MNIST 28 px). Raises DataError (one line) when the data is unavailable.
-    The last dataset loaded is kept: a grid's runs, and an experiment's analysis, usually share one.
+    The last two datasets loaded are kept: a grid's runs, and an experiment's analysis, usually share them.
     Callers must not modify its tensors in place (`.to(device)` and label noise make new ones).
     """
     synthetic = ("image_size", "synthetic_classes", "synthetic_train_size", "synthetic_test_size")
@@ -51,7 +51,8 @@ def load_dataset(settings, *, data_root: Path, download: bool) -> ImageDataset:
            *(getattr(settings, name) for name in synthetic if settings.dataset == "synthetic"))
     if key not in _LAST_LOADED:
         loaded = _load(settings, data_root=data_root, download=download)
-        _LAST_LOADED.clear()
+        while len(_LAST_LOADED) >= 2:
+            _LAST_LOADED.pop(next(iter(_LAST_LOADED)))
         _LAST_LOADED[key] = loaded
     return _LAST_LOADED[key]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures import collapse, collapse_nc, learnphase, plasticity, similarity  # noqa: F401  (importing a plug-in registers it)
+from figures import collapse, collapse_nc, learnphase, plasticity, similarity, transfer  # noqa: F401  (importing a plug-in registers it)
 from figures.registry import FIGURES, FigureSpec, Skip, figure  # noqa: F401
 from figures.style import save
 

@@ -16,16 +16,16 @@ from matplotlib.ticker import MaxNLocator
 
 from conf import Settings
 from figures.registry import Skip, figure
-from figures.style import SEED_BAND, new_figure, varying
+from figures.style import SEED_BAND, new_figure, staged, varying
 
 KNOBS = ("label_noise", "weight_decay", "depth", "width", "lr", "arch")  # what IntermediateNC varies
 HIDDEN = ("input", "logits")  # not hidden layers: their NCC accuracy is the data's and the classifier's
 
 
 def single_stage(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Runs trained in one stage: warm-started runs and their stage-1 runs have their own figures
-    (figures/plasticity.py) and would mix two protocols into one line here."""
-    return metrics[metrics["pretrain_fraction"] == 0] if "pretrain_fraction" in metrics else metrics
+    """Runs trained in one stage: warm-started and transfer runs and their earlier stages have their own
+    figures (figures/plasticity.py, figures/transfer.py) and would mix two protocols into one line here."""
+    return metrics[~staged(metrics)]
 
 
 def final_rows(metrics: pd.DataFrame, metric: str, split: str = "train") -> pd.DataFrame:

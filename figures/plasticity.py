@@ -1,7 +1,8 @@
 """Plasticity (Berariu et al. 2021): warm start vs scratch vs reset-k, and the warm-start gap vs depth and width.
 
-A warm-started run's curve is its stage-1 parent's checkpoints followed by its own, on an axis of
-epochs since the switch (stage 1 at negative epochs, as in the paper's Fig. 11).
+A warm-started run's curve is its earlier stages' checkpoints followed by its own, on an axis of
+epochs since the switch to all the data (earlier stages at negative epochs, as in the paper's Fig. 11;
+growing data's n + 1 stages all drawn).
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import seaborn
 from conf import Settings
 from conf.plasticity import PRETRAINING_DEFAULTS
 from figures.registry import Skip, figure
-from figures.style import SEED_BAND, new_figure, varying
+from figures.style import SEED_BAND, new_figure, staged, transferred, varying
 
 SHAPE = ("depth", "width", "arch")  # the network's size: the appendix's ResNet-18 family
 
 
 def protocol(row: pd.Series) -> str:
-    """scratch, warm start, warm start + reset last k, or shrink-and-perturb (a child's interventions)."""
+    """scratch, warm start (or growing data over n + 1 stages), + reset last k, or shrink-and-perturb."""
     if row["pretrain_fraction"] == 0:
         return "scratch"
-    parts = ["warm start"]
+    stages = int(row["stages"]) if "stages" in row else 1
+    parts = ["warm start" if stages == 1 else f"growing data, {stages + 1} stages"]
     if row["reset_last"]:
         parts.append(f"reset last {int(row['reset_last'])}")
     if row["shrink"] != 1 or row["perturb"] != 0:
@@ -33,31 +35,36 @@ def protocol(row: pd.Series) -> str:
 
 
 def accuracy_curves(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Classifier test accuracy per checkpoint of every scratch run and every child (its parent's
+    """Classifier test accuracy per checkpoint of every scratch run and every child (its earlier stages'
     checkpoints prepended), with `protocol` and `epochs since switch`."""
     return switch_curves(metrics, metrics[(metrics["metric"] == "classifier_accuracy") & (metrics["split"] == "test")])
 
 
 def switch_curves(metrics: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
-    """The chosen rows (`accuracy`: one value per run and checkpoint) of every scratch run and every child,
-    the child's stage-1 parent's rows prepended, with `protocol` and `epochs since switch`."""
-    if "pretrain_fraction" not in metrics or not (metrics["pretrain_fraction"] > 0).any():
+    """The chosen rows (`accuracy`: one value per run and checkpoint) of every scratch run and every
+    warm-started child, the rows of its earlier stages prepended (a chain of growing-data stages: all of
+    them), with `protocol` and `epochs since switch` (to all the data: the last stage). Transfer children
+    (figures/transfer.py) are left out: their parents learnt another task, or stopped early."""
+    accuracy = accuracy[~transferred(accuracy)]
+    if not (staged(accuracy) & (accuracy["epochs"] > 0)).any():
         raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
     parts = []
     for run, rows in accuracy.groupby("run_id"):
         first = rows.iloc[0]
         if first["pretrain_fraction"] > 0 and first["epochs"] == 0:
-            continue  # a stage-1 run: drawn as the start of each of its children
+            continue  # an earlier stage: drawn as the start of each of its children
         rows = rows.copy()
-        if first["pretrain_fraction"] > 0:
-            parent = accuracy[accuracy["run_id"] == first["parent_run_id"]]  # same network and seed
-            # a hair before the switch: the parent's last checkpoint is the net before the intervention,
+        stages = int(first["stages"]) if "stages" in first else 1
+        switch = first["pretrain_epochs"] * stages if first["pretrain_fraction"] > 0 else 0.0  # the last stage's start
+        rows["epochs since switch"] = rows["epoch"] - switch
+        parent_id, earlier = first["parent_run_id"], []
+        while first["pretrain_fraction"] > 0 and parent_id:  # same network and seed
+            parent = accuracy[accuracy["run_id"] == parent_id]
+            # a hair before each switch: the parent's last checkpoint is the net before the intervention,
             # the child's first the net after it, at the same iteration; apart, the line shows the jump
-            rows["epochs since switch"] = rows["epoch"] - first["pretrain_epochs"]
-            parent = parent.assign(run_id=run, **{"epochs since switch": parent["epoch"] - first["pretrain_epochs"] - 1e-3})
-            rows = pd.concat([parent, rows])
-        else:
-            rows["epochs since switch"] = rows["epoch"]
+            earlier.append(parent.assign(run_id=run, **{"epochs since switch": parent["epoch"] - switch - 1e-3}))
+            parent_id = parent["parent_run_id"].iloc[0] if len(parent) else ""
+        rows = pd.concat([*earlier[::-1], rows])
         rows["protocol"] = protocol(first)
         parts.append(rows)
     if not parts:
@@ -89,7 +96,7 @@ def plasticity_curves(metrics: pd.DataFrame) -> dict:
         seaborn.lineplot(part, x="epochs since switch", y="value", hue="protocol", errorbar=SEED_BAND, marker="o",
                          markersize=3, ax=axis)
         axis.axvline(0, color="black", lw=0.8)
-        axis.set_xlabel("epochs since the switch to all data (stage 1 < 0)")
+        axis.set_xlabel("epochs since the switch to all data (earlier stages < 0)")
         axis.set_ylabel("test accuracy (fraction)")
         axis.set_title(shape_title(shapes, key) or "all runs")
         axis.legend(fontsize=7)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from checkpointing import ExperimentFolder, RunFolderError
 from conf import EXPERIMENTS, Plan, SettingsError
-from conf.plasticity import run_kind, stage1_settings
+from conf.plasticity import has_parent, parent_settings, run_kind
 from utils import atomic_write_text, exclusive_lock
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def run_table(experiment_dir: Path) -> pd.DataFrame:
         kind = run_kind(settings)
         rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
                      "iteration": f"{status.get('iteration', 0)}/{status.get('total_iterations', '?')}",
-                     "parent": stage1_settings(settings).run_id if kind == "child" else "",
+                     "parent": parent_settings(settings).run_id if has_parent(settings) else "",
                      **{key: json.dumps(value) if isinstance(value, list) else value
                         for key, value in settings.to_record().items()}})
     return pd.DataFrame(rows)
@@ -127,6 +127,7 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
     from figures import published
     from figures.phases import phase_table, stop_table
     from figures.report import write_report  # imports seaborn: only when drawing
+    from figures.transfer import transfer_summary
 
     metrics = read_table(experiment, plan)
     drawn, skipped, entries = redraw(experiment, plan, metrics, inputs, record.get("figures", {}))
@@ -137,7 +138,7 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
     notes = [f"{len(unfinished)} run(s) not done ({', '.join(sorted(set(unfinished['state'])))}): drawn up to their "
              "newest measured checkpoint"] if len(unfinished) else []
     report = write_report(experiment.path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
-                          phases, advice, notes)
+                          phases, advice, notes, transfer_summary(metrics))
     code = 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
     published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries})
     for note in notes:

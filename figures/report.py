@@ -59,7 +59,8 @@ def transfer_tasks(experiment: ExperimentFolder) -> dict[str, str]:
 
 
 def write_report(experiment_dir: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
-                 skipped: dict, phases: pd.DataFrame, advice: pd.DataFrame, notes: list[str]) -> Path:
+                 skipped: dict, phases: pd.DataFrame, advice: pd.DataFrame, notes: list[str],
+                 transfer: pd.DataFrame | None = None) -> Path:
     """Write the experiment folder's report, beside the figures folder it links (relative links: the
     folder can move); returns its path."""
     experiment = ExperimentFolder(experiment_dir)
@@ -87,5 +88,23 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
               "<h3>Stop pre-training here (read at the last hidden layer)</h3>",
               _table(advice) if len(advice) else "<p>no reconstruction curves</p>",
               "<h3>Every layer</h3>", _table(phases) if len(phases) else "<p>no reconstruction curves</p>"]
+    if transfer is not None and len(transfer):
+        parts += ["<h2>Transfer from the parent's checkpoints (LearnPhase)</h2>",
+                  "<p class='note'>Per parent: the start iteration whose children ended with the best test accuracy "
+                  "on their task (mean over seeds), against the iteration where the parent's own classifier was "
+                  "best and its phase table's 'stop pre-training here' (figures/transfer.py).</p>",
+                  _table(transfer), *transfer_sentences(transfer)]
     atomic_write_text(experiment.report_path, "\n".join(parts) + "\n")
     return experiment.report_path
+
+
+def transfer_sentences(transfer: pd.DataFrame) -> list[str]:
+    """One sentence per parent and child recipe: where transfer was best, and how far before the classifier's best."""
+    sentences = []
+    for _, row in transfer.iterrows():
+        best, classifier = row["best start iteration"], row["parent's classifier best"]
+        where = ("before" if best < classifier else "at" if best == classifier else "after") if classifier == classifier else "?"
+        sentences.append(f"<p>{html.escape(row['parent'])} → {html.escape(row['child'])}: children started at iteration "
+                         f"{best:g} ended best ({row['its final accuracy']:.3f}, {row['seeds']} seed(s)); that is "
+                         f"{where} the parent's best classifier (iteration {classifier:g}).</p>")
+    return sentences

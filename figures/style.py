@@ -54,3 +54,21 @@ def save(figure, stem: Path) -> list[Path]:
 def varying(metrics: pd.DataFrame, candidates, exclude=("seed",)) -> list[str]:
     """The settings among `candidates` that take more than one value in the table."""
     return [key for key in candidates if key in metrics and key not in exclude and metrics[key].nunique(dropna=False) > 1]
+
+
+def setting_column(metrics: pd.DataFrame, name: str, default) -> pd.Series:
+    """A run setting's column, or its default where the table predates the setting."""
+    return metrics[name] if name in metrics else pd.Series(default, index=metrics.index)
+
+
+def staged(metrics: pd.DataFrame) -> pd.Series:
+    """Rows of runs in a staged protocol (pretraining on a subset or on another dataset): conf/plasticity.py."""
+    return (setting_column(metrics, "pretrain_fraction", 0.0) > 0) | (setting_column(metrics, "pretrain_dataset", "same") != "same")
+
+
+def transferred(metrics: pd.DataFrame) -> pd.Series:
+    """Rows of children that start from a parent's checkpoint other than its end, or from another dataset's run
+    (figures/transfer.py draws them; a warm-start figure would mix two protocols)."""
+    return staged(metrics) & (setting_column(metrics, "epochs", 1) > 0) & (
+        (setting_column(metrics, "start_from_iteration", "final") != "final")
+        | (setting_column(metrics, "pretrain_dataset", "same") != "same"))

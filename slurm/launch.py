@@ -3,8 +3,9 @@
 Every launcher first decides from the run folders what to launch (slurm/runs.py): done, queued and
 running runs never again, failed and diverged ones only with retry=failed. So submitting the same
 grid twice submits nothing the second time, and a deleted run folder is exactly what comes back.
-A warm-started child's stage-1 run joins the grid (once per distinct stage 1) and runs first: locally
-the children train after it, on Slurm their jobs depend on its job (afterok).
+A run's parent (a warm start's stage-1 run, a transfer child's run of the other dataset, the earlier
+stages of growing data) joins the grid once and runs first: locally the children train in the next
+wave, on Slurm their jobs depend on its job (afterok).
 """
 
 from __future__ import annotations
@@ -88,12 +89,11 @@ def launch(plan: Plan) -> int:
         print(f"skipping {', '.join(f'{count} {state}' for state, count in sorted(skipped.items()))} run(s)"
               + ("" if plan.cluster.retry == "failed" or not {"failed", "diverged"} & set(skipped)
                  else " (retry=failed relaunches failed and diverged ones)"))
-    first, second, stranded = waves(views, chosen)
+    ordered, stranded = waves(views, chosen)
     if stranded:
-        print(f"skipping {len(stranded)} warm-started run(s) whose stage-1 run failed or diverged "
-              f"(retry=failed relaunches it)")
+        print(f"skipping {len(stranded)} run(s) whose parent run failed or diverged (retry=failed relaunches it)")
     launcher = {"inline": launch_inline, "local": launch_local, "slurm": submit_to_slurm}[plan.cluster.launcher]
-    return launcher(plan, experiment_dir, first, second, views)
+    return launcher(plan, experiment_dir, ordered, views)
 
 
 def _report(plan: Plan, experiment_dir: Path, outcomes: dict[str, str]) -> int:
@@ -106,19 +106,19 @@ def _report(plan: Plan, experiment_dir: Path, outcomes: dict[str, str]) -> int:
     return 1 if {"failed", "interrupted"} & set(counts) else 0
 
 
-def launch_inline(plan: Plan, experiment_dir: Path, first: list[RunView], second: list[RunView], _views) -> int:
-    records = [view.settings.to_record() for view in first + second]  # stage-1 runs before their children
+def launch_inline(plan: Plan, experiment_dir: Path, ordered: list[list[RunView]], _views) -> int:
+    records = [view.settings.to_record() for wave in ordered for view in wave]  # parents before their children
     return _report(plan, experiment_dir, train_pack(experiment_dir, records, absolute_execution(plan)))
 
 
-def launch_local(plan: Plan, experiment_dir: Path, first: list[RunView], second: list[RunView], _views) -> int:
-    """`workers` processes at a time, one run each (spawned: no state shared with this process); the
-    children of stage-1 runs once the first wave is through."""
+def launch_local(plan: Plan, experiment_dir: Path, ordered: list[list[RunView]], _views) -> int:
+    """`workers` processes at a time, one run each (spawned: no state shared with this process); each
+    wave (runs whose parents trained in the wave before) once the one before is through."""
     execution = absolute_execution(plan)
     cpus = cpus_per_process(plan.cluster.workers, devices.cpus_given())  # each worker's share, at a first start
     outcomes: dict[str, str] = {}
     with worker_pool(plan.cluster.workers, plan.execution.device) as pool:  # spread over the GPUs, if any
-        for wave in (first, second):
+        for wave in ordered:
             futures = [pool.submit(train_pack, experiment_dir, [view.settings.to_record()], execution, cpus)
                        for view in wave]
             for future in futures:
@@ -221,27 +221,19 @@ def check_submission(jobs: int, runs: int, limits: dict[str, int], experiment_di
                        limits["nodes"])
 
 
-def submit_to_slurm(plan: Plan, experiment_dir: Path, first: list[RunView], second: list[RunView],
-                    views: list[RunView]) -> int:
+def submit_to_slurm(plan: Plan, experiment_dir: Path, ordered: list[list[RunView]], views: list[RunView]) -> int:
     """One submitit array per chunk of at most MaxArraySize packs; job ids recorded in the run folders.
-    Children of a stage-1 run that is launched now, or still queued or running, are submitted with
+    Runs whose parent is launched now, or still queued or running, are submitted with
     `--dependency=afterok:<its job>` (and `--kill-on-invalid-dep`, so a cancelled parent does not
-    leave them pending for ever: they show as lost and are launched again)."""
+    leave them pending for ever: they show as lost and are launched again), wave after wave."""
     if shutil.which("sbatch") is None:
         raise SettingsError("launcher=slurm but there is no sbatch here; accepted here: launcher=inline or local")
     job_of: dict[str, str] = {}  # run id -> the job that will train it
     by_id = {view.settings.run_id: view for view in views}
-    first_ids = {view.settings.run_id for view in first}
-    by_parent: dict[str, list[RunView]] = {}  # the children, grouped by the stage-1 run they wait for
-    for view in second:
-        parent = parent_view(view, by_id)
-        if parent.settings.run_id in first_ids or parent.job_id:
-            by_parent.setdefault(parent.settings.run_id, []).append(view)
-        else:  # its parent trains outside Slurm right now: there is no job to depend on
-            print(f"skipping {view.settings.run_id}: its stage-1 run {parent.settings.run_id} is training outside "
-                  "Slurm; submit again once it is done")
-    waiting = [view for children in by_parent.values() for view in children]
-    packs_total = sum(len(pack_runs(group, runs_in_job(plan))) for group in (first, *by_parent.values()))
+    first = ordered[0] if ordered else []
+    groups = waiting_groups(ordered[1:], by_id, {view.settings.run_id for view in first})
+    waiting = [view for _, children in groups for view in children]
+    packs_total = sum(len(pack_runs(group, runs_in_job(plan))) for group in (first, *(c for _, c in groups)))
     if not packs_total:
         print(f"submitted 0 jobs: every run of experiment {plan.experiment!r} is done, queued or running")
         return 0
@@ -252,7 +244,7 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, first: list[RunView], seco
     arrays = _submit_arrays(executor, experiment_dir, first, plan, limits, execution, job_of)
     extra = sbatch_parameters(plan.cluster.sbatch_extra)
     try:
-        for parent_id, children in by_parent.items():
+        for parent_id, children in groups:  # in wave order: a parent's job id is known before its children's
             parent_job = job_of.get(parent_id) or by_id[parent_id].job_id
             executor.update_parameters(dependency=f"afterok:{parent_job}",
                                        additional_parameters={**extra, "kill_on_invalid_dep": "yes"})
@@ -268,9 +260,27 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, first: list[RunView], seco
           f"{first_job}); logs in {ExperimentFolder(experiment_dir).slurm_path}; results in "
           f"{ExperimentFolder(experiment_dir).runs_path}")
     if waiting:
-        print(f"{len(waiting)} warm-started run(s) wait for their stage-1 run's job (afterok)")
+        print(f"{len(waiting)} run(s) wait for their parent run's job (afterok)")
     print(f"follow with: python train.py status experiment={plan.experiment} out_dir={plan.execution.out_dir} ...")
     return 0
+
+
+def waiting_groups(later: list[list[RunView]], by_id: dict[str, RunView], submitted: set[str]) -> list[tuple[str, list]]:
+    """[(parent id, its children)] of the later waves, in wave order, for the children whose parent has a
+    job (submitted now, or queued or running); the others are said and left (no job to depend on)."""
+    groups: list[tuple[str, list]] = []
+    for wave in later:
+        by_parent: dict[str, list[RunView]] = {}
+        for view in wave:
+            parent = parent_view(view, by_id)
+            if parent.settings.run_id in submitted or parent.job_id:
+                by_parent.setdefault(parent.settings.run_id, []).append(view)
+            else:  # its parent trains outside Slurm right now (or waits on such a run): no job to depend on
+                print(f"skipping {view.settings.run_id}: its parent run {parent.settings.run_id} is training outside "
+                      "Slurm; submit again once it is done")
+        groups += list(by_parent.items())
+        submitted |= {view.settings.run_id for _, children in by_parent.items() for view in children}
+    return groups
 
 
 def _submit_arrays(executor, experiment_dir: Path, chosen: list[RunView], plan: Plan, limits: dict[str, int],

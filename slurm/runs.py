@@ -16,7 +16,7 @@ from pathlib import Path
 
 from checkpointing import ExperimentFolder, RunFolder
 from conf import Settings
-from conf.plasticity import run_kind, stage1_settings
+from conf.plasticity import has_parent, parent_settings
 
 ACTIVE = ("queued", "running")  # a job holds the run: never launched twice
 RETRYABLE = ("failed", "diverged")  # launched again only with retry=failed
@@ -81,21 +81,26 @@ def observed_state(status: dict, job: dict, queue: set[str] | None) -> str:
 
 
 def with_parents(grid: tuple[Settings, ...]) -> tuple[Settings, ...]:
-    """The grid with the stage-1 run of every warm-started child just before its first child, once:
-    children that share a stage 1 share its run (conf/plasticity.py)."""
+    """The grid with every run's parent (and its parent's, down to the first stage) before its first
+    child, once: runs that share earlier stages share their runs (conf/plasticity.py)."""
     runs: dict[str, Settings] = {}
+
+    def add(settings: Settings) -> None:
+        if settings.run_id in runs:
+            return
+        if has_parent(settings):
+            add(parent_settings(settings))
+        runs[settings.run_id] = settings
+
     for settings in grid:
-        if run_kind(settings) == "child":
-            parent = stage1_settings(settings)
-            runs.setdefault(parent.run_id, parent)
-        runs.setdefault(settings.run_id, settings)
+        add(settings)
     return tuple(runs.values())
 
 
 def parent_view(view: RunView, by_id: dict[str, RunView]) -> RunView | None:
-    """The view of a child's stage-1 run (`by_id`: views by run id; with_parents put it there);
-    None for other runs."""
-    return by_id[stage1_settings(view.settings).run_id] if run_kind(view.settings) == "child" else None
+    """The view of a run's parent (`by_id`: views by run id; with_parents put it there); None for runs
+    without one."""
+    return by_id[parent_settings(view.settings).run_id] if has_parent(view.settings) else None
 
 
 def observe(grid: tuple[Settings, ...], experiment_dir: Path, queue: set[str] | None) -> list[RunView]:
@@ -116,22 +121,37 @@ def to_launch(views: list[RunView], retry: str) -> list[RunView]:
             if view.state not in ("done", *ACTIVE) and (view.state not in RETRYABLE or retry == "failed")]
 
 
-def waves(views: list[RunView], chosen: list[RunView]) -> tuple[list[RunView], list[RunView], list[RunView]]:
-    """(first, second, stranded): children whose stage-1 run is launched now or still queued or
-    running wait for it (second); those whose stage-1 run failed or diverged and is not launched
-    again cannot start (stranded); everything else goes first."""
+def waves(views: list[RunView], chosen: list[RunView]) -> tuple[list[list[RunView]], list[RunView]]:
+    """(waves, stranded): the first wave holds the runs whose parent (if any) is done; each later wave
+    the runs whose parent is launched in the wave before or is still queued or running (a chain of
+    growing-data stages: one wave per stage); stranded, the runs whose parent failed or diverged and is
+    not launched again (they cannot start), and their own children."""
     by_id = {view.settings.run_id: view for view in views}
     chosen_ids = {view.settings.run_id for view in chosen}
-    first, second, stranded = [], [], []
+    depth: dict[str, int] = {}
+    stranded: list[RunView] = []
+
+    def depth_of(view: RunView) -> int | None:  # None: stranded
+        run_id = view.settings.run_id
+        if run_id not in depth:
+            parent = parent_view(view, by_id)
+            if parent is None or parent.state == "done":
+                depth[run_id] = 0
+            elif parent.settings.run_id in chosen_ids:
+                above = depth_of(parent)
+                depth[run_id] = None if above is None else above + 1
+            else:
+                depth[run_id] = 1 if parent.state in ACTIVE else None
+        return depth[run_id]
+
+    levels: dict[int, list[RunView]] = {}
     for view in chosen:
-        parent = parent_view(view, by_id)
-        if parent is None or parent.state == "done":
-            first.append(view)
-        elif parent.settings.run_id in chosen_ids or parent.state in ACTIVE:
-            second.append(view)
-        else:
+        level = depth_of(view)
+        if level is None:
             stranded.append(view)
-    return first, second, stranded
+        else:
+            levels.setdefault(level, []).append(view)
+    return [levels.get(level, []) for level in range(max(levels, default=-1) + 1)], stranded
 
 
 def status_table(views: list[RunView]) -> str:

@@ -193,3 +193,38 @@ def fabricated_similarity():
                              "iteration": iteration, "kind": "to_final", "layer": layer, "layer_index": index,
                              "other_layer": layer, "cka": min(1, 0.3 + iteration / 16 + 0.1 * index), "cka_debiased": 0.5})
     return pd.DataFrame(rows)
+
+
+def transfer_table():
+    """A metrics table of two seeds of a parent on MNIST (its classifier best at its last checkpoint, 128; its
+    reconstruction loss flat, falling, rising; its transfer probe peaking at 16) and their children on
+    Fashion-MNIST from iterations 0, 8, 64 and 128: fine-tuned ones end best from 64, head-only ones from 8."""
+    import pandas as pd
+
+    from conf import Settings
+
+    parent_iterations = (0, 1, 2, 4, 8, 16, 32, 64, 128)
+    reconstruction = (1.0, 1.0, 0.99, 0.8, 0.5, 0.3, 0.4, 0.6, 0.7)
+    probe = (0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.6, 0.5, 0.45)
+    final = {"all": {0: 0.60, 8: 0.70, 64: 0.80, 128: 0.75}, "head": {0: 0.20, 8: 0.50, 64: 0.45, 128: 0.40}}
+    frames = []
+    for seed in (0, 1):
+        parent = Settings(dataset="mnist", seed=seed, epochs=16)
+        rows = []
+        for position, iteration in enumerate(parent_iterations):
+            rows += [{"iteration": iteration, "layer": "logits", "layer_index": 3, "metric": "classifier_accuracy",
+                      "split": "test", "value": 0.1 + 0.8 * position / 8},
+                     {"iteration": iteration, "layer": "block01", "layer_index": 2, "metric": "reconstruction_mse",
+                      "split": "test", "value": reconstruction[position] + 0.01 * seed},
+                     {"iteration": iteration, "layer": "block01", "layer_index": 2, "metric": "transfer_accuracy",
+                      "split": "test", "value": probe[position]}]
+        frames.append(run_frame(rows, parent, 1, ""))
+        for train, by_start in final.items():
+            for start, accuracy in by_start.items():
+                child = Settings(dataset="fashionmnist", pretrain_dataset="mnist", pretrain_epochs=16, epochs=2,
+                                 seed=seed, start_from_iteration=str(start), stage2_train=train)
+                rows = [{"iteration": start + step, "layer": "logits", "layer_index": 3,
+                         "metric": "classifier_accuracy", "split": "test", "value": value + 0.01 * seed}
+                        for step, value in ((0, 0.1), (16, accuracy))]
+                frames.append(run_frame(rows, child, 2, parent.run_id))
+    return pd.concat(frames, ignore_index=True)

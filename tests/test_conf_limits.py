@@ -17,8 +17,10 @@ TEXT_FIELDS = [item.name for kind in SETTINGS_CLASSES for item in dataclasses.fi
 FREE_TEXT = {"out_dir", "data_root", "partition", "account", "qos", "constraint", "time", "sbatch_extra", "job_setup",
              "metrics",
              # checked elsewhere: arch by conf.check_arch and the registry's pre-flight, layers against the
-             # model's modules; module_sha256 and imported_from are filled in from the files
-             "arch", "layers", "module_sha256", "imported_from"}
+             # model's modules; module_sha256 and imported_from are filled in from the files;
+             # start_from_iteration (final, phase or digits) by conf.plasticity, start_phase_layer against the
+             # parent's phase table
+             "arch", "layers", "module_sha256", "imported_from", "start_from_iteration", "start_phase_layer"}
 MILLION_RUNS = [f"seed={','.join(map(str, range(1000)))}", f"depth={','.join(map(str, range(1, 1001)))}"]
 
 
@@ -62,10 +64,11 @@ def test_max_runs_lets_a_grid_of_that_size_through():
 
 def test_grid_size_is_an_upper_bound_summed_over_an_experiments_grids():
     # the demo: 4 collapse runs + 2 pretrain fractions x 2 resets x 2 seeds, of which the 2 scratch x reset
-    # pairs collapse into one scratch run per seed once built: 12 counted, 10 runs
-    assert grid_size(["experiment=demo"]) == 12
-    assert len(parse_arguments(["experiment=demo", "max_runs=12"]).grid) == 10
-    assert "up to 12 runs, over max_runs=11" in refusal(["experiment=demo", "max_runs=11"])
+    # pairs collapse into one scratch run per seed once built, + 5 start iterations x 2 stage2_train transfer
+    # children: 22 counted, 20 runs (their parents join at launch)
+    assert grid_size(["experiment=demo"]) == 22
+    assert len(parse_arguments(["experiment=demo", "max_runs=22"]).grid) == 20
+    assert "up to 22 runs, over max_runs=21" in refusal(["experiment=demo", "max_runs=21"])
     assert grid_size(["depth=3,3,4"]) == 3 and len(parse_arguments(["depth=3,3,4"]).grid) == 2
 
 

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from checkpointing import checkpoint_schedule
+import data
+from checkpointing import ExperimentFolder, checkpoint_schedule
 from conf import EXPERIMENTS, Settings, parse_arguments
-from conf.plasticity import run_kind, stage1_settings
+from conf.plasticity import run_kind, parent_settings
+from tests import fabricate
 from tests.fabricate import fabricated_similarity, run_frame
 
 ITERATIONS = [0, 1, 2, 4, 8, 16, 32, 64, 128]
@@ -58,7 +60,7 @@ def metrics():
         frames.append(fabricated_rows(Settings(depth=3, width=16, seed=seed, epochs=4), ITERATIONS, offset=-0.05))
         for reset in (0, 2):
             child = Settings(**base, pretrain_fraction=0.5, reset_last=reset)
-            parent = stage1_settings(child)
+            parent = parent_settings(child)
             if reset == 0:
                 frames.append(fabricated_rows(parent, ITERATIONS[:6]))
             frames.append(fabricated_rows(child, [16 + step for step in (0, 1, 2, 4, 8, 16)], parent.run_id, 2,
@@ -70,7 +72,10 @@ def test_every_figure_type_renders_from_a_fabricated_table(metrics, tmp_path):
     import figures
 
     drawn, skipped = figures.draw_all(metrics, tmp_path, similarity_table=fabricated_similarity())
-    assert not skipped, skipped
+    # transfer children have their own table (another dataset's parent would join this one's conditions)
+    transfer_drawn, transfer_skipped = figures.draw_all(fabricate.transfer_table(), tmp_path, names=["transfer_curve"])
+    assert set(skipped) == {"transfer_curve"} and not transfer_skipped, (skipped, transfer_skipped)
+    drawn.update(transfer_drawn)
     assert set(drawn) == set(figures.FIGURES)
     for paths in drawn.values():
         assert paths and len(paths) % 2 == 0
@@ -190,6 +195,9 @@ def test_plasticity_preset_is_scratch_vs_half_then_all_with_resets():
     assert shapes == {(depth, width) for depth in (1, 2, 3) for width in (32, 64)}
     assert kinds.count("scratch") == 6 and kinds.count("stage1") == 6 and kinds.count("child") == 18
     labels = torch.arange(50000) % 10  # CIFAR-10's training labels, in size
+    images = torch.zeros(1, 3, 32, 32, dtype=torch.uint8).expand(50000, 3, 32, 32)  # a view: no memory
+    cifar10 = data.ImageDataset(name="cifar10", train_images=images, train_labels=labels, test_images=images[:10],
+                                test_labels=labels[:10], num_classes=10, mean=torch.zeros(3), std=torch.ones(3))
     for settings in grid:
         assert (settings.arch, settings.dataset) == ("resnet", "cifar10")
         if run_kind(settings) == "scratch":
@@ -197,7 +205,8 @@ def test_plasticity_preset_is_scratch_vs_half_then_all_with_resets():
             continue
         assert (settings.pretrain_fraction, settings.pretrain_epochs, settings.epochs) == (0.5, 350, 500)
         assert settings.reset_last in (0, 4, 5)
-        stage = stages.plan_stage(settings, labels, 10)
+        first = stages.planned_first(settings, lambda run: cifar10, ExperimentFolder("."))  # its parent's length
+        stage = stages.plan_stage(settings, labels, 10, stages.StartPoint(first, 350.0, "final"))
         assert stage.number == 2 and stage.first_iteration == 350 * (25000 // 128)  # stage 1: half the data
         total = stage.first_iteration + 500 * (50000 // 128)
         schedule = checkpoint_schedule(total_iterations=total, iterations_per_epoch=50000 // 128,
@@ -241,7 +250,7 @@ def fabricated_experiment(grid) -> pd.DataFrame:
             frames.append(fabricated_rows(settings, ITERATIONS[:6]))
         elif kind == "child":
             frames.append(fabricated_rows(settings, [16 + step for step in (0, 1, 2, 4, 8, 16)],
-                                          stage1_settings(settings).run_id, 2))
+                                          parent_settings(settings).run_id, 2))
         else:
             frames.append(fabricated_rows(settings, ITERATIONS))
     return pd.concat(frames, ignore_index=True)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conf import Settings
-from conf.plasticity import stage1_settings
+from conf.plasticity import parent_settings
 from tests.fabricate import run_frame
 
 ITERATIONS = [0, 1, 2, 4, 8, 16, 32, 64]
@@ -54,7 +54,7 @@ def metrics() -> pd.DataFrame:
         frames.append(fabricated_rows(Settings(depth=3, width=16, seed=seed, epochs=4), ITERATIONS))
         for reset in (0, 2):
             child = Settings(**base, pretrain_fraction=0.5, reset_last=reset)
-            parent = stage1_settings(child)
+            parent = parent_settings(child)
             if reset == 0:
                 frames.append(fabricated_rows(parent, ITERATIONS[:6]))
             frames.append(fabricated_rows(child, [16 + step for step in (0, 1, 2, 4, 8, 16)], parent.run_id, 2))

@@ -14,7 +14,7 @@ import torch
 import data
 import models
 from conf import Settings, SettingsError, parse_arguments
-from conf.plasticity import run_kind, stage1_settings
+from conf.plasticity import run_kind, parent_settings
 from tests.conftest import REPOSITORY, read_json, run_cli, tiny_words
 
 # 8 iterations per epoch on all 256 examples, 4 on the 128 of a half subset.
@@ -102,13 +102,13 @@ def test_children_name_one_shared_parent_and_a_scratch_arm_stays_one_run():
                             "arch=resnet", "lr_schedule=multistep", "lr_milestones=[60,120,160]"]).grid
     kinds = [run_kind(settings) for settings in grid]
     assert kinds.count("scratch") == 1 and kinds.count("child") == 3
-    parents = {stage1_settings(settings).run_id for settings in grid if run_kind(settings) == "child"}
+    parents = {parent_settings(settings).run_id for settings in grid if run_kind(settings) == "child"}
     assert len(parents) == 1
     (parent_id,) = parents
-    parent = stage1_settings(grid[1])
+    parent = parent_settings(grid[1])
     assert parent.run_id == parent_id and "-stage1-" in parent_id and "-warm-" in grid[1].run_id
     assert parent.epochs == 0 and parent.reset_last == 0 and parent.lr_milestones == (60, 120, 160)
-    assert stage1_settings(Settings(pretrain_fraction=0.5, pretrain_epochs=100, epochs=500,
+    assert parent_settings(Settings(pretrain_fraction=0.5, pretrain_epochs=100, epochs=500,
                                     lr_milestones=(60, 120, 160))).lr_milestones == (60,)  # the ones inside stage 1
     scratch = Settings()
     assert scratch.run_id == Settings(epochs=20).run_id and "-warm" not in scratch.run_id
@@ -268,10 +268,10 @@ def test_children_wait_for_their_stage1_run_or_are_stranded_by_its_failure(tmp_p
             folder.path.mkdir(parents=True)
             folder.write_status(state, **({"job_id": "7_1"} if state == "running" else {}))
     views = observe(runs, tmp_path, queue={"7_1"})
-    first, second, stranded = waves(views, to_launch(views, "none"))
+    (first, second), stranded = waves(views, to_launch(views, "none"))
     seeds = lambda chosen: sorted((view.settings.seed, run_kind(view.settings)) for view in chosen)  # noqa: E731
     assert seeds(first) == [(0, "child"), (0, "child"), (3, "stage1")]  # parent done: its children go now
     assert seeds(second) == [(2, "child"), (2, "child"), (3, "child"), (3, "child")]  # wait for a running or new parent
     assert seeds(stranded) == [(1, "child"), (1, "child")]  # a failed parent, not retried
-    first, second, stranded = waves(views, to_launch(views, "failed"))
+    (first, second), stranded = waves(views, to_launch(views, "failed"))
     assert not stranded and seeds(second).count((1, "child")) == 2

@@ -68,9 +68,10 @@ def test_synthetic_only_settings_do_not_split_real_dataset_runs():
 
 def test_experiment_presets_and_overrides():
     demo = parse_arguments(["experiment=demo"])
-    assert demo.experiment == "demo" and len(demo.grid) == 10  # 4 collapse runs + (scratch, 2 warm starts) x 2 seeds
+    # 4 collapse runs + (scratch, 2 warm starts) x 2 seeds + 5 transfer starts x (fine-tuned, head only)
+    assert demo.experiment == "demo" and len(demo.grid) == 4 + 6 + 10
     overridden = parse_arguments(["experiment=demo", "depth=3"])
-    assert {settings.depth for settings in overridden.grid} == {3} and len(overridden.grid) == 2 + 6
+    assert {settings.depth for settings in overridden.grid} == {3} and len(overridden.grid) == 2 + 6 + 10
     assert "default" in EXPERIMENTS and "demo" in EXPERIMENTS
 
 

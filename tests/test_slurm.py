@@ -185,7 +185,7 @@ def test_warm_started_children_wait_for_their_shared_stage1_job(slurm, tmp_path)
     words = [*tiny_words(tmp_path, "pretrain_fraction=0.5", "pretrain_epochs=2", "epochs=2", "reset_last=0,2"), *NODE]
     first = submit(*words)
     assert "submitted 3 job(s) for 3 run(s) in 2 array(s)" in first.stdout
-    assert "2 warm-started run(s) wait for their stage-1 run's job (afterok)" in first.stdout
+    assert "2 run(s) wait for their parent run's job (afterok)" in first.stdout
     wait_for_jobs(tmp_path)
     folders = {path.name: path for path in runs_of(tmp_path)}
     (parent_id,) = [name for name in folders if "-stage1-" in name]
@@ -208,3 +208,37 @@ def test_warm_started_children_wait_for_their_shared_stage1_job(slurm, tmp_path)
         assert (child / "lineage.json").stat().st_mtime >= parent_done["updated_at"]  # started after the parent ended
     again = submit(*words)
     assert "submitted 0 jobs" in again.stdout and "skipping 3 done run(s)" in again.stdout
+
+
+def test_transfer_children_on_another_dataset_wait_for_their_parents_job(slurm, tmp_path):
+    from checkpointing import RunFolder
+    from tests import fabricate
+
+    fabricate.fabricate_mnist(tmp_path / "data", 64, 32, seed=1)
+    fabricate.fabricate_fashionmnist(tmp_path / "data", 64, 32, seed=2)
+    # 64 images, batch 32: the parent trains 4 iterations on MNIST; the children 2 on Fashion-MNIST, from
+    # iteration 1 (on the log schedule), 3 (off it: added to the parent's checkpoints) and the end
+    words = ["arch=convnet", "depth=2", "width=8", "batch_size=32", "lr=0.05", "dataset=fashionmnist",
+             "pretrain_dataset=mnist", "pretrain_epochs=2", "epochs=1", "start_from_iteration=1,3,final",
+             f"data_root={tmp_path / 'data'}", "download=false", f"out_dir={tmp_path}", "progress=off", "threads=1",
+             *NODE]
+    first = submit(*words)
+    assert "submitted 4 job(s) for 4 run(s) in 2 array(s)" in first.stdout
+    assert "3 run(s) wait for their parent run's job (afterok)" in first.stdout
+    wait_for_jobs(tmp_path)
+    folders = {path.name: path for path in runs_of(tmp_path)}
+    children = [folders[name] for name in folders if "-transfer-" in name]
+    (parent_id,) = set(folders) - {child.name for child in children}
+    assert len(children) == 3
+    parent_job = read_json(folders[parent_id] / "job.json")["job_id"]
+    parent_done = read_json(folders[parent_id] / "status.json")
+    assert parent_done["state"] == "done" and RunFolder(folders[parent_id]).read_settings().dataset == "mnist"
+    assert 3 in read_json(folders[parent_id] / "manifest.json")["schedule"]
+    for child in children:
+        (script,) = (tmp_path / "default" / "slurm").rglob(f"{read_json(child / 'job.json')['job_id'].split('_')[0]}"
+                                                          "_submission.sh")
+        assert f"--dependency=afterok:{parent_job}" in script.read_text()
+        lineage = read_json(child / "lineage.json")
+        assert lineage["parent_run_id"] == parent_id and lineage["parent_iteration"] in (1, 3, 4)
+        assert read_json(child / "status.json")["state"] == "done"
+        assert (child / "lineage.json").stat().st_mtime >= parent_done["updated_at"]

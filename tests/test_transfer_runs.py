@@ -1,0 +1,192 @@
+"""Transfer from any checkpoint and growing data (conf/plasticity.py, stages.py): a parent trained once
+on one dataset serves children on another from several iterations; start=phase reads the phase
+table; Berariu et al.'s App. A.3 stages follow the appendix; every bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import data
+import stages
+import training
+from checkpointing import ExperimentFolder, RunFolder
+from conf import Execution, SettingsError, parse_arguments
+from conf.plasticity import parent_settings, run_kind
+from slurm.runs import with_parents
+from tests import fabricate
+from tests.conftest import read_json, run_cli
+from tests.test_resume import train_until_state
+
+# 192 training images of 28 px, batch 32: 6 iterations per epoch; the parent trains 4 epochs (24 iterations).
+TRANSFER = ["arch=convnet", "depth=2", "width=8", "batch_size=32", "lr=0.05", "dataset=fashionmnist",
+            "pretrain_dataset=mnist", "pretrain_epochs=4", "epochs=2", "progress=off", "threads=1", "download=false"]
+STARTS = (0, 8, 12, 24)  # 12 is off the log schedule: the grid adds it to the parent's checkpoints
+
+
+@pytest.fixture(scope="module")
+def grayscale_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grayscale")
+    fabricate.fabricate_mnist(root, 192, 64, seed=1)
+    fabricate.fabricate_fashionmnist(root, 192, 64, seed=2)
+    return root
+
+
+def transfer_plan(root, out_dir, *extra):
+    return parse_arguments([*TRANSFER, f"data_root={root}", f"out_dir={out_dir}", *extra])
+
+
+def train_grid(plan) -> dict:
+    """Every run of the plan with its parents, in this process, parents first: {run id: (settings, folder)}."""
+    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
+    trained = {}
+    for settings in with_parents(plan.grid):
+        assert training.run(settings, experiment.run(settings.run_id).path, plan.execution) == "done"
+        trained[settings.run_id] = (settings, experiment.run(settings.run_id))
+    return trained
+
+
+@pytest.fixture(scope="module")
+def transfer_grid(grayscale_root, tmp_path_factory):
+    plan = transfer_plan(grayscale_root, tmp_path_factory.mktemp("transfer"),
+                         "start_from_iteration=0,8,12,final", "stage2_train=all,head")
+    return plan, train_grid(plan)
+
+
+def test_one_parent_serves_children_from_its_checkpoints_bitwise_head_aside(transfer_grid, one_thread):
+    plan, trained = transfer_grid
+    parents = [folder for settings, folder in trained.values() if run_kind(settings) == "scratch"]
+    assert len(parents) == 1 and len(trained) == 9  # the parent once, 4 starts x 2 ways of training
+    (parent,) = parents
+    assert parent.read_settings().dataset == "mnist" and parent.read_settings().checkpoint_extra == (12,)
+    assert 12 in parent.read_manifest()["schedule"]
+    for settings, folder in trained.values():
+        if run_kind(settings) != "child":
+            continue
+        lineage = folder.read_lineage()
+        start = 24 if settings.start_from_iteration == "final" else int(settings.start_from_iteration)
+        assert lineage["parent_run_id"] == parent.path.name and lineage["parent_iteration"] == start
+        assert lineage["parent_state_sha256"] == parent.checkpoint_entries()[start]["sha256"]
+        assert lineage["rebuilt_modules"] == ["head: the classes of another dataset"]
+        parent_state = parent.load_checkpoint(start)["model"]
+        first = folder.load_checkpoint(start)["model"]  # a child's clock starts at its parent's iteration
+        body = [key for key in parent_state if not key.startswith("head.")]
+        assert body and all(torch.equal(first[key], parent_state[key]) for key in body)
+        assert not torch.equal(first["head.linear.weight"], parent_state["head.linear.weight"])
+        last = folder.load_checkpoint(max(folder.checkpoint_entries()))["model"]
+        frozen_unchanged = all(torch.equal(last[key], parent_state[key]) for key in body)
+        assert frozen_unchanged == (settings.stage2_train == "head")  # head only: BatchNorm statistics too
+        assert (folder.read_status()["total_iterations"], folder.read_settings().dataset) == (start + 12, "fashionmnist")
+
+
+def test_a_killed_child_resumes_bitwise(transfer_grid, tmp_path, monkeypatch, one_thread):
+    plan, trained = transfer_grid
+    child, reference = next((settings, folder) for settings, folder in trained.values()
+                            if settings.start_from_iteration == "8" and settings.stage2_train == "all")
+    parent_settings_, parent = trained[parent_settings(child).run_id]
+    runs = tmp_path / "default" / "runs"
+    execution = dataclasses.replace(plan.execution, out_dir=str(tmp_path), resume_every_seconds=0.0)
+    assert training.run(parent_settings_, runs / parent.path.name, execution) == "done"
+    train_until_state(child, execution, runs / child.run_id, monkeypatch, iteration=13)  # 5 steps in: a counted event
+    assert training.run(child, runs / child.run_id, execution) == "done"
+    resumed = RunFolder(runs / child.run_id)
+    assert resumed.read_manifest()["files"] == reference.read_manifest()["files"]
+    assert resumed.log_path.read_text() == reference.log_path.read_text()
+
+
+def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_thread):
+    plan, trained = transfer_grid
+    (parent,) = [folder for settings, folder in trained.values() if run_kind(settings) == "scratch"]
+    # the grid's parent holds the off-schedule start 12 among its checkpoints: name it, to name that parent
+    phase_words = ["start_from_iteration=phase", "pretrain_checkpoint_extra=[12]"]
+    phase_plan = transfer_plan(plan.execution.data_root, plan.execution.out_dir, *phase_words)
+    (child,) = phase_plan.grid
+    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
+    words = [*TRANSFER, f"data_root={plan.execution.data_root}", f"out_dir={plan.execution.out_dir}", *phase_words]
+    refused = run_cli("train.py", words)  # not analysed: one line naming the command
+    assert refused.returncode == 2 and "has no phase table yet" in refused.stderr
+    assert "python analysis.py experiment=default" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    header = "run_id,layer,layer_index,plateau_end,minimum,rise,transfer_peak,classifier_best\n"
+    experiment.phases_path.write_text(header + f"{parent.path.name},block00,1,2,8,16,16,24\n"
+                                      f"{parent.path.name},block01,2,2,4,8,8,24\n"
+                                      f"{parent.path.name},logits,3,,,,2,24\n")
+    try:
+        assert training.run(child, experiment.run(child.run_id).path, plan.execution) == "done"
+        lineage = experiment.run(child.run_id).read_lineage()
+        assert lineage["parent_iteration"] == 8 and "block01" in lineage["start_rule"]  # the last hidden layer's peak
+        named = dataclasses.replace(child, start_phase_layer="block00")
+        assert stages.phase_start(named, experiment, parent.path.name)[0] == 16
+    finally:
+        experiment.phases_path.unlink()
+
+
+def test_growing_data_follows_the_appendix_and_trains_each_stage_once(tmp_path, one_thread):
+    words = ["synthetic_train_size=320", "synthetic_test_size=64", "image_size=16", "batch_size=32", "arch=convnet",
+             "depth=2", "width=8", "pretrain_fraction=0.5", "pretrain_subset=classes", "stages=4", "pretrain_epochs=1",
+             "epochs=1", "reset_last=0,1", f"out_dir={tmp_path}", "progress=off", "threads=1"]
+    plan = parse_arguments(words)
+    runs = with_parents(plan.grid)
+    kinds = [run_kind(settings) for settings in runs]
+    assert kinds == ["stage1", "stage", "stage", "stage", "child", "stage", "stage", "stage", "child"]  # stage 1 shared
+    trained = train_grid(plan)
+    assert len(trained) == 9
+    labels = data.load_dataset(runs[0], data_root=tmp_path, download=False).train_labels
+    order = torch.randperm(10, generator=data.subsets.seeded_generator(0, "stage 1 subset", "classes"))
+    for settings, folder in trained.values():
+        kind = run_kind(settings)
+        if kind == "child":
+            assert folder.read_subset() is None
+            assert folder.read_lineage()["parent_run_id"] == parent_settings(settings).run_id
+            continue
+        stage = max(settings.stage, 1)
+        classes = order[:[5, 6, 8, 9][stage - 1]]  # round(10 * (0.5 + 0.5 (i - 1) / 4)): D_i ⊇ D_i-1, D_5 = D
+        assert folder.read_subset()["indices"] == torch.isin(labels, classes).nonzero().flatten().tolist()
+        assert {entry["stage"] for entry in folder.checkpoint_entries().values()} == {stage}
+        if kind == "stage":  # starts at the end of the stage before it
+            parent = trained[parent_settings(settings).run_id][1]
+            assert folder.read_lineage()["parent_iteration"] == parent.read_status()["total_iterations"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["start_from_iteration=40"], "start_from_iteration=40 is not an iteration of the parent run"),
+    (["start_from_iteration=soon"], "start_from_iteration='soon' is not an iteration"),
+    (["pretrain_dataset=imagenet"], "pretrain_dataset='imagenet' is not known"),
+    (["pretrain_dataset=cifar10"], "cifar10"),  # not on disk and download=false
+    (["stage2_train=head", "reset_last=4"], "stage2_train=head trains the head on frozen features"),
+    (["pretrain_dataset=same", "pretrain_fraction=0.5", "pretrain_subset=classes", "stages=9"],
+     "stages=9 with pretrain_fraction=0.5 gives stages of"),
+])
+def test_bad_transfer_inputs_are_one_line_and_write_nothing(grayscale_root, tmp_path, extra, message):
+    result = run_cli("train.py", [*TRANSFER, f"data_root={grayscale_root}", f"out_dir={tmp_path}", *extra])
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "default").exists()
+
+
+def test_the_transfer_figure_and_summary_from_a_fabricated_table():
+    from figures.transfer import transfer_curve, transfer_summary
+
+    metrics = fabricate.transfer_table()
+    drawn = transfer_curve(metrics)
+    assert list(drawn) == ["transfer_curve"]
+    axis = drawn["transfer_curve"].axes[0]
+    labels = [line.get_label() for line in axis.get_lines()]
+    assert any(label.startswith("stop pre-training here") for label in labels)
+    assert "test accuracy (fraction): children on fashionmnist" == axis.get_ylabel()
+    summary = transfer_summary(metrics)
+    assert set(summary["child"]) == {"fine-tune all", "head only (frozen features)"}
+    best = summary.set_index("child")["best start iteration"]
+    assert best["fine-tune all"] == 64 and best["head only (frozen features)"] == 8  # as fabricated
+    assert summary["best start before classifier best"].all()
+
+
+def test_settings_of_transfer_refuse_what_means_nothing():
+    with pytest.raises(SettingsError, match="stage2_optimizer=kept needs"):
+        parse_arguments(["pretrain_dataset=mnist", "pretrain_epochs=2", "stage2_optimizer=kept"])
+    with pytest.raises(SettingsError, match="each stage starts from the previous one's end"):
+        parse_arguments(["pretrain_fraction=0.5", "pretrain_epochs=2", "stages=3", "start_from_iteration=4"])
+    with pytest.raises(SettingsError, match="needs pretraining"):
+        parse_arguments(["start_from_iteration=4"])
+    assert Execution().download  # the offline path stays in the code: download=false only where a test says so
