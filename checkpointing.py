@@ -9,6 +9,11 @@ Nothing else in the project spells a file name inside these folders (tests/test_
         figures/  report.html  phases.csv      drawn from the table (figures/); figures/.published.json says from
                                                what, so a call with nothing new draws nothing
         slurm/<job id>/                        submitit's job logs and pickles
+        tensorboard/<run_id>/                  CurvesFolder: live curves (`tensorboard --logdir <out_dir>/<experiment>`)
+            events.out.tfevents.000001.from_00000000   training's (live_curves.py), one per start, named by the
+                                               start's number and the iteration it goes on from; on every start the
+                                               earlier ones are cut back to that iteration
+            layers/events.out.tfevents.000001.layers   the analysis's per-layer metrics, rewritten whole
 
     <run_id>/
         settings.json             the run's settings (the truth) and run id, checked against each other
@@ -30,9 +35,9 @@ Nothing else in the project spells a file name inside these folders (tests/test_
                                   the two newest are kept
 
 Every file is written to a temporary name and renamed (utils.atomic_*), with the permissions the
-umask gives (a group-shared folder stays readable and resumable by the group), except log.jsonl,
-which is appended to and cut back to the resumed iteration on every start. Every checkpoint and
-resume state handed out has been checked against its recorded sha256 first.
+umask gives (a group-shared folder stays readable and resumable by the group), except log.jsonl and
+training's event files, which are appended to and cut back to the resumed iteration on every start.
+Every checkpoint and resume state handed out has been checked against its recorded sha256 first.
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ class ExperimentFolder:
         self.report_path = self.path / "report.html"
         self.phases_path = self.path / "phases.csv"
         self.slurm_path = self.path / "slurm"
+        self.tensorboard_path = self.path / "tensorboard"
 
     @classmethod
     def of(cls, out_dir: str | Path, experiment: str) -> "ExperimentFolder":
@@ -135,9 +141,49 @@ class ExperimentFolder:
     def run(self, run_id: str) -> "RunFolder":
         return RunFolder(self.runs_path / run_id)
 
+    def curves(self, run_id: str) -> "CurvesFolder":
+        return CurvesFolder(self.tensorboard_path / run_id)
+
     def run_folders(self) -> list["RunFolder"]:
         """Every run folder that has its settings file, sorted by run id."""
         return [RunFolder(path.parent) for path in sorted(self.runs_path.glob("*/settings.json"))]
+
+
+class CurvesFolder:
+    """`tensorboard/<run_id>/`: one TensorBoard run of training's curves, and `layers/` another, of the
+    analysis's per-layer metrics. TensorBoard reads every file whose name holds `tfevents`, in name order:
+    the numbers in the names keep that order the order of writing."""
+
+    EVENT_FILES = "events.out.tfevents.*"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.layers_path = self.path / "layers"
+
+    def start_files(self) -> list[Path]:
+        """Training's event files, one per start, in the order they were written."""
+        return sorted(self.path.glob(self.EVENT_FILES))
+
+    def start_file(self, number: int, iteration: int) -> Path:
+        """The event file of the `number`th start of training, which goes on from `iteration`."""
+        return self.path / f"events.out.tfevents.{number:06d}.from_{iteration:08d}"
+
+    def layer_files(self) -> list[Path]:
+        return sorted(self.layers_path.glob(self.EVENT_FILES))
+
+    def layer_file(self, number: int) -> Path:
+        """The `number`th writing of the per-layer metrics (each holds them all; the older ones are removed)."""
+        return self.layers_path / f"events.out.tfevents.{number:06d}.layers"
+
+    @staticmethod
+    def number_of(path: Path) -> int:
+        return int(path.name.split(".")[3])
+
+    @staticmethod
+    def staging_file(path: Path) -> Path:
+        """Where an event file is written before it is renamed into place: a name without `tfevents`
+        (TensorBoard reads every file whose name holds it), unique to the writer."""
+        return path.with_name(f".{path.name.replace('tfevents', 'staging')}-{os.getpid()}-{time.monotonic_ns()}")
 
 
 class RunFolder:
@@ -158,6 +204,13 @@ class RunFolder:
     @property
     def run_id(self) -> str:
         return self.path.name
+
+    def curves(self) -> CurvesFolder:
+        """Its live curves: `<experiment>/tensorboard/<run_id>/` for an experiment's run (`runs/<run_id>/`),
+        else `<run_dir>/tensorboard/` (a folder of its own, training.run(settings, any_dir))."""
+        if self.path.parent.name == "runs":
+            return ExperimentFolder(self.path.parent.parent).curves(self.run_id)
+        return CurvesFolder(self.path / "tensorboard")
 
     # -- settings: the truth about the run, checked against its id ------------------------------
     def read_settings(self) -> Settings:

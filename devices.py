@@ -56,7 +56,7 @@ def choose_threads(run_id: str, requested: int, recorded: int | None, given: int
     because torch's CPU kernels split their sums by thread count: a full reduction (`sum`, the loss's
     mean) and oneDNN's convolution weight gradient (summed over the batch per thread) round differently
     at 1 and 2 threads, while GEMM, the forward convolution and batch norm do not (measured on torch
-    2.15's MKL and oneDNN 3.13; README)."""
+    2.15's MKL and oneDNN 3.13; docs/outputs.md, exact resume)."""
     if recorded and not requested and recorded != given:
         logger.info("%s: keeps the %d CPU thread(s) it was started with (this process was given %d): torch's CPU "
                     "sums depend on the thread count, so a resume with another would not end bitwise equal "

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 import data
+import live_curves
 from checkpointing import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
 from conf import Plan, Settings, SettingsError
 from metrics import engine, registry, snapshots, store
@@ -202,6 +203,7 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no
     if settings.dataset in no_transfer:  # say why in every cell, measured now or before
         for iteration in entries:
             store.note(layout.cell_path(settings.run_id, iteration), "transfer_task", no_transfer[settings.dataset])
+    live_curves.update_layer_curves(experiment, settings.run_id, current, plan.execution, outcome.measured)
     return outcome
 
 

@@ -1,9 +1,8 @@
 """training.run(settings, run_dir, execution) — train one run to its end, resuming exactly where it stopped.
 
-The one resumable training loop (train.py is its command line; slurm/ imports this module). Writes the
-run folder (layout in checkpointing.py): log-spaced checkpoints with a sha256 manifest, a
-per-iteration log and a status file, bit for bit the same whether or not the run was interrupted.
-"""
+The one resumable training loop (train.py is its command line; slurm/ imports this module). Writes the run folder
+(layout in checkpointing.py): log-spaced checkpoints with a sha256 manifest, a per-iteration log (its live curves
+too: live_curves.py) and a status file, bit for bit the same whether or not the run was interrupted."""
 
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ import torch.nn.functional as functional
 
 import data
 import devices
+import live_curves
 import models
 import stages
 from checkpointing import RunFolder, RunFolderError, checkpoint_schedule
@@ -107,7 +107,7 @@ def run(settings: Settings, run_dir: str | Path, execution: Execution = Executio
     re-makes them bit for bit (training is deterministic). `cpus`: the CPUs a launcher gave this process
     (a local worker's or a parallel child's share; 0 = devices.cpus_given()), which a first start takes
     as its thread count unless threads= says otherwise; a resume keeps the count it started with."""
-    folder = RunFolder(run_dir)
+    folder = live_curves.CurvesRunFolder(run_dir, execution)  # a RunFolder whose log is drawn as live curves too
     if settings.imported_from:  # analysis.py import wrote its checkpoints: there is no training to resume
         raise RunFolderError(f"run {settings.run_id} was imported (analysis.py import), not trained here; import "
                              "its checkpoints again to re-make it")

@@ -101,7 +101,7 @@ SMOKE = Sizes(
     kill_at_batch=14,
     analysis_run=("arch=convnet", "depth=2", "width=8", *TINY_DATA), rounds=1,
     parallel_run=("arch=mlp", "depth=2", "width=32", *TINY_DATA, "epochs=1"), parallel_runs=2, parallel_k=(1, 2),
-    shared_cpu=("threads=1",),  # two processes that each take every core spin-wait on each other (README)
+    shared_cpu=("threads=1",),  # two processes that each take every core spin-wait on each other (docs/cluster.md, `workers`)
 )
 PRECISIONS = {  # label -> execution words; bf16 and channels_last `on` force them (auto would skip the MLP)
     "fp32": ("bf16=off", "channels_last=off", "deterministic=true"),
@@ -780,7 +780,7 @@ def run_section(name: str, result: Path, seconds: float, smoke: bool) -> int:
         raise SectionStopped(f"stopped by the section's time limit ({seconds:.0f} s)")
 
     signal.signal(signal.SIGTERM, stop)
-    if smoke:  # on a busy small CPU, torch's threads spin-wait on the other work's (README, `workers`)
+    if smoke:  # on a busy small CPU, torch's threads spin-wait on the other work's (docs/cluster.md, `workers`)
         import torch
         torch.set_num_threads(1)
     section = next(section for section in SECTIONS if section.name == name)

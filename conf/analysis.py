@@ -21,13 +21,13 @@ class Analysis:
     analysis_batch_size: int = setting(500, "examples per forward pass of the analysis (cost only: in no recipe)", minimum=1)
     probe_dimensions: int = setting(512, "features are pooled to at most this many dimensions for the probes and the decoder", minimum=1)
     # The same names as models.POINTS (conf imports the standard library only; tests check they agree).
-    features_at: str = setting("post_activation", "where each layer's features are taken: after the activation (DESIGN contract 5) or the linear/conv output before BN and ReLU (IntermediateNC; per family in the README's Models)", choices=("post_activation", "pre_activation"))
-    layers: str = setting("", "which modules' outputs are the layers: module paths separated by commas, read by forward hooks (e.g. layer1,layer2,layer3,layer4,fc); '' = the family's own (README's model table)")
+    features_at: str = setting("post_activation", "where each layer's features are taken: after the activation (DESIGN contract 5) or the linear/conv output before BN and ReLU (IntermediateNC; per family in docs/models.md)", choices=("post_activation", "pre_activation"))
+    layers: str = setting("", "which modules' outputs are the layers: module paths separated by commas, read by forward hooks (e.g. layer1,layer2,layer3,layer4,fc); '' = the family's own (docs/models.md's model table)")
     # Both parts of the split must hold examples (metrics/engine.py fits on one, scores on the other:
     # an empty part is a ValueError). Below 1 % the held-out part of a small split is often empty; above
     # a half the l2 is chosen for a fit on less data than the refit on the whole split it is used for.
     heldout_fraction: float = setting(0.1, "part of the training split held out to choose the ridge regularisation", minimum=0.01, maximum=0.5)
-    effective_depth_epsilon: float = setting(0.01, "effective depth: first layer whose NCC train accuracy is within this of the last layer's", minimum=0.0, maximum=1.0)
+    effective_depth_epsilon: float = setting(0.01, "effective depth: first layer whose NCC train accuracy is within this of the last layer's (effective_depth), or whose NCC train error is at most this (effective_depth_literal)", minimum=0.0, maximum=1.0)
     probe_subset_size: int = setting(1024, "representation similarity (CKA): test examples, a fixed seeded subset shared by every run of a dataset, whose pooled features each checkpoint keeps as its snapshot (0 = none)", minimum=0)
     dormant_threshold: float = setting(0.025, "dormant units (Sokar et al., ICML 2023): a unit whose mean absolute activation is at most this fraction of its layer's mean over units is dormant", minimum=0.0, maximum=1.0)
     linear_maps: str = setting("closed_form", "probes and decoder: closed_form (ridge), or adam / sgd trained 20 epochs as LearnPhase does", choices=("closed_form", "adam", "sgd"))

@@ -217,6 +217,7 @@ class Execution:
     threads: int = setting(0, "CPU threads for torch (0 = the CPUs the run was given at its first start: Slurm allocation, CPU affinity, worker share; a resume keeps its run's count, and a number typed here changes it, recorded)", minimum=0)
     resume_every_seconds: float = setting(60.0, "save the resumable state at least this often (0 = every iteration)", minimum=0.0)
     progress: str = setting("auto", "progress bar: auto = only on a terminal", choices=("auto", "on", "off"))
+    tensorboard: bool = setting(True, "live curves: TensorBoard event files of training's loss, accuracy and lr (at each log flush) and of the analysis's per-layer metrics, in <out_dir>/<experiment>/tensorboard/<run_id>/ (tensorboard --logdir <out_dir>/<experiment>)")
     log_level: str = setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     def __post_init__(self):

@@ -1,22 +1,21 @@
 """Intermediate neural collapse (Galanti et al., TMLR 2023; IntermediateNC): NCC accuracy and CDNV by layer.
 
-Figures: NCC train accuracy vs layer at the end of training, one line per depth (their Fig. 1);
-the same for CDNV; effective depth vs each knob that varies (label noise, weight decay, depth,
-width, lr); layer x iteration heatmaps of NCC accuracy and CDNV per condition.
+Figures: NCC train accuracy vs layer at the end of training, one line per depth, one panel per recipe
+(their Fig. 1); the same for CDNV; effective depth vs each knob that varies (label noise, weight decay,
+depth, width, lr), one line per family of runs that differ in that knob only; layer x iteration
+heatmaps of NCC accuracy and CDNV per run. Only single-stage runs: staged ones have their own figures.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import seaborn
 from matplotlib.ticker import MaxNLocator
 
-from conf import Settings
 from figures.registry import Skip, figure
-from figures.style import SEED_BAND, new_figure, staged, varying
+from figures.style import (SEED_BAND, describe, grouping_keys, native_scale, new_figure, panel_grid, recipe_groups,
+                           staged, varying, wrapped)
 
 KNOBS = ("label_noise", "weight_decay", "depth", "width", "lr", "arch")  # what IntermediateNC varies
 HIDDEN = ("input", "logits")  # not hidden layers: their NCC accuracy is the data's and the classifier's
@@ -46,21 +45,22 @@ def hidden_layers(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _by_layer(metrics: pd.DataFrame, metric: str, label: str, log: bool):
+    """One panel per recipe (every setting but depth and seed held fixed, its title says which), one line per
+    depth: IntermediateNC's Fig. 1 compares depths of one recipe, never a depth of another width or optimizer."""
     rows = hidden_layers(final_rows(metrics, metric))
-    facets = [key for key in varying(rows, KNOBS) if key != "depth"][:1]
-    columns = sorted(rows[facets[0]].unique()) if facets else [None]
-    drawing, axes = new_figure(len(columns))
-    for axis, value in zip(axes, columns):
-        part = rows if value is None else rows[rows[facets[0]] == value]
+    groups = recipe_groups(rows, plotted=("depth",))
+    drawing, axes = panel_grid(len(groups))
+    for axis, (fixed, part) in zip(axes, groups):
         seaborn.lineplot(part, x="hidden layer", y="value", hue="depth", marker="o", errorbar=SEED_BAND,
-                         palette="viridis", ax=axis)
+                         palette="viridis", legend="full", ax=axis)
         axis.set_ylabel(label)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if value is not None:  # one panel: the suptitle says it all
-            axis.set_title(f"{facets[0]} = {value}")
+        if len(groups) > 1:  # one panel: the suptitle says it all
+            axis.set_title(wrapped(fixed, 50), fontsize=8)
         if log:
             axis.set_yscale("log")
-    drawing.suptitle(f"{label} by layer, end of training", fontsize=10)
+    held = "" if len(groups) > 1 else f"\n{wrapped(fixed, 90)}"
+    drawing.suptitle(f"{label} by layer, end of training{held}", fontsize=10 if len(groups) > 1 else 9)
     return drawing
 
 
@@ -75,20 +75,30 @@ def cdnv_by_layer(metrics: pd.DataFrame) -> dict:
 
 
 def controlled(rows: pd.DataFrame, knob: str) -> pd.DataFrame:
-    """The rows of runs that differ in `knob` only (seeds aside), each such family labelled in
-    `condition` by the knobs it holds fixed: an effect read off one knob is not confounded by others."""
-    fixed = [item.name for item in dataclasses.fields(Settings) if item.name in rows and item.name not in (knob, "seed")]
-    families = []
-    for _, family in rows.groupby(fixed, dropna=False, sort=True):
-        if family[knob].nunique() > 1:
-            others = [key for key in varying(rows, KNOBS) if key != knob]
-            families.append(family.assign(condition=condition_label(family.iloc[0], others)))
-    return pd.concat(families, ignore_index=True) if families else rows.iloc[0:0]
+    """The rows of runs that differ in `knob` only (seeds aside), each such family labelled in `condition` by
+    what it holds fixed (among the families kept): an effect read off one knob is not confounded by others."""
+    families = [part for _, part in recipe_groups(rows, plotted=(knob,)) if part[knob].nunique() > 1]
+    if not families:
+        return rows.iloc[0:0]
+    kept = pd.concat(families, ignore_index=True)
+    return pd.concat([part.assign(condition=fixed) for fixed, part in recipe_groups(kept, plotted=(knob,))],
+                     ignore_index=True)
 
 
 @figure("effective_depth", "IntermediateNC (effective depth)")
 def effective_depth(metrics: pd.DataFrame) -> dict:
+    """Effective depth vs each knob, of the runs that collapse at an intermediate layer only: at the last
+    layer the measure is degenerate (every layer list ends there), so a trend drawn through such runs
+    would be an artifact of the definition, not intermediate collapse (figures/findings.py says so)."""
+    from figures.findings import depth_table  # the one reading of "at the last layer"
+
     rows = final_rows(metrics, "effective_depth")
+    degenerate = set(depth_table(single_stage(metrics)).query("no_intermediate_collapse")["run_id"])
+    left_out = rows["run_id"].isin(degenerate)
+    if left_out.all():
+        raise Skip(f"no intermediate collapse: all {rows['run_id'].nunique()} run(s) have effective depth = their "
+                   "last layer at their last checkpoint (the report's findings list them)")
+    rows = rows[~left_out]
     panels = [(knob, controlled(rows, knob)) for knob in varying(rows, KNOBS)]
     panels = [(knob, part) for knob, part in panels if len(part)]
     if not panels:
@@ -96,27 +106,32 @@ def effective_depth(metrics: pd.DataFrame) -> dict:
     drawing, axes = new_figure(len(panels))
     for axis, (knob, part) in zip(axes, panels):
         seaborn.pointplot(part, x=knob, y="value", hue="condition", errorbar=SEED_BAND, ax=axis,
-                          native_scale=knob != "arch", dodge=0.1 if part["condition"].nunique() > 1 else False)
+                          native_scale=native_scale(part, knob),
+                          dodge=0.1 if part["condition"].nunique() > 1 else False)
         axis.set_ylabel("effective depth (layer index)")
         axis.yaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(f"effective depth vs {knob}")
         axis.legend(fontsize=7, title="held fixed", title_fontsize=7)
-    drawing.suptitle("Effective depth: first layer within ε of the last one's NCC accuracy", fontsize=10)
+    dropped = f"\n{len(degenerate)} run(s) without intermediate collapse left out" if degenerate else ""
+    drawing.suptitle("Effective depth: first layer within ε of the last one's NCC accuracy" + dropped, fontsize=10)
     return {"effective_depth": drawing}
 
 
 def condition_label(row: pd.Series, keys: list[str]) -> str:
-    return ", ".join(f"{key}={row[key]}" for key in keys) or "all runs"
+    return describe(row, keys) or "all runs"
 
 
 @figure("collapse_heatmaps", "IntermediateNC (NCC and CDNV over training)")
 def collapse_heatmaps(metrics: pd.DataFrame) -> dict:
-    """One figure per run of the first seed: NCC train accuracy and log10 CDNV, layer x iteration."""
+    """One figure per run of each recipe's first seed (a run is one recipe: nothing pooled): NCC train accuracy and
+    log10 CDNV, layer x iteration, titled with the settings that tell it from the other runs."""
     rows = metrics[metrics["metric"].isin(["ncc_accuracy", "cdnv"]) & (metrics["split"] == "train")]
     if rows.empty:
         raise Skip("no NCC or CDNV rows in the table")
-    rows = rows[rows["seed"] == rows["seed"].min()] if "seed" in rows else rows
-    keys = varying(rows, [column for column in KNOBS + ("pretrain_fraction", "reset_last", "shrink", "perturb")])
+    keys = grouping_keys(rows)
+    first_seeds = [part[part["seed"] == part["seed"].min()] if "seed" in part else part
+                   for _, part in recipe_groups(rows)]
+    rows = pd.concat(first_seeds)
     drawings = {}
     for index, (run, part) in enumerate(rows.groupby("run_id", sort=True)):
         drawing, axes = new_figure(2, width=5.2)
@@ -129,6 +144,6 @@ def collapse_heatmaps(metrics: pd.DataFrame) -> dict:
                             cbar_kws={"label": label})
             axis.set_xlabel("training iteration (checkpoints, log-spaced)")
             axis.set_ylabel("layer (input at the top)")
-        drawing.suptitle(f"{condition_label(part.iloc[0], keys)} — {run}", fontsize=9)
+        drawing.suptitle(wrapped(f"{condition_label(part.iloc[0], keys)} — {run}", 110), fontsize=9)
         drawings[f"heatmap_{index:02d}_{run}"] = drawing
     return drawings

@@ -3,8 +3,9 @@ TMLR 2023), and the plasticity diagnostics (dormant units, Sokar et al. 2023; ef
 warm-start experiment (Berariu et al. 2021).
 
 Figures: NC1 at the end of training vs hidden layer, one line per depth (as IntermediateNC's Fig. 1
-does for NCC); NC1 and NC2 of the last hidden layer vs iteration; dormant fraction and effective rank
-of the last hidden layer vs epochs since the switch, scratch vs warm start vs reset-k.
+does for NCC), one panel per recipe; NC1 and NC2 of the last hidden layer vs iteration, one line per
+recipe; dormant fraction and effective rank of the last hidden layer vs epochs since the switch,
+scratch vs warm start vs reset-k, one row of panels per recipe (figures/style.py: recipe_groups).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import pandas as pd
 import seaborn
 
-from figures.collapse import HIDDEN, KNOBS, _by_layer, condition_label, single_stage
-from figures.plasticity import shape_groups, shape_title, switch_curves
+from figures.collapse import HIDDEN, _by_layer, single_stage
+from figures.plasticity import protocol_groups, switch_curves
 from figures.registry import Skip, figure
-from figures.style import SEED_BAND, iteration_axis, legend_outside, new_figure, varying
+from figures.style import SEED_BAND, iteration_axis, legend_outside, new_figure, recipe_groups, wrapped
 
 PAPYAN = "Papyan, Han & Donoho, PNAS 2020"
 GALANTI = "Galanti et al., TMLR 2023"
@@ -51,29 +52,31 @@ def nc1_by_layer(metrics: pd.DataFrame) -> dict:
 @figure("nc_over_training", f"{PAPYAN}, Fig. 6-7 (NC1, NC2 over training)")
 def nc_over_training(metrics: pd.DataFrame) -> dict:
     """NC1 (log) and NC2 (equinorm, equiangularity) of each run's last hidden layer vs iteration, one panel per
-    metric, one line per condition (seeds pooled): all fall towards 0 as the features collapse (Papyan et al.)."""
+    metric, one line per recipe (seeds pooled): all fall towards 0 as the features collapse (Papyan et al.)."""
     names = [metric for metric, _, _ in TRAINING_PANELS]
     require(metrics, names)
     rows = single_stage(metrics)
     rows = last_hidden_layer(rows[rows["metric"].isin(names) & (rows["split"] == "train")])
     if rows.empty:
         raise Skip("no NC1 / NC2 train rows of a hidden layer from single-stage runs in the table")
-    keys = varying(rows, KNOBS)
-    rows = rows.assign(condition=rows.apply(lambda row: condition_label(row, keys), axis=1))
+    groups = recipe_groups(rows)  # a line per recipe: every setting that varies, seeds pooled
+    rows = pd.concat([part.assign(condition=wrapped(fixed, 45)) for fixed, part in groups])
+    many = len(groups) > 1
     panels = [panel for panel in TRAINING_PANELS if (rows["metric"] == panel[0]).any()]
     drawing, axes = new_figure(len(panels), width=4.8)
     for axis, (metric, label, log) in zip(axes, panels):
-        seaborn.lineplot(rows[rows["metric"] == metric], x="iteration", y="value", hue="condition" if keys else None,
-                         errorbar=SEED_BAND, marker="o", markersize=3, palette="viridis" if keys else None, ax=axis)
+        seaborn.lineplot(rows[rows["metric"] == metric], x="iteration", y="value", hue="condition" if many else None,
+                         errorbar=SEED_BAND, marker="o", markersize=3, palette="viridis" if many else None, ax=axis)
         iteration_axis(axis)
         axis.set_ylabel(label)
         if log:
             axis.set_yscale("log")
-        if keys and axis is axes[len(panels) - 1]:
-            legend_outside(axis, title="condition")
+        if many and axis is axes[len(panels) - 1]:
+            legend_outside(axis, title="recipe")
         elif axis.get_legend():
             axis.get_legend().remove()
-    drawing.suptitle("Neural collapse of the last hidden layer over training (NC1, NC2)", fontsize=10)
+    held = "" if many else f"\n{wrapped(groups[0][0], 100)}"
+    drawing.suptitle(f"Neural collapse of the last hidden layer over training (NC1, NC2){held}", fontsize=10)
     return {"nc_over_training": drawing}
 
 
@@ -81,24 +84,23 @@ def diagnostic_curves(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One diagnostic of the last hidden layer (train split) per checkpoint of every scratch run and every
     warm-started child, its stage-1 parent prepended at negative epochs (figures/plasticity.py)."""
     chosen = metrics[(metrics["metric"] == metric) & (metrics["split"] == "train")]
-    curves = switch_curves(metrics, last_hidden_layer(chosen))
-    return curves.assign(diagnostic=metric)
+    return switch_curves(metrics, last_hidden_layer(chosen)).assign(diagnostic=metric)
 
 
 @figure("plasticity_diagnostics", "Berariu et al. 2021 (protocol); Sokar et al., ICML 2023 (dormant units); "
                                   "Kumar et al., ICLR 2021 (feature rank)")
 def plasticity_diagnostics(metrics: pd.DataFrame) -> dict:
     """Dormant fraction and effective rank of the last hidden layer vs epochs since the switch to all data
-    (stage 1 at negative epochs), scratch vs warm start vs reset-k: one row of panels per network shape."""
+    (stage 1 at negative epochs), scratch vs warm start vs reset-k: one row of panels per recipe."""
     names = [metric for metric, _ in DIAGNOSTIC_PANELS]
     if "pretrain_fraction" not in metrics or not (metrics["pretrain_fraction"] > 0).any():
         raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
     require(metrics, names)
     panels = [(metric, label) for metric, label in DIAGNOSTIC_PANELS if (metrics["metric"] == metric).any()]
     curves = pd.concat([diagnostic_curves(metrics, metric) for metric, _ in panels], ignore_index=True)
-    shapes, groups = shape_groups(curves)
+    groups = protocol_groups(curves)
     drawing, axes = new_figure(len(panels), len(groups), width=5.0)
-    for row, (key, part) in enumerate(groups):
+    for row, (fixed, part) in enumerate(groups):
         for column, (metric, label) in enumerate(panels):
             axis = axes[row * len(panels) + column]
             seaborn.lineplot(part[part["diagnostic"] == metric], x="epochs since switch", y="value",
@@ -106,11 +108,12 @@ def plasticity_diagnostics(metrics: pd.DataFrame) -> dict:
             axis.axvline(0, color="black", lw=0.8)
             axis.set_xlabel("epochs since the switch to all data (stage 1 < 0)")
             axis.set_ylabel(label)
-            if shapes:
-                axis.set_title(shape_title(shapes, key))
+            if len(groups) > 1:
+                axis.set_title(wrapped(fixed, 55), fontsize=8)
             if column == len(panels) - 1:
                 legend_outside(axis, title="protocol")
             elif axis.get_legend():
                 axis.get_legend().remove()
-    drawing.suptitle("Plasticity diagnostics of the last hidden layer: warm start vs scratch", fontsize=10)
+    held = "" if len(groups) > 1 else f"\n{wrapped(groups[0][0], 100)}"
+    drawing.suptitle(f"Plasticity diagnostics of the last hidden layer: warm start vs scratch{held}", fontsize=10)
     return {"plasticity_diagnostics": drawing}

@@ -2,7 +2,8 @@
 
 A warm-started run's curve is its earlier stages' checkpoints followed by its own, on an axis of
 epochs since the switch to all the data (earlier stages at negative epochs, as in the paper's Fig. 11;
-growing data's n + 1 stages all drawn).
+growing data's n + 1 stages all drawn). Every setting besides the pretraining protocol and the seed
+is held fixed within a panel (style.recipe_groups): one panel per recipe, its title says which.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ import pandas as pd
 import seaborn
 
 from conf import Settings
-from conf.plasticity import PRETRAINING_DEFAULTS
+from conf.plasticity import PLASTICITY_FIELDS, PRETRAINING_DEFAULTS
 from figures.registry import Skip, figure
-from figures.style import SEED_BAND, new_figure, staged, transferred, varying
+from figures.style import (SEED_BAND, SETTINGS, describe, native_scale, new_figure, panel_grid, recipe_groups,
+                           staged, transferred, varying, wrapped)
 
 SHAPE = ("depth", "width", "arch")  # the network's size: the appendix's ResNet-18 family
 
+NAMED = ("reset_last", "shrink", "perturb", "stages")  # what protocol() spells out in words
 
-def protocol(row: pd.Series) -> str:
-    """scratch, warm start (or growing data over n + 1 stages), + reset last k, or shrink-and-perturb."""
+
+def protocol(row: pd.Series, extra=()) -> str:
+    """scratch, warm start (or growing data over n + 1 stages), + reset last k, or shrink-and-perturb, + the
+    other pretraining settings `extra` that vary among the warm-started runs drawn beside it (never pooled)."""
     if row["pretrain_fraction"] == 0:
         return "scratch"
     stages = int(row["stages"]) if "stages" in row else 1
@@ -31,21 +36,26 @@ def protocol(row: pd.Series) -> str:
         parts.append(f"reset last {int(row['reset_last'])}")
     if row["shrink"] != 1 or row["perturb"] != 0:
         parts.append(f"shrink {row['shrink']:g}, perturb {row['perturb']:g}")
+    if extra:
+        parts.append(describe(row, extra))
     return ", ".join(parts)
 
 
 def accuracy_curves(metrics: pd.DataFrame) -> pd.DataFrame:
     """Classifier test accuracy per checkpoint of every scratch run and every child (its earlier stages'
-    checkpoints prepended), with `protocol` and `epochs since switch`."""
+    checkpoints prepended), with `epochs since switch`."""
     return switch_curves(metrics, metrics[(metrics["metric"] == "classifier_accuracy") & (metrics["split"] == "test")])
 
 
 def switch_curves(metrics: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
     """The chosen rows (`accuracy`: one value per run and checkpoint) of every scratch run and every
     warm-started child, the rows of its earlier stages prepended (a chain of growing-data stages: all of
-    them), with `protocol` and `epochs since switch` (to all the data: the last stage). Transfer children
-    (figures/transfer.py) are left out: their parents learnt another task, or stopped early."""
-    accuracy = accuracy[~transferred(accuracy)]
+    them) under the child's run id and settings (they are the start of its curve, and of its recipe), with
+    `epochs since switch` (to all the data: the last stage). Transfer children and their siblings (the
+    children of a parent that has one: figures/transfer.py draws them) are left out: their parents learnt
+    another task, stopped early, or trained for the transfer story's recipe."""
+    transfer_parents = set(accuracy.loc[transferred(accuracy), "parent_run_id"])
+    accuracy = accuracy[~transferred(accuracy) & ~accuracy["parent_run_id"].isin(transfer_parents)]
     if not (staged(accuracy) & (accuracy["epochs"] > 0)).any():
         raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
     parts = []
@@ -57,50 +67,53 @@ def switch_curves(metrics: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame
         stages = int(first["stages"]) if "stages" in first else 1
         switch = first["pretrain_epochs"] * stages if first["pretrain_fraction"] > 0 else 0.0  # the last stage's start
         rows["epochs since switch"] = rows["epoch"] - switch
+        own = {key: first[key] for key in SETTINGS if key in rows}
         parent_id, earlier = first["parent_run_id"], []
         while first["pretrain_fraction"] > 0 and parent_id:  # same network and seed
             parent = accuracy[accuracy["run_id"] == parent_id]
             # a hair before each switch: the parent's last checkpoint is the net before the intervention,
             # the child's first the net after it, at the same iteration; apart, the line shows the jump
-            earlier.append(parent.assign(run_id=run, **{"epochs since switch": parent["epoch"] - switch - 1e-3}))
+            earlier.append(parent.assign(run_id=run, **own, **{"epochs since switch": parent["epoch"] - switch - 1e-3}))
             parent_id = parent["parent_run_id"].iloc[0] if len(parent) else ""
-        rows = pd.concat([*earlier[::-1], rows])
-        rows["protocol"] = protocol(first)
-        parts.append(rows)
+        parts.append(pd.concat([*earlier[::-1], rows]))
     if not parts:
         raise Skip("no scratch or warm-started runs with measured checkpoints")
     return pd.concat(parts, ignore_index=True)
 
 
-def shape_groups(curves: pd.DataFrame) -> tuple[list[str], list]:
-    """(the shape settings that vary, [(their values, rows)]) over the networks that have warm-started runs:
-    scratch-only networks belong to other stories."""
-    shapes = varying(curves, SHAPE)
-    if shapes:
-        warm = curves[curves["protocol"] != "scratch"][shapes].drop_duplicates()
-        curves = curves.merge(warm, on=shapes)
-        shapes = varying(curves, SHAPE)
-    return shapes, list(curves.groupby(shapes, sort=True)) if shapes else [((), curves)]
-
-
-def shape_title(shapes: list[str], key) -> str:
-    key = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"{name}={value}" for name, value in zip(shapes, key))
+def protocol_groups(curves: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """[(what the group holds fixed, its curves with `protocol`)]: one group per recipe of the network, data
+    and training (every setting but the pretraining ones and the seed: recipe_groups), each with warm-started
+    runs (a scratch-only recipe belongs to other stories). Full-data and subset runs, or two widths, are two
+    groups, never one "scratch" and one "warm start" line (Berariu et al. compare a warm start with its own
+    from-scratch twin)."""
+    groups = [(fixed, part) for fixed, part in recipe_groups(curves, plotted=PLASTICITY_FIELDS)
+              if (part["pretrain_fraction"] > 0).any()]
+    if not groups:
+        raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
+    labelled = []
+    for fixed, part in groups:
+        extra = varying(part[part["pretrain_fraction"] > 0], PLASTICITY_FIELDS, exclude=NAMED)
+        runs = part.drop_duplicates("run_id").set_index("run_id")
+        names = {run: protocol(row, extra) for run, row in runs.iterrows()}
+        labelled.append((fixed, part.assign(protocol=part["run_id"].map(names))))
+    return labelled
 
 
 @figure("plasticity_curves", "Berariu et al. 2021, Fig. 6 and 11")
 def plasticity_curves(metrics: pd.DataFrame) -> dict:
-    shapes, groups = shape_groups(accuracy_curves(metrics))
-    drawing, axes = new_figure(len(groups), width=5.0)
-    for axis, (key, part) in zip(axes, groups):
+    """Test accuracy vs epochs since the switch to all data, one line per protocol, one panel per recipe."""
+    groups = protocol_groups(accuracy_curves(metrics))
+    drawing, axes = panel_grid(len(groups), width=5.0)
+    for axis, (fixed, part) in zip(axes, groups):
         seaborn.lineplot(part, x="epochs since switch", y="value", hue="protocol", errorbar=SEED_BAND, marker="o",
                          markersize=3, ax=axis)
         axis.axvline(0, color="black", lw=0.8)
         axis.set_xlabel("epochs since the switch to all data (earlier stages < 0)")
-        axis.set_ylabel("test accuracy (fraction)")
-        axis.set_title(shape_title(shapes, key) or "all runs")
+        axis.set_ylabel("test accuracy (fraction)")  # fitted to the data: a gap of one point stays visible
+        axis.set_title(wrapped(fixed, 55), fontsize=8)
         axis.legend(fontsize=7)
-    drawing.suptitle("Warm start vs scratch (Berariu et al. 2021)", fontsize=10)
+    drawing.suptitle("Warm start vs scratch (Berariu et al. 2021); each panel one recipe", fontsize=10)
     return {"plasticity_curves": drawing}
 
 
@@ -119,25 +132,37 @@ def scratch_twin(row: pd.Series) -> str:
     return dataclasses.replace(settings, pretrain_fraction=0.0, **PRETRAINING_DEFAULTS).run_id
 
 
-@figure("warm_start_gap", "Berariu et al. 2021, Fig. 6 (depth and width)")
-def warm_start_gap(metrics: pd.DataFrame) -> dict:
+def gap_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per plain warm start (no reset, shrink or perturb) that has its from-scratch twin: the child's
+    settings and `gap`, the twin's final test accuracy minus the child's."""
     final = final_accuracy(accuracy_curves(metrics))
     accuracy = final.groupby("run_id")["value"].first()
-    warm = final[final["protocol"] == "warm start"].drop_duplicates("run_id")
-    pairs = [{"depth": row["depth"], "width": row["width"], "seed": row["seed"],
-              "gap": accuracy[twin] - row["value"]}
+    children = final.drop_duplicates("run_id")
+    warm = children[children.apply(protocol, axis=1) == "warm start"]
+    pairs = [{**{key: row[key] for key in SETTINGS if key in row}, "gap": accuracy[twin] - row["value"]}
              for _, row in warm.iterrows() if (twin := scratch_twin(row)) in accuracy.index]
     if not pairs:
         raise Skip("no plain warm start (no reset, shrink or perturb) with its from-scratch twin in the table")
-    gap = pd.DataFrame(pairs)
-    knobs = varying(gap, ("depth", "width")) or ["depth"]
-    drawing, axes = new_figure(len(knobs))
-    for axis, knob in zip(axes, knobs):
-        other = [key for key in ("depth", "width") if key != knob and gap[key].nunique() > 1]
-        seaborn.pointplot(gap, x=knob, y="gap", hue=other[0] if other else None, errorbar=SEED_BAND, ax=axis,
-                          native_scale=True)
-        axis.axhline(0, color="black", lw=0.8)
-        axis.set_ylabel("final test accuracy: scratch − warm start")
-        axis.set_title(f"warm-start gap vs {knob}")
-    drawing.suptitle("Warm-start gap (> 0: warm start generalises worse)", fontsize=10)
+    return pd.DataFrame(pairs)
+
+
+@figure("warm_start_gap", "Berariu et al. 2021, Fig. 6 (depth and width)")
+def warm_start_gap(metrics: pd.DataFrame) -> dict:
+    """The warm-start gap vs depth and vs width (whichever vary), one row of panels per recipe of the rest."""
+    gap = gap_table(metrics)
+    knobs = varying(gap, SHAPE) or ["depth"]
+    groups = recipe_groups(gap, plotted=SHAPE)
+    drawing, axes = new_figure(len(knobs), len(groups))
+    for row, (fixed, part) in enumerate(groups):
+        for column, knob in enumerate(knobs):
+            axis = axes[row * len(knobs) + column]
+            other = [key for key in SHAPE if key != knob and part[key].nunique() > 1]
+            seaborn.pointplot(part, x=knob, y="gap", hue=other[0] if other else None, errorbar=SEED_BAND, ax=axis,
+                              native_scale=native_scale(part, knob))  # one depth: one tick, not 2.85 .. 3.15
+            axis.axhline(0, color="black", lw=0.8)
+            axis.set_ylabel("final test accuracy: scratch − warm start")
+            axis.set_title(f"warm-start gap vs {knob}" + (f"\n{wrapped(fixed, 55)}" if len(groups) > 1 else ""),
+                           fontsize=8)
+    held = "" if len(groups) > 1 else f"\n{wrapped(groups[0][0], 90)}"
+    drawing.suptitle(f"Warm-start gap (> 0: warm start generalises worse){held}", fontsize=9)
     return {"warm_start_gap": drawing}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from checkpointing import ExperimentFolder, RunFolderError
-from conf import EXPERIMENTS, Plan, SettingsError
+from conf import DEFAULT_EXPERIMENT, EXPERIMENTS, Plan, SettingsError
 from conf.plasticity import has_parent, parent_settings, run_kind
 from utils import atomic_write_text, exclusive_lock
 
@@ -25,23 +25,105 @@ def describe_filter(overrides: tuple) -> str:
 
 
 def run_table(experiment_dir: Path) -> pd.DataFrame:
-    """Every run folder of the experiment: id, kind, state, iteration/total, parent, and its settings.
-    A run whose settings file is unusable is left out (logged): the others are still reported."""
+    """Every run folder of the experiment: id, kind, state, iteration/total, parent, why it stopped (status.json's
+    reason: a failure, a divergence, a signal) and its settings. A run whose settings file is unusable is a row
+    of state "skipped" with the error as its reason and no settings (logged): the others are still reported."""
     rows = []
     for folder in ExperimentFolder(experiment_dir).run_folders():
         try:
             settings = folder.read_settings()
         except RunFolderError as error:
-            logger.warning("%s; left out of the report", error)
+            logger.warning("%s; left out of the figures", error)
+            rows.append({"run_id": folder.path.name, "kind": "", "state": "skipped", "iteration": "",
+                         "parent": "", "reason": f"settings unusable: {error}"})
             continue
         status = folder.read_status()
         kind = run_kind(settings)
         rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
                      "iteration": f"{status.get('iteration', 0)}/{status.get('total_iterations', '?')}",
                      "parent": parent_settings(settings).run_id if has_parent(settings) else "",
+                     "reason": str(status.get("reason", "")),
                      **{key: json.dumps(value) if isinstance(value, list) else value
                         for key, value in settings.to_record().items()}})
     return pd.DataFrame(rows)
+
+
+RUN_COLUMNS = ("run_id", "kind", "state", "iteration", "parent", "reason")  # the run table's columns beside settings
+
+
+def varying_keys(runs: pd.DataFrame) -> list[str]:
+    """The settings that take more than one value across the runs (a skipped run's missing ones aside)."""
+    return [key for key in runs.columns if key not in RUN_COLUMNS and runs[key].dropna().astype(str).nunique() > 1]
+
+
+def expected_run_ids(experiment_name: str) -> set[str]:
+    """The run ids a named experiment's own grids make, their earlier stages included; {} when they cannot
+    be built here (a setting this machine refuses: the header then describes the runs instead)."""
+    from conf.cli import expand_grid, experiment_sweeps
+
+    try:
+        grid = [settings for sweeps in experiment_sweeps(experiment_name, {}) for settings in expand_grid(sweeps)]
+    except SettingsError:
+        return set()
+    expected = set()
+    for settings in grid:
+        expected.add(settings.run_id)
+        while has_parent(settings):  # a warm start's stage-1 run (and its earlier stages) live beside it
+            settings = parent_settings(settings)
+            expected.add(settings.run_id)
+    return expected
+
+
+def describe_values(name: str, values: list) -> str:
+    """`seeds 0–2` for a run of consecutive integers, `seeds 0, 3` otherwise, `seed 0` for one."""
+    values = sorted(int(value) if float(value).is_integer() else value for value in values)  # 0.0 of a column with gaps
+    if len(values) == 1:
+        return f"{name} {values[0]}"
+    consecutive = all(isinstance(value, int) for value in values) and values == list(range(values[0], values[-1] + 1))
+    shown = f"{values[0]}–{values[-1]}" if consecutive and len(values) > 2 else ", ".join(map(str, values))
+    return f"{name}s {shown}"
+
+
+def describe_grid(experiment_name: str, runs: pd.DataFrame) -> str:
+    """The report's header line: what ran. A named experiment's description when its runs are the experiment's
+    own (all of them, or some while the grid is still being trained); otherwise the grid the runs form, from
+    the settings that vary: "a grid of 4 runs over depth, label_noise (seeds 0–2)" (a command line that swept
+    keys writes its runs into the experiment it names: `default` unless told)."""
+    runs = runs[runs["state"] != "skipped"] if len(runs) else runs
+    ids = set(runs["run_id"]) if len(runs) else set()
+    experiment = EXPERIMENTS.get(experiment_name)
+    if experiment is not None and ids and ids <= expected_run_ids(experiment_name):
+        return experiment.description
+    if not ids:
+        return experiment.description if experiment is not None else ""
+    keys = [key for key in varying_keys(runs) if key != "seed"]
+    seeds = describe_values("seed", list(runs["seed"].dropna().unique())) if "seed" in runs else ""
+    if len(runs) == 1:
+        differ = describe_differences(runs.iloc[0])
+        text = f"one run ({differ})" if differ else "one run of the defaults"
+    else:
+        text = f"a grid of {len(runs)} runs over {', '.join(keys) or 'seed'}" + (f" ({seeds})" if seeds else "")
+    if experiment is not None and experiment_name != DEFAULT_EXPERIMENT:
+        text += f"; not the grid of experiment {experiment_name} ({experiment.description})"
+    return text
+
+
+def describe_differences(run: pd.Series) -> str:
+    """The settings of one run that differ from the defaults: `depth=2, width=8`."""
+    from conf import Settings
+
+    defaults = Settings().to_record()
+    changed = [f"{key}={run[key]}" for key, default in defaults.items()
+               if key in run and not same_value(json.dumps(default) if isinstance(default, list) else default, run[key])]
+    return ", ".join(changed)
+
+
+def same_value(first, second) -> bool:
+    """Equal as numbers where both are (4 and 4.0: a column with gaps is float), else as text."""
+    try:
+        return float(first) == float(second)
+    except (TypeError, ValueError):
+        return str(first) == str(second)
 
 
 def read_parquet_again_if_changed(path: Path) -> pd.DataFrame:
@@ -95,7 +177,7 @@ def read_similarity(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame | 
 def publish(plan: Plan, experiment_dir: Path, measured_note: str = "") -> int:
     """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped.
     Draws only the figures whose inputs changed since the last call (figures/published.py) and removes
-    the files a redrawn figure no longer makes; with nothing new at all, writes nothing and says so in
+    every figure file the report no longer shows; with nothing new at all, writes nothing and says so in
     one line (after `measured_note`, what the measuring found: nothing to measure)."""
     experiment = ExperimentFolder(experiment_dir)
     # one publication at a time: one that started before another's table change finished would record
@@ -109,7 +191,7 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
 
     experiment_dir = experiment.path
     runs = run_table(experiment_dir)
-    description = EXPERIMENTS[plan.experiment].description if plan.experiment in EXPERIMENTS else ""
+    description = describe_grid(plan.experiment, runs)
     inputs = published.Inputs.of(experiment, describe_filter(plan.overrides), description, runs)
     record = published.read_record(experiment)
     if inputs.unchanged(record, experiment):
@@ -125,8 +207,9 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
 def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame, description: str, inputs,
                     record: dict) -> int:
     from figures import published
+    from figures.findings import findings, sentences
     from figures.phases import phase_table, stop_table
-    from figures.report import write_report  # imports seaborn: only when drawing
+    from figures.report import TROUBLED_STATES, transfer_sentences, troubled_runs, write_report  # imports seaborn
     from figures.transfer import transfer_summary
 
     metrics = read_table(experiment, plan)
@@ -134,11 +217,17 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
     phases = phase_table(metrics)
     advice = stop_table(phases)
     atomic_write_text(experiment.phases_path, phases.to_csv(index=False))
-    unfinished = runs[runs["state"] != "done"] if len(runs) else runs
+    # still training or stopped part way: drawn as far as measured (failed, diverged, skipped: the Findings say why)
+    unfinished = runs[~runs["state"].isin(("done", *TROUBLED_STATES))] if len(runs) else runs
     notes = [f"{len(unfinished)} run(s) not done ({', '.join(sorted(set(unfinished['state'])))}): drawn up to their "
              "newest measured checkpoint"] if len(unfinished) else []
+    if plan.overrides:
+        notes.append(f"Figures and tables of the runs with {describe_filter(plan.overrides)} (the command line's filter).")
+    troubled = troubled_runs(runs, set(metrics["run_id"]), describe_filter(plan.overrides))
+    transfer = transfer_summary(metrics)
     report = write_report(experiment.path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
-                          phases, advice, notes, transfer_summary(metrics))
+                          phases, advice, notes, transfer, troubled=troubled,
+                          findings=[*sentences(findings(metrics, runs)), *transfer_sentences(transfer)])
     code = 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
     published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries})
     for note in notes:
@@ -154,7 +243,8 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
 
 def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inputs, previous: dict):
     """Draw the figures whose key (their table, the filter, the code) changed or whose files are gone, keep
-    the others as drawn before, and remove the files a redrawn figure no longer makes. Returns ({name:
+    the others as drawn before, and remove every figure file that none of them makes now (a figure that
+    skips now, a run filtered out, a figure renamed: remove_unlisted_figures). Returns ({name:
     [paths]}, {name: why not drawn}, the record's entries), in the registry's order."""
     import figures
 
@@ -173,8 +263,6 @@ def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inpu
     for name in keys:
         if name in stale:
             files = [path.name for path in fresh_drawn.get(name, [])]
-            for outdated in set(previous.get(name, {}).get("files", [])) - set(files):
-                (folder / outdated).unlink(missing_ok=True)
             failed = fresh_skipped.get(name, "").startswith("failed:")
             entries[name] = {"key": None if failed else keys[name], "files": files, "redrawn": True,
                              **({"skipped": fresh_skipped[name]} if name in fresh_skipped else {})}
@@ -184,4 +272,21 @@ def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inpu
             drawn[name] = [folder / file for file in entries[name]["files"]]
         if "skipped" in entries[name]:
             skipped[name] = entries[name]["skipped"]
+    remove_unlisted_figures(folder, entries)
     return drawn, skipped, entries
+
+
+def remove_unlisted_figures(folder: Path, entries: dict) -> list[str]:
+    """Remove every figure file (PNG, PDF) of the figures folder that no entry of this publication lists, so
+    the folder holds exactly what the report shows. Removing only the files the previous record listed for a
+    redrawn figure missed those of a figure renamed or no longer registered (the record's entry is never
+    visited), those of a publication whose record is gone or unreadable (an older analysis, a crash between
+    drawing and recording) and a half-saved figure's. Returns the names removed (logged)."""
+    listed = {file for entry in entries.values() for file in entry.get("files", [])}
+    removed = sorted(path.name for path in folder.glob("*") if path.suffix in (".png", ".pdf") and path.is_file()
+                     and path.name not in listed)
+    for name in removed:
+        (folder / name).unlink(missing_ok=True)
+    if removed:
+        logger.info("removed %d figure file(s) no longer drawn: %s", len(removed), ", ".join(removed))
+    return removed

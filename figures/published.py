@@ -9,6 +9,9 @@ the command line's run filter and the figure code; the report adds the run table
 The tables are folders of parts that are only ever replaced whole, and only when their rows change
 (metrics/store.py), so each part's size and modification time stand for its content: a call with
 nothing new reads a few stats, no Parquet, and imports no plotting library.
+
+The record lists each figure's files; after drawing, figures/publish.py removes every figure file of the
+folder that the new record does not list (remove_unlisted_figures), so the folder holds what the report shows.
 """
 
 from __future__ import annotations

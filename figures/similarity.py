@@ -2,37 +2,30 @@
 
 Figures: layer × layer CKA at the end of training; layer × checkpoint CKA with the layer's own final state
 ("convergence to final": lower layers settle first, if they do — Raghu et al., NeurIPS 2017's bottom-up
-convergence). One panel per condition of the single-stage runs (the settings that vary, seeds averaged).
+convergence). One panel per recipe of the single-stage runs (style.recipe_groups: every setting that
+varies, seeds averaged), titled with what it holds fixed; the colour range fits the data (CKA is in
+[0, 1], but a fixed 0-1 range hides differences of a few points).
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 import seaborn
 
-from conf import Settings
-from figures.collapse import KNOBS, single_stage
+from figures.collapse import single_stage
 from figures.registry import Skip, figure
-from figures.style import new_figure, varying
+from figures.style import panel_grid, recipe_groups, wrapped
 
 KORNBLITH = "Kornblith, Norouzi, Lee & Hinton, ICML 2019"
 MAX_PANELS = 6  # conditions drawn per figure (the first ones, sorted); the rest are in similarity.parquet
 PANELS_PER_ROW = 3
 NOT_CONDITIONS = ("seed", "data_seed")  # averaged over, never a panel of their own
-HEATMAP = {"vmin": 0.0, "vmax": 1.0, "cmap": "viridis", "square": False, "cbar_kws": {"label": "linear CKA"}}
+HEATMAP = {"cmap": "viridis", "square": False, "cbar_kws": {"label": "linear CKA (range: the data's)"}}
 
 
 def conditions(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(label, rows) per combination of the knobs that vary (seeds averaged later), the first MAX_PANELS. The
-    label names the knobs the papers vary (KNOBS, then the optimizer), the rest tells runs apart by arch."""
-    keys = varying(rows, [field.name for field in dataclasses.fields(Settings)], exclude=NOT_CONDITIONS)
-    if not keys:
-        return [("", rows)]
-    shown = [key for key in (*KNOBS, "optimizer") if key in keys] or keys[:2]
-    groups = list(rows.groupby(keys, sort=True, dropna=False))[:MAX_PANELS]
-    return [(", ".join(f"{key}={part[key].iloc[0]}" for key in shown), part) for _, part in groups]
+    """(what it holds fixed, rows) per recipe (seeds and data seeds averaged later), the first MAX_PANELS."""
+    return recipe_groups(rows, pooled=NOT_CONDITIONS)[:MAX_PANELS]
 
 
 def layer_order(rows: pd.DataFrame) -> list[str]:
@@ -48,18 +41,19 @@ def require_similarity(similarity: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 
 def heatmaps(panels, pivot, title: str, xlabel: str, ylabel: str):
-    columns = min(len(panels), PANELS_PER_ROW)
-    drawing, axes = new_figure(columns, -(-len(panels) // columns), width=4.2, height=3.6)
-    for axis, (label, part) in zip(axes, panels):
-        seaborn.heatmap(pivot(part), ax=axis, **HEATMAP)
-        axis.set_title(label, fontsize=8)
+    """One heatmap per (label, rows) panel, all on one colour range: the lowest to the highest CKA drawn."""
+    tables = [(label, pivot(part)) for label, part in panels]
+    values = pd.concat([table.stack() for _, table in tables])
+    drawing, axes = panel_grid(len(tables), PANELS_PER_ROW, width=4.2, height=3.6)
+    for axis, (label, table) in zip(axes, tables):
+        seaborn.heatmap(table, ax=axis, vmin=values.min(), vmax=values.max(), **HEATMAP)
+        axis.set_title(wrapped(label, 45) if len(tables) > 1 else "", fontsize=8)
         axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabel)
         axis.tick_params(axis="x", labelrotation=90, labelsize=7)
         axis.tick_params(axis="y", labelrotation=0, labelsize=7)
-    for axis in axes[len(panels):]:
-        axis.set_visible(False)
-    drawing.suptitle(title, fontsize=10)
+    held = "" if len(tables) > 1 else f"\n{wrapped(tables[0][0], 90)}"
+    drawing.suptitle(title + held, fontsize=10)
     return drawing
 
 

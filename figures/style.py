@@ -1,8 +1,15 @@
-"""One look for every figure: seaborn's paper theme, log-scaled iterations, PNG + PDF written atomically."""
+"""One look for every figure: seaborn's paper theme, log-scaled iterations, PNG + PDF written atomically, and
+the recipe groups every figure draws apart.
+
+    for fixed, rows in recipe_groups(metrics, plotted=("depth",)):   # one panel per recipe, depth as hue
+        ...; axis.set_title(wrapped(fixed))                         # what the panel holds fixed
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +20,7 @@ import matplotlib.pyplot as pyplot  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn  # noqa: E402
 
+from conf import Settings  # noqa: E402
 from utils import atomic_write_bytes  # noqa: E402
 
 seaborn.set_theme(context="paper", style="whitegrid", font_scale=1.1)
@@ -34,6 +42,7 @@ def legend_outside(axis, **options) -> None:
 
 
 def new_figure(columns: int = 1, rows: int = 1, width: float = 4.6, height: float = 3.4):
+    """A figure of rows x columns panels (constrained layout) and its axes, flattened row by row."""
     figure, axes = pyplot.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False,
                                    constrained_layout=True)
     return figure, axes.ravel()
@@ -72,3 +81,57 @@ def transferred(metrics: pd.DataFrame) -> pd.Series:
     return staged(metrics) & (setting_column(metrics, "epochs", 1) > 0) & (
         (setting_column(metrics, "start_from_iteration", "final") != "final")
         | (setting_column(metrics, "pretrain_dataset", "same") != "same"))
+
+
+# -- recipes: what a figure holds fixed ---------------------------------------------------------------------
+
+SETTINGS = tuple(field.name for field in dataclasses.fields(Settings))
+POOLED = ("seed",)  # seeds of one recipe are one line: their mean with a confidence band (SEED_BAND)
+# What a one-recipe figure names when nothing varies: enough to tell it from another experiment's figure.
+SUMMARY = ("dataset", "arch", "depth", "width", "optimizer", "lr", "epochs")
+
+
+def describe(row: pd.Series, keys) -> str:
+    """`key=value, ...` for the settings `keys` of one row."""
+    return ", ".join(f"{key}={row[key]}" for key in keys)
+
+
+def grouping_keys(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> list[str]:
+    """The settings (conf.Settings fields, then the columns `also`) that vary among `rows`, except the pooled
+    ones (seeds) and the ones the figure draws on an axis, as hue or as a facet (`plotted`)."""
+    return varying(rows, [*SETTINGS, *also], exclude=(*pooled, *plotted))
+
+
+def recipe_groups(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> list[tuple[str, pd.DataFrame]]:
+    """[(what the group holds fixed, its rows)], one group per combination of every setting that varies among
+    `rows` besides `plotted` and `pooled` (grouping_keys), sorted by those values. A figure draws each group in
+    its own panel (or figure) and titles it with the description, so no line pools two recipes (two widths,
+    optimizers or data sizes read as one curve). With a single recipe, the description names its SUMMARY."""
+    keys = grouping_keys(rows, plotted, pooled, also)
+    if rows.empty or not keys:
+        summary = [key for key in SUMMARY if key in rows and key not in plotted]
+        return [(describe(rows.iloc[0], summary) if len(rows) else "no runs", rows)]
+    return [(describe(part.iloc[0], keys), part) for _, part in rows.groupby(keys, sort=True, dropna=False)]
+
+
+def wrapped(text: str, width: int = 70) -> str:
+    """A long held-fixed description broken into lines that fit over a panel."""
+    return textwrap.fill(text, width=width, break_long_words=False)
+
+
+def native_scale(rows: pd.DataFrame, key: str) -> bool:
+    """Whether a knob gets a numeric axis (the spacing of its values drawn): only a real-valued knob with several
+    values. One value, or whole numbers (depth, width: counts), get one evenly spaced tick per value instead of
+    a continuous axis from 2.85 to 3.15 around a single point."""
+    values = pd.Series(rows[key].dropna().unique())
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    return bool(numeric and len(values) > 1 and not all(float(value).is_integer() for value in values))
+
+
+def panel_grid(count: int, per_row: int = 3, width: float = 4.6, height: float = 3.4):
+    """`count` panels, at most `per_row` to a row; the unused axes of the last row hidden."""
+    columns = max(1, min(count, per_row))
+    drawing, axes = new_figure(columns, -(-count // columns), width=width, height=height)
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    return drawing, axes[:count]

@@ -7,24 +7,21 @@ A child (`start_from_iteration`, `pretrain_dataset`, `stage2_train`: conf/plasti
 own task from one checkpoint of its parent. The figure puts each child's final test accuracy at the
 parent iteration it started from (its first checkpoint: iterations count on through the lineage),
 fine-tuned and head-only apart, beside the parent's own test accuracy on its task and the parent's
-phases (figures/phases.py). One panel per parent recipe; seeds are drawn as bands.
+phases (figures/phases.py). One panel per parent recipe (every setting but the seed held fixed), one
+line per child recipe (every setting but the seed and the start: style.grouping_keys); seeds are bands.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 import seaborn
 
-from conf import Settings
 from figures.phases import phase_table, stop_table
 from figures.registry import Skip, figure
-from figures.style import SEED_BAND, iteration_axis, legend_outside, new_figure, transferred, varying
+from figures.style import SEED_BAND, describe, grouping_keys, iteration_axis, legend_outside, new_figure, transferred
 
 # What a child's recipe is besides its start, and what tells a parent's recipe from its seeds'.
 START_KEYS = ("seed", "start_from_iteration", "start_phase_layer", "pretrain_checkpoint_extra", "stage")
-SETTINGS = tuple(item.name for item in dataclasses.fields(Settings))
 PHASE_LINES = (("plateau_end", ":", "plateau ends"), ("minimum", "-.", "reconstruction minimum"),
                ("transfer_peak", "--", "stop pre-training here"), ("classifier_best", "-", "classifier best"))
 
@@ -53,20 +50,19 @@ def transfer_points(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def child_recipes(children: pd.DataFrame) -> pd.Series:
     """Fine-tuned or head-only, with every other child setting that varies (never pooled into one line)."""
-    others = varying(children, [key for key in SETTINGS if key not in START_KEYS and key != "stage2_train"])
+    others = grouping_keys(children, plotted=(*START_KEYS, "stage2_train"))
     words = children["stage2_train"].map({"all": "fine-tune all", "head": "head only (frozen features)"})
-    for key in others:
-        words = words + ", " + key + "=" + children[key].astype(str)
-    return words
+    if not others:
+        return words
+    return words + ", " + children.apply(lambda row: describe(row, others), axis=1)
 
 
 def parent_recipes(accuracy: pd.DataFrame, parents: set) -> dict:
     """parent run id -> its recipe in words (its settings but the seed: seeds of one recipe share a panel)."""
     rows = accuracy[accuracy["run_id"].isin(parents)].drop_duplicates("run_id").set_index("run_id")
-    keys = varying(rows, [key for key in SETTINGS if key != "seed"]) or ["dataset"]
-    return {run: f"{row['arch']}-{row['depth']} on {row['dataset']}" + "".join(f", {key}={row[key]}" for key in keys
-                                                                          if key not in ("dataset", "arch", "depth"))
-            for run, row in rows.iterrows()}
+    keys = [key for key in grouping_keys(rows) if key not in ("dataset", "arch", "depth")]
+    names = {run: f"{row['arch']}-{row['depth']} on {row['dataset']}" for run, row in rows.iterrows()}
+    return {run: f"{names[run]}, {describe(row, keys)}" if keys else names[run] for run, row in rows.iterrows()}
 
 
 def draw_parent(axis, metrics: pd.DataFrame, parent_ids) -> None:
@@ -96,7 +92,7 @@ def transfer_curve(metrics: pd.DataFrame) -> dict:
         draw_parent(axis, metrics, set(part["parent_run_id"]))
         iteration_axis(axis)
         axis.set_xlabel("parent iteration (log scale; 0 at the left)")
-        axis.set_ylabel(f"test accuracy ({task})")
+        axis.set_ylabel(f"children's test accuracy ({task})")
         axis.set_title(f"parent: {recipe}", fontsize=9)
         legend_outside(axis)
     drawing.suptitle("Children's final test accuracy vs the parent\niteration they started from", fontsize=10)

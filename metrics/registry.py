@@ -203,6 +203,20 @@ def effective_depth_rows(layers: dict[str, LayerResults], layer_names: list[str]
              "value": float(effective_depth(values, options.effective_depth_epsilon))}]
 
 
+@register("effective_depth_literal", version=1,
+          paper="Galanti et al., TMLR 2023 (IntermediateNC): effective depth, their definition",
+          needs=("ncc",), options=("effective_depth_epsilon",), across_layers=True)
+def effective_depth_literal_rows(layers: dict[str, LayerResults], layer_names: list[str], options) -> list[dict]:
+    """The first layer whose NCC train error is at most epsilon (a layer index into `layer_names`), NaN
+    when none is: the paper's definition, beside `effective_depth` (against the last layer), which names
+    the logits whenever no intermediate layer collapses."""
+    from metrics.depth import effective_depth_literal
+
+    values = [ncc_accuracy(layers[name])["train"] for name in layer_names if name in layers]
+    return [{"layer": "all", "metric": "effective_depth_literal", "split": "train",
+             "value": effective_depth_literal(values, options.effective_depth_epsilon)}]
+
+
 # Last, once every name above exists (the plugins import them): the metric and statistic modules, in the
 # order of their file names, so the registry's order (and the table's) never depends on who imported what.
 discover()

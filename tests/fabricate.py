@@ -228,3 +228,104 @@ def transfer_table():
                         for step, value in ((0, 0.1), (16, accuracy))]
                 frames.append(run_frame(rows, child, 2, parent.run_id))
     return pd.concat(frames, ignore_index=True)
+
+
+def figure_run(settings, iterations, parent: str = "", stage: int = 1, offset: float = 0.0,
+               transfer_task: str = "colour_dominance"):
+    """One run's rows of every metric a figure draws (both splits), layers input, block00.. (one per depth),
+    logits, with the papers' shapes (values made up, smooth in layer and time; `offset` tells runs apart),
+    and the `transfer_task` column the analysis writes (metrics/store.py)."""
+    import math
+
+    layers = ["input", *(f"block{index:02d}" for index in range(settings.depth)), "logits"]
+    rows = []
+    for iteration in iterations:
+        time = math.log2(iteration + 1) / 7  # 0 .. ~1 over the run
+        for index, layer in enumerate(layers):
+            share = index / (len(layers) - 1)
+            values = {"ncc_accuracy": min(1.0, 0.1 + 0.9 * time * (0.3 + 0.7 * share)),
+                      "cdnv": 10 ** (1 - 2 * time * share),
+                      "reconstruction_mse": 0.4 - 0.15 * math.sin(math.pi * min(time, 1)) * share + 0.3 * time * share,
+                      "transfer_accuracy": 0.8 + 0.1 * math.sin(math.pi * min(time, 1)) * share,
+                      "nc1": 10 ** (1 - 3 * time * share), "nc2_equinorm": 0.5 - 0.4 * time * share,
+                      "nc2_equiangularity": 0.3 - 0.2 * time * share, "dormant_fraction": 0.05 + 0.3 * time * share,
+                      "effective_rank": 30 - 20 * time * share}
+            rows += [{"layer": layer, "layer_index": index, "metric": metric, "split": split,
+                      "value": value + offset, "iteration": iteration}
+                     for metric, value in values.items() for split in ("train", "test")]
+        rows += [{"layer": "logits", "layer_index": len(layers) - 1, "metric": "classifier_accuracy", "split": split,
+                  "value": min(1.0, 0.1 + time) - offset, "iteration": iteration} for split in ("train", "test")]
+        rows.append({"layer": "all", "layer_index": -1, "metric": "effective_depth", "split": "train",
+                     "value": 1 + settings.depth // 2 + settings.seed % 2 + 10 * offset, "iteration": iteration})
+    frame = run_frame(rows, settings, stage, parent)
+    frame["transfer_task"] = transfer_task
+    return frame
+
+
+RECIPE_A = {"dataset": "synthetic", "width": 32, "optimizer": "sgd", "lr": 0.02}  # share depth 3 with B
+RECIPE_B = {"dataset": "synthetic", "width": 16, "optimizer": "adam", "lr": 0.001}
+RECIPE_C = {**RECIPE_A, "optimizer": "adam"}  # A but its optimizer: no knob of IntermediateNC's tells them apart
+
+
+def warm_start_family(iterations, child_iterations, seeds=(0, 1), **recipe):
+    """Scratch, its stage-1 parent and two children (plain warm start, reset last 2) per seed, on `recipe`."""
+    from conf import Settings
+    from conf.plasticity import parent_settings
+
+    frames = []
+    for seed in seeds:
+        frames.append(figure_run(Settings(**recipe, seed=seed, epochs=4), iterations, offset=-0.05))
+        for reset in (0, 2):
+            child = Settings(**recipe, seed=seed, epochs=4, pretrain_epochs=4, pretrain_fraction=0.5, reset_last=reset)
+            parent = parent_settings(child)
+            if reset == 0:
+                frames.append(figure_run(parent, iterations[:6]))
+            frames.append(figure_run(child, child_iterations, parent.run_id, 2, offset=0.05 - 0.03 * (reset > 0)))
+    return frames
+
+
+def recipe_table():
+    """A metrics table of every figure family, where recipes share settings a figure plots: recipes A (width 32,
+    SGD), B (width 16, Adam) and C (A with Adam) at depths 3 and 5 (two seeds each); warm start vs scratch
+    (with stage-1 parents and reset-2 children) on 2000 and on 1000 synthetic training images with different
+    checkpoint grids, at depth 3 and width 16 as recipe B; and the transfer table's MNIST parents and
+    Fashion-MNIST children."""
+    import pandas as pd
+
+    from conf import Settings
+
+    iterations = [0, 1, 2, 4, 8, 16, 32, 64, 128]
+    recipes = ((RECIPE_A, 0.0), (RECIPE_B, -0.04), (RECIPE_C, 0.03))
+    frames = [figure_run(Settings(**recipe, depth=depth, seed=seed), iterations, offset=offset)
+              for recipe, offset in recipes for depth in (3, 5) for seed in (0, 1)]
+    warm = {**RECIPE_B, "depth": 3, "image_size": 16}
+    frames += warm_start_family(iterations, [16 + step for step in (0, 1, 2, 4, 8, 16)], synthetic_train_size=2000,
+                                **warm)
+    frames += warm_start_family(iterations, [16 + step for step in (0, 3, 6, 12, 24)], synthetic_train_size=1000,
+                                **warm)
+    return pd.concat([*frames, transfer_table()], ignore_index=True)
+
+
+def recipe_similarity():
+    """A similarity table (metrics/snapshots.py) of recipes A and B at depth 3 (two seeds each) and a stage-1 run
+    of B, each run's CKA a little different, with the settings columns the store writes."""
+    import pandas as pd
+
+    from conf import Settings
+
+    runs = [Settings(**recipe, depth=3, seed=seed) for recipe in (RECIPE_A, RECIPE_B) for seed in (0, 1)]
+    runs.append(Settings(**RECIPE_B, depth=3, pretrain_fraction=0.5, pretrain_epochs=4, epochs=0))
+    layers = ["input", "block00", "block01", "block02", "logits"]
+    rows = []
+    for number, settings in enumerate(runs):
+        record = {key: value for key, value in settings.to_record().items() if not isinstance(value, list)}
+        for iteration in (0, 4, 16):
+            for index, layer in enumerate(layers):
+                common = {**record, "run_id": settings.run_id, "iteration": iteration, "layer": layer,
+                          "layer_index": index, "cka_debiased": 0.5}
+                rows += [{**common, "kind": "layers", "other_layer": other,
+                          "cka": 1 / (1 + abs(index - position)) - 0.02 * number}
+                         for position, other in enumerate(layers)]
+                rows.append({**common, "kind": "to_final", "other_layer": layer,
+                             "cka": min(1.0, 0.3 + iteration / 16 + 0.1 * index) - 0.02 * number})
+    return pd.DataFrame(rows)

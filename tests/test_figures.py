@@ -82,9 +82,10 @@ def test_every_figure_type_renders_from_a_fabricated_table(metrics, tmp_path):
         for path in paths:
             head = path.read_bytes()[:8]
             assert head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF"), path
-    # one per condition of single-stage runs (4 of depth x label noise, and the plasticity scratch run), seeds pooled
+    # one per recipe of single-stage runs (4 of depth x label noise, and the plasticity scratch run), seeds pooled;
+    # the stem names every setting that varies (style.recipe_groups), the scratch run's shorter training included
     assert len(drawn["learning_phases"]) == 2 * 5
-    assert (tmp_path / "learning_phases_04_label_noise0.2_depth4_width32.png").exists()
+    assert (tmp_path / "learning_phases_04_label_noise0.2_depth4_width32_epochs20.png").exists()
     assert not list(tmp_path.glob("*.tmp-*"))
 
 

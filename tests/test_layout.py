@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpointing import ExperimentFolder, RunFolder
+from checkpointing import CurvesFolder, ExperimentFolder, RunFolder
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # checkpointing.py names what is inside an experiment or run folder; the store names the files inside its
@@ -25,8 +25,9 @@ def project_files(*, tests: bool = False) -> list[Path]:
 
 def folder_names() -> tuple[set[str], set[str]]:
     """(file names, folder names) that the folder owner gives out, read from its own objects."""
-    names = {value.name for folder in (ExperimentFolder("/experiment"), RunFolder("/experiment/run"))
-             for value in vars(folder).values() if isinstance(value, Path)} - {"experiment", "run"}
+    owned = ExperimentFolder("/experiment"), RunFolder("/experiment/run"), CurvesFolder("/experiment/tensorboard/run")
+    names = {value.name for folder in owned for value in vars(folder).values() if isinstance(value, Path)} - {
+        "experiment", "run"}
     files = {name for name in names if "." in name}
     return files, names - files
 

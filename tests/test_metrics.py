@@ -253,6 +253,46 @@ def test_effective_depth_on_crafted_lists():
         effective_depth([], 0.1)
 
 
+def test_effective_depth_literal_against_a_float64_hand_computation():
+    """Galanti et al.'s definition: the first layer whose NCC train error is <= ε, NaN when none is. Three
+    layers of float64 features whose class separation grows with depth; NCC by hand in NumPy (two-pass
+    centres, argmin of squared distances), the metric through the registry's across-layer row function."""
+    import math
+    from types import SimpleNamespace
+
+    from metrics.depth import effective_depth_literal
+    from metrics.registry import METRICS, LayerResults
+
+    generator = np.random.default_rng(7)
+    labels = np.arange(300) % 3
+    directions = generator.normal(size=(3, 5))
+    layers, accuracies = {}, []
+    for index, separation in enumerate((0.3, 1.5, 12.0)):  # overlapping, partly separated, collapsed
+        features = separation * directions[labels] + generator.normal(size=(300, 5))
+        centres = np.stack([features[labels == c].mean(axis=0) for c in range(3)])
+        distances = ((features[:, None, :] - centres[None]) ** 2).sum(axis=2)
+        correct = float((distances.argmin(axis=1) == labels).sum())
+        accuracies.append(correct / 300)
+        name = f"block{index:02d}"
+        layers[name] = LayerResults(name, ("train",), {"train": 300}, ncc_correct={"train": correct})
+    assert accuracies[0] < 0.9 and accuracies[1] < 0.99 <= accuracies[2]  # a real test: only the last collapses
+    expected = next(index for index, accuracy in enumerate(accuracies) if 1 - accuracy <= 0.01)  # by hand: 2
+    options = SimpleNamespace(effective_depth_epsilon=0.01)
+    (row,) = METRICS["effective_depth_literal"].function(layers, list(layers), options)
+    assert row == {"layer": "all", "metric": "effective_depth_literal", "split": "train", "value": float(expected)}
+    # ε = 1 − the middle layer's accuracy: it qualifies (float64 rounding forgiven), the first does not
+    assert effective_depth_literal(accuracies, 1 - accuracies[1]) == 1.0
+    assert effective_depth_literal([0.2, 0.5, 0.95, 0.99, 1.0], 0.05) == 2.0  # as effective_depth when the top is 100 %
+    assert effective_depth_literal([0.5, 0.95, 0.99], 0.04) == 2.0  # error 0.05 > 0.04 (effective_depth says 1)
+    assert math.isnan(effective_depth_literal([0.3, 0.6, 0.9], 0.05))  # no layer reaches 95 %: undefined
+    assert effective_depth([0.3, 0.6, 0.9], 0.05) == 2  # while the other definition names the last layer
+    assert math.isnan(effective_depth_literal([math.nan, 0.5], 0.1))
+    with pytest.raises(ValueError):
+        effective_depth_literal([], 0.1)
+    with pytest.raises(ValueError):
+        effective_depth_literal([1.0], -0.1)
+
+
 def test_pool_to_shapes_and_hand_computation():
     features = torch.arange(2 * 3 * 4 * 4, dtype=torch.float64).reshape(2, 3, 4, 4)
     assert torch.equal(pool_to(features, 48), features.reshape(2, 48))  # fits: only flattened

@@ -135,7 +135,7 @@ def test_readme_settings_tables_match_the_code():
     from tests.conftest import REPOSITORY
 
     rows = {}
-    for line in (REPOSITORY / "README.md").read_text().splitlines():
+    for line in (REPOSITORY / "docs" / "settings.md").read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[0].startswith("`") and cells[1].startswith("`"):
             rows[cells[0].strip("`")] = cells[1].strip("`"), cells[2], cells[3]

@@ -174,7 +174,7 @@ def test_the_transfer_figure_and_summary_from_a_fabricated_table():
     axis = drawn["transfer_curve"].axes[0]
     labels = [line.get_label() for line in axis.get_lines()]
     assert any(label.startswith("stop pre-training here") for label in labels)
-    assert "test accuracy (fraction): children on fashionmnist" == axis.get_ylabel()
+    assert "children's test accuracy (fashionmnist)" == axis.get_ylabel()
     summary = transfer_summary(metrics)
     assert set(summary["child"]) == {"fine-tune all", "head only (frozen features)"}
     best = summary.set_index("child")["best start iteration"]
