@@ -6,8 +6,20 @@ numbers support (one seed: "no spread"; a degenerate measure: said, not given as
 
 from __future__ import annotations
 
+# The report's headings over the findings, one per paper's story (figures/report.py: findings_section).
+DEPTH, PHASES, PLASTICITY = ("Effective depth (IntermediateNC)", "Learning phases (LearnPhase)",
+                              "Warm start and resets (Berariu et al.)")
+HEADINGS = {"effective_depth": DEPTH, "effective_depth_trend": DEPTH, "stop_pretraining": PHASES,
+            "warm_start_gap": PLASTICITY, "intervention": PLASTICITY}
+
+
 def sentences(found: list[dict]) -> list[str]:
     return [sentence(finding) for finding in found]
+
+
+def headed_sentences(found: list[dict]) -> list[tuple[str, str]]:
+    """(heading, sentence) per finding, in the findings' order: the report groups them under their story."""
+    return [(HEADINGS[finding["kind"]], sentence(finding)) for finding in found]
 
 
 def sentence(finding: dict) -> str:

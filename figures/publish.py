@@ -207,7 +207,8 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
 def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame, description: str, inputs,
                     record: dict) -> int:
     from figures import published
-    from figures.findings import findings, sentences
+    from figures.finding_sentences import headed_sentences
+    from figures.findings import findings
     from figures.phases import phase_table, stop_table
     from figures.report import TROUBLED_STATES, transfer_sentences, troubled_runs, write_report  # imports seaborn
     from figures.transfer import transfer_summary
@@ -227,7 +228,8 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
     transfer = transfer_summary(metrics)
     report = write_report(experiment.path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
                           phases, advice, notes, transfer, troubled=troubled,
-                          findings=[*sentences(findings(metrics, runs)), *transfer_sentences(transfer)])
+                          findings=[*headed_sentences(findings(metrics, runs)),
+                                    *(("Transfer from the parent's checkpoints", text) for text in transfer_sentences(transfer))])
     code = 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
     published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries})
     for note in notes:

@@ -9,6 +9,7 @@ and "stop pre-training here".
 from __future__ import annotations
 
 import html
+import itertools
 import time
 from pathlib import Path
 
@@ -77,13 +78,14 @@ def _cell(value) -> str:
 
 def runs_table(runs: pd.DataFrame, varying: list[str]) -> str:
     """One row per run: its shortened id, state (the reason on hover), iteration, and only the columns that say
-    something: kind and transfer task where they vary, parent where a run has one, the settings that vary."""
+    something: kind where it varies, parent where a run has one, the transfer probe's task (what the probe
+    measured, or why not: a fact of the analysis, not a setting), the settings that vary."""
     def varies(column):
         return column in runs and runs[column].astype(str).nunique() > 1
 
     columns = ["run_id", "state", "iteration", *(["kind"] if varies("kind") else []),
                *(["parent"] if "parent" in runs and (runs["parent"].fillna("") != "").any() else []),
-               *(["transfer_task"] if varies("transfer_task") else []), *varying]
+               *(["transfer_task"] if "transfer_task" in runs else []), *varying]
     # a header breaks after an underscore first (synthetic_ train_size), anywhere else only if it must
     rows = ["<tr>" + "".join(f"<th>{html.escape(column).replace('_', '_<wbr>')}</th>" for column in columns) + "</tr>"]
     for _, run in runs.iterrows():
@@ -113,12 +115,15 @@ def troubled_runs(runs: pd.DataFrame, measured: set[str] | None = None, filter_w
     return troubled
 
 
-def findings_section(findings: list[str], troubled: list[tuple] = ()) -> str:
-    """The report's first section: what the analysis found, one sentence each (plain text: escaped here), then
-    each run that failed, diverged or was skipped, with why ((run id, state, reason), troubled_runs)."""
+def findings_section(findings: list, troubled: list[tuple] = ()) -> str:
+    """The report's first section: what the analysis found, one sentence each (plain text: escaped here;
+    a (heading, sentence) pair groups consecutive sentences under their heading), then each run that
+    failed, diverged or was skipped, with why ((run id, state, reason), troubled_runs)."""
     parts = ["<h2>Findings</h2>"]
-    if findings:
-        parts.append("<ul class='findings'>" + "".join(f"<li>{html.escape(text)}</li>" for text in findings) + "</ul>")
+    for heading, group in itertools.groupby(findings, key=lambda item: item[0] if isinstance(item, tuple) else ""):
+        texts = [item[1] if isinstance(item, tuple) else item for item in group]
+        parts += [f"<h3>{html.escape(heading)}</h3>"] if heading else []
+        parts.append("<ul class='findings'>" + "".join(f"<li>{html.escape(text)}</li>" for text in texts) + "</ul>")
     if troubled:
         parts.append(f"<h3>Runs that failed, diverged or were skipped ({len(troubled)})</h3><ul class='findings'>"
                      + "".join(f"<li>{run_cell(run)}: {html.escape(state)}: {html.escape(str(reason))}</li>"
@@ -183,7 +188,7 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
     return experiment.report_path
 
 
-# The phase table's columns a reader needs (phases.csv keeps them all: bands, tolerances, reasons).
+# The phase table's columns a reader needs (the CSV beside the report keeps them all: bands, tolerances, reasons).
 PHASE_SHOWN = ("run_id", "layer", "plateau_end", "minimum", "minimum_low", "minimum_high", "rise", "rise_held",
                "transfer_peak", "transfer_peak_low", "transfer_peak_high", "classifier_best", "missing_reason")
 
@@ -196,7 +201,7 @@ def phase_parts(phases: pd.DataFrame, advice: pd.DataFrame) -> list[str]:
             "turn is found on a 3-point running median with a tolerance τ of 5 % of the curve's range, and "
             "carries its band (_low, _high: the checkpoints within τ of it); a turn the curve does not show by "
             "more than τ is left empty, with the reason (the rules: figures/phases.py; every column: "
-            "phases.csv).</p>",
+            "the phase table's CSV beside this report).</p>",
             "<h3>Stop pre-training here (read at the last hidden layer)</h3>",
             _table(advice[[column for column in advice if column in (*PHASE_SHOWN, "read_at_layer",
                                                                        "stop_pretraining_at",

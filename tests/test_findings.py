@@ -94,6 +94,11 @@ def test_a_net_without_intermediate_collapse_says_so():
     (trend,) = [finding for finding in found if finding["kind"] == "effective_depth_trend"]
     assert trend["key"] == "depth" and trend["direction"] == "no intermediate collapse"
     assert "no effect of depth" in sentence(trend) and "rises" not in sentence(trend)
+    from figures.finding_sentences import headed_sentences
+    from figures.report import findings_section
+
+    report = findings_section(headed_sentences(found))  # what the report's Findings show, first
+    assert "<h3>Effective depth (IntermediateNC)</h3>" in report and report.count("no intermediate collapse") >= 3
 
 
 def test_the_findings_carry_both_definitions_of_effective_depth():

@@ -122,6 +122,9 @@ def test_findings_list_the_sentences_and_the_runs_that_failed_diverged_or_were_s
     section = findings_section(["depth <3> moves the effective depth"], troubled)
     assert "depth &lt;3&gt; moves" in section and "CUDA out of memory" in section and f"title='{runs['run_id'][1]}'" in section
     assert "no run failed" in findings_section([], [])
+    headed = findings_section([("Effective depth", "a"), ("Effective depth", "b"), ("Learning phases", "c")])
+    assert headed.count("<h3>") == 2 and headed.index("<h3>Effective depth</h3>") < headed.index("<li>b</li>") < \
+        headed.index("<h3>Learning phases</h3>") < headed.index("<li>c</li>")
 
 
 def test_a_redraw_leaves_exactly_the_figures_the_report_shows(grid_experiment, tmp_path):
