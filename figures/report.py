@@ -227,7 +227,11 @@ def transfer_sentences(transfer: pd.DataFrame | None) -> list[str]:
         best, classifier = row["best start iteration"], row["parent's classifier best"]
         where = ("before" if best < classifier else "at" if best == classifier else "after") if classifier == classifier else "?"
         spread = "1 seed, no spread" if row["seeds"] == 1 else f"{row['seeds']} seeds, std {row['spread (std)']:.3f}"
+        earliest = row["earliest start within τ"]
+        tied = (f"; the earliest start within τ={row['τ']:.3g} of it is iteration {earliest:g}, "
+                + ("before" if earliest < classifier else "at" if earliest == classifier else "after")
+                + " the classifier's best") if earliest != best and classifier == classifier else ""
         sentences.append(f"Transfer, {row['parent']} → {row['child']}: children started at iteration {best:g} ended "
                          f"best ({row['its final accuracy']:.3f}; {spread}); that is {where} the parent's best "
-                         f"classifier (iteration {classifier:g}).")
+                         f"classifier (iteration {classifier:g}){tied}.")
     return sentences

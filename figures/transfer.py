@@ -99,6 +99,9 @@ def transfer_curve(metrics: pd.DataFrame) -> dict:
     return {"transfer_curve": drawing}
 
 
+BEST_TOLERANCE = 0.05  # of the range of the children's mean final accuracies over starts (figures/phases.py's τ)
+
+
 def transfer_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per parent recipe and child recipe: the start iteration whose children ended best (mean over
     seeds), that accuracy, the children's from the parent's end, and the parent's best classifier
@@ -113,14 +116,21 @@ def transfer_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     for (parent, child), part in points.groupby(["parent recipe", "child recipe"], sort=True):
         means = part.groupby("start_iteration")["final_accuracy"].agg(["mean", "std", "count"])
         best = means["mean"].idxmax()
+        # as figures/phases.py: a start within τ (5 % of the means' range) of the best is as good, so the
+        # earliest of them is how early the parent could have stopped for this child
+        tolerance = BEST_TOLERANCE * (means["mean"].max() - means["mean"].min())
+        tied = means.index[means["mean"] >= means["mean"].max() - tolerance]
         parents = set(part["parent_run_id"])
         classifier = pd.Series([best_classifier[run] for run in parents if run in best_classifier]).median()
         stop = advice.loc[advice["run_id"].isin(parents), "stop_pretraining_at"].median() if len(advice) else float("nan")
         rows.append({"parent": parent, "child": child, "best start iteration": best,
+                     "earliest start within τ": min(tied), "τ": tolerance,
                      "its final accuracy": means.loc[best, "mean"], "seeds": int(means.loc[best, "count"]),
                      "spread (std)": means.loc[best, "std"], "from the latest start": means["mean"].iloc[-1],
                      "parent's classifier best": classifier, "stop pre-training here": stop,
-                     "best start before classifier best": bool(best < classifier) if classifier == classifier else None})
+                     "best start before classifier best": bool(best < classifier) if classifier == classifier else None,
+                     "earliest within τ before classifier best": bool(min(tied) < classifier)
+                     if classifier == classifier else None})
     return pd.DataFrame(rows)
 
 

@@ -95,8 +95,10 @@ def test_time_limit_requeue_resumes_bitwise(slurm, tmp_path):
     # A 2-minute limit and SIGUSR2 30 s before it (Slurm may send it up to 60 s early: between 30 s
     # and 90 s into the job), for a run of over two minutes: it is signalled, saves, is requeued by
     # submitit and resumes, as often as it takes; its weights end as those of an uninterrupted run
-    # (trained meanwhile, beside the job).
-    longer = [*LONG_RUN, "epochs=200"]
+    # (trained meanwhile, beside the job). The one thing here that depends on speed: the run must outlast the
+    # signal's latest time (90 s). 200 epochs took 78 s on an idle 2-core CI machine (2026-12-04) and were
+    # never signalled; 500 epochs (78,000 iterations) take about 3 min there, 2x the window.
+    longer = [*LONG_RUN, "epochs=500"]
     reference = subprocess.Popen([sys.executable, str(REPOSITORY / "train.py"), *tiny_words(tmp_path / "reference", *longer)],
                                  cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     words = [*tiny_words(tmp_path / "cluster", *longer), *NODE]

@@ -180,6 +180,14 @@ def test_the_transfer_figure_and_summary_from_a_fabricated_table():
     best = summary.set_index("child")["best start iteration"]
     assert best["fine-tune all"] == 64 and best["head only (frozen features)"] == 8  # as fabricated
     assert summary["best start before classifier best"].all()
+    # fine-tuned means 0.605, 0.705, 0.805, 0.755 over starts 0, 8, 64, 128: τ = 0.01, so 128 (0.05 below) is not tied
+    within = summary.set_index("child")["earliest start within τ"]
+    assert within["fine-tune all"] == 64 and summary.set_index("child")["τ"]["fine-tune all"] == pytest.approx(0.01)
+    from figures.report import transfer_sentences
+
+    tied = summary.assign(**{"earliest start within τ": [8, 8]})  # as if a start at 8 were within τ of the best
+    assert "the earliest start within τ=0.01 of it is iteration 8, before the classifier's best" in \
+        transfer_sentences(tied)[0]
 
 
 def test_settings_of_transfer_refuse_what_means_nothing():
