@@ -60,6 +60,14 @@ def test_a_probe_that_never_falls_has_no_peak_and_says_why():
     assert row["minimum"] == 32  # the reconstruction's phases are still there
 
 
+def test_a_probe_that_holds_then_falls_has_no_peak_and_says_why():
+    # the demo's top block: a rise of 0.015 above the start, inside τ (5 % of the 0.40 range), then a fall
+    held = [0.900, 0.915, 0.905, 0.912, 0.910, 0.800, 0.600, 0.520, 0.500]
+    row = phase_table(fabricated_run(Settings(seed=0), probe=held)).iloc[0]
+    assert math.isnan(row["transfer_peak"]) and "never rises more than" in row["missing_reason"]
+    assert math.isnan(stop_table(phase_table(fabricated_run(Settings(seed=0), probe=held))).iloc[0]["stop_pretraining_at"])
+
+
 def test_an_early_spike_in_the_reconstruction_loss_no_longer_hides_the_phases():
     low_start = [0.5, 1.0, 1.0, 0.98, 0.9, 0.7, 0.6, 0.65, 0.8]  # iteration 0 far below the plateau
     assert min(low_start[1:]) > low_start[0] - 0.05 * (1.0 - 0.5)  # the old rule: never falls below the start
