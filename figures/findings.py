@@ -27,7 +27,6 @@ Spreads are over seeds: min, max and standard deviation, and "1 seed, no spread"
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
 
@@ -202,16 +201,6 @@ def stop_findings(metrics: pd.DataFrame, tolerance: float = 0.05) -> list[dict]:
 
 # ---- plasticity ----------------------------------------------------------------------------------------
 
-def settings_of(row: pd.Series):
-    """The run's Settings from its table row (lists are JSON text there, numbers numpy scalars)."""
-    from conf import Settings
-
-    record = {item.name: row[item.name] for item in dataclasses.fields(Settings) if item.name in row}
-    return Settings.from_record({key: json.loads(value) if isinstance(value, str) and value.startswith("[")
-                                 else value.item() if hasattr(value, "item") else value
-                                 for key, value in record.items()})
-
-
 def final_accuracies(metrics: pd.DataFrame) -> dict:
     """run id -> the classifier's test accuracy at the run's last measured checkpoint."""
     accuracy = metrics[(metrics["metric"] == "classifier_accuracy") & (metrics["split"] == "test")]
@@ -234,6 +223,7 @@ def children(metrics: pd.DataFrame) -> pd.DataFrame:
 def plasticity_findings(metrics: pd.DataFrame) -> list[dict]:
     """warm_start_gap per plain warm-start recipe, then intervention per reset/shrink-perturb recipe."""
     from figures.plasticity import protocol, scratch_twin
+    from figures.style import settings_of
 
     if "pretrain_fraction" not in metrics:
         return []

@@ -9,16 +9,14 @@ is held fixed within a panel (style.recipe_groups): one panel per recipe, its ti
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pandas as pd
 import seaborn
 
-from conf import Settings
 from conf.plasticity import PLASTICITY_FIELDS, PRETRAINING_DEFAULTS
 from figures.registry import Skip, figure
 from figures.style import (SEED_BAND, SETTINGS, describe, native_scale, new_figure, panel_grid, recipe_groups,
-                           staged, transferred, varying, wrapped)
+                           settings_of, staged, transferred, varying, wrapped)
 
 SHAPE = ("depth", "width", "arch")  # the network's size: the appendix's ResNet-18 family
 
@@ -124,12 +122,7 @@ def final_accuracy(curves: pd.DataFrame) -> pd.DataFrame:
 
 def scratch_twin(row: pd.Series) -> str:
     """The run id of a child's from-scratch twin: its settings with no pretraining (conf/plasticity.py)."""
-    record = {item.name: row[item.name] for item in dataclasses.fields(Settings) if item.name in row}
-    # the table holds list settings as JSON text (metrics/store.py), numbers as numpy scalars
-    settings = Settings.from_record({key: json.loads(value) if isinstance(value, str) and value.startswith("[")
-                                     else value.item() if hasattr(value, "item") else value
-                                     for key, value in record.items()})
-    return dataclasses.replace(settings, pretrain_fraction=0.0, **PRETRAINING_DEFAULTS).run_id
+    return dataclasses.replace(settings_of(row), pretrain_fraction=0.0, **PRETRAINING_DEFAULTS).run_id
 
 
 def gap_table(metrics: pd.DataFrame) -> pd.DataFrame:

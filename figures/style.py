@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import textwrap
 from pathlib import Path
 
@@ -86,6 +87,15 @@ def transferred(metrics: pd.DataFrame) -> pd.Series:
 # -- recipes: what a figure holds fixed ---------------------------------------------------------------------
 
 SETTINGS = tuple(field.name for field in dataclasses.fields(Settings))
+
+
+def settings_of(row: pd.Series) -> Settings:
+    """A run's Settings from one of its table rows: the table holds list settings as JSON text
+    (metrics/store.py), numbers as numpy scalars."""
+    record = {name: row[name] for name in SETTINGS if name in row}
+    return Settings.from_record({key: json.loads(value) if isinstance(value, str) and value.startswith("[")
+                                 else value.item() if hasattr(value, "item") else value
+                                 for key, value in record.items()})
 POOLED = ("seed",)  # seeds of one recipe are one line: their mean with a confidence band (SEED_BAND)
 # What a one-recipe figure names when nothing varies: enough to tell it from another experiment's figure.
 SUMMARY = ("dataset", "arch", "depth", "width", "optimizer", "lr", "epochs")
