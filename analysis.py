@@ -43,12 +43,15 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
+from conf.cpu_waiting import wait_briefly
+
+wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
+import pandas as pd  # noqa: E402
 
 import data
 from checkpointing import ExperimentFolder, RunFolderError
 from conf import Plan, SettingsError, parse_arguments
-from measuring import analyse_runs, recipes, runs_of
+from measuring import analyse_runs, measurable, recipes, runs_of
 from metrics import registry, snapshots, store
 from slurm.analysis_job import apply_threads
 from utils import describe_environment_error, ensure_writable_folder, one_line, resolve_device, setup_logging
@@ -88,6 +91,8 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
     """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped."""
     registry.select(plan.analysis.metrics)  # an unknown metric name is refused before anything is written
     runs, skipped = runs_of(experiment, plan.overrides)
+    runs, unmeasurable = measurable(runs, experiment, plan)  # before anything is written: a bad layers= is exit 2
+    skipped += unmeasurable
     if plan.cluster.launcher == "slurm":
         from slurm.analysis_job import submit_analysis
 

@@ -4,6 +4,10 @@ Nothing else in the project spells a file name inside these folders (tests/test_
 
     <out_dir>/<experiment>/                    ExperimentFolder
         runs/<run_id>/                         RunFolder (below)
+        runs/.staging-<run_id>/                a run being imported (analysis.py import), renamed to runs/<run_id>
+                                               once whole; hidden from run_folders(), and one left by a killed
+                                               import is removed by the next (under import.lock)
+        import.lock                            held while an import stages a run: imports take turns
         metrics/<run_id>/iteration_*.parquet   one checkpoint's metrics (the files inside: metrics/layout.py)
         metrics.parquet                        the merged table users read
         figures/  report.html  phases.csv      drawn from the table (figures/); figures/.published.json says from
@@ -42,9 +46,11 @@ Every checkpoint and resume state handed out has been checked against its record
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -52,11 +58,13 @@ from pathlib import Path
 import torch
 
 from conf import Settings, SettingsError
-from utils import atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temporaries, sha256_file
+from utils import (atomic_torch_save, atomic_write_json, atomic_write_text, exclusive_lock, remove_stale_temporaries,
+                   sha256_file)
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 2: checkpoints hold input_shape and num_classes (1: the model needed the dataset)
 RESUME_STATES_KEPT = 2  # the newest, and one older in case the newest is found corrupt
+STAGING_PREFIX = ".staging-"  # hidden: a run being built under this name is no run yet
 
 
 def checkpoint_schedule(*, total_iterations: int, iterations_per_epoch: int, every_epochs: int = 0,
@@ -79,10 +87,16 @@ def checkpoint_schedule(*, total_iterations: int, iterations_per_epoch: int, eve
     return sorted(points)
 
 
+# Entries of the execution environment that are recorded but change no computed bit (tests/test_cpu_waiting.py):
+# a resume under another value is no environment change.
+RECORDED_ONLY = ("cpu_wait",)
+
+
 def environment_differences(recorded: dict, current: dict) -> dict[str, list]:
-    """{name: [recorded value, current value]} of every entry of two execution environments that differs."""
+    """{name: [recorded value, current value]} of every entry of two execution environments that differs
+    (RECORDED_ONLY's aside)."""
     return {name: [recorded.get(name), current.get(name)] for name in sorted(set(recorded) | set(current))
-            if recorded.get(name) != current.get(name)}
+            if recorded.get(name) != current.get(name) and name not in RECORDED_ONLY}
 
 
 def slurm_job_id() -> str | None:
@@ -133,6 +147,7 @@ class ExperimentFolder:
         self.phases_path = self.path / "phases.csv"
         self.slurm_path = self.path / "slurm"
         self.tensorboard_path = self.path / "tensorboard"
+        self.import_lock_path = self.path / "import.lock"  # held while an import stages a run
 
     @classmethod
     def of(cls, out_dir: str | Path, experiment: str) -> "ExperimentFolder":
@@ -145,8 +160,38 @@ class ExperimentFolder:
         return CurvesFolder(self.tensorboard_path / run_id)
 
     def run_folders(self) -> list["RunFolder"]:
-        """Every run folder that has its settings file, sorted by run id."""
-        return [RunFolder(path.parent) for path in sorted(self.runs_path.glob("*/settings.json"))]
+        """Every run folder that has its settings file, sorted by run id; hidden folders (a run still being
+        staged, or left half-built by a killed import) are no runs, though pathlib's glob matches them."""
+        return [RunFolder(path.parent) for path in sorted(self.runs_path.glob("*/settings.json"))
+                if not path.parent.name.startswith(".")]
+
+    def staging_folders(self) -> list[Path]:
+        """The runs being staged in runs/ (under a hidden name), or left half-built by a killed process."""
+        return sorted(self.runs_path.glob(f"{STAGING_PREFIX}*"))
+
+    @contextlib.contextmanager
+    def staging_lock(self):
+        """Held while a run is staged: imports into one experiment take turns (waiting), so every staging
+        folder found under the lock was left by a killed process (or one that met a full disk): removed, logged."""
+        with exclusive_lock(self.import_lock_path, wait=True):
+            for stale in self.staging_folders():
+                shutil.rmtree(stale)
+                logger.warning("removed %s, left half-built by an import that was killed before it finished", stale)
+            yield
+
+    @contextlib.contextmanager
+    def staged_run(self, run_id: str):
+        """A new RunFolder under a hidden name in runs/ to build run `run_id` in (hold staging_lock), renamed
+        to runs/<run_id> when the block ends and removed when it raises: one rename of a folder on one file
+        system, so the run appears whole or not at all (never a half run that the analysis would measure)."""
+        staging = RunFolder(self.runs_path / f"{STAGING_PREFIX}{run_id}")
+        staging.path.mkdir(parents=True)
+        try:
+            yield staging
+            os.rename(staging.path, self.runs_path / run_id)
+        except BaseException:  # a full disk, a bad file, Ctrl-C: leave nothing that looks like a run
+            shutil.rmtree(staging.path, ignore_errors=True)
+            raise
 
 
 class CurvesFolder:
@@ -385,10 +430,29 @@ class RunFolder:
         if not path.exists() or sha256_file(path) != entry["sha256"]:
             raise CorruptFile(f"{path} is missing or corrupt (sha256 differs from the manifest); {fix}")
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as error:  # a file that hashes right but does not load: written by another tool, say
             first_line = (str(error).strip().splitlines() or [""])[0][:200]  # torch's unpickling errors run long
             raise CorruptFile(f"{path} does not load ({type(error).__name__}: {first_line}); {fix}") from None
+        self.check_checkpoint_settings(checkpoint, path)
+        return checkpoint
+
+    def check_checkpoint_settings(self, checkpoint, path: Path) -> None:
+        """CorruptFile naming the run and the first differing key when the settings a checkpoint holds are not
+        the run's own (settings.json, checked against the run id): a model is rebuilt from the checkpoint's
+        settings, and those could name a module file to import (`arch=module:FILE:CLASS`) that the run's
+        settings never named. Only settings.json decides what code a run's model runs."""
+        own = self.read_settings().to_record()
+        held = checkpoint.get("settings") if isinstance(checkpoint, dict) else None
+        if held == own:
+            return
+        if not isinstance(held, dict):
+            raise CorruptFile(f"{path} of run {self.run_id} holds no settings; launch the run's grid again to re-make it")
+        key = next(name for name in sorted(set(held) | set(own)) if held.get(name, "(none)") != own.get(name, "(none)"))
+        raise CorruptFile(f"{path}: its settings differ from run {self.run_id}'s settings.json (first differing key: "
+                          f"{key}: {str(held.get(key, '(none)'))[:80]!r} in the checkpoint, "
+                          f"{str(own.get(key, '(none)'))[:80]!r} in the run); refused, nothing is built from it: "
+                          "restore the run's checkpoint or launch its grid again to re-make it")
 
     def damaged_checkpoints(self, *, thorough: bool = True) -> list[int]:
         """Iterations whose checkpoint is missing or differs from the manifest. `thorough=False` (the

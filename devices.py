@@ -26,7 +26,7 @@ import re
 import torch
 
 import models
-from conf import Execution, Settings
+from conf import Execution, Settings, cpu_waiting
 
 logger = logging.getLogger("training")  # its lines are the training run's
 # What `auto` turns on for the CUDA-only execution options bf16 and channels_last (never on the CPU): the
@@ -109,7 +109,8 @@ def execution_environment(settings: Settings, execution: Execution, device: torc
             "cudnn": torch.backends.cudnn.version() if cuda else None,
             "bf16": cuda_option(execution, "bf16", settings, device),
             "channels_last": cuda_option(execution, "channels_last", settings, device),
-            "deterministic": execution.deterministic or not cuda}  # the CPU kernels used here are deterministic
+            "deterministic": execution.deterministic or not cuda,  # the CPU kernels used here are deterministic
+            "cpu_wait": cpu_waiting.describe()}  # how idle CPU threads wait: recorded, changes no bit
 
 
 @contextlib.contextmanager

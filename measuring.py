@@ -23,7 +23,8 @@ from conf import Plan, Settings, SettingsError
 from metrics import engine, registry, snapshots, store
 from metrics import transfer as transfer_metrics
 from metrics.layout import StoreLayout
-from metrics.inputs import check_module_file, load_model, splits_of, transfer_probe
+from models.hooked import LayerRunsTwice
+from metrics.inputs import check_module_file, hooked_layers_problem, load_model, splits_of, transfer_probe
 from utils import one_line, progress_bar
 
 logger = logging.getLogger("analysis")  # the analysis's lines, whichever module writes them
@@ -107,6 +108,28 @@ def runs_of(experiment: ExperimentFolder, overrides: tuple) -> tuple[list[Settin
     return chosen, skipped
 
 
+def measurable(runs: list[Settings], experiment: ExperimentFolder, plan: Plan) -> tuple[list[Settings], list[str]]:
+    """(the runs whose layers can be measured, one line per run that cannot: a layer module that runs twice in
+    one pass); SettingsError for a `layers=` module a model lacks. Asked before anything is written, once per
+    model (architecture and input shape), so a bad `layers=` leaves no cell, lock or folder behind."""
+    usable, skipped, known = [], [], {}
+    for settings in runs:
+        model = (settings.arch, settings.depth, settings.width, settings.batch_norm, settings.patch_size,
+                 settings.heads, settings.module_sha256, settings.dataset, settings.image_size)
+        if model not in known:
+            try:
+                check_module_file(settings)  # a changed module file is the measuring's to report, not to import
+                known[model] = hooked_layers_problem(settings, experiment.run(settings.run_id), plan.analysis.layers)
+            except RunFolderError:
+                known[model] = None  # left to analyse_run, which reports it by name
+        if known[model]:
+            logger.error("run %s: %s; run skipped", settings.run_id, known[model])
+            skipped.append(f"{settings.run_id}: {known[model]}; run skipped")
+        else:
+            usable.append(settings)
+    return usable, skipped
+
+
 def run_inputs(settings: Settings, folder: RunFolder, plan: Plan, device) -> RunInputs:
     check_module_file(settings)  # a user's module changed since the run: refused before anything is measured
     execution = plan.execution
@@ -177,7 +200,7 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
         frame = store.combine(path, cell_frame(inputs, checkpoint, model, checkpoint_sha256, names, snapshot_path),
                               checkpoint_sha256)
         frame["transfer_task"] = inputs.transfer_task  # which task transfer_accuracy read, or why there is none
-        store.write_frame(path, frame)
+        store.write_cell(path, frame)
         outcome.measured += 1
         logger.info("%s iteration %d measured", inputs.settings.run_id, checkpoint["iteration"])
 
@@ -226,7 +249,8 @@ def analyse_runs(runs: list[Settings], experiment_dir: Path, plan: Plan, device)
     for settings in runs:
         try:
             total.add(analyse_run(settings, experiment_dir, plan, device, no_transfer))
-        except (RunFolderError, data.DataError) as error:  # a damaged side file, or this run's dataset missing
+        except (RunFolderError, data.DataError, LayerRunsTwice) as error:  # a damaged side file, this run's
+            # dataset missing, or a layer that runs twice only on real images (`measurable` finds the others first)
             logger.error("%s; run %s skipped", one_line(error), settings.run_id)
             total.skipped.append(f"{settings.run_id}: {one_line(error)}")
     return total

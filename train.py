@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 import sys
 
-import data
+from conf.cpu_waiting import wait_briefly
+
+wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
+import data  # noqa: E402
 from checkpointing import ExperimentFolder, RunFolderError
 from conf import SettingsError, grid_size, help_text, parse_arguments
 from slurm import launch, runs

@@ -78,6 +78,7 @@ def write_cell(experiment: ExperimentFolder, run_id: str, iteration: int, recipe
     path = StoreLayout(experiment).cell_path(run_id, iteration)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer.getvalue())  # not atomic_write_bytes: its fsync would make fabricating a grid take minutes
+    StoreLayout.cell_digest_path(path).write_text(hashlib.sha256(buffer.getvalue()).hexdigest() + "\n")  # as write_cell
     return path
 
 

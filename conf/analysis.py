@@ -39,6 +39,10 @@ class Analysis:
 
     def __post_init__(self):
         check_fields(self)
+        names = [name.strip() for name in self.layers.split(",") if name.strip()]
+        twice = next((name for position, name in enumerate(names) if name in names[:position]), None)
+        if twice:  # one module's output measured twice as two "layers" would double-count it in every figure
+            raise SettingsError(f"layers={self.layers} names {twice} twice; accepted: each module path once")
 
 
 def check_heldout_split(heldout_fraction: float, held_out: int, examples: int) -> None:

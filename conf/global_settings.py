@@ -184,6 +184,8 @@ def check_arch(settings: "Settings") -> None:
     path, _, class_name = arch[len("module:"):].rpartition(":")
     if not path or not class_name.isidentifier():
         raise SettingsError(f"arch={arch!r} is not module:FILE:CLASS; {accepted}, e.g. module:my_models.py:TinyNet")
+    if not path.endswith(".py"):  # Python's importer reads only .py files as source: refuse others by name
+        raise SettingsError(f"arch={arch}: {path} is not a Python file; accepted: module:FILE.py:CLASS")
     if not os.path.isabs(path):
         object.__setattr__(settings, "arch", f"module:{os.path.abspath(path)}:{class_name}")
     if not settings.module_sha256:

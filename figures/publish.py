@@ -176,7 +176,8 @@ def read_similarity(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame | 
 
 def publish(plan: Plan, experiment_dir: Path, measured_note: str = "") -> int:
     """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped.
-    Draws only the figures whose inputs changed since the last call (figures/published.py) and removes
+    Draws only the figures whose inputs changed since the last call or whose files no longer hold what was
+    drawn, rewrites a report or phases.csv that differs from what was written (figures/published.py), and removes
     every figure file the report no longer shows; with nothing new at all, writes nothing and says so in
     one line (after `measured_note`, what the measuring found: nothing to measure)."""
     experiment = ExperimentFolder(experiment_dir)
@@ -231,7 +232,8 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
                           findings=[*headed_sentences(findings(metrics, runs)),
                                     *(("Transfer from the parent's checkpoints", text) for text in transfer_sentences(transfer))])
     code = 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
-    published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries})
+    published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries,
+                                        "outputs": published.output_digests(experiment)})
     for note in notes:
         print(note)
     redrawn = [name for name in drawn if entries[name].get("redrawn")]
@@ -244,18 +246,20 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
 
 
 def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inputs, previous: dict):
-    """Draw the figures whose key (their table, the filter, the code) changed or whose files are gone, keep
-    the others as drawn before, and remove every figure file that none of them makes now (a figure that
-    skips now, a run filtered out, a figure renamed: remove_unlisted_figures). Returns ({name:
-    [paths]}, {name: why not drawn}, the record's entries), in the registry's order."""
+    """Draw the figures whose key (their table, the filter, the code) changed or whose files no longer hold
+    what was drawn (gone, emptied, edited: their size and sha256 are recorded), keep the others as drawn
+    before, and remove every figure file that none of them makes now (a figure that skips now, a run
+    filtered out, a figure renamed: remove_unlisted_figures). Returns ({name: [paths]}, {name: why not
+    drawn}, the record's entries), in the registry's order."""
     import figures
+    from figures import published
 
     folder = experiment.figures_path
     keys = {name: inputs.figure_key(spec.table) for name, spec in figures.FIGURES.items()}
 
     def kept(name):
         entry = previous.get(name, {})
-        return entry.get("key") == keys[name] and all((folder / file).exists() for file in entry.get("files", []))
+        return entry.get("key") == keys[name] and published.figure_intact(folder, entry)
 
     stale = [name for name in keys if not kept(name)]
     similarity = read_similarity(experiment, plan) if any(figures.FIGURES[name].table == "similarity"
@@ -267,6 +271,7 @@ def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inpu
             files = [path.name for path in fresh_drawn.get(name, [])]
             failed = fresh_skipped.get(name, "").startswith("failed:")
             entries[name] = {"key": None if failed else keys[name], "files": files, "redrawn": True,
+                             "contents": {file: published.file_digest(folder / file) for file in files},
                              **({"skipped": fresh_skipped[name]} if name in fresh_skipped else {})}
         else:
             entries[name] = {**previous[name], "redrawn": False}

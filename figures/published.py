@@ -8,10 +8,16 @@ A figure is a pure function of its table (metrics.parquet or similarity.parquet,
 the command line's run filter and the figure code; the report adds the run table (states, iterations).
 The tables are folders of parts that are only ever replaced whole, and only when their rows change
 (metrics/store.py), so each part's size and modification time stand for its content: a call with
-nothing new reads a few stats, no Parquet, and imports no plotting library.
+nothing new reads a few stats and hashes the few files it wrote (below), reads no Parquet and draws nothing.
 
 The record lists each figure's files; after drawing, figures/publish.py removes every figure file of the
 folder that the new record does not list (remove_unlisted_figures), so the folder holds what the report shows.
+
+The outputs are trusted by content, not presence: the record holds each file's size and sha256 as written
+(each figure's "contents", and "outputs" for report.html and phases.csv). A figure file that differs
+(emptied, edited, gone) has its figure drawn again; a report or phases.csv that differs is written again
+(from the table). Checking costs a stat and a sha256 of each of these few small files, nothing more.
+A record written before contents were recorded has none: everything is drawn once more.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from checkpointing import ExperimentFolder
-from utils import atomic_write_json, file_stamp
+from utils import atomic_write_json, file_stamp, sha256_file
 
 CODE = Path(__file__).resolve().parent  # figures/: a changed figure is drawn again
 
@@ -64,12 +70,53 @@ class Inputs:
         return digest([self.context, self.tables, self.runs])
 
     def unchanged(self, record: dict, experiment: ExperimentFolder) -> bool:
-        """Whether the last publication drew from these very inputs and every file it wrote is still there."""
-        if record.get("report") != self.report_key() or not experiment.report_path.exists():
+        """Whether the last publication drew from these very inputs and every file it wrote still holds what
+        it wrote (size and sha256: an emptied figure or an edited report is not "up to date")."""
+        if record.get("report") != self.report_key() or not outputs_intact(experiment, record):
             return False
-        paths = [experiment.figures_path / name for entry in record.get("figures", {}).values()
-                 for name in entry.get("files", [])]
-        return experiment.phases_path.exists() and all(path.exists() for path in paths)
+        return all(figure_intact(experiment.figures_path, entry) for entry in record.get("figures", {}).values())
+
+
+def file_digest(path: Path) -> list | None:
+    """[size, sha256] of a file as it is now; None when it is missing or unreadable."""
+    try:
+        return [path.stat().st_size, sha256_file(path)]
+    except OSError:
+        return None
+
+
+def same_content(path: Path, recorded) -> bool:
+    """Whether the file holds what the record says was written: the size first (a stat), then the sha256."""
+    if not isinstance(recorded, list) or len(recorded) != 2:
+        return False
+    try:
+        if path.stat().st_size != recorded[0]:
+            return False
+        return sha256_file(path) == recorded[1]
+    except OSError:
+        return False
+
+
+def figure_intact(folder: Path, entry: dict) -> bool:
+    """Whether every file of a figure's record entry holds what was drawn (an entry without contents, from
+    an older record, is not: its figure is drawn again)."""
+    contents = entry.get("contents")
+    if not isinstance(contents, dict):
+        return False
+    return all(same_content(folder / name, contents.get(name)) for name in entry.get("files", []))
+
+
+def output_digests(experiment: ExperimentFolder) -> dict:
+    """The record's "outputs": what report.html and phases.csv hold now, just written."""
+    return {path.name: file_digest(path) for path in (experiment.report_path, experiment.phases_path)}
+
+
+def outputs_intact(experiment: ExperimentFolder, record: dict) -> bool:
+    """Whether report.html and phases.csv still hold what the last publication wrote."""
+    outputs = record.get("outputs")
+    if not isinstance(outputs, dict):
+        return False
+    return all(same_content(path, outputs.get(path.name)) for path in (experiment.report_path, experiment.phases_path))
 
 
 def read_record(experiment: ExperimentFolder) -> dict:

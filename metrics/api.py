@@ -11,13 +11,10 @@ checkpoint measured here on the data it trained on gives analysis.py's values bi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import pandas as pd
 import torch
 
-from conf.analysis import Analysis
-from metrics import engine, registry
+from metrics import arguments, engine, registry
 from models.base import LayerwiseModel
 from models.hooked import HookedModel
 
@@ -34,19 +31,30 @@ def measure(model: torch.nn.Module, *, train, test, layers: list[str] | None = N
     built-in model's own layers, and for any other module takes its top-level children but the last.
     `seed` draws the ridge probes' held-out part, as a run's seed does in analysis.py; `options` are
     analysis options (`probe_dimensions=256`, `heldout_fraction=0.2`, ...: `python analysis.py --help`).
-    SettingsError (one line) for an unknown metric or option; UnknownLayer for a module `layers` names
-    that the model does not have."""
-    analysis = Analysis(metrics=metrics if isinstance(metrics, str) else ",".join(metrics), **options)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = layered(model, layers).to(device).eval()
-    train = train if isinstance(train, (tuple, list)) else concatenated(train)
-    if normalization is None and not train[0].is_floating_point():  # the training images' own, in [0, 1] units
-        scaled = train[0].to(torch.float64) / 255
-        normalization = (scaled.mean(dim=(0, 2, 3)), scaled.std(dim=(0, 2, 3)))
-    train_split, test_split = (split_of(part, device, normalization) for part in (train, test))
-    classes = num_classes or int(max(train_split.labels.max(), test_split.labels.max())) + 1
+    Refused before anything is computed, by one SettingsError whose line starts with the argument's name
+    and says what was given and what is accepted (metrics/arguments.py):
+    - `model` not an nn.Module;
+    - `train`/`test` neither an (images, labels) pair of tensors nor an iterable of (images, labels[, ...])
+      batches (a list of 3 tensors, a dict, a numpy array, None); batches of differing [C, H, W] or dtype;
+    - images not a 4-D [N, C, H, W] tensor of uint8 or floating point, or float of another dtype than the
+      model's parameters; labels not a 1-D integer tensor (float, one-hot, bool) or negative;
+    - a split whose images and labels differ in number, or that is empty; test images of another [C, H, W];
+    - labels >= `num_classes`; `num_classes` not an int or below 2 (counted: labels of one class only);
+    - `normalization` not (mean, std) of one value or one per channel, a std <= 0, a constant training
+      channel when it is counted, or none for uint8 test images beside float training ones;
+    - `layers` not a list of module paths (a plain "layer1" too); `metrics` neither "all" nor names, or an
+      unknown name; `device` not a CPU or available CUDA device; `seed` not an int;
+    - an unknown option, or an option of the wrong type or range.
+    UnknownLayer for a module `layers` names that the model does not have."""
+    checked = arguments.checked(model, train=train, test=test, layers=layers, metrics=metrics, device=device,
+                                num_classes=num_classes, seed=seed, normalization=normalization, options=options)
+    model = layered(model, layers).to(checked.device).eval()
+    train_split, test_split = (split_of(part, checked.device, checked.normalization)
+                               for part in (checked.train, checked.test))
+    analysis = checked.analysis
     names = engine.applicable(registry.select(analysis.metrics), None, analysis)
-    rows, _ = engine.measure_layers(model, train_split, test_split, classes, analysis, seed=seed, metrics=names)
+    rows, _ = engine.measure_layers(model, train_split, test_split, checked.num_classes, analysis, seed=checked.seed,
+                                    metrics=names)
     frame = pd.DataFrame(rows)
     index = {layer: position for position, layer in enumerate(model.layer_names())}
     frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
@@ -63,19 +71,13 @@ def layered(model: torch.nn.Module, layers: list[str] | None):
     return HookedModel(model, chosen, token_streams=getattr(model, "token_streams", False))
 
 
-def split_of(part, device: torch.device, normalization: tuple | None) -> engine.SplitData:
-    """(images, labels) or a DataLoader of them as the engine's split, on `device`; uint8 images are
-    normalised by `normalization` (mean, std) batch by batch."""
-    images, labels = part if isinstance(part, (tuple, list)) else concatenated(part)
+def split_of(part: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+             normalization: tuple | None) -> engine.SplitData:
+    """Checked (images, labels) as the engine's split, on `device`; uint8 images are normalised by
+    `normalization` (float32 mean, std) batch by batch."""
+    images, labels = part
     images, labels = images.to(device), labels.to(device=device, dtype=torch.long)
     channels = images.shape[1]
     if images.is_floating_point():  # already normalised: the engine reads them as they are
         return engine.SplitData(images, labels, torch.zeros(channels), torch.ones(channels))
-    mean, std = (torch.as_tensor(value, dtype=torch.float32) for value in normalization)
-    return engine.SplitData(images, labels, mean, std)
-
-
-def concatenated(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
-    """A DataLoader's (images, labels) batches as two tensors."""
-    images, labels = zip(*((batch[0], batch[1]) for batch in loader))
-    return torch.cat(images), torch.cat(labels)
+    return engine.SplitData(images, labels, *normalization)

@@ -20,7 +20,7 @@ from conf import Plan, Settings, SettingsError
 from metrics import transfer as transfer_metrics
 from metrics.engine import SplitData
 from models import user_module
-from models.hooked import HookedModel, UnknownLayer
+from models.hooked import HookedModel, LayerRunsTwice, UnknownLayer
 from utils import one_line
 
 REMAKE = "launch the run's grid again to re-make it (training is deterministic)"
@@ -92,6 +92,41 @@ def check_module_file(settings: Settings) -> None:
             user_module.load_class(settings.arch, settings.module_sha256)
         except ValueError as error:
             raise RunFolderError(f"run {settings.run_id}: {error}") from None
+
+
+def hooked_layers_problem(settings: Settings, folder: RunFolder, layers: str) -> str | None:
+    """Why the run's layers cannot be measured — a layer module that runs twice in one pass (one ReLU reused) —
+    or None; SettingsError (bad input) for a `layers=` module the model does not have. The model is built
+    fresh for the shapes its newest readable checkpoint holds (its weights do not matter: which modules run is
+    the architecture's). Only hooked models (`layers=`, torchvision:, module:) are looked at."""
+    if not layers and ":" not in settings.arch:
+        return None  # a built-in family's own walk: every layer is one block's output, once
+    checkpoint = newest_checkpoint(folder)
+    if checkpoint is None:
+        return None  # nothing to measure yet
+    try:
+        model = models.build(settings, input_shape=tuple(checkpoint["input_shape"]),
+                             num_classes=checkpoint["num_classes"], layers=layer_paths(layers))
+    except UnknownLayer as error:
+        raise SettingsError(str(error)) from None
+    if not isinstance(model, HookedModel):
+        return None
+    try:
+        with torch.no_grad():
+            model.features(torch.zeros((2, *checkpoint["input_shape"])))
+    except LayerRunsTwice as error:
+        return str(error)
+    return None
+
+
+def newest_checkpoint(folder: RunFolder) -> dict | None:
+    """The newest checkpoint of the run that loads (verified); None when none does (the measuring reports why)."""
+    for iteration in sorted(folder.checkpoint_entries(), reverse=True):
+        try:
+            return folder.load_checkpoint(iteration)
+        except RunFolderError:
+            continue
+    return None
 
 
 def load_model(folder: RunFolder, iteration: int, device, layers: str = "", features_at: str = "post_activation"

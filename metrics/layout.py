@@ -2,6 +2,7 @@
 ExperimentFolder names those folders: metrics/, metrics.parquet/, similarity.parquet/):
 
     metrics/<run_id>/iteration_00000256.parquet       one checkpoint's metric rows (a cell)
+    metrics/<run_id>/iteration_00000256.sha256        the sha256 of the cell's bytes as written (metrics/store.py)
     metrics/<run_id>/iteration_00000256.snapshot.npz  its probe snapshot (metrics/snapshots.py)
     metrics/<run_id>/iteration_00000256.lock          held while a process measures that cell
     metrics.parquet/<run_id>.parquet                  one run's fresh rows + its settings as columns
@@ -51,6 +52,12 @@ class StoreLayout:
 
     def similarity_index_path(self, run_id: str) -> Path:
         return self.experiment.similarity_path / f".{run_id}.json"
+
+    @staticmethod
+    def cell_digest_path(cell_path: Path) -> Path:
+        """The sha256 of the cell's bytes as the analysis wrote them: a cell whose bytes no longer match it was
+        changed after it was measured (metrics/store.py). Not `iteration_*.parquet`: no cell glob lists it."""
+        return cell_path.with_suffix(".sha256")
 
     @staticmethod
     def cell_lock_path(cell_path: Path) -> Path:

@@ -31,6 +31,14 @@ such as `cp -p` or `rsync -t`, is not rebuilt). Looking at an unchanged run is a
 calls and one small JSON read; a Slurm array task (update_run) rebuilds only its own run's part.
 Each part is rebuilt under its own lock, and the signature is taken again inside it, so two processes
 at once end with every part built from every cell written before either took the lock.
+
+Content, not stamps: each cell is written with a digest file beside it (iteration_*.sha256, the sha256
+of its bytes). Whoever reads a cell's rows checks them against it: the freshness check before measuring
+(`computed`, which reads every cell of the runs measured on every call anyway) and the merge's rebuild of a
+part (`read_cell`). A cell changed after it was measured (edited in a notebook and written back, even with
+its size and modification time restored) is named in one warning, left out of the table and measured
+again; its run's part, when its stamps did not change, keeps the rows measured before until the cell is
+measured again, as is a cell without its digest file (not written by the analysis). Cost: one sha256 of a small file per cell read; the merge with nothing new still only stats.
 """
 
 from __future__ import annotations
@@ -50,12 +58,12 @@ import pyarrow.parquet as parquet
 from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import Settings
 from metrics.layout import StoreLayout
-from utils import atomic_write_bytes, atomic_write_json, exclusive_lock, file_stamp
+from utils import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, file_stamp
 
 logger = logging.getLogger(__name__)
 KEY = ["run_id", "iteration", "layer", "metric", "split"]
 Recipes = dict[str, str] | str | None  # {metric: its current recipe}; one recipe for every metric; None: any
-STORE_VERSION = 1  # bump when what a part holds changes: every part is rebuilt once
+STORE_VERSION = 2  # 2: cells carry digests. Bump when what a part holds changes: every part is rebuilt once
 INTEGER_COLUMNS = ("iteration", "stage", "layer_index")  # the cells' other numbers are float64 in the table
 
 
@@ -72,19 +80,67 @@ class Merged:
 # -- cells ---------------------------------------------------------------------------------------------
 
 
-def write_frame(path: Path, frame: pd.DataFrame) -> None:
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_frame(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_bytes(path, parquet_bytes(frame))
+
+
+def write_cell(path: Path, frame: pd.DataFrame) -> None:
+    """Write a cell and its digest (StoreLayout.cell_digest_path: the sha256 of its bytes). The digest file
+    lists the old cell's digest beside the new one while the cell is replaced, so a reader between the two
+    writes (another process, or a kill) never takes either cell for one changed by hand; then the new alone."""
+    payload = parquet_bytes(frame)
+    digest_path, new = StoreLayout.cell_digest_path(path), hashlib.sha256(payload).hexdigest()
+    old = recorded_digests(digest_path)  # those it accepts now (two only after a kill between the writes)
+    atomic_write_text(digest_path, "\n".join([new, *old]) + "\n")
+    atomic_write_bytes(path, payload)
+    atomic_write_text(digest_path, new + "\n")
+
+
+def recorded_digests(digest_path: Path) -> list[str]:
+    """The digests a cell's digest file accepts; [] when it is missing or unreadable (no content matches)."""
+    try:
+        return digest_path.read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+REPORTED: set[tuple[str, str]] = set()  # (cell, its content's sha256) already named by this process
+
+
+def verified_bytes(path: Path) -> bytes | None:
+    """The cell's bytes when they are those the analysis wrote (its digest file says so); None, named in one
+    line (once per process and content), for a cell changed after it was measured: its rows are left out of
+    the table and it is measured again. OSError (a missing cell) is the caller's."""
+    payload = path.read_bytes()
+    accepted = recorded_digests(StoreLayout.cell_digest_path(path))
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual in accepted:
+        return payload
+    if (str(path), actual) not in REPORTED:
+        REPORTED.add((str(path), actual))
+        why = "its content no longer matches" if accepted else "it has no readable"
+        logger.warning("%s was changed after it was measured (%s %s); it is left out of the table and measured "
+                       "again", path, why, StoreLayout.cell_digest_path(path).name)
+    return None
 
 
 def computed(path: Path, checkpoint_sha256: str) -> dict[str, str]:
-    """{metric: recipe} of the cell's rows computed from this very checkpoint ({} for a missing or
-    unreadable cell, or one of another checkpoint: everything is computed again)."""
+    """{metric: recipe} of the cell's rows computed from this very checkpoint ({} for a missing, unreadable
+    or edited cell, or one of another checkpoint: everything is computed again)."""
     if not path.exists():
         return {}
     try:
-        columns = parquet.read_table(path, columns=["metric", "recipe", "checkpoint_sha256"]).to_pandas()
+        payload = verified_bytes(path)
+        if payload is None:  # changed after it was measured (logged)
+            return {}
+        columns = parquet.read_table(pa.BufferReader(payload),
+                                     columns=["metric", "recipe", "checkpoint_sha256"]).to_pandas()
     except Exception:  # unreadable (a foreign or damaged file): compute it again
         return {}
     if set(columns["checkpoint_sha256"]) != {checkpoint_sha256}:
@@ -129,7 +185,7 @@ def note(path: Path, column: str, text: str) -> bool:
         cell = read_cell(path)
         if cell is None:
             return False
-        write_frame(path, cell.to_pandas().assign(**{column: text}))
+        write_cell(path, cell.to_pandas().assign(**{column: text}))
         return True
 
 
@@ -139,9 +195,13 @@ def claim(path: Path):
 
 
 def read_cell(path: Path) -> pa.Table | None:
-    """One cell's rows; None (logged) for a file that does not read: the next analysis measures it again."""
+    """One cell's rows; None (logged) for a file that does not read or was changed after it was measured
+    (its bytes no longer match its digest): the next analysis measures it again."""
     try:
-        with parquet.ParquetFile(path) as cell:  # half read_table's time: no dataset discovery for one file
+        payload = verified_bytes(path)  # read once: hashed, then parsed from memory
+        if payload is None:
+            return None
+        with parquet.ParquetFile(pa.BufferReader(payload)) as cell:  # half read_table's time: no dataset discovery
             return cell.read()
     except (pa.ArrowException, OSError) as error:
         logger.warning("%s does not read (%s); left out of the table, the next analysis measures it again", path, error)
@@ -225,12 +285,14 @@ def refresh_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes) ->
 
 def run_signature(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -> str:
     """A hash of everything a run's part is built from: its cells' names, sizes and modification
-    times, its settings file and manifest (a checkpoint re-made makes its cell stale), the recipes."""
+    times and those of their digest files, its settings file and manifest (a checkpoint re-made makes its
+    cell stale), the recipes."""
     run = experiment.run(run_id)
     recipe = sorted(recipes.items()) if isinstance(recipes, dict) else recipes
     built_from = {"store": STORE_VERSION, "recipe": recipe, "settings": file_stamp(run.settings_path),
                   "manifest": file_stamp(run.manifest_path),
-                  "cells": [[path.name, file_stamp(path)] for path in StoreLayout(experiment).run_cell_paths(run_id)]}
+                  "cells": [[path.name, file_stamp(path), file_stamp(StoreLayout.cell_digest_path(path))]
+                            for path in StoreLayout(experiment).run_cell_paths(run_id)]}
     return hashlib.sha256(json.dumps(built_from).encode()).hexdigest()
 
 

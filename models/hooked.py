@@ -24,6 +24,12 @@ class UnknownLayer(ValueError):
     """`layers=` names a module the model does not have; the message lists the ones it has."""
 
 
+class LayerRunsTwice(ValueError):
+    """A layer's module ran more (or less) than once in one forward pass (one ReLU reused in several places):
+    it has no single output to measure. A property of the model, so train.py refuses it in its pre-flight and
+    the analysis skips the run (naming it) while it measures the others."""
+
+
 def module_names(module: nn.Module) -> list[str]:
     """Every submodule's path, in registration order (what `layers=` may name)."""
     return [name for name, _ in module.named_modules() if name]
@@ -85,7 +91,7 @@ class HookedModel(nn.Module):
                 handle.remove()
         for layer, outputs in captured.items():
             if len(outputs) != 1:  # a module shared by several places (one ReLU reused) has no single output
-                raise ValueError(f"layers={layer} ran {len(outputs)} times in one forward pass; accepted: a module "
+                raise LayerRunsTwice(f"layers={layer} ran {len(outputs)} times in one forward pass; accepted: a module "
                                  "that runs once (name the block that contains it)")
         return {"input": x, **{layer: outputs[0] for layer, outputs in captured.items()}, "logits": logits}
 

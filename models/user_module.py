@@ -54,6 +54,9 @@ def load_class(arch: str, recorded_sha256: str) -> type[nn.Module]:
                          f"{digest[:12]}… now); restore that file, or train a new run from this one (a new run id)")
     name = f"lab_user_module_{digest[:16]}"  # one module object per file content, however often it is built
     if name not in sys.modules:
+        # said whatever the log level: the user sees which file of theirs runs as code, every time one is imported
+        print(f"importing {path} (arch={arch}): it runs as code; analyse only runs whose module file you trust",
+              file=sys.stderr, flush=True)
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         try:
@@ -82,6 +85,10 @@ def build(settings, *, input_shape: tuple[int, int, int], num_classes: int, laye
     values = {"input_shape": tuple(input_shape), "num_classes": num_classes,
               **{key: getattr(settings, key) for key in KEYWORDS if key not in ("input_shape", "num_classes")}}
     takes_all = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    module = model_class(**{key: value for key, value in values.items() if takes_all or key in parameters})
+    try:
+        module = model_class(**{key: value for key, value in values.items() if takes_all or key in parameters})
+    except Exception as error:  # the user's constructor: whatever fails there is theirs to fix
+        raise ValueError(f"arch={settings.arch}: {model_class.__name__}.__init__ fails ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]}); accepted: a class that builds from those keywords")
     chosen = layers or [name for name, _ in module.named_children()][:-1]
     return HookedModel(module, chosen, token_streams=bool(getattr(model_class, "token_streams", False)))

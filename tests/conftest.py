@@ -36,6 +36,22 @@ def run_cli(script: str, words: list[str], *, timeout: float = 300, **options) -
                           capture_output=True, text=True, timeout=timeout, **options)
 
 
+def trained_and_measured(out_dir: Path, run: list[str], analysis: list[str]) -> Path:
+    """`out_dir` after `train.py` (tiny_words with `run`) and `analysis.py` (with `analysis`), both asserted to
+    succeed: a measured experiment that a module's tests each copy (shutil.copytree keeps its stamps)."""
+    trained = run_cli("train.py", tiny_words(out_dir, *run))
+    assert trained.returncode == 0, trained.stderr
+    analysed = run_cli("analysis.py", [f"out_dir={out_dir}", *analysis])
+    assert analysed.returncode == 0, analysed.stderr
+    return out_dir
+
+
+def refusal_lines(stderr: str) -> list[str]:
+    """stderr's lines but the notices naming a user's module file as it is imported (models/user_module.py says
+    it every time, before the refusal or the work): a refusal is one line besides them."""
+    return [line for line in stderr.strip().splitlines() if not line.startswith("importing ")]
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

@@ -21,7 +21,7 @@ from checkpointing import ExperimentFolder, RunFolder
 from conf import SettingsError, parse_arguments
 from metrics import engine, store
 from metrics.layout import StoreLayout
-from tests.conftest import run_cli, tiny_words
+from tests.conftest import run_cli, trained_and_measured
 
 RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]  # 5 checkpoints: 0 1 2 4 8
 QUICK = ["probe_dimensions=32", "log_level=WARNING", "threads=1"]
@@ -30,12 +30,7 @@ QUICK = ["probe_dimensions=32", "log_level=WARNING", "threads=1"]
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     """An out_dir with 4 runs (seeds 0-3), every checkpoint measured, figures, report and phases drawn."""
-    out_dir = tmp_path_factory.mktemp("measured")
-    trained = run_cli("train.py", tiny_words(out_dir, *RUN, "seed=0,1,2,3"))
-    assert trained.returncode == 0, trained.stderr
-    analysed = run_cli("analysis.py", [f"out_dir={out_dir}", *QUICK])
-    assert analysed.returncode == 0, analysed.stderr
-    return out_dir
+    return trained_and_measured(tmp_path_factory.mktemp("measured"), [*RUN, "seed=0,1,2,3"], QUICK)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from conf import Settings
 from metrics import measure, registry
 from metrics.inputs import load_model, splits_of
 from models.hooked import HookedModel, UnknownLayer
-from tests.conftest import read_json, run_cli, tiny_words
+from tests.conftest import read_json, refusal_lines, run_cli, tiny_words
 from tests.test_resume import checkpoint_digests, kill_at_call
 
 SMALL = ["image_size=16", "synthetic_train_size=256", "synthetic_test_size=64", "batch_size=32", "epochs=1"]
@@ -170,7 +170,7 @@ def test_bad_models_are_refused_in_one_line(tmp_path, user_file, arch, needle):
     arch = arch.format(file=user_file, missing=tmp_path / "nothing.py")
     result = run_cli("train.py", tiny_words(tmp_path, *SMALL, f"arch={arch}"))
     assert result.returncode == 2 and needle in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "default").exists()
+    assert len(refusal_lines(result.stderr)) == 1 and not (tmp_path / "default").exists()
 
 
 def test_unknown_layers_and_a_changed_module_file_are_refused(measured, user_file, tmp_path):

@@ -226,7 +226,7 @@ def test_each_row_is_fresh_under_its_own_metric_recipe(experiment):
     assert (combined[combined["metric"] == metrics[0]]["value"] == -1.0).all()
     pd.testing.assert_frame_equal(combined[combined["metric"] != metrics[0]].reset_index(drop=True),
                                   cell[cell["metric"] != metrics[0]].reset_index(drop=True))
-    store.write_frame(cell_path, combined)
+    store.write_cell(cell_path, combined)
     store.merge(experiment.path, stale)
     table = pd.read_parquet(experiment.table_path)
     rows = table[(table["run_id"] == run) & (table["metric"] == metrics[0])]
