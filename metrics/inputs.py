@@ -20,7 +20,7 @@ from conf import Plan, Settings, SettingsError
 from metrics import transfer as transfer_metrics
 from metrics.engine import SplitData
 from models import user_module
-from models.hooked import HookedModel, LayerRunsTwice, UnknownLayer
+from models.hooked import HookedModel, UnknownLayer
 from utils import one_line
 
 REMAKE = "launch the run's grid again to re-make it (training is deterministic)"
@@ -109,14 +109,7 @@ def hooked_layers_problem(settings: Settings, folder: RunFolder, layers: str) ->
                              num_classes=checkpoint["num_classes"], layers=layer_paths(layers))
     except UnknownLayer as error:
         raise SettingsError(str(error)) from None
-    if not isinstance(model, HookedModel):
-        return None
-    try:
-        with torch.no_grad():
-            model.features(torch.zeros((2, *checkpoint["input_shape"])))
-    except LayerRunsTwice as error:
-        return str(error)
-    return None
+    return model.layers_problem(tuple(checkpoint["input_shape"])) if isinstance(model, HookedModel) else None
 
 
 def newest_checkpoint(folder: RunFolder) -> dict | None:

@@ -95,6 +95,18 @@ class HookedModel(nn.Module):
                                  "that runs once (name the block that contains it)")
         return {"input": x, **{layer: outputs[0] for layer, outputs in captured.items()}, "logits": logits}
 
+    def layers_problem(self, input_shape: tuple[int, ...]) -> str | None:
+        """Why these layers cannot be measured (a module that runs twice in a pass on two blank images), or None:
+        asked by train.py's pre-flight and by the analysis before anything is written."""
+        import torch
+
+        try:
+            with torch.no_grad():
+                self.features(torch.zeros((2, *input_shape)))
+        except LayerRunsTwice as error:
+            return str(error)
+        return None
+
     def _tensor_of(self, output) -> Tensor:
         tensor = output[0] if isinstance(output, (tuple, list)) else output
         if not isinstance(tensor, Tensor):

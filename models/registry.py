@@ -112,6 +112,8 @@ _CHECKED: dict[tuple, str | None] = {}
 def _build_problem(key: tuple, settings, input_shape: tuple[int, int, int], num_classes: int) -> str | None:
     import torch
 
+    from models.hooked import HookedModel
+
     if (key, input_shape, num_classes) in _CHECKED:
         return _CHECKED[key, input_shape, num_classes]
     shape = "x".join(map(str, input_shape))
@@ -128,31 +130,14 @@ def _build_problem(key: tuple, settings, input_shape: tuple[int, int, int], num_
                 found = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
                 problem = (f"arch={settings.arch}: its forward pass returns {found} for 2 images, not logits "
                            f"(2, {num_classes}); accepted: a model whose output is [batch, num_classes]")
-            else:
-                problem = _layers_problem(settings, model, input_shape)
+            elif isinstance(model, HookedModel) and (runs_twice := model.layers_problem(input_shape)):
+                problem = f"arch={settings.arch}: {runs_twice}"  # found before training, not by the analysis after
         except Exception as error:  # the model's own code (a user's module): whatever fails is theirs
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             problem = (f"arch={settings.arch}: its forward pass fails on the dataset's {shape} images ({message}); "
                        f"accepted: a model that takes [batch, {', '.join(map(str, input_shape))}] images")
     _CHECKED[key, input_shape, num_classes] = problem
     return problem
-
-
-def _layers_problem(settings, model, input_shape: tuple[int, int, int]) -> str | None:
-    """Why a hooked model's layers cannot be measured (a layer module that runs twice in one pass), or None:
-    found here, before training, rather than by the analysis once the run is trained."""
-    import torch
-
-    from models.hooked import HookedModel, LayerRunsTwice
-
-    if not isinstance(model, HookedModel):
-        return None
-    try:
-        with torch.no_grad():
-            model.features(torch.zeros((2, *input_shape)))
-    except LayerRunsTwice as error:
-        return f"arch={settings.arch}: {error}"
-    return None
 
 
 def family_kind(arch: str) -> str:

@@ -129,6 +129,8 @@ def test_a_checkpoint_whose_settings_differ_from_the_run_is_refused_by_the_analy
     assert len(refusal) == 2 and run_dir.name in refusal[0] and "first differing key: arch" in refusal[0], result.stderr
     table = analysis.read_table(out / "default")  # the other checkpoints are measured
     assert iteration not in set(table["iteration"]) and len(table["iteration"].unique()) >= 3
+    similar = run_cli("analysis.py", ["similarity", str(run_dir), str(run_dir)])  # reads the snapshots only
+    assert similar.returncode == 0 and not marker.exists(), similar.stderr
 
 
 def test_a_checkpoint_whose_settings_differ_is_refused_by_features_and_by_a_child_run(crafted, tmp_path):
