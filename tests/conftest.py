@@ -46,6 +46,13 @@ def trained_and_measured(out_dir: Path, run: list[str], analysis: list[str]) -> 
     return out_dir
 
 
+def copied(out_dir: Path, tmp_path: Path) -> Path:
+    """A test's own copy of a module's measured out_dir (stamps kept, as the original's)."""
+    import shutil
+
+    return Path(shutil.copytree(out_dir, tmp_path / "out"))
+
+
 def refusal_lines(stderr: str) -> list[str]:
     """stderr's lines but the notices naming a user's module file as it is imported (models/user_module.py says
     it every time, before the refusal or the work): a refusal is one line besides them."""

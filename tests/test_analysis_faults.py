@@ -21,7 +21,7 @@ from checkpointing import ExperimentFolder, RunFolder
 from conf import SettingsError, parse_arguments
 from metrics import engine, store
 from metrics.layout import StoreLayout
-from tests.conftest import run_cli, trained_and_measured
+from tests.conftest import copied, run_cli, trained_and_measured
 
 RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]  # 5 checkpoints: 0 1 2 4 8
 QUICK = ["probe_dimensions=32", "log_level=WARNING", "threads=1"]
@@ -36,9 +36,7 @@ def measured(tmp_path_factory):
 @pytest.fixture
 def out_dir(measured, tmp_path):
     """This test's own copy of the measured out_dir."""
-    copy = tmp_path / "out"
-    shutil.copytree(measured, copy)
-    return copy
+    return copied(measured, tmp_path)
 
 
 def experiment_of(out_dir: Path) -> ExperimentFolder:

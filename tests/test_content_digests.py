@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from checkpointing import ExperimentFolder
 from conf import Settings
 from metrics import store
 from metrics.layout import StoreLayout
-from tests.conftest import REPOSITORY, run_cli, trained_and_measured
+from tests.conftest import REPOSITORY, copied, run_cli, trained_and_measured
 
 RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]  # 5 checkpoints: 0 1 2 4 8
 QUICK = ["probe_dimensions=32", "log_level=WARNING", "threads=1"]
@@ -40,9 +39,7 @@ def measured(tmp_path_factory):
 @pytest.fixture
 def out_dir(measured, tmp_path):
     """This test's own copy of the measured out_dir (stamps kept, as the original's)."""
-    copy = tmp_path / "out"
-    shutil.copytree(measured, copy)
-    return copy
+    return copied(measured, tmp_path)
 
 
 def experiment_of(out_dir: Path) -> ExperimentFolder:
