@@ -1,7 +1,7 @@
 # make demo  — set up the environment (uv, locked), train the demo grid, measure it, draw its figures and report
 # make test  — set up the environment and run the whole test suite
 # make gallery — the demo, then the README's gallery images (docs/gallery/) from its figures
-# make bench — the benchmarks: data loop (ours vs a DataLoader + PIL loop), deciding a finished 1000-run grid, analysis metrics, the metrics table of a 1000-run grid, k runs at once vs one after another, threads idle and under load
+# make bench — the benchmarks: data loop (ours vs a DataLoader + PIL loop), deciding a finished 1000-run grid, analysis metrics, the metrics table of a 1000-run grid, k runs at once vs one after another, threads idle and under load, the read-out's cost (a transfer grid's analysis vs its training, the demo's figures)
 
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTHON := .venv/bin/python
@@ -29,3 +29,4 @@ bench: setup
 	$(PYTHON) benchmarks/store.py
 	$(PYTHON) benchmarks/parallel_runs.py
 	$(PYTHON) benchmarks/threads_under_load.py
+	$(PYTHON) benchmarks/readout_cost.py

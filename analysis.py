@@ -11,7 +11,9 @@ data), the parent run of a warm-started run, and the run's settings as columns. 
 run's train split is its subset.
 Incremental: a metric already measured on a checkpoint under its recipe is not measured again
 (`metrics=` chooses the metrics; adding one computes only its cells); runs still training are
-measured up to their newest checkpoint.
+measured up to their newest checkpoint. A transfer child (start_from_iteration other than final, or
+another pretrain_dataset) is measured at its first and last checkpoints only, all the transfer figure
+reads; `child_checkpoints=all` measures every one (full curves).
 
 Then draws every figure from the table into `<out_dir>/<experiment>/figures/` (PNG and PDF;
 figures/) and writes `<out_dir>/<experiment>/report.html` (settings that vary, runs and their state,
@@ -87,6 +89,15 @@ def report_skipped(skipped: list[str]) -> int:
     return 1
 
 
+def left_out_note(outcome) -> str:
+    """", N transfer-child checkpoint(s) ... left out (...)", or "": says why fewer checkpoints were measured
+    than the runs hold, so the count is not read as a failure."""
+    if not outcome.left_out:
+        return ""
+    return (f", {outcome.left_out} transfer-child checkpoint(s) between first and last left out "
+            "(child_checkpoints=ends; child_checkpoints=all measures them)")
+
+
 def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int:
     """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped."""
     registry.select(plan.analysis.metrics)  # an unknown metric name is refused before anything is written
@@ -107,9 +118,9 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
     merged = store.merge(experiment.path, recipes(plan))  # rows fresh under their metric's recipe only
     similar = snapshots.update_similarity(experiment.path, recipes(plan)[snapshots.SNAPSHOT_METRIC])
     summary = (f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
-               f"{outcome.busy} left to another process, {outcome.corrupt} corrupt. {merged.rows} rows in "
-               f"{experiment.table_path} ({len(merged.written)} run part(s) rewritten), {similar} in "
-               f"{experiment.similarity_path}")
+               f"{outcome.busy} left to another process, {outcome.corrupt} corrupt{left_out_note(outcome)}. "
+               f"{merged.rows} rows in {experiment.table_path} ({len(merged.written)} run part(s) rewritten), "
+               f"{similar} in {experiment.similarity_path}")
     if not (merged.rows and plan.analysis.figures):
         print(summary)
         return report_skipped(outcome.skipped)
@@ -117,7 +128,7 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
         print(summary)
         summary = ""
     else:  # nothing measured: one line if nothing is to be drawn either
-        summary = f"{len(runs)} run(s), {outcome.fresh} checkpoint(s) measured before"
+        summary = f"{len(runs)} run(s), {outcome.fresh} checkpoint(s) measured before{left_out_note(outcome)}"
     drawn = publish.publish(plan, experiment.path, measured_note=summary)
     return max(drawn, report_skipped(outcome.skipped))
 

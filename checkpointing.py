@@ -144,7 +144,8 @@ class ExperimentFolder:
         self.publication_path = self.figures_path / ".published.json"  # what the figures were drawn from
         self.publication_lock_path = self.path / "figures.lock"  # held while a process draws them
         self.report_path = self.path / "report.html"
-        self.phases_path = self.path / "phases.csv"
+        self.phases_path = self.path / "phases.csv"  # the seed-mean phases per recipe and layer (findings/)
+        self.findings_path = self.path / "findings.csv"  # the read-out: per recipe and question (findings/readout.py)
         self.slurm_path = self.path / "slurm"
         self.tensorboard_path = self.path / "tensorboard"
         self.import_lock_path = self.path / "import.lock"  # held while an import stages a run

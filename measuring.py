@@ -1,5 +1,9 @@
 """measuring.analyse_runs(runs, experiment_dir, plan, device) — measure every checkpoint of these runs that lacks a metric.
 
+A transfer child (`transfer_child`) is measured at its first and last checkpoints only unless
+`child_checkpoints=all` (`checkpoints_to_measure`); the checkpoints left out are not pending, so a second
+call still finds nothing new.
+
 The per-checkpoint protocol of the analysis, as training.py is training's: for each checkpoint, which
 metrics are pending under their recipes -> the cell's lock -> the verified checkpoint's model -> the
 engine (metrics/engine.py: one pass per split) -> the probe snapshot -> the cell, combined with what it
@@ -20,6 +24,7 @@ import data
 import live_curves
 from checkpointing import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
 from conf import Plan, Settings, SettingsError
+from conf.plasticity import run_kind
 from metrics import engine, registry, snapshots, store
 from metrics import transfer as transfer_metrics
 from metrics.layout import StoreLayout
@@ -38,11 +43,13 @@ class Outcome:
     fresh: int = 0
     busy: int = 0
     corrupt: int = 0
+    left_out: int = 0  # checkpoints of transfer children not measured by design (child_checkpoints=ends)
     skipped: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, other: "Outcome") -> None:
         self.measured, self.fresh = self.measured + other.measured, self.fresh + other.fresh
         self.busy, self.corrupt = self.busy + other.busy, self.corrupt + other.corrupt
+        self.left_out += other.left_out
         self.skipped += other.skipped
 
 
@@ -97,6 +104,7 @@ def runs_of(experiment: ExperimentFolder, overrides: tuple) -> tuple[list[Settin
             skipped.append(one_line(error))
     chosen = [settings for settings in readable
               if all(getattr(settings, key) in values for key, values in overrides)]
+    chosen += ancestors(chosen, readable)
     if overrides and not chosen:
         from figures.publish import describe_filter
 
@@ -106,6 +114,23 @@ def runs_of(experiment: ExperimentFolder, overrides: tuple) -> tuple[list[Settin
         raise SettingsError(f"no run under {experiment.runs_path} matches {describe_filter(overrides)} ({detail}); "
                             "nothing was changed")
     return chosen, skipped
+
+
+def ancestors(chosen: list[Settings], readable: list[Settings]) -> list[Settings]:
+    """The runs among `readable` that a chosen run started from (its parent, their earlier stages), not chosen
+    themselves: the words that trained a child (dataset=fashionmnist pretrain_dataset=mnist) trained its parent
+    too, and its story is read against the parent's phases (figures/publish.py with_ancestors reads them)."""
+    from conf.plasticity import has_parent, parent_settings
+
+    present = {settings.run_id: settings for settings in readable}
+    wanted, found = {settings.run_id for settings in chosen}, []
+    for settings in chosen:
+        while has_parent(settings):
+            settings = parent_settings(settings)
+            if settings.run_id in present and settings.run_id not in wanted:
+                wanted.add(settings.run_id)
+                found.append(present[settings.run_id])
+    return found
 
 
 def measurable(runs: list[Settings], experiment: ExperimentFolder, plan: Plan) -> tuple[list[Settings], list[str]]:
@@ -205,25 +230,43 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
         logger.info("%s iteration %d measured", inputs.settings.run_id, checkpoint["iteration"])
 
 
+def transfer_child(settings: Settings) -> bool:
+    """Whether the run starts from a parent's checkpoint other than its end, or from another dataset's run: the
+    runs whose rows figures/style.py `transferred` picks (a child of conf/plasticity.py with either setting)."""
+    return run_kind(settings) == "child" and (settings.start_from_iteration != "final"
+                                              or settings.pretrain_dataset != "same")
+
+
+def checkpoints_to_measure(settings: Settings, entries: dict[int, dict], child_checkpoints: str) -> dict[int, dict]:
+    """The checkpoint entries the analysis measures: a transfer child's first and last only under
+    child_checkpoints=ends (figures/transfer.py reads its start and end accuracy, nothing between), every
+    one otherwise. A child still training has its newest checkpoint as its last (measured again at its end)."""
+    if child_checkpoints == "all" or not transfer_child(settings) or len(entries) <= 2:
+        return entries
+    return {iteration: entries[iteration] for iteration in (min(entries), max(entries))}
+
+
 def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no_transfer: dict[str, str]) -> Outcome:
-    """Measure the selected metrics of every checkpoint of one run that lacks them (RunFolderError when
-    a side file of the run is unusable). `no_transfer`: {dataset: why it has no transfer task}, learnt
-    in this call: the other runs of that dataset need not load their data again to learn it."""
+    """Measure the selected metrics of every checkpoint of one run that lacks them, of a transfer child
+    its ends only by default (checkpoints_to_measure); RunFolderError when a side file of the run is
+    unusable. `no_transfer`: {dataset: why it has no transfer task}, learnt in this call: the other runs
+    of that dataset need not load their data again to learn it."""
     experiment = ExperimentFolder(experiment_dir)
     entries, layout = experiment.run(settings.run_id).checkpoint_entries(), StoreLayout(experiment)
+    chosen = checkpoints_to_measure(settings, entries, plan.analysis.child_checkpoints)
     names = [name for name in registry.select(plan.analysis.metrics)
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
     names = engine.without_snapshots(names, plan.analysis)
     current = recipes(plan)
-    pending = {iteration: entry for iteration, entry in entries.items()
+    pending = {iteration: entry for iteration, entry in chosen.items()
                if pending_metrics(layout.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}
-    outcome = Outcome(fresh=len(entries) - len(pending))
+    outcome = Outcome(fresh=len(chosen) - len(pending), left_out=len(entries) - len(chosen))
     if pending:
         inputs = run_inputs(settings, experiment.run(settings.run_id), plan, device)
         if inputs.transfer is None:
             no_transfer[settings.dataset] = inputs.transfer_task
         measure_cells(inputs, experiment, pending, outcome)
-    if settings.dataset in no_transfer:  # say why in every cell, measured now or before
+    if settings.dataset in no_transfer:  # say why in every cell, measured now or before (child_checkpoints=all too)
         for iteration in entries:
             store.note(layout.cell_path(settings.run_id, iteration), "transfer_task", no_transfer[settings.dataset])
     live_curves.update_layer_curves(experiment, settings.run_id, current, plan.execution, outcome.measured)

@@ -3,7 +3,7 @@
 They are not run settings: they never enter a run id. Each metric has its own *recipe*
 (metrics/registry.py): its version and the options its statistics depend on. A metric's cells
 computed under another recipe are stale and are computed again; `metrics`, `analysis_batch_size`,
-`feature_cache_gb` and `figures` choose what and how fast, and enter no recipe.
+`feature_cache_gb`, `figures` and `child_checkpoints` choose what and how fast, and enter no recipe.
 """
 
 from dataclasses import dataclass
@@ -36,6 +36,9 @@ class Analysis:
     transfer_dataset: str = setting("own", "images the transfer task reads: own = the run's (LearnPhase's code), or another dataset of the same image shape, e.g. cifar100 (its README)", choices=("own", *DATASETS))
     feature_cache_gb: float = setting(4.0, "keep the training split's features up to this size for the train accuracies, else a second pass (cost only: in no recipe)", minimum=0.0)
     figures: bool = setting(True, "after measuring, draw every figure and write the report (in no recipe)")
+    # The transfer read-out (figures/transfer.py) takes a child's first measured checkpoint as its start and its last
+    # as its end: the checkpoints between them cost most of a transfer grid's analysis and feed no figure of it.
+    child_checkpoints: str = setting("ends", "checkpoints of a transfer child (start_from_iteration other than final, or another pretrain_dataset): ends = its first and last only (its start and end accuracy, all the transfer figure reads), all = every one (full curves); every other run is measured at every checkpoint (in no recipe)", choices=("ends", "all"))
 
     def __post_init__(self):
         check_fields(self)

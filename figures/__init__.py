@@ -5,8 +5,8 @@
 Each figure is a plug-in registered by name (`@figure`), taking the tidy metrics table (DESIGN.md
 contract 6) and returning matplotlib figures by file stem, or raising `Skip` with the reason (no
 such runs in this experiment, a knob that does not vary, ...). Files: `<out_dir>/<stem>.png` and
-`.pdf`, written atomically. Several seeds of one condition are drawn as their mean with a 95 %
-bootstrap confidence band (seaborn's errorbar=("ci", 95)).
+`.pdf`, written atomically. Several seeds of one condition are drawn as their mean with its 97.5 %
+t-interval over seeds (style.SEED_BAND: the read-out's interval, findings/noise.py).
 """
 
 from __future__ import annotations
@@ -24,34 +24,71 @@ logger = logging.getLogger(__name__)
 
 
 def draw_all(metrics: pd.DataFrame, out_dir: Path, names: list[str] | None = None,
-             similarity_table: pd.DataFrame | None = None) -> tuple[dict, dict]:
+             similarity_table: pd.DataFrame | None = None, readout=None, workers: int = 1) -> tuple[dict, dict]:
     """Draw every registered figure (or `names`) into out_dir, each from its table (the metrics table, or
-    `similarity_table`: None when there is none); returns ({name: [paths]}, {name: reason}).
-    A figure that fails is logged with its traceback and reported as skipped with "failed: ..." (the
-    others are still drawn; the caller decides the exit code)."""
+    `similarity_table`: None when there is none); returns ({name: [paths]}, {name: reason}), in the
+    registry's order. A figure that fails is logged with its traceback and reported as skipped with
+    "failed: ..." (the others are still drawn; the caller decides the exit code). `readout`: the table's
+    read-out (findings/readout.py), made here once when a figure needs it and none is given. `workers` > 1
+    draws the figures in that many forked processes (saving a figure is most of its time, and one core's)."""
+    chosen = [name for name in FIGURES if names is None or name in names]
+    if readout is None and any(FIGURES[name].readout for name in chosen):
+        from findings.readout import readout as read_out
+
+        readout = read_out(metrics)
+    inputs = {"metrics": metrics, "out_dir": Path(out_dir), "similarity_table": similarity_table, "readout": readout}
+    results = (in_processes(chosen, inputs, workers) if workers > 1 and len(chosen) > 1 else
+               {name: draw_one(name, **inputs) for name in chosen})
+    drawn = {name: results[name][0] for name in chosen if results[name][0] is not None}
+    return drawn, {name: results[name][1] for name in chosen if results[name][1] is not None}
+
+
+def draw_one(name: str, metrics: pd.DataFrame, out_dir: Path, similarity_table, readout) -> tuple:
+    """(its saved paths, None) or (None, why it was not drawn) for one registered figure."""
     import matplotlib.pyplot as pyplot
 
-    drawn, skipped = {}, {}
-    for name, spec in FIGURES.items():
-        if names is not None and name not in names:
-            continue
-        table = metrics if spec.table == "metrics" else similarity_table
-        try:
-            if table is None:
-                raise Skip(f"no {spec.table} table: measure probe snapshots first (cka_previous_layer in metrics=)")
-            figures = spec.draw(table)
-        except Skip as reason:
-            skipped[name] = str(reason)
-            continue
-        except Exception as error:  # a bug in one figure must not cost the others (or the report)
-            logger.exception("figure %s failed", name)
-            skipped[name] = f"failed: {type(error).__name__}: {error}"
-            pyplot.close("all")
-            continue
-        paths = []
-        for stem, drawing in figures.items():
-            paths += save(drawing, Path(out_dir) / stem)
-            pyplot.close(drawing)
-        drawn[name] = paths
-        logger.info("drew %s: %d figure(s)", name, len(paths) // 2)  # progress: drawing takes seconds each
-    return drawn, skipped
+    spec = FIGURES[name]
+    table = metrics if spec.table == "metrics" else similarity_table
+    try:
+        if table is None:
+            raise Skip(f"no {spec.table} table: measure probe snapshots first (cka_previous_layer in metrics=)")
+        figures = spec.draw(table, readout) if spec.readout else spec.draw(table)
+    except Skip as reason:
+        return None, str(reason)
+    except Exception as error:  # a bug in one figure must not cost the others (or the report)
+        logger.exception("figure %s failed", name)
+        pyplot.close("all")
+        return None, f"failed: {type(error).__name__}: {error}"
+    paths = []
+    for stem, drawing in figures.items():
+        paths += save(drawing, out_dir / stem)
+        pyplot.close(drawing)
+    logger.info("drew %s: %d figure(s)", name, len(paths) // 2)  # progress: drawing takes seconds each
+    return paths, None
+
+
+SHARED_INPUTS: dict = {}  # what forked workers draw from: inherited with the process, never pickled
+
+
+def draw_shared(name: str) -> tuple:
+    return draw_one(name, **SHARED_INPUTS)
+
+
+def in_processes(names: list[str], inputs: dict, workers: int) -> dict:
+    """{name: draw_one's result}, drawn by `workers` forked processes (the tables and read-out inherited, not
+    copied); a pool that breaks (a worker killed) leaves its figures to this process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    SHARED_INPUTS.update(inputs)
+    results = {}
+    try:
+        with ProcessPoolExecutor(min(workers, len(names)), mp_context=multiprocessing.get_context("fork")) as pool:
+            for name, result in zip(names, pool.map(draw_shared, names)):
+                results[name] = result
+    except BrokenProcessPool:
+        logger.warning("a figure worker died; drawing the remaining figures here")
+    finally:
+        SHARED_INPUTS.clear()
+    return {name: results.get(name) or draw_one(name, **inputs) for name in names}

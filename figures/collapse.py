@@ -14,8 +14,8 @@ import seaborn
 from matplotlib.ticker import MaxNLocator
 
 from figures.registry import Skip, figure
-from figures.style import (SEED_BAND, describe, grouping_keys, native_scale, new_figure, panel_grid, recipe_groups,
-                           staged, varying, wrapped)
+from figures.style import (SEED_BAND, describe, heatmap, grouping_keys, legend_outside, native_scale, new_figure, panel_grid,
+                           recipe_groups, shared, staged, titled, varying)
 
 KNOBS = ("label_noise", "weight_decay", "depth", "width", "lr", "arch")  # what IntermediateNC varies
 HIDDEN = ("input", "logits")  # not hidden layers: their NCC accuracy is the data's and the classifier's
@@ -29,10 +29,11 @@ def single_stage(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def final_rows(metrics: pd.DataFrame, metric: str, split: str = "train") -> pd.DataFrame:
     """One metric at each single-stage run's last measured checkpoint."""
-    metrics = single_stage(metrics)
-    chosen = metrics[(metrics["metric"] == metric) & (metrics["split"] == split)]
-    if chosen.empty:
-        raise Skip(f"no {metric} ({split}) rows in the table")
+    every = metrics[(metrics["metric"] == metric) & (metrics["split"] == split)]
+    chosen = single_stage(every)
+    if chosen.empty:  # the filter's own reason: a transfer experiment's table holds thousands of staged rows
+        raise Skip(f"every {metric} ({split}) row is of a staged run (warm start, transfer: their own figures); "
+                   "this figure compares runs trained in one stage" if len(every) else f"no {metric} ({split}) rows in the table")
     last = chosen.groupby("run_id")["iteration"].transform("max")
     return chosen[chosen["iteration"] == last]
 
@@ -50,17 +51,19 @@ def _by_layer(metrics: pd.DataFrame, metric: str, label: str, log: bool):
     rows = hidden_layers(final_rows(metrics, metric))
     groups = recipe_groups(rows, plotted=("depth",))
     drawing, axes = panel_grid(len(groups))
+    shared(axes, x=True, y=True)  # recipes side by side: one layer axis, one value range
     for axis, (fixed, part) in zip(axes, groups):
         seaborn.lineplot(part, x="hidden layer", y="value", hue="depth", marker="o", errorbar=SEED_BAND,
                          palette="viridis", legend="full", ax=axis)
         axis.set_ylabel(label)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        legend_outside(axis, title="depth")
         if len(groups) > 1:  # one panel: the suptitle says it all
-            axis.set_title(wrapped(fixed, 50), fontsize=8)
+            titled(axis, fixed, 8)
         if log:
             axis.set_yscale("log")
-    held = "" if len(groups) > 1 else f"\n{wrapped(fixed, 90)}"
-    drawing.suptitle(f"{label} by layer, end of training{held}", fontsize=10 if len(groups) > 1 else 9)
+    held = "" if len(groups) > 1 else f"\n{fixed}"
+    titled(drawing, f"{label} by layer, end of training{held}", 10 if len(groups) > 1 else 9)
     return drawing
 
 
@@ -85,35 +88,48 @@ def controlled(rows: pd.DataFrame, knob: str) -> pd.DataFrame:
                      ignore_index=True)
 
 
-@figure("effective_depth", "IntermediateNC (effective depth)")
-def effective_depth(metrics: pd.DataFrame) -> dict:
-    """Effective depth vs each knob, of the runs that collapse at an intermediate layer only: at the last
-    layer the measure is degenerate (every layer list ends there), so a trend drawn through such runs
-    would be an artifact of the definition, not intermediate collapse (figures/findings.py says so)."""
-    from figures.findings import depth_table  # the one reading of "at the last layer"
+def collapsed_rows(metrics: pd.DataFrame, readout) -> tuple[pd.DataFrame, list[str]]:
+    """The paper's effective depth (effective_depth_literal) of each single-stage run whose recipe collapses at an
+    intermediate layer in every seed, at the checkpoint the read-out reads it (findings/depth.py); and the
+    recipes left out, with their verdict (no intermediate collapse, not every seed)."""
+    from findings.readout import INTERMEDIATE
 
-    rows = final_rows(metrics, "effective_depth")
-    degenerate = set(depth_table(single_stage(metrics)).query("no_intermediate_collapse")["run_id"])
-    left_out = rows["run_id"].isin(degenerate)
-    if left_out.all():
-        raise Skip(f"no intermediate collapse: all {rows['run_id'].nunique()} run(s) have effective depth = their "
-                   "last layer at their last checkpoint (the report's findings list them)")
-    rows = rows[~left_out]
+    depth = readout.table[readout.table["question"] == "effective_depth"]
+    if depth.empty:
+        raise Skip("no effective_depth_literal rows of runs trained from their own start (metrics= leaves it out, "
+                   "or every run is a child)")
+    kept = depth[depth["verdict"] == INTERMEDIATE]
+    at = {run: row["checkpoint"] for _, row in kept.iterrows() for run in row["runs"].split()}
+    rows = single_stage(metrics[metrics["metric"] == "effective_depth_literal"])
+    rows = rows[rows["run_id"].map(at).eq(rows["iteration"])]
+    return rows, [f"{row['recipe']}: {row['verdict']}" for _, row in depth[depth["verdict"] != INTERMEDIATE].iterrows()]
+
+
+@figure("effective_depth", "IntermediateNC (effective depth)", readout=True)
+def effective_depth(metrics: pd.DataFrame, readout) -> dict:
+    """The paper's ε-effective depth vs each knob, of the recipes that collapse at an intermediate layer in
+    every seed, at the read-out's checkpoint: at the output layer, or where no layer reaches ε, there is no
+    depth to draw (the report's findings say which). A categorical knob gets points, no line between them."""
+    rows, left_out = collapsed_rows(metrics, readout)
+    if rows.empty:
+        raise Skip("no recipe collapses at an intermediate layer in every seed (" + "; ".join(left_out) + ")")
     panels = [(knob, controlled(rows, knob)) for knob in varying(rows, KNOBS)]
     panels = [(knob, part) for knob, part in panels if len(part)]
     if not panels:
-        raise Skip("no two runs differ in one of " + ", ".join(KNOBS) + " only")
+        raise Skip("no two recipes that collapse at an intermediate layer differ in one of " + ", ".join(KNOBS) + " only")
     drawing, axes = new_figure(len(panels))
+    shared(axes, y=True)  # one effective-depth range across the knobs (x: a different knob per panel)
     for axis, (knob, part) in zip(axes, panels):
+        numeric = pd.api.types.is_numeric_dtype(part[knob]) and not pd.api.types.is_bool_dtype(part[knob])
         seaborn.pointplot(part, x=knob, y="value", hue="condition", errorbar=SEED_BAND, ax=axis,
-                          native_scale=native_scale(part, knob),
+                          native_scale=native_scale(part, knob), linestyle="-" if numeric else "none",
                           dodge=0.1 if part["condition"].nunique() > 1 else False)
         axis.set_ylabel("effective depth (layer index)")
         axis.yaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_title(f"effective depth vs {knob}")
-        axis.legend(fontsize=7, title="held fixed", title_fontsize=7)
-    dropped = f"\n{len(degenerate)} run(s) without intermediate collapse left out" if degenerate else ""
-    drawing.suptitle("Effective depth: first layer within ε of the last one's NCC accuracy" + dropped, fontsize=10)
+        titled(axis, f"effective depth vs {knob}" + ("" if numeric else " (categories: no line)"), 10)
+        legend_outside(axis, title="held fixed")
+    dropped = f"\nleft out: {'; '.join(left_out)}" if left_out else ""
+    titled(drawing, "Effective depth (the paper's: first layer with NCC train error ≤ ε)" + dropped, 10)
     return {"effective_depth": drawing}
 
 
@@ -124,10 +140,14 @@ def condition_label(row: pd.Series, keys: list[str]) -> str:
 @figure("collapse_heatmaps", "IntermediateNC (NCC and CDNV over training)")
 def collapse_heatmaps(metrics: pd.DataFrame) -> dict:
     """One figure per run of each recipe's first seed (a run is one recipe: nothing pooled): NCC train accuracy and
-    log10 CDNV, layer x iteration, titled with the settings that tell it from the other runs."""
-    rows = metrics[metrics["metric"].isin(["ncc_accuracy", "cdnv"]) & (metrics["split"] == "train")]
+    log10 CDNV, layer x iteration, titled with the settings that tell it from the other runs. Runs that trained
+    from their own start only: a child's curve continues its parent's, and a transfer child is measured at its
+    two ends by default (child_checkpoints=ends), no course over training to draw."""
+    every = metrics[metrics["metric"].isin(["ncc_accuracy", "cdnv"]) & (metrics["split"] == "train")]
+    rows = every[every["parent_run_id"].fillna("") == ""] if "parent_run_id" in every else every
     if rows.empty:
-        raise Skip("no NCC or CDNV rows in the table")
+        raise Skip("every NCC and CDNV row is of a child run (it continues its parent's curve)" if len(every)
+                   else "no NCC or CDNV rows in the table")
     keys = grouping_keys(rows)
     first_seeds = [part[part["seed"] == part["seed"].min()] if "seed" in part else part
                    for _, part in recipe_groups(rows)]
@@ -140,10 +160,9 @@ def collapse_heatmaps(metrics: pd.DataFrame) -> dict:
             grid = grid.reindex(part.sort_values("layer_index")["layer"].unique())
             if metric == "cdnv":
                 grid = np.log10(grid.where(grid > 0))
-            seaborn.heatmap(grid, ax=axis, cmap="viridis" if metric == "ncc_accuracy" else "magma_r",
-                            cbar_kws={"label": label})
+            heatmap(axis, grid, "viridis" if metric == "ncc_accuracy" else "magma_r", label)
             axis.set_xlabel("training iteration (checkpoints, log-spaced)")
             axis.set_ylabel("layer (input at the top)")
-        drawing.suptitle(wrapped(f"{condition_label(part.iloc[0], keys)} — {run}", 110), fontsize=9)
+        titled(drawing, f"{condition_label(part.iloc[0], keys)} — {run}", 9)
         drawings[f"heatmap_{index:02d}_{run}"] = drawing
     return drawings

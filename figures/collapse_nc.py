@@ -14,9 +14,10 @@ import pandas as pd
 import seaborn
 
 from figures.collapse import HIDDEN, _by_layer, single_stage
-from figures.plasticity import protocol_groups, switch_curves
+from figures.plasticity import SWITCH_LABEL, present, protocol_colours, protocol_groups, switch_curves
 from figures.registry import Skip, figure
-from figures.style import SEED_BAND, iteration_axis, legend_outside, new_figure, recipe_groups, wrapped
+from figures.style import (SEED_BAND, iteration_axis, legend_below, legend_outside, new_figure, recipe_groups, shared,
+                           titled, x_labelled)
 
 PAPYAN = "Papyan, Han & Donoho, PNAS 2020"
 GALANTI = "Galanti et al., TMLR 2023"
@@ -60,10 +61,11 @@ def nc_over_training(metrics: pd.DataFrame) -> dict:
     if rows.empty:
         raise Skip("no NC1 / NC2 train rows of a hidden layer from single-stage runs in the table")
     groups = recipe_groups(rows)  # a line per recipe: every setting that varies, seeds pooled
-    rows = pd.concat([part.assign(condition=wrapped(fixed, 45)) for fixed, part in groups])
+    rows = pd.concat([part.assign(condition=fixed) for fixed, part in groups])
     many = len(groups) > 1
     panels = [panel for panel in TRAINING_PANELS if (rows["metric"] == panel[0]).any()]
-    drawing, axes = new_figure(len(panels), width=4.8)
+    drawing, axes = new_figure(len(panels), width=5.0)  # the iteration label on one line
+    shared(axes, x=True)  # one iteration axis; y: a different measure per panel
     for axis, (metric, label, log) in zip(axes, panels):
         seaborn.lineplot(rows[rows["metric"] == metric], x="iteration", y="value", hue="condition" if many else None,
                          errorbar=SEED_BAND, marker="o", markersize=3, palette="viridis" if many else None, ax=axis)
@@ -71,12 +73,12 @@ def nc_over_training(metrics: pd.DataFrame) -> dict:
         axis.set_ylabel(label)
         if log:
             axis.set_yscale("log")
-        if many and axis is axes[len(panels) - 1]:
-            legend_outside(axis, title="recipe")
-        elif axis.get_legend():
-            axis.get_legend().remove()
-    held = "" if many else f"\n{wrapped(groups[0][0], 100)}"
-    drawing.suptitle(f"Neural collapse of the last hidden layer over training (NC1, NC2){held}", fontsize=10)
+        if axis.get_legend():
+            axis.get_legend().remove()  # one for the figure
+    if many:  # one entry per recipe, each a long description: under the panels, across the figure's width
+        legend_below(drawing, axes[0], "recipe")
+    held = "" if many else f"\n{groups[0][0]}"
+    titled(drawing, f"Neural collapse of the last hidden layer over training (NC1, NC2){held}", 10)
     return {"nc_over_training": drawing}
 
 
@@ -100,20 +102,25 @@ def plasticity_diagnostics(metrics: pd.DataFrame) -> dict:
     curves = pd.concat([diagnostic_curves(metrics, metric) for metric, _ in panels], ignore_index=True)
     groups = protocol_groups(curves)
     drawing, axes = new_figure(len(panels), len(groups), width=5.0)
+    shared(axes, x=True)  # one epochs-since-switch axis
+    for column in range(len(panels)):  # recipes compared down a column: one range per diagnostic
+        shared(axes[column::len(panels)], y=True)
+    palette = protocol_colours(groups)
     for row, (fixed, part) in enumerate(groups):
         for column, (metric, label) in enumerate(panels):
             axis = axes[row * len(panels) + column]
             seaborn.lineplot(part[part["diagnostic"] == metric], x="epochs since switch", y="value",
-                             hue="protocol", errorbar=SEED_BAND, marker="o", markersize=3, ax=axis)
+                             hue="protocol", errorbar=SEED_BAND, marker="o", markersize=3, palette=palette,
+                             hue_order=present(palette, part), ax=axis)
             axis.axvline(0, color="black", lw=0.8)
-            axis.set_xlabel("epochs since the switch to all data (stage 1 < 0)")
+            x_labelled(axis, SWITCH_LABEL)
             axis.set_ylabel(label)
             if len(groups) > 1:
-                axis.set_title(wrapped(fixed, 55), fontsize=8)
+                titled(axis, fixed, 8)
             if column == len(panels) - 1:
                 legend_outside(axis, title="protocol")
             elif axis.get_legend():
                 axis.get_legend().remove()
-    held = "" if len(groups) > 1 else f"\n{wrapped(groups[0][0], 100)}"
-    drawing.suptitle(f"Plasticity diagnostics of the last hidden layer: warm start vs scratch{held}", fontsize=10)
+    held = "" if len(groups) > 1 else f"\n{groups[0][0]}"
+    titled(drawing, f"Plasticity diagnostics of the last hidden layer: warm start vs scratch{held}", 10)
     return {"plasticity_diagnostics": drawing}

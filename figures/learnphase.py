@@ -1,27 +1,27 @@
 """The learning phases (Schneider & Prabhushankar, LearnPhase, AAAI 2024): per condition, reconstruction
 loss, transfer-probe accuracy and classifier accuracy vs iteration, one line per layer, with the
-phases of the last hidden layer shaded (figures/phases.py) and its "stop pre-training here" marked.
-One figure per recipe of the single-stage runs and per transfer task (style.recipe_groups; seeds
-pooled); the probe's axis names the task the table says was measured (its `transfer_task` column).
+phases of the last hidden layer shaded and its "stop pre-training here" marked, as the read-out states
+them (findings/readout.py: the seed-mean curve's turns, the numbers of the report's table). One figure
+per recipe of the runs that trained from their own start (a stage-1 parent included; children have no
+phases: findings/recipes.py); seeds pooled as the mean with its t-interval. The reconstruction panel
+shows the hidden layers (the logits' decoder error is of another scale and would flatten them; its
+turns are in phases.csv); the probe's axis names the task the table says was measured.
 """
 
 from __future__ import annotations
-
-import re
 
 import pandas as pd
 import seaborn
 
 from figures.registry import Skip, figure
-from figures.collapse import single_stage
-from figures.phases import phase_table, stop_table
-from figures.style import SEED_BAND, iteration_axis, legend_outside, new_figure, recipe_groups, wrapped
+from figures.style import SEED_BAND, fitted, iteration_axis, legend_outside, new_figure, shared, titled
+from findings.phases import stop_table
 
 PHASE_COLOURS = ("#bbbbbb", "#8fd18f", "#f4a582")  # (i) flat, (ii) falling, (iii) rising
 # data/transfer.py's TRANSFER_TASKS in words (figures read the table only; an unknown name is spelt out as is).
 TASK_WORDS = {"colour_dominance": "colour-dominance", "colour_dominance_raw": "colour-dominance (raw pixels)",
               "brightness": "brightness", "other_dataset_classes": "other dataset's classes"}
-RECONSTRUCTION = ("reconstruction_mse", "test", "reconstruction MSE, test (normalised pixel²)")
+RECONSTRUCTION = ("reconstruction_mse", "test", "reconstruction MSE of hidden layers, test (normalised pixel²)")
 
 
 def probe_label(rows: pd.DataFrame) -> str:
@@ -32,55 +32,70 @@ def probe_label(rows: pd.DataFrame) -> str:
     return f"{words} probe accuracy, test (fraction)"
 
 
-def file_slug(fixed: str) -> str:
-    """"label_noise=0.2, depth=4" -> "label_noise0.2_depth4": a file stem's part without spaces or brackets, at
-    most 100 characters (a file name has 255 bytes; the figure's index before it keeps the stems apart)."""
-    return "_".join(re.sub(r"[^\w.\-]", "", part) for part in fixed.split(", "))[:100]
-
-
 def shade_phases(axis, advice: pd.DataFrame) -> None:
-    """Spans of the three phases (median boundaries over seeds) and a line at the advised stop."""
+    """Spans of the three phases of the recipe's seed-mean curve and a line at its probe peak (the read-out's)."""
     if advice.empty or advice["minimum"].isna().all():
         return
-    plateau_end, minimum = advice["plateau_end"].median(), advice["minimum"].median()
+    plateau_end, minimum = advice["plateau_end"].iloc[0], advice["minimum"].iloc[0]
     end = axis.get_xlim()[1]
     for (left, right), colour in zip(((0, plateau_end), (plateau_end, minimum), (minimum, end)), PHASE_COLOURS):
         axis.axvspan(left, right, color=colour, alpha=0.25, lw=0)
-    stop = advice["stop_pretraining_at"].median()
+    stop = advice["stop_pretraining_at"].iloc[0]
     if stop == stop:  # not NaN
-        axis.axvline(stop, color="black", ls="--", lw=1, label="stop pre-training here")
+        axis.axvline(stop, color="black", ls="--", lw=1, label=f"probe peak ({stop:g})")
 
 
-@figure("learning_phases", "LearnPhase (AAAI 2024), their sample log and Fig. 1")
-def learning_phases(metrics: pd.DataFrame) -> dict:
-    """One figure per recipe (and transfer task): reconstruction loss, transfer probe and classifier accuracy."""
-    rows = single_stage(metrics)
-    if rows[rows["metric"] == "reconstruction_mse"].empty:
-        raise Skip("no reconstruction rows from single-stage runs in the table")
-    advice = stop_table(phase_table(rows))
-    groups = recipe_groups(rows, also=("transfer_task",))
+def phase_rows(metrics: pd.DataFrame, readout) -> pd.DataFrame:
+    """The rows of the runs with phases (readout.labels), with their `recipe`; Skip with the filter's reason."""
+    if not (metrics["metric"] == "reconstruction_mse").any():
+        raise Skip("no reconstruction_mse rows in the table (metrics= leaves it out, or no checkpoint is measured)")
+    rows = metrics[metrics["run_id"].isin(readout.labels)]
+    if not (rows["metric"] == "reconstruction_mse").any():
+        raise Skip("every reconstruction_mse row is of a child run (warm-started, transfer or later stage), and a "
+                   "child has no learning phases of its own")
+    return rows.assign(recipe=rows["run_id"].map(readout.labels))
+
+
+ROWS_PER_FIGURE = 6  # recipes (rows of three panels) per figure: one file to read, a page tall at most
+
+
+@figure("learning_phases", "LearnPhase (AAAI 2024), their sample log and Fig. 1", readout=True)
+def learning_phases(metrics: pd.DataFrame, readout) -> dict:
+    """One row per recipe: reconstruction loss, transfer probe and classifier accuracy, each column on one range
+    (recipes compare by height), up to ROWS_PER_FIGURE rows to a figure."""
+    rows = phase_rows(metrics, readout)
+    groups = list(rows.groupby("recipe", sort=True))
+    chunks = [groups[start:start + ROWS_PER_FIGURE] for start in range(0, len(groups), ROWS_PER_FIGURE)]
     drawings = {}
-    for index, (fixed, part) in enumerate(groups):
-        run_advice = advice[advice["run_id"].isin(part["run_id"].unique())]
-        drawing, axes = new_figure(3, width=5.4)  # room for each panel's legend at its right
-        panels = (RECONSTRUCTION, ("transfer_accuracy", "test", probe_label(part)))
-        for axis, (metric, split, label) in zip(axes, panels):
-            chosen = part[(part["metric"] == metric) & (part["split"] == split) & (part["layer"] != "input")]
-            seaborn.lineplot(chosen, x="iteration", y="value", hue="layer", errorbar=SEED_BAND, palette="viridis",
-                             marker="o", markersize=3, ax=axis)
-            iteration_axis(axis)
-            axis.set_ylabel(label)
-            shade_phases(axis, run_advice)
-            legend_outside(axis, title="layer")
-        classifier = part[part["metric"] == "classifier_accuracy"]
-        seaborn.lineplot(classifier, x="iteration", y="value", hue="split", errorbar=SEED_BAND, marker="o",
-                         markersize=3, ax=axes[2])
-        iteration_axis(axes[2])
-        axes[2].set_ylabel("classifier accuracy (fraction)")
-        shade_phases(axes[2], run_advice)
-        legend_outside(axes[2], title="split")
-        drawing.suptitle(wrapped(f"Learning phases — {fixed}", 120) + "\nshaded: flat, falling, rising "
-                         "reconstruction loss of the last hidden layer", fontsize=9)
-        slug = file_slug(fixed) if len(groups) > 1 else "all"
-        drawings[f"learning_phases_{index:02d}_{slug}"] = drawing
+    for index, chunk in enumerate(chunks):
+        drawing, axes = new_figure(3, len(chunk), width=5.4, height=3.2)  # room for each panel's legend at its right
+        grid = axes.reshape(len(chunk), 3)
+        for column in range(3):
+            shared(grid[:, column], y=True)
+        for panels, (recipe, part) in zip(grid, chunk):
+            draw_recipe(panels, recipe, part, readout)
+        titled(drawing, "Learning phases, one row per recipe (seed-mean curve with its interval); shaded: flat, "
+                        "falling, rising reconstruction loss of the last hidden layer", 10)
+        drawings["learning_phases" if len(chunks) == 1 else f"learning_phases_{index:02d}"] = drawing
     return drawings
+
+
+def draw_recipe(panels, recipe: str, part: pd.DataFrame, readout) -> None:
+    """One recipe's row: reconstruction (hidden layers), transfer probe and classifier, its phases shaded."""
+    advice = stop_table(readout.phases[readout.phases["recipe"] == recipe]) if len(readout.phases) else pd.DataFrame()
+    for axis, (metric, split, label) in zip(panels, (RECONSTRUCTION, ("transfer_accuracy", "test", probe_label(part)))):
+        chosen = part[(part["metric"] == metric) & (part["split"] == split) & ~part["layer"].isin(("input", "logits"))]
+        seaborn.lineplot(chosen, x="iteration", y="value", hue="layer", errorbar=SEED_BAND, palette="viridis",
+                         marker="o", markersize=3, ax=axis)
+        iteration_axis(axis)
+        axis.set_ylabel(fitted(label, 3.0, 9))
+        shade_phases(axis, advice)
+        legend_outside(axis, title="layer")
+    classifier = part[part["metric"] == "classifier_accuracy"]
+    seaborn.lineplot(classifier, x="iteration", y="value", hue="split", errorbar=SEED_BAND, marker="o", markersize=3,
+                     ax=panels[2])
+    iteration_axis(panels[2])
+    panels[2].set_ylabel("classifier accuracy (fraction)")
+    shade_phases(panels[2], advice)
+    legend_outside(panels[2], title="split")
+    titled(panels[0], f"{recipe} ({part['run_id'].nunique()} run(s))", 9)

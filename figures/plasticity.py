@@ -15,12 +15,14 @@ import seaborn
 
 from conf.plasticity import PLASTICITY_FIELDS, PRETRAINING_DEFAULTS
 from figures.registry import Skip, figure
-from figures.style import (SEED_BAND, SETTINGS, describe, native_scale, new_figure, panel_grid, recipe_groups,
-                           settings_of, staged, transferred, varying, wrapped)
+from figures.style import (SEED_BAND, SETTINGS, describe, legend_outside, native_scale, new_figure, panel_grid,
+                           recipe_groups, settings_of, shared, staged, titled, transferred, varying,
+                           x_labelled)
 
 SHAPE = ("depth", "width", "arch")  # the network's size: the appendix's ResNet-18 family
 
 NAMED = ("reset_last", "shrink", "perturb", "stages")  # what protocol() spells out in words
+SWITCH_LABEL = "epochs since the switch to all data (earlier stages < 0)"
 
 
 def protocol(row: pd.Series, extra=()) -> str:
@@ -53,9 +55,11 @@ def switch_curves(metrics: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame
     children of a parent that has one: figures/transfer.py draws them) are left out: their parents learnt
     another task, stopped early, or trained for the transfer story's recipe."""
     transfer_parents = set(accuracy.loc[transferred(accuracy), "parent_run_id"])
+    children = staged(accuracy) & (accuracy["epochs"] > 0)
     accuracy = accuracy[~transferred(accuracy) & ~accuracy["parent_run_id"].isin(transfer_parents)]
     if not (staged(accuracy) & (accuracy["epochs"] > 0)).any():
-        raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
+        raise Skip("every warm-started run is a transfer child or a sibling of one (the transfer figure draws them)"
+                   if children.any() else "no warm-started runs (pretrain_fraction > 0) in this experiment")
     parts = []
     for run, rows in accuracy.groupby("run_id"):
         first = rows.iloc[0]
@@ -98,20 +102,34 @@ def protocol_groups(curves: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return labelled
 
 
+def protocol_colours(groups) -> dict:
+    """Colour each protocol alike in every panel (seaborn's own order is each panel's order of appearance, so
+    one protocol would change colour from one recipe to the next), keyed by name: a `palette`."""
+    names = sorted({name for _, part in groups for name in part["protocol"].unique()})
+    return dict(zip(names, seaborn.color_palette(n_colors=len(names))))
+
+
+def present(palette: dict, part: pd.DataFrame) -> list[str]:
+    """The protocols of `palette` that `part` draws, in the palette's order: a panel's `hue_order`."""
+    return [name for name in palette if name in set(part["protocol"])]
+
+
 @figure("plasticity_curves", "Berariu et al. 2021, Fig. 6 and 11")
 def plasticity_curves(metrics: pd.DataFrame) -> dict:
     """Test accuracy vs epochs since the switch to all data, one line per protocol, one panel per recipe."""
     groups = protocol_groups(accuracy_curves(metrics))
     drawing, axes = panel_grid(len(groups), width=5.0)
+    shared(axes, x=True, y=True)  # recipes side by side: one accuracy range, one epochs axis
+    palette = protocol_colours(groups)
     for axis, (fixed, part) in zip(axes, groups):
         seaborn.lineplot(part, x="epochs since switch", y="value", hue="protocol", errorbar=SEED_BAND, marker="o",
-                         markersize=3, ax=axis)
+                         markersize=3, palette=palette, hue_order=present(palette, part), ax=axis)
         axis.axvline(0, color="black", lw=0.8)
-        axis.set_xlabel("epochs since the switch to all data (earlier stages < 0)")
+        x_labelled(axis, SWITCH_LABEL)
         axis.set_ylabel("test accuracy (fraction)")  # fitted to the data: a gap of one point stays visible
-        axis.set_title(wrapped(fixed, 55), fontsize=8)
-        axis.legend(fontsize=7)
-    drawing.suptitle("Warm start vs scratch (Berariu et al. 2021); each panel one recipe", fontsize=10)
+        titled(axis, fixed, 8)
+        legend_outside(axis, title="protocol")
+    titled(drawing, "Warm start vs scratch (Berariu et al. 2021); each panel one recipe", 10)
     return {"plasticity_curves": drawing}
 
 
@@ -146,6 +164,7 @@ def warm_start_gap(metrics: pd.DataFrame) -> dict:
     knobs = varying(gap, SHAPE) or ["depth"]
     groups = recipe_groups(gap, plotted=SHAPE)
     drawing, axes = new_figure(len(knobs), len(groups))
+    shared(axes, y=True)  # one gap range for every recipe and knob (x: a knob's values, not shared)
     for row, (fixed, part) in enumerate(groups):
         for column, knob in enumerate(knobs):
             axis = axes[row * len(knobs) + column]
@@ -153,9 +172,10 @@ def warm_start_gap(metrics: pd.DataFrame) -> dict:
             seaborn.pointplot(part, x=knob, y="gap", hue=other[0] if other else None, errorbar=SEED_BAND, ax=axis,
                               native_scale=native_scale(part, knob))  # one depth: one tick, not 2.85 .. 3.15
             axis.axhline(0, color="black", lw=0.8)
-            axis.set_ylabel("final test accuracy: scratch − warm start")
-            axis.set_title(f"warm-start gap vs {knob}" + (f"\n{wrapped(fixed, 55)}" if len(groups) > 1 else ""),
-                           fontsize=8)
-    held = "" if len(groups) > 1 else f"\n{wrapped(groups[0][0], 90)}"
-    drawing.suptitle(f"Warm-start gap (> 0: warm start generalises worse){held}", fontsize=9)
+            axis.set_ylabel("final test accuracy:\nscratch − warm start")  # on one line: taller than a short panel
+            titled(axis, f"warm-start gap vs {knob}" + (f"\n{fixed}" if len(groups) > 1 else ""), 8)
+            if axis.get_legend():
+                legend_outside(axis, title=axis.get_legend().get_title().get_text())
+    held = "" if len(groups) > 1 else f"\n{groups[0][0]}"
+    titled(drawing, f"Warm-start gap (> 0: warm start generalises worse){held}", 9)
     return {"warm_start_gap": drawing}

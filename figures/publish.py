@@ -1,4 +1,4 @@
-"""python analysis.py figures experiment=NAME — figures, phases.csv and report.html from metrics.parquet alone.
+"""python analysis.py figures experiment=NAME — figures, phases.csv, findings.csv and report.html from metrics.parquet alone.
 
 Called by analysis.py after measuring (unless figures=false), and by its `figures` command.
 """
@@ -93,7 +93,8 @@ def describe_grid(experiment_name: str, runs: pd.DataFrame) -> str:
     ids = set(runs["run_id"]) if len(runs) else set()
     experiment = EXPERIMENTS.get(experiment_name)
     if experiment is not None and ids and ids <= expected_run_ids(experiment_name):
-        return experiment.description
+        swept = swept_words(runs)  # what these runs vary, not what the experiment plans
+        return f"{experiment.description} Swept here: {swept}." if swept else experiment.description
     if not ids:
         return experiment.description if experiment is not None else ""
     keys = [key for key in varying_keys(runs) if key != "seed"]
@@ -106,6 +107,14 @@ def describe_grid(experiment_name: str, runs: pd.DataFrame) -> str:
     if experiment is not None and experiment_name != DEFAULT_EXPERIMENT:
         text += f"; not the grid of experiment {experiment_name} ({experiment.description})"
     return text
+
+
+def swept_words(runs: pd.DataFrame) -> str:
+    """`depth (2, 4), label_noise (0.0, 0.2), seed (0, 1)`: every setting that takes more than one value among the
+    runs, with its values (a key the experiment names but these runs hold fixed is not listed)."""
+    keys = varying_keys(runs)
+    words = [f"{key} ({', '.join(map(str, sorted(runs[key].dropna().unique(), key=str)))})" for key in keys]
+    return ", ".join(words)
 
 
 def describe_differences(run: pd.Series) -> str:
@@ -152,11 +161,27 @@ def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
         raise SettingsError(f"{path} is not a readable table ({error}); {measure} (it rebuilds the table)") from None
     if not len(metrics):
         raise SettingsError(f"{path} has no rows: no checkpoint is measured yet; {measure}")
+    every = metrics
     for key, values in plan.overrides:  # the same filter as for measuring
         metrics = metrics[metrics[key].isin(values)] if key in metrics else metrics
+    metrics = with_ancestors(metrics, every)
     if plan.overrides and not len(metrics):
         raise SettingsError(f"no row of {path} matches {describe_filter(plan.overrides)}; nothing was drawn")
     return metrics
+
+
+def with_ancestors(chosen: pd.DataFrame, every: pd.DataFrame) -> pd.DataFrame:
+    """`chosen` and the rows of every earlier stage or parent its runs started from: the words that trained a
+    child (dataset=fashionmnist pretrain_dataset=mnist) trained its parent too, and a child's story is read
+    against its parent's phases."""
+    if "parent_run_id" not in every or len(chosen) == len(every):
+        return chosen
+    runs = set(chosen["run_id"])
+    while True:
+        parents = set(every.loc[every["run_id"].isin(runs), "parent_run_id"].dropna()) - runs - {""}
+        if not parents:
+            return every[every["run_id"].isin(runs)]
+        runs |= parents
 
 
 def read_similarity(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame | None:
@@ -175,7 +200,7 @@ def read_similarity(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame | 
 
 
 def publish(plan: Plan, experiment_dir: Path, measured_note: str = "") -> int:
-    """Figures, phases.csv and report.html from metrics.parquet only; prints what was drawn or skipped.
+    """Figures, phases.csv, findings.csv and report.html from metrics.parquet only; prints what was drawn or skipped.
     Draws only the figures whose inputs changed since the last call or whose files no longer hold what was
     drawn, rewrites a report or phases.csv that differs from what was written (figures/published.py), and removes
     every figure file the report no longer shows; with nothing new at all, writes nothing and says so in
@@ -198,7 +223,7 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
     if inputs.unchanged(record, experiment):
         drawn = sum(len(entry.get("files", [])) // 2 for entry in record["figures"].values())  # PNG + PDF each
         print(f"nothing new: {measured_note + '; ' if measured_note else ''}the table, {drawn} figure(s), "
-              f"{experiment.phases_path.name} and the report are up to date ({experiment.report_path})")
+              f"{experiment.phases_path.name}, {experiment.findings_path.name} and the report are up to date ({experiment.report_path})")
         return record.get("exit", 0)
     if measured_note:
         print(measured_note)
@@ -208,17 +233,14 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
 def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame, description: str, inputs,
                     record: dict) -> int:
     from figures import published
-    from figures.finding_sentences import headed_sentences
-    from figures.findings import findings
-    from figures.phases import phase_table, stop_table
-    from figures.report import TROUBLED_STATES, transfer_sentences, troubled_runs, write_report  # imports seaborn
-    from figures.transfer import transfer_summary
+    from figures.report import TROUBLED_STATES, troubled_runs, write_report  # imports seaborn
+    from findings.readout import readout
 
     metrics = read_table(experiment, plan)
-    drawn, skipped, entries = redraw(experiment, plan, metrics, inputs, record.get("figures", {}))
-    phases = phase_table(metrics)
-    advice = stop_table(phases)
-    atomic_write_text(experiment.phases_path, phases.to_csv(index=False))
+    found = readout(metrics)  # one read-out: the figures, phases.csv, findings.csv and the report all show it
+    drawn, skipped, entries = redraw(experiment, plan, metrics, inputs, record.get("figures", {}), found)
+    atomic_write_text(experiment.phases_path, found.phases.to_csv(index=False))
+    atomic_write_text(experiment.findings_path, found.table.to_csv(index=False))
     # still training or stopped part way: drawn as far as measured (failed, diverged, skipped: the Findings say why)
     unfinished = runs[~runs["state"].isin(("done", *TROUBLED_STATES))] if len(runs) else runs
     notes = [f"{len(unfinished)} run(s) not done ({', '.join(sorted(set(unfinished['state'])))}): drawn up to their "
@@ -226,11 +248,9 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
     if plan.overrides:
         notes.append(f"Figures and tables of the runs with {describe_filter(plan.overrides)} (the command line's filter).")
     troubled = troubled_runs(runs, set(metrics["run_id"]), describe_filter(plan.overrides))
-    transfer = transfer_summary(metrics)
     report = write_report(experiment.path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
-                          phases, advice, notes, transfer, troubled=troubled,
-                          findings=[*headed_sentences(findings(metrics, runs)),
-                                    *(("Transfer from the parent's checkpoints", text) for text in transfer_sentences(transfer))])
+                          found, notes, troubled=troubled,
+                          unfinished=set(unfinished["run_id"]) if len(unfinished) else set())
     code = 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
     published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries,
                                         "outputs": published.output_digests(experiment)})
@@ -245,11 +265,11 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
     return code
 
 
-def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inputs, previous: dict):
+def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inputs, previous: dict, found=None):
     """Draw the figures whose key (their table, the filter, the code) changed or whose files no longer hold
     what was drawn (gone, emptied, edited: their size and sha256 are recorded), keep the others as drawn
     before, and remove every figure file that none of them makes now (a figure that skips now, a run
-    filtered out, a figure renamed: remove_unlisted_figures). Returns ({name: [paths]}, {name: why not
+    filtered out, a figure renamed: remove_unlisted_figures); `found`: the table's read-out. Returns ({name: [paths]}, {name: why not
     drawn}, the record's entries), in the registry's order."""
     import figures
     from figures import published
@@ -264,7 +284,8 @@ def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inpu
     stale = [name for name in keys if not kept(name)]
     similarity = read_similarity(experiment, plan) if any(figures.FIGURES[name].table == "similarity"
                                                            for name in stale) else None
-    fresh_drawn, fresh_skipped = figures.draw_all(metrics, folder, stale, similarity_table=similarity)
+    fresh_drawn, fresh_skipped = figures.draw_all(metrics, folder, stale, similarity_table=similarity, readout=found,
+                                                  workers=figure_workers(plan))
     drawn, skipped, entries = {}, {}, {}
     for name in keys:
         if name in stale:
@@ -281,6 +302,16 @@ def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inpu
             skipped[name] = entries[name]["skipped"]
     remove_unlisted_figures(folder, entries)
     return drawn, skipped, entries
+
+
+def figure_workers(plan: Plan) -> int:
+    """Processes that draw the figures: the cores this process may use, at most `threads=` when set (a
+    cluster job's share of its node)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = getattr(plan.execution, "threads", 0) or cores
+    return max(1, min(cores, threads))
 
 
 def remove_unlisted_figures(folder: Path, entries: dict) -> list[str]:

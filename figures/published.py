@@ -106,17 +106,22 @@ def figure_intact(folder: Path, entry: dict) -> bool:
     return all(same_content(folder / name, contents.get(name)) for name in entry.get("files", []))
 
 
+def written(experiment: ExperimentFolder) -> tuple[Path, ...]:
+    """What a publication writes besides the figures: the report, phases.csv and findings.csv."""
+    return experiment.report_path, experiment.phases_path, experiment.findings_path
+
+
 def output_digests(experiment: ExperimentFolder) -> dict:
-    """The record's "outputs": what report.html and phases.csv hold now, just written."""
-    return {path.name: file_digest(path) for path in (experiment.report_path, experiment.phases_path)}
+    """The record's "outputs": what report.html, phases.csv and findings.csv hold now, just written."""
+    return {path.name: file_digest(path) for path in written(experiment)}
 
 
 def outputs_intact(experiment: ExperimentFolder, record: dict) -> bool:
-    """Whether report.html and phases.csv still hold what the last publication wrote."""
+    """Whether report.html, phases.csv and findings.csv still hold what the last publication wrote."""
     outputs = record.get("outputs")
     if not isinstance(outputs, dict):
         return False
-    return all(same_content(path, outputs.get(path.name)) for path in (experiment.report_path, experiment.phases_path))
+    return all(same_content(path, outputs.get(path.name)) for path in written(experiment))
 
 
 def read_record(experiment: ExperimentFolder) -> dict:

@@ -115,20 +115,76 @@ def troubled_runs(runs: pd.DataFrame, measured: set[str] | None = None, filter_w
     return troubled
 
 
-def findings_section(findings: list, troubled: list[tuple] = ()) -> str:
-    """The report's first section: what the analysis found, one sentence each (plain text: escaped here;
-    a (heading, sentence) pair groups consecutive sentences under their heading), then each run that
-    failed, diverged or was skipped, with why ((run id, state, reason), troubled_runs)."""
+SHORT_LABEL = 48  # characters: a longer recipe is named R1, R2, … in the findings table, spelt out in its legend
+
+
+def short_labels(recipes) -> dict:
+    """recipe -> its label in the findings table: the recipe itself when short (up to SHORT_LABEL characters:
+    three key=value pairs), else R1, R2, … in order."""
+    labels, count = {}, 0
+    for recipe in dict.fromkeys(recipes):
+        if len(recipe) <= SHORT_LABEL:
+            labels[recipe] = recipe
+        else:
+            count += 1
+            labels[recipe] = f"R{count}"
+    return labels
+
+
+def estimate_cell(row: pd.Series) -> str:
+    """`+4.2 [1.6, 6.8] points` (accuracies in points), `2 [1.4, 2.6] layers`, `0.71 (1 seed)`, `–`."""
+    if row["estimate"] != row["estimate"]:
+        return "–"
+    scale, unit = (100, "points") if "accuracy" in str(row["unit"]) else (1, str(row["unit"]))
+    sign = "+" if row["question"] != "effective_depth" else ""
+    value = f"{row['estimate'] * scale:{sign}.2f}"
+    if row["seeds"] < 2:
+        return f"{value} {unit} (1 seed)"
+    return f"{value} [{row['low'] * scale:{sign}.2f}, {row['high'] * scale:{sign}.2f}] {unit}"
+
+
+def findings_table(table: pd.DataFrame, labels: dict) -> str:
+    """One row per finding: story, recipe (short label), question, the estimate with its interval over
+    seeds, the seed count, the checkpoint it is read at and the verdict."""
+    rows = ["<tr><th>story</th><th>recipe</th><th>question</th><th>estimate [97.5 % interval]</th><th>seeds</th>"
+            "<th>at iteration</th><th>verdict</th></tr>"]
+    for _, row in table.iterrows():
+        at = "–" if row["checkpoint"] != row["checkpoint"] else f"{row['checkpoint']:g}" + (
+            f" vs {row['compared_to']:g}" if row["compared_to"] == row["compared_to"] else "")
+        cells = (row["story"].split(" (")[0], labels[row["recipe"]], row["question"].replace("_", " "),
+                 estimate_cell(row), str(int(row["seeds"])), at, row["verdict"])
+        rows.append("<tr>" + "".join(f"<td>{_text(str(cell))}</td>" for cell in cells) + "</tr>")
+    return "<table class='findings-table'>" + "".join(rows) + "</table>"
+
+
+def findings_section(table: pd.DataFrame, troubled: list[tuple] = (), unfinished: set = frozenset()) -> str:
+    """The report's first section: the findings table (findings/readout.py's rows), the legend of its short
+    recipe labels, one short sentence per finding grouped by story (marked when some of its runs are not
+    done), then each run that failed, diverged or was skipped, with why ((run id, state, reason))."""
     parts = ["<h2>Findings</h2>"]
-    for heading, group in itertools.groupby(findings, key=lambda item: item[0] if isinstance(item, tuple) else ""):
-        texts = [item[1] if isinstance(item, tuple) else item for item in group]
-        parts += [f"<h3>{html.escape(heading)}</h3>"] if heading else []
-        parts.append("<ul class='findings'>" + "".join(f"<li>{html.escape(text)}</li>" for text in texts) + "</ul>")
+    if len(table):
+        labels = short_labels(table["recipe"])
+        parts.append(findings_table(table, labels))
+        legend = [(label, recipe) for recipe, label in labels.items() if label != recipe]
+        if legend:
+            parts.append("<p class='note'>Recipes: " + "; ".join(f"<b>{html.escape(label)}</b> = {html.escape(recipe)}"
+                                                                  for label, recipe in legend) + "</p>")
+        parts.append("<p class='note'>A direction is stated only when the 97.5 % t-interval over seeds excludes no "
+                     "difference by more than three test examples (docs/experiments.md#reading-the-results); one "
+                     "seed gets its value and no direction.</p>")
+        for story, group in itertools.groupby(table.to_dict("records"), key=lambda row: row["story"]):
+            parts.append(f"<h3>{html.escape(story)}</h3><ul class='findings'>")
+            for row in group:
+                late = len(set(row["runs"].split()) & set(unfinished))
+                text = f"{labels[row['recipe']]}: {row['statement']}." + (
+                    f" ({late} of its runs not done: read at their newest measured checkpoint.)" if late else "")
+                parts.append(f"<li>{html.escape(text)}</li>")
+            parts.append("</ul>")
     if troubled:
         parts.append(f"<h3>Runs that failed, diverged or were skipped ({len(troubled)})</h3><ul class='findings'>"
                      + "".join(f"<li>{run_cell(run)}: {html.escape(state)}: {html.escape(str(reason))}</li>"
                                for run, state, reason in troubled) + "</ul>")
-    if not findings and not troubled:
+    if not len(table) and not troubled:
         parts.append("<p class='note'>no finding yet; no run failed, diverged or was skipped</p>")
     return "\n".join(parts)
 
@@ -159,11 +215,12 @@ def transfer_tasks(experiment: ExperimentFolder) -> dict[str, str]:
 
 
 def write_report(experiment_dir: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
-                 skipped: dict, phases: pd.DataFrame, advice: pd.DataFrame, notes: list[str],
-                 transfer: pd.DataFrame | None = None, *, findings: list[str] = (), troubled: list[tuple] = ()) -> Path:
+                 skipped: dict, readout, notes: list[str], *, troubled: list[tuple] = (),
+                 unfinished: set = frozenset()) -> Path:
     """Write the experiment folder's report, beside the figures folder it links (relative links: the
-    folder can move); returns its path. Top to bottom: what ran (`description`), the Findings (`findings`
-    sentences, the `troubled` runs: findings_section), the figures, the runs, the phase and transfer tables."""
+    folder can move); returns its path. Top to bottom: what ran (`description`), the Findings (the
+    read-out's table and sentences, findings/readout.py; the `troubled` runs), the figures, the runs, the
+    seed-mean phase table."""
     experiment = ExperimentFolder(experiment_dir)
     varying = varying_settings(runs)
     tasks = transfer_tasks(experiment)  # LearnPhase's transfer probe: which task each run's was, or why none
@@ -172,10 +229,12 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>",
              f"<h1>{html.escape(title)}</h1><p class='description'>{html.escape(description)}</p>",
              f"<p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M')} from "
-             f"{html.escape(str(experiment.table_path))}; redraw with "
+             f"{html.escape(str(experiment.table_path))}; every number of the findings is in "
+             f"{html.escape(experiment.findings_path.name)}; redraw with "
              "<code>python analysis.py figures ...</code>.</p>"]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in notes]
-    parts += [findings_section(list(findings), list(troubled)), "<h2>Figures</h2>", *_figure_parts(drawn, experiment_dir)]
+    parts += [findings_section(readout.table, list(troubled), unfinished), "<h2>Figures</h2>",
+              *_figure_parts(drawn, experiment_dir)]
     if skipped:
         parts.append("<h3>Not drawn</h3><ul>" + "".join(
             f"<li>{html.escape(name)}: {html.escape(reason)}</li>" for name, reason in skipped.items()) + "</ul>")
@@ -183,55 +242,24 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
               _table(varying) if len(varying) else "<p>none: a single configuration</p>",
               "<p class='note'>Run ids are shortened (the hash cut): hover over one for the whole id.</p>",
               runs_table(runs, list(varying["setting"])) if len(runs) else "<p>no run</p>"]
-    parts += phase_parts(phases, advice) + transfer_parts(transfer)
+    parts += phase_parts(readout.phases)
     atomic_write_text(experiment.report_path, "\n".join(parts) + "\n")
     return experiment.report_path
 
 
-# The phase table's columns a reader needs (the CSV beside the report keeps them all: bands, tolerances, reasons).
-PHASE_SHOWN = ("run_id", "layer", "plateau_end", "minimum", "minimum_low", "minimum_high", "rise", "rise_held",
+# The phase table's columns a reader needs (phases.csv beside the report keeps them all: bands, spreads, reasons).
+PHASE_SHOWN = ("recipe", "layer", "seeds", "plateau_end", "minimum", "minimum_low", "minimum_high", "rise",
                "transfer_peak", "transfer_peak_low", "transfer_peak_high", "classifier_best", "missing_reason")
 
 
-def phase_parts(phases: pd.DataFrame, advice: pd.DataFrame) -> list[str]:
+def phase_parts(phases: pd.DataFrame) -> list[str]:
     shown = [column for column in PHASE_SHOWN if column in phases]
-    return ["<h2>Learning phases (LearnPhase)</h2>",
-            "<p class='note'>Iterations where each layer's test reconstruction loss leaves its plateau, reaches "
-            "its minimum and rises again, the transfer-probe peak and the classifier's best test accuracy. Each "
-            "turn is found on a 3-point running median with a tolerance τ of 5 % of the curve's range, and "
-            "carries its band (_low, _high: the checkpoints within τ of it); a turn the curve does not show by "
-            "more than τ is left empty, with the reason (the rules: figures/phases.py; every column: "
-            "the phase table's CSV beside this report).</p>",
-            "<h3>Stop pre-training here (read at the last hidden layer)</h3>",
-            _table(advice[[column for column in advice if column in (*PHASE_SHOWN, "read_at_layer",
-                                                                       "stop_pretraining_at",
-                                                                       "before_classifier_best")]])
-            if len(advice) else "<p>no reconstruction curves</p>",
-            "<h3>Every layer</h3>", _table(phases[shown]) if len(phases) else "<p>no reconstruction curves</p>"]
-
-
-def transfer_parts(transfer: pd.DataFrame | None) -> list[str]:
-    if transfer is None or not len(transfer):
-        return []
-    return ["<h2>Transfer from the parent's checkpoints (LearnPhase)</h2>",
-            "<p class='note'>Per parent: the start iteration whose children ended with the best test accuracy "
-            "on their task (mean over seeds), against the iteration where the parent's own classifier was "
-            "best and its phase table's 'stop pre-training here' (figures/transfer.py).</p>",
-            _table(transfer), *(f"<p>{html.escape(text)}</p>" for text in transfer_sentences(transfer))]
-
-
-def transfer_sentences(transfer: pd.DataFrame | None) -> list[str]:
-    """One plain sentence per parent and child recipe: where transfer was best, against the classifier's best."""
-    sentences = []
-    for _, row in (transfer if transfer is not None else pd.DataFrame()).iterrows():
-        best, classifier = row["best start iteration"], row["parent's classifier best"]
-        where = ("before" if best < classifier else "at" if best == classifier else "after") if classifier == classifier else "?"
-        spread = "1 seed, no spread" if row["seeds"] == 1 else f"{row['seeds']} seeds, std {row['spread (std)']:.3f}"
-        earliest = row["earliest start within τ"]
-        tied = (f"; the earliest start within τ={row['τ']:.3g} of it is iteration {earliest:g}, "
-                + ("before" if earliest < classifier else "at" if earliest == classifier else "after")
-                + " the classifier's best") if earliest != best and classifier == classifier else ""
-        sentences.append(f"Transfer, {row['parent']} → {row['child']}: children started at iteration {best:g} ended "
-                         f"best ({row['its final accuracy']:.3f}; {spread}); that is {where} the parent's best "
-                         f"classifier (iteration {classifier:g}){tied}.")
-    return sentences
+    return ["<h2>Learning phases (LearnPhase), per recipe</h2>",
+            "<p class='note'>On each recipe's seed-mean curves, at the checkpoints every seed has: the iterations "
+            "where each layer's test reconstruction loss leaves its plateau, reaches its minimum and rises again, "
+            "the transfer-probe peak and the classifier's best. Each turn is found on a 3-point running median "
+            "with a tolerance τ of 5 % of the curve's range and carries its band (_low, _high); a turn the curve "
+            "does not show by more than τ is left empty, with the reason. Whether a turn is beyond the seeds' "
+            "noise is the findings' verdict above (findings/phases.py, findings/learning.py; every column: "
+            "phases.csv beside this report). Children (warm-started, transfer, later stages) have no phases.</p>",
+            _table(phases[shown]) if len(phases) else "<p>no reconstruction curves of runs with phases</p>"]

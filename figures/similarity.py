@@ -10,17 +10,16 @@ varies, seeds averaged), titled with what it holds fixed; the colour range fits 
 from __future__ import annotations
 
 import pandas as pd
-import seaborn
 
 from figures.collapse import single_stage
 from figures.registry import Skip, figure
-from figures.style import panel_grid, recipe_groups, wrapped
+from figures.style import heatmap, panel_grid, recipe_groups, titled
 
 KORNBLITH = "Kornblith, Norouzi, Lee & Hinton, ICML 2019"
 MAX_PANELS = 6  # conditions drawn per figure (the first ones, sorted); the rest are in similarity.parquet
 PANELS_PER_ROW = 3
 NOT_CONDITIONS = ("seed", "data_seed")  # averaged over, never a panel of their own
-HEATMAP = {"cmap": "viridis", "square": False, "cbar_kws": {"label": "linear CKA (range: the data's)"}}
+CKA_LABEL = "linear CKA (range: the data's)"
 
 
 def conditions(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -33,10 +32,12 @@ def layer_order(rows: pd.DataFrame) -> list[str]:
 
 
 def require_similarity(similarity: pd.DataFrame, kind: str) -> pd.DataFrame:
-    rows = single_stage(similarity)
-    rows = rows[rows["kind"] == kind] if len(rows) else rows
+    every = similarity[similarity["kind"] == kind] if len(similarity) else similarity
+    rows = single_stage(every) if len(every) else every
     if rows.empty:
-        raise Skip("no probe snapshots measured (cka_previous_layer in metrics=, probe_subset_size > 0)")
+        raise Skip(f"every {kind} similarity row is of a staged run (warm start, transfer); this figure compares runs "
+                   "trained in one stage" if len(every) else
+                   "no probe snapshots measured (cka_previous_layer in metrics=, probe_subset_size > 0)")
     return rows
 
 
@@ -46,14 +47,12 @@ def heatmaps(panels, pivot, title: str, xlabel: str, ylabel: str):
     values = pd.concat([table.stack() for _, table in tables])
     drawing, axes = panel_grid(len(tables), PANELS_PER_ROW, width=4.2, height=3.6)
     for axis, (label, table) in zip(axes, tables):
-        seaborn.heatmap(table, ax=axis, vmin=values.min(), vmax=values.max(), **HEATMAP)
-        axis.set_title(wrapped(label, 45) if len(tables) > 1 else "", fontsize=8)
+        heatmap(axis, table, "viridis", CKA_LABEL, vmin=values.min(), vmax=values.max())
+        titled(axis, label if len(tables) > 1 else "", 8)
         axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabel)
-        axis.tick_params(axis="x", labelrotation=90, labelsize=7)
-        axis.tick_params(axis="y", labelrotation=0, labelsize=7)
-    held = "" if len(tables) > 1 else f"\n{wrapped(tables[0][0], 90)}"
-    drawing.suptitle(title + held, fontsize=10)
+    held = "" if len(tables) > 1 else f"\n{tables[0][0]}"
+    titled(drawing, title + held, 10)
     return drawing
 
 

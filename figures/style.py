@@ -2,14 +2,15 @@
 the recipe groups every figure draws apart.
 
     for fixed, rows in recipe_groups(metrics, plotted=("depth",)):   # one panel per recipe, depth as hue
-        ...; axis.set_title(wrapped(fixed))                         # what the panel holds fixed
+        ...; titled(axis, fixed)                                    # what it holds fixed, wrapped to fit
+
+Panels that compare arms of one quantity share its axis (`shared`); legends sit beside the data
+(`legend_outside`); titles wrap to the width of what they sit over (`titled`, `fitted`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
 import textwrap
 from pathlib import Path
 
@@ -18,28 +19,125 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a cluster node or in CI
 
 import matplotlib.pyplot as pyplot  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn  # noqa: E402
 
-from conf import Settings  # noqa: E402
+from findings.noise import seed_band  # noqa: E402
+from findings.recipes import SETTINGS, setting_column, settings_of, staged, transferred  # noqa: E402, F401  (one owner)
 from utils import atomic_write_bytes  # noqa: E402
 
 seaborn.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 ITERATION_LABEL = "training iteration (log scale; 0 at the left)"
-SEED_BAND = ("ci", 95)  # mean over seeds with a 95 % bootstrap confidence band
+CHARACTER_EM = 0.6  # mean width of a settings description's characters in DejaVu Sans (~0.55 em), rounded up
+# Of its column's width, what a panel's title may take: constrained layout keeps a title inside its column by
+# squeezing the axes, so a title as wide as the column would leave no room for the data.
+PANEL_SHARE = 0.8
+LEGEND_WIDTH = 2.0  # inches: a legend entry's lines beside a panel
+PANEL_EXTRAS = 1.6  # inches of a panel's row besides a legend hung beside it: title, tick labels, x label
+SEED_BAND = seed_band  # mean over seeds with its t-interval: the read-out's (findings/noise.py), not a bootstrap
 
 
 def iteration_axis(axis) -> None:
     """Iterations on a log scale that still shows iteration 0 (symlog: linear below 1)."""
     axis.set_xscale("symlog", linthresh=1)
     axis.set_xlim(left=0)
-    axis.set_xlabel(ITERATION_LABEL)
+    x_labelled(axis, ITERATION_LABEL)
+
+
+def fitted(text: str, over, fontsize: float) -> str:
+    """Wrap `text` (a title, a label) to the width of what it sits over at `fontsize` points: a panel (an
+    Axes), a whole figure (a Figure: its suptitle) or a width in inches; its own line breaks kept. Text wider
+    than that is cut off at both edges of the saved file."""
+    characters = int(room(over) * 72 / (fontsize * CHARACTER_EM))
+    return "\n".join(textwrap.fill(line, max(characters, 12), break_long_words=False) for line in text.split("\n"))
+
+
+def room(over) -> float:
+    """The inches a line of text may take over a figure (its width less the layout's padding) or over a panel
+    (PANEL_SHARE of its columns' share of the figure's width: the rest is its tick labels and legend)."""
+    if isinstance(over, (int, float)):
+        return over
+    if isinstance(over, Figure):
+        return over.get_figwidth() * 0.95
+    spec = over.get_subplotspec()
+    span = spec.colspan.stop - spec.colspan.start
+    return over.figure.get_figwidth() * span / spec.get_gridspec().ncols * PANEL_SHARE
+
+
+def titled(over, text: str, fontsize: float = 8):
+    """Title a panel (an Axes) or a figure (its suptitle) with `text` wrapped to fit over it (`fitted`)."""
+    text = fitted(text, over, fontsize)
+    if isinstance(over, Figure):
+        return over.suptitle(text, fontsize=fontsize)
+    return over.set_title(text, fontsize=fontsize)
+
+
+def x_labelled(axis, text: str) -> None:
+    """Label a panel's x axis with `text` wrapped to the panel's width (`fitted`): constrained layout makes no
+    room for an x label wider than its axes, so a long one is cut off at the figure's edges."""
+    points = FontProperties(size=matplotlib.rcParams["axes.labelsize"]).get_size_in_points()
+    axis.set_xlabel(fitted(text, axis, points))
+
+
+def shared(axes, x: bool = False, y: bool = False) -> None:
+    """The panels `axes` on one x and/or y range (and scale), before anything is drawn on them: arms drawn side
+    by side compare by height, not by each panel's own fitted range. Every panel keeps its tick labels."""
+    first, *rest = axes
+    for axis in rest:
+        if x:
+            axis.sharex(first)
+        if y:
+            axis.sharey(first)
 
 
 def legend_outside(axis, **options) -> None:
-    """The axis's legend to the right of its data area (constrained layout makes room), never over the curves."""
-    axis.legend(fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
-                **options)
+    """The axis's legend to the right of its data area (constrained layout makes room), never over the curves:
+    its entries wrapped to LEGEND_WIDTH (a recipe description would squeeze the panel to nothing), the figure
+    made taller where the legend is taller than its panel (`room_for`)."""
+    handles, labels = axis.get_legend_handles_labels()
+    legend = axis.legend(handles, [fitted(label, LEGEND_WIDTH, 7) for label in labels], fontsize=7, title_fontsize=7,
+                         loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **options)
+    room_for(legend, axis)
+
+
+def room_for(legend, axis) -> None:
+    """Make `axis`'s figure tall enough that `legend`, hung from the top of the panel, ends above the figure's
+    bottom edge: each row of panels as tall as the legend and its title and x label (PANEL_EXTRAS)."""
+    drawing = axis.figure
+    inches = legend.get_window_extent(drawing.canvas.get_renderer()).height / drawing.dpi
+    rows = axis.get_subplotspec().get_gridspec().nrows
+    drawing.set_figheight(max(drawing.get_figheight(), rows * (inches + PANEL_EXTRAS)))
+
+
+def legend_below(drawing, axis, title: str, columns: int = 3, fontsize: float = 7) -> None:
+    """Move `axis`'s legend under every panel of `drawing`, for entries too long to sit beside one panel
+    (recipe descriptions): in `columns` columns, each entry wrapped to a column's width, the figure made
+    taller by the legend's height so the panels keep theirs."""
+    handles, labels = axis.get_legend_handles_labels()
+    if axis.get_legend():
+        axis.get_legend().remove()
+    columns = max(1, min(columns, len(labels)))
+    labels = [fitted(label, drawing.get_figwidth() / columns * 0.85, fontsize) for label in labels]
+    legend = drawing.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize=fontsize,
+                            title=title, title_fontsize=fontsize)
+    inches = legend.get_window_extent(drawing.canvas.get_renderer()).height / drawing.dpi
+    drawing.set_figheight(drawing.get_figheight() + inches)
+
+
+def heatmap(axis, grid: pd.DataFrame, cmap: str, label: str, vmin=None, vmax=None) -> None:
+    """`grid` (rows × columns, first row at the top) as coloured cells with every row and column labelled and a
+    colour bar named `label`. Not seaborn.heatmap: it draws the whole figure once per call to check whether
+    its tick labels overlap, most of a figure's time (the CKA figures: 2.2 of 2.5 s)."""
+    mesh = axis.pcolormesh(grid.to_numpy(dtype=float), cmap=cmap, vmin=vmin, vmax=vmax)
+    axis.set_xlim(0, grid.shape[1])
+    axis.set_ylim(grid.shape[0], 0)
+    axis.set_xticks([column + 0.5 for column in range(grid.shape[1])], [str(value) for value in grid.columns],
+                    rotation=90, fontsize=7)
+    axis.set_yticks([row + 0.5 for row in range(grid.shape[0])], [str(value) for value in grid.index], fontsize=7)
+    axis.grid(False)
+    axis.figure.colorbar(mesh, ax=axis, label=label)
 
 
 def new_figure(columns: int = 1, rows: int = 1, width: float = 4.6, height: float = 3.4):
@@ -66,36 +164,8 @@ def varying(metrics: pd.DataFrame, candidates, exclude=("seed",)) -> list[str]:
     return [key for key in candidates if key in metrics and key not in exclude and metrics[key].nunique(dropna=False) > 1]
 
 
-def setting_column(metrics: pd.DataFrame, name: str, default) -> pd.Series:
-    """A run setting's column, or its default where the table predates the setting."""
-    return metrics[name] if name in metrics else pd.Series(default, index=metrics.index)
-
-
-def staged(metrics: pd.DataFrame) -> pd.Series:
-    """Rows of runs in a staged protocol (pretraining on a subset or on another dataset): conf/plasticity.py."""
-    return (setting_column(metrics, "pretrain_fraction", 0.0) > 0) | (setting_column(metrics, "pretrain_dataset", "same") != "same")
-
-
-def transferred(metrics: pd.DataFrame) -> pd.Series:
-    """Rows of children that start from a parent's checkpoint other than its end, or from another dataset's run
-    (figures/transfer.py draws them; a warm-start figure would mix two protocols)."""
-    return staged(metrics) & (setting_column(metrics, "epochs", 1) > 0) & (
-        (setting_column(metrics, "start_from_iteration", "final") != "final")
-        | (setting_column(metrics, "pretrain_dataset", "same") != "same"))
-
-
 # -- recipes: what a figure holds fixed ---------------------------------------------------------------------
 
-SETTINGS = tuple(field.name for field in dataclasses.fields(Settings))
-
-
-def settings_of(row: pd.Series) -> Settings:
-    """A run's Settings from one of its table rows: the table holds list settings as JSON text
-    (metrics/store.py), numbers as numpy scalars."""
-    record = {name: row[name] for name in SETTINGS if name in row}
-    return Settings.from_record({key: json.loads(value) if isinstance(value, str) and value.startswith("[")
-                                 else value.item() if hasattr(value, "item") else value
-                                 for key, value in record.items()})
 POOLED = ("seed",)  # seeds of one recipe are one line: their mean with a confidence band (SEED_BAND)
 # What a one-recipe figure names when nothing varies: enough to tell it from another experiment's figure.
 SUMMARY = ("dataset", "arch", "depth", "width", "optimizer", "lr", "epochs")
@@ -125,7 +195,8 @@ def recipe_groups(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> lis
 
 
 def wrapped(text: str, width: int = 70) -> str:
-    """A long held-fixed description broken into lines that fit over a panel."""
+    """A long held-fixed description broken into lines of `width` characters (a legend entry); a title fits
+    the width of what it sits over instead: `fitted`, `titled`."""
     return textwrap.fill(text, width=width, break_long_words=False)
 
 

@@ -94,7 +94,9 @@ def measure_layers(model: torch.nn.Module, train: SplitData, test: SplitData, nu
         for name, layer in layers.items():
             values = metric.function(layer)
             details = metric.details(layer) if metric.details and values else {}
-            rows += [{"layer": name, "metric": metric.name, "split": split, "value": float(value), **details}
+            examples = metric.examples(layer) if metric.examples and values else {}
+            rows += [{"layer": name, "metric": metric.name, "split": split, "value": float(value), **details,
+                      **({"examples": int(examples[split])} if split in examples else {})}
                      for split, value in values.items()]
     return rows, layers
 

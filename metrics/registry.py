@@ -58,6 +58,8 @@ class Metric:
     details: Callable[[LayerResults], dict] | None = None  # recorded beside the value (chosen l2, dimensions)
     options: tuple[str, ...] = ()  # analysis options it reads itself (its statistics' are added)
     across_layers: bool = False  # function(layers: {name: LayerResults}, layer_names, options) -> rows
+    # an accuracy's examples per split (its `examples` column): the read-out's resolution, a few examples' worth
+    examples: Callable[[LayerResults], dict] | None = None
 
     def depends_on(self) -> tuple[str, ...]:
         """Every analysis option its values depend on."""
@@ -71,13 +73,14 @@ METRICS: dict[str, Metric] = {}
 
 
 def register(name: str, *, version: int, paper: str, needs: tuple[str, ...], details=None, options=(),
-             across_layers: bool = False):
+             across_layers: bool = False, examples=None):
     def decorator(function):
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
         for need in needs:
             need_options(need)  # an unknown statistic or target fails here, at import
-        METRICS[name] = Metric(name, version, paper, function, tuple(needs), details, tuple(options), across_layers)
+        METRICS[name] = Metric(name, version, paper, function, tuple(needs), details, tuple(options), across_layers,
+                               examples)
         return function
 
     return decorator
@@ -133,11 +136,17 @@ def _accuracy(fitted: LinearMap) -> dict[str, float]:
     return {split: float(correct) / fitted.count[split] for split, correct in fitted.correct.items()}
 
 
+def _map_examples(target: str):
+    return lambda layer: dict(layer.maps[target].count)
+
+
 def _map_details(target: str):
     return lambda layer: {"l2": layer.maps[target].l2, "dimensions": layer.maps[target].dimensions}
 
 
-@register("ncc_accuracy", version=1, paper="Galanti et al., TMLR 2023 (IntermediateNC)", needs=("ncc",))
+# Accuracies, version +1: each row carries its `examples` (findings/noise.py: a verdict's resolution is a few of them).
+@register("ncc_accuracy", version=2, paper="Galanti et al., TMLR 2023 (IntermediateNC)", needs=("ncc",),
+          examples=lambda layer: dict(layer.count))
 def ncc_accuracy(layer: LayerResults) -> dict[str, float]:
     """Nearest class centre accuracy; centres from the training split with the labels the run trained on."""
     return {split: correct / layer.count[split] for split, correct in layer.ncc_correct.items()}
@@ -149,16 +158,16 @@ def class_distance_normalised_variance(layer: LayerResults) -> dict[str, float]:
     return {split: cdnv(moments) for split, moments in layer.classes.items()}
 
 
-@register("probe_accuracy", version=1, paper="linear probe (closed-form ridge to one-hot classes)",
-          needs=("ridge_correct:classes",), details=_map_details("classes"))
+@register("probe_accuracy", version=2, paper="linear probe (closed-form ridge to one-hot classes)",
+          needs=("ridge_correct:classes",), details=_map_details("classes"), examples=_map_examples("classes"))
 def probe_accuracy(layer: LayerResults) -> dict[str, float]:
     return _accuracy(layer.maps["classes"])
 
 
 # Version 2: colour dominance reads the normalised image, as LearnPhase's code does (version 1 summed
-# the raw uint8 pixels; that rule is the transfer task colour_dominance_raw now).
-@register("transfer_accuracy", version=2, paper="Schneider & Prabhushankar, AAAI 2024 (LearnPhase): transfer task",
-          needs=("ridge_correct:transfer",), details=_map_details("transfer"))
+# the raw uint8 pixels; that rule is the transfer task colour_dominance_raw now). Version 3: its examples column.
+@register("transfer_accuracy", version=3, paper="Schneider & Prabhushankar, AAAI 2024 (LearnPhase): transfer task",
+          needs=("ridge_correct:transfer",), details=_map_details("transfer"), examples=_map_examples("transfer"))
 def transfer_accuracy(layer: LayerResults) -> dict[str, float]:
     """A probe for a task the network never trained on (data/transfer.py: colour dominance, brightness,
     the other dataset's classes); only for a run with a transfer task (transfer_task=)."""
@@ -186,7 +195,8 @@ def classifier_loss(layer: LayerResults) -> dict[str, float]:
     return {split: loss for split, (loss, _) in layer.classifier.items()}
 
 
-@register("classifier_accuracy", version=1, paper="the network's own accuracy", needs=("classifier",))
+@register("classifier_accuracy", version=2, paper="the network's own accuracy", needs=("classifier",),
+          examples=lambda layer: dict(layer.count))
 def classifier_accuracy(layer: LayerResults) -> dict[str, float]:
     return {split: accuracy for split, (_, accuracy) in layer.classifier.items()}
 

@@ -82,6 +82,45 @@ def fabricate_mnist(root: Path, n_train: int, n_test: int, seed: int = 0,
     return _result(train, test)
 
 
+# Seven-segment digits (segments a–g: top, upper right, lower right, bottom, lower left, upper left, middle) as
+# stroke end points on a 0..1 square: a class is a shape, not a colour, so layers have structure to learn.
+SEGMENTS = {"a": ((0.2, 0.15), (0.8, 0.15)), "b": ((0.8, 0.15), (0.8, 0.5)), "c": ((0.8, 0.5), (0.8, 0.85)),
+            "d": ((0.2, 0.85), (0.8, 0.85)), "e": ((0.2, 0.5), (0.2, 0.85)), "f": ((0.2, 0.15), (0.2, 0.5)),
+            "g": ((0.2, 0.5), (0.8, 0.5))}
+DIGITS = ("abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abfgcd")
+
+
+def stroke_digits(count: int, seed: int, size: int = 28, shapes=DIGITS) -> tuple[np.ndarray, np.ndarray]:
+    """`count` grayscale images of the `shapes` drawn as strokes of random thickness, shift, scale and slant, with
+    pixel noise (uint8, N × size × size), and their labels: MNIST-like structure, made here."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(shapes), size=count)
+    rows, columns = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)
+    images = np.zeros((count, size, size), dtype=np.float32)
+    for index, label in enumerate(labels):
+        scale, slant = rng.uniform(0.75, 1.05), rng.uniform(-0.15, 0.15)
+        shift, width = rng.uniform(-0.08, 0.08, size=2), rng.uniform(0.04, 0.08)
+        for name in shapes[label]:
+            (x0, y0), (x1, y1) = [((x - 0.5) * scale + 0.5 + slant * (y - 0.5) + shift[0],
+                                   (y - 0.5) * scale + 0.5 + shift[1]) for x, y in SEGMENTS[name]]
+            along = np.clip(((columns - x0) * (x1 - x0) + (rows - y0) * (y1 - y0)) / ((x1 - x0) ** 2 + (y1 - y0) ** 2), 0, 1)
+            distance = np.hypot(columns - (x0 + along * (x1 - x0)), rows - (y0 + along * (y1 - y0)))
+            images[index] = np.maximum(images[index], np.clip(1.5 - distance / width, 0, 1))
+    images = np.clip(images * 255 + rng.normal(0, 20, images.shape), 0, 255)
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def fabricate_stroke_mnist(root: Path, n_train: int, n_test: int, seed: int = 0, folder: str = "MNIST",
+                           shapes=DIGITS) -> None:
+    """MNIST's idx files (or another folder's: "FashionMNIST") holding stroke_digits: a grayscale 28-pixel dataset
+    with real structure, for trying the read-out's stories on data other than the embedded synthetic set."""
+    raw = Path(root) / folder / "raw"
+    for prefix, count, offset in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = stroke_digits(count, seed * 2 + offset, shapes=shapes)
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+
+
 def fabricate_svhn(root: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """train_32x32.mat and test_32x32.mat: X is [32, 32, 3, N] uint8, y is [N, 1] with digit 0 stored as 10."""
     import scipy.io
@@ -257,6 +296,10 @@ def figure_run(settings, iterations, parent: str = "", stage: int = 1, offset: f
                   "value": min(1.0, 0.1 + time) - offset, "iteration": iteration} for split in ("train", "test")]
         rows.append({"layer": "all", "layer_index": -1, "metric": "effective_depth", "split": "train",
                      "value": 1 + settings.depth // 2 + settings.seed % 2 + 10 * offset, "iteration": iteration})
+        # the paper's: an intermediate layer once trained half way (a planted value, as the relative one above)
+        literal = min(1 + settings.depth // 2 + settings.seed % 2, len(layers) - 2) if time > 0.5 else math.nan
+        rows.append({"layer": "all", "layer_index": -1, "metric": "effective_depth_literal", "split": "train",
+                     "value": float(literal), "iteration": iteration})
     frame = run_frame(rows, settings, stage, parent)
     frame["transfer_task"] = transfer_task
     return frame
@@ -329,3 +372,54 @@ def recipe_similarity():
                 rows.append({**common, "kind": "to_final", "other_layer": layer,
                              "cka": min(1.0, 0.3 + iteration / 16 + 0.1 * index) - 0.02 * number})
     return pd.DataFrame(rows)
+
+
+def curves_run(settings, iterations, curves: dict, examples: int = 1000, stage: int = 1, parent: str = ""):
+    """One run's rows from `curves`: {(metric, split, layer, layer_index): values per iteration}, with the
+    `examples` column the analysis writes for accuracies (the read-out's resolution: findings/noise.py)."""
+    return curves_table([(settings, iterations, curves, stage, parent)], examples)
+
+
+def curves_table(runs, examples: int = 1000):
+    """Many runs' rows at once (as curves_run, for harness tables of thousands of runs): `runs` holds
+    (settings, iterations, curves, stage, parent) per run; the settings columns are joined once per run."""
+    import json
+
+    import pandas as pd
+
+    rows, settings_rows = [], []
+    for settings, iterations, curves, stage, parent in runs:
+        run_id = settings.run_id
+        rows += [{"run_id": run_id, "iteration": iteration, "layer": layer, "layer_index": index, "metric": metric,
+                  "split": split, "value": float(values[position]),
+                  "examples": examples if metric.endswith("accuracy") else None}
+                 for (metric, split, layer, index), values in curves.items() for position, iteration in enumerate(iterations)]
+        settings_rows.append({"run_id": run_id, "stage": stage, "parent_run_id": parent,
+                              **{key: json.dumps(value) if isinstance(value, list) else value
+                                 for key, value in settings.to_record().items()}})
+    frame = pd.DataFrame(rows).merge(pd.DataFrame(settings_rows), on="run_id", how="left")
+    frame["epoch"] = frame["iteration"] / 8
+    return frame
+
+
+LOG_ITERATIONS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def phase_curves(probe, reconstruction=None, classifier=None, layer: str = "block01") -> dict:
+    """The curves the LearnPhase read-out needs at one hidden layer (index 2 of input, block00, block01, logits):
+    the transfer probe, the reconstruction loss (flat, falling, rising by default) and the classifier's test
+    accuracy (rising to the last checkpoint by default)."""
+    count = len(probe)
+    reconstruction = reconstruction if reconstruction is not None else [1.0] * 3 + [0.9 - 0.1 * step for step in range(count - 5)] + [0.7, 0.8]
+    classifier = classifier if classifier is not None else [0.1 + 0.8 * step / (count - 1) for step in range(count)]
+    return {("transfer_accuracy", "test", layer, 2): probe, ("reconstruction_mse", "test", layer, 2): reconstruction,
+            ("classifier_accuracy", "test", "logits", 3): classifier}
+
+
+def depth_curves(ncc_by_layer, literal, iterations=1) -> dict:
+    """NCC train accuracy per layer (input, block00, …, logits) and the paper's effective depth, constant in time."""
+    layers = ["input", *(f"block{index:02d}" for index in range(len(ncc_by_layer) - 2)), "logits"]
+    curves = {("ncc_accuracy", "train", layer, index): [accuracy] * iterations
+              for index, (layer, accuracy) in enumerate(zip(layers, ncc_by_layer))}
+    curves[("effective_depth_literal", "train", "all", -1)] = [literal] * iterations
+    return curves

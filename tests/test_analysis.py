@@ -57,7 +57,7 @@ def test_the_decoder_is_not_fitted_from_the_input_to_itself(tmp_path):
 def written_files(experiment: Path) -> dict[Path, int]:
     """{path: modification time} of every cell, part, figure, the report and phases.csv."""
     paths = [*experiment.glob("metrics/*/*"), *experiment.glob("*.parquet/*"), *experiment.glob("figures/*"),
-             experiment / "report.html", experiment / "phases.csv"]
+             experiment / "report.html", experiment / "phases.csv", experiment / "findings.csv"]
     return {path: path.stat().st_mtime_ns for path in paths}
 
 
@@ -74,7 +74,7 @@ def test_second_call_recomputes_and_redraws_nothing_and_a_new_recipe_everything(
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"nothing new: 2 run(s), 10 checkpoint(s) measured before; the table, {len(figures_drawn(experiment))} "
-        f"figure(s), phases.csv and the report are up to date ({experiment / 'report.html'})"]
+        f"figure(s), phases.csv, findings.csv and the report are up to date ({experiment / 'report.html'})"]
     assert written_files(experiment) == stamps
     result = run_cli("analysis.py", ["figures", f"out_dir={trained}", *QUICK])
     assert result.stdout.startswith("nothing new: the table") and written_files(experiment) == stamps

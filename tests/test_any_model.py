@@ -242,7 +242,9 @@ def test_bad_imports_are_refused_in_one_line_and_write_nothing(tmp_path, case, n
 # built-in families' tables must not be measured again nor reordered (their values were compared bitwise
 # against that commit's when this changed, 2026-12-03: every row of five families equal).
 # effective_depth_literal was added after (2026-12-04): a new metric, the others' recipes unchanged.
-RECIPES_BEFORE = {"cdnv": "e147a0a12adc", "cka_previous_layer": "253ff3e1206b", "classifier_accuracy": "741f30c1f90b", "classifier_loss": "63b8b212f84a", "dormant_fraction": "ae19f8c2b4d3", "effective_depth": "62893ace47ef", "effective_depth_literal": "6c6d7bc58bac", "effective_rank": "544801dac8bb", "feature_norm": "1a121e2acf72", "nc1": "dba608449ae2", "nc2_equiangularity": "ea9292feddea", "nc2_equinorm": "a59276a33e13", "nc2_etf_distance": "ea1ce77923e3", "nc3_self_duality": "39b59e4f341d", "nc4_ncc_agreement": "c77ffaa10a2d", "ncc_accuracy": "7be2b39d2030", "probe_accuracy": "c6f9f607b33d", "reconstruction_mse": "47b1ec74105e", "srank": "2b94e0ea19a3", "transfer_accuracy": "43bbbba6e90e"}
+# 2026-12-07: the four accuracies (ncc, probe, transfer, classifier) one version up for their `examples` column
+# (the read-out's resolution: findings/noise.py); their values unchanged.
+RECIPES_BEFORE = {"cdnv": "e147a0a12adc", "cka_previous_layer": "253ff3e1206b", "classifier_accuracy": "a695d7df8405", "classifier_loss": "63b8b212f84a", "dormant_fraction": "ae19f8c2b4d3", "effective_depth": "62893ace47ef", "effective_depth_literal": "6c6d7bc58bac", "effective_rank": "544801dac8bb", "feature_norm": "1a121e2acf72", "nc1": "dba608449ae2", "nc2_equiangularity": "ea9292feddea", "nc2_equinorm": "a59276a33e13", "nc2_etf_distance": "ea1ce77923e3", "nc3_self_duality": "39b59e4f341d", "nc4_ncc_agreement": "c77ffaa10a2d", "ncc_accuracy": "4ac53fe63607", "probe_accuracy": "3e4cdd9d68dd", "reconstruction_mse": "47b1ec74105e", "srank": "2b94e0ea19a3", "transfer_accuracy": "cb68ce316936"}
 
 
 def test_the_built_in_families_keep_their_recipes_and_row_order():

@@ -45,6 +45,8 @@ def fabricated_rows(settings: Settings, iterations, parent: str = "", stage: int
                          "value": min(1.0, 0.1 + time) - offset, "iteration": iteration})
         rows.append({"layer": "all", "layer_index": -1, "metric": "effective_depth", "split": "train",
                      "value": 2 + settings.label_noise * 5 + settings.seed % 2, "iteration": iteration})
+        rows.append({"layer": "all", "layer_index": -1, "metric": "effective_depth_literal", "split": "train",
+                     "value": 2 + (settings.label_noise > 0) * (settings.seed % 2), "iteration": iteration})
     return run_frame(rows, settings, stage, parent)
 
 
@@ -82,10 +84,9 @@ def test_every_figure_type_renders_from_a_fabricated_table(metrics, tmp_path):
         for path in paths:
             head = path.read_bytes()[:8]
             assert head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF"), path
-    # one per recipe of single-stage runs (4 of depth x label noise, and the plasticity scratch run), seeds pooled;
-    # the stem names every setting that varies (style.recipe_groups), the scratch run's shorter training included
-    assert len(drawn["learning_phases"]) == 2 * 5
-    assert (tmp_path / "learning_phases_04_label_noise0.2_depth4_width32_epochs20.png").exists()
+    # a row per recipe of the runs with phases (4 of depth x label noise, the plasticity scratch run and its
+    # stage-1 parent; no child: findings/recipes.py), seeds pooled, six rows to a figure
+    assert [path.name for path in drawn["learning_phases"]] == ["learning_phases.png", "learning_phases.pdf"]
     assert not list(tmp_path.glob("*.tmp-*"))
 
 
@@ -100,7 +101,7 @@ def test_a_figure_that_the_table_cannot_feed_says_why(metrics, tmp_path):
 
 
 def test_phase_detection_on_learnphase_sample_log():
-    from figures.phases import reconstruction_phases
+    from findings.phases import reconstruction_phases
 
     # LearnPhase's README log (VGG-8, CIFAR-10): test reconstruction loss at iterations 0, 2, ..., 65536.
     iterations = [0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
@@ -117,7 +118,7 @@ def test_phase_detection_on_learnphase_sample_log():
 def test_phase_boundaries_are_strict_inequalities():
     """τ = 5 % of the range 10 = 0.5: a loss exactly τ above the minimum has not risen yet (rise at index 4,
     not 3), and one exactly τ below the first value has not fallen yet (plateau ends at index 1, not 0)."""
-    from figures.phases import reconstruction_phases
+    from findings.phases import reconstruction_phases
 
     indices = [0, 1, 2, 3, 4]  # iterations equal to the indices: the results read as indices
     assert reconstruction_phases(indices, [10, 5, 0, 0.5, 1], tolerance=0.05) == \
@@ -128,12 +129,12 @@ def test_phase_boundaries_are_strict_inequalities():
 
 
 def test_phase_and_stop_tables(metrics):
-    from figures.phases import phase_table, stop_table
+    from findings.phases import phase_table, stop_table
 
     phases = phase_table(metrics)
     assert set(phases.columns) >= {"run_id", "layer", "plateau_end", "minimum", "rise", "transfer_peak",
                                    "classifier_best"}
-    advice = stop_table(phases)
+    advice = stop_table(phases, by="run_id")
     assert len(advice) == metrics["run_id"].nunique()
     assert (advice["read_at_layer"] == "block01").all()  # the last hidden layer
     scratch = advice[advice["run_id"].isin(metrics[metrics["pretrain_fraction"] == 0]["run_id"])]
@@ -142,17 +143,17 @@ def test_phase_and_stop_tables(metrics):
 
 def test_report_lists_runs_figures_and_phases(metrics, tmp_path):
     import figures
-    from figures.phases import phase_table, stop_table
     from figures.report import write_report
+    from findings.readout import readout
 
     drawn, skipped = figures.draw_all(metrics, tmp_path / "figures", names=["ncc_by_layer"])
     runs = pd.DataFrame([{"run_id": run, "kind": "scratch", "state": "done", "iteration": "8/8", "parent": "",
                           "depth": depth} for run, depth in metrics.groupby("run_id")["depth"].first().items()])
-    phases = phase_table(metrics)
-    path = write_report(tmp_path, "Experiment test", "fabricated", runs, drawn, {"x": "why not"}, phases,
-                        stop_table(phases), ["1 run(s) not done"])
+    path = write_report(tmp_path, "Experiment test", "fabricated", runs, drawn, {"x": "why not"}, readout(metrics),
+                        ["1 run(s) not done"])
     page = path.read_text()
-    assert "figures/ncc_by_layer.png" in page and "why not" in page and "Stop pre-training here" in page
+    assert "figures/ncc_by_layer.png" in page and "why not" in page and "Learning phases (LearnPhase), per recipe" in page
+    assert page.index("<h2>Findings</h2>") < page.index("<table class='findings-table'>") < page.index("<h2>Figures</h2>")
     assert "<td>depth</td>" in page and all(run in page for run in runs["run_id"])
 
 
@@ -228,8 +229,10 @@ def test_demo_holds_the_three_stories():
     assert {settings.label_noise for settings in grid if run_kind(settings) == "scratch"} >= {0.0, 0.2}
     assert {run_kind(settings) for settings in grid} == {"scratch", "child"}
     assert all(name in EXPERIMENTS for name in ("learnphase", "intermediate_nc", "plasticity", "demo"))
+    from findings.readout import readout
+
     metrics = fabricated_experiment(grid)
-    depth = figures.FIGURES["effective_depth"].draw(metrics)["effective_depth"]
+    depth = figures.FIGURES["effective_depth"].draw(metrics, readout(metrics))["effective_depth"]
     curves = figures.FIGURES["plasticity_curves"].draw(metrics)["plasticity_curves"]
     # collapse: effective depth vs label noise at each depth, and vs depth at each noise level
     assert [axis.get_title() for axis in depth.axes] == ["effective depth vs label_noise", "effective depth vs depth"]

@@ -43,5 +43,5 @@ def test_one_seed_and_none_get_no_direction():
 
 def test_the_interval_is_students_t():
     estimate = over_seeds([1.0, 2.0, 3.0], 0.0)
-    assert estimate.estimate == 2.0 and estimate.high - 2.0 == pytest.approx(4.302653 / math.sqrt(3))
-    assert estimate.words(scale=1, digits=1) == "+2.0 (95 % interval -0.5 to +4.5 over 3 seeds)"
+    assert estimate.estimate == 2.0 and estimate.high - 2.0 == pytest.approx(6.205347 / math.sqrt(3))  # t(2) at 0.9875
+    assert estimate.words(scale=1, digits=1) == "+2.0 (97.5 % interval -1.6 to +5.6 over 3 seeds)"

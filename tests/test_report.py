@@ -87,6 +87,12 @@ def test_the_header_says_what_ran():
 
     learnphase = runs_of(*(dict(vars_of(settings)) for settings in parse_arguments(["experiment=learnphase"]).grid))
     assert describe_grid("learnphase", learnphase).startswith("LearnPhase (AAAI 2024)")
+    assert "Swept here" not in describe_grid("learnphase", learnphase)  # one configuration
+    # the demo's description names depths and label noise; two of its runs sweep depth alone, and the header says so
+    demo = [dict(vars_of(settings)) for settings in parse_arguments(["experiment=demo"]).grid]
+    two = runs_of(*[run for run in demo if run["label_noise"] == 0.0 and run["pretrain_fraction"] == 0][:2])
+    header = describe_grid("demo", two)
+    assert header.endswith("Swept here: depth (2, 4).") and "label_noise (" not in header, header
 
 
 def vars_of(settings) -> dict:
@@ -119,12 +125,26 @@ def test_findings_list_the_sentences_and_the_runs_that_failed_diverged_or_were_s
         ("diverged", "non-finite training loss at iteration 12"), ("failed", "CUDA out of memory"),
         ("skipped", "no checkpoint measured yet"), ("skipped", "settings unusable: not JSON")]
     assert troubled_runs(runs[2:3], measured=set(), filter_words="seed=0")[0][2] == "left out by the command line's seed=0"
-    section = findings_section(["depth <3> moves the effective depth"], troubled)
-    assert "depth &lt;3&gt; moves" in section and "CUDA out of memory" in section and f"title='{runs['run_id'][1]}'" in section
-    assert "no run failed" in findings_section([], [])
-    headed = findings_section([("Effective depth", "a"), ("Effective depth", "b"), ("Learning phases", "c")])
-    assert headed.count("<h3>") == 2 and headed.index("<h3>Effective depth</h3>") < headed.index("<li>b</li>") < \
-        headed.index("<h3>Learning phases</h3>") < headed.index("<li>c</li>")
+    import pandas as pd
+
+    from findings import noise
+    from findings.readout import COLUMNS, INTERMEDIATE, finding
+
+    long = "depth=4, label_noise=0.2, width=64, optimizer=sgd"  # longer than a table cell's label: R1 and a legend
+    table = pd.DataFrame([
+        finding("stop_pretraining", "depth <3>", noise.over_seeds([0.05, 0.06, 0.055], 0.003), noise.HIGHER,
+                "stop pre-training at iteration 16 <early>", unit="probe accuracy", checkpoint=16, compared_to=128),
+        finding("effective_depth", long, noise.over_seeds([2, 2, 3], 0.5), INTERMEDIATE, "collapse at block01"),
+        finding("effective_depth", "depth <3>", noise.over_seeds([1.0], 0.5), INTERMEDIATE, "collapse at block00",
+                runs=[runs["run_id"][1]])], columns=list(COLUMNS))
+    section = findings_section(table, troubled, unfinished={runs["run_id"][1]})
+    assert section.index("<table class='findings-table'>") < section.index("<h3>")  # the table opens the section
+    assert "depth &lt;3&gt;: stop pre-training at iteration 16 &lt;early&gt;." in section
+    assert "+5.50 [+3.71, +7.29] points" in section and "16 vs 128" in section  # ± t(2) at 0.9875 (6.21) × 0.005 / √3
+    assert "<b>R1</b> = " + long in section and "<td>R1</td>" in section and "1 of its runs not done" in section
+    assert "CUDA out of memory" in section and f"title='{runs['run_id'][1]}'" in section
+    assert section.index("<h3>Learning phases (LearnPhase)</h3>") < section.index("<h3>Effective depth (IntermediateNC)</h3>")
+    assert "no run failed" in findings_section(pd.DataFrame(columns=list(COLUMNS)), [])
 
 
 def test_a_redraw_leaves_exactly_the_figures_the_report_shows(grid_experiment, tmp_path):

@@ -5,7 +5,9 @@ table; Berariu et al.'s App. A.3 stages follow the appendix; every bad input is 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
+import pandas as pd
 import pytest
 import torch
 
@@ -108,10 +110,13 @@ def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_th
     refused = run_cli("train.py", words)  # not analysed: one line naming the command
     assert refused.returncode == 2 and "has no phase table yet" in refused.stderr
     assert "python analysis.py experiment=default" in refused.stderr and len(refused.stderr.splitlines()) == 1
-    header = "run_id,layer,layer_index,plateau_end,minimum,rise,transfer_peak,classifier_best\n"
-    experiment.phases_path.write_text(header + f"{parent.path.name},block00,1,2,8,16,16,24\n"
-                                      f"{parent.path.name},block01,2,2,4,8,8,24\n"
-                                      f"{parent.path.name},logits,3,,,,2,24\n")
+    # phases.csv is per recipe (findings/phases.py): the parent's row names it among the recipe's runs
+    header = "recipe,runs,layer,layer_index,plateau_end,minimum,rise,transfer_peak,classifier_best\n"
+    runs = f'"other-run, {parent.path.name}"'
+    experiment.phases_path.write_text(header + f"every run,{runs},block00,1,2,8,16,16,24\n"
+                                      f"every run,{runs},block01,2,2,4,8,8,24\n"
+                                      f"every run,{runs},logits,3,,,,2,24\n"
+                                      "other,another-run,block01,2,2,4,8,4,24\n")
     try:
         assert training.run(child, experiment.run(child.run_id).path, plan.execution) == "done"
         lineage = experiment.run(child.run_id).read_lineage()
@@ -120,6 +125,43 @@ def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_th
         assert stages.phase_start(named, experiment, parent.path.name)[0] == 16
     finally:
         experiment.phases_path.unlink()
+
+
+def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_grid, tmp_path, one_thread):
+    import measuring
+    from metrics import store
+
+    plan, _ = transfer_grid
+    experiment = ExperimentFolder.of(tmp_path, plan.experiment)  # a copy: the grid's folder stays unmeasured
+    shutil.copytree(ExperimentFolder.of(plan.execution.out_dir, plan.experiment).runs_path, experiment.runs_path)
+    runs = {folder.run_id: (folder.read_settings(), sorted(folder.checkpoint_entries()))
+            for folder in experiment.run_folders()}
+    children = {run_id for run_id, (settings, _) in runs.items() if measuring.transfer_child(settings)}
+    assert children and set(runs) - children and max(len(runs[run_id][1]) for run_id in children) > 2
+
+    def analyse(*words) -> tuple[measuring.Outcome, store.Merged]:  # analysis.py's measuring, without the figures
+        analysis = parse_arguments([f"data_root={plan.execution.data_root}", "download=false", "tensorboard=false",
+                                    "metrics=classifier_accuracy", "progress=off", *words], analysis=True)
+        outcome = measuring.analyse_runs([settings for settings, _ in runs.values()], experiment.path, analysis,
+                                         torch.device("cpu"))
+        return outcome, store.merge(experiment.path, measuring.recipes(analysis))
+
+    def measured() -> dict:
+        return {run_id: sorted(set(rows["iteration"])) for run_id, rows in
+                pd.read_parquet(experiment.table_path).groupby("run_id")}
+
+    every = {run_id: iterations for run_id, (_, iterations) in runs.items()}
+    ends = {run_id: [iterations[0], iterations[-1]] if run_id in children else iterations
+            for run_id, iterations in every.items()}
+    outcome, _ = analyse()
+    assert measured() == ends and outcome.left_out == sum(map(len, every.values())) - sum(map(len, ends.values()))
+    again, merged = analyse()  # the checkpoints left out are not pending: nothing new, nothing rewritten
+    assert (again.measured, again.fresh, again.skipped, merged.written) == (0, sum(map(len, ends.values())), [], [])
+    analyse("child_checkpoints=all")
+    assert measured() == every
+    # the words that trained the children name their dataset only; their parent is measured and read with them
+    chosen, _ = measuring.runs_of(experiment, (("dataset", ("fashionmnist",)),))
+    assert {settings.run_id for settings in chosen} == set(runs)
 
 
 def test_growing_data_follows_the_appendix_and_trains_each_stage_once(tmp_path, one_thread):
@@ -163,31 +205,6 @@ def test_bad_transfer_inputs_are_one_line_and_write_nothing(grayscale_root, tmp_
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "default").exists()
-
-
-def test_the_transfer_figure_and_summary_from_a_fabricated_table():
-    from figures.transfer import transfer_curve, transfer_summary
-
-    metrics = fabricate.transfer_table()
-    drawn = transfer_curve(metrics)
-    assert list(drawn) == ["transfer_curve"]
-    axis = drawn["transfer_curve"].axes[0]
-    labels = [line.get_label() for line in axis.get_lines()]
-    assert any(label.startswith("stop pre-training here") for label in labels)
-    assert "children's test accuracy (fashionmnist)" == axis.get_ylabel()
-    summary = transfer_summary(metrics)
-    assert set(summary["child"]) == {"fine-tune all", "head only (frozen features)"}
-    best = summary.set_index("child")["best start iteration"]
-    assert best["fine-tune all"] == 64 and best["head only (frozen features)"] == 8  # as fabricated
-    assert summary["best start before classifier best"].all()
-    # fine-tuned means 0.605, 0.705, 0.805, 0.755 over starts 0, 8, 64, 128: τ = 0.01, so 128 (0.05 below) is not tied
-    within = summary.set_index("child")["earliest start within τ"]
-    assert within["fine-tune all"] == 64 and summary.set_index("child")["τ"]["fine-tune all"] == pytest.approx(0.01)
-    from figures.report import transfer_sentences
-
-    tied = summary.assign(**{"earliest start within τ": [8, 8]})  # as if a start at 8 were within τ of the best
-    assert "the earliest start within τ=0.01 of it is iteration 8, before the classifier's best" in \
-        transfer_sentences(tied)[0]
 
 
 def test_settings_of_transfer_refuse_what_means_nothing():

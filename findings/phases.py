@@ -1,9 +1,12 @@
 """The learning phases of Schneider & Prabhushankar (LearnPhase, AAAI 2024), read from the metrics table.
 
-    table = phase_table(metrics)          # one row per (run_id, layer): the phase boundaries, in iterations
-    advice = stop_table(table)            # one row per run: "stop pre-training here"
-    seeds = seed_phase_table(metrics)     # one row per (recipe, layer): the seed-mean curve's phases + spread
-    stop_table(seeds, by="recipe")        # one row per recipe (recipe = every Settings field but the seed)
+    seeds = seed_phase_table(metrics, labels)   # one row per (recipe, layer): the seed-mean curve's phases
+    advice = stop_table(seeds)                  # one row per recipe: its last hidden layer, "stop pre-training here"
+    table = phase_table(metrics)                # one row per (run_id, layer): each seed's own phases
+
+The read-out (findings/readout.py) combines seeds one way: these rules on the mean curve over a recipe's
+seeds (labels: findings/recipes.py), at the checkpoints every seed has; its verdicts then ask whether the
+seeds' own values at those checkpoints differ by more than their noise (findings/noise.py).
 
 A layer's linear-decoder reconstruction loss (test split) over training is (i) near constant, (ii)
 falls, (iii) rises; a transfer probe (colour dominance) first gains, then loses accuracy. The rules,
@@ -31,8 +34,13 @@ on the log-spaced checkpoints of one curve (values v_0 … v_n at iterations t_0
   from which every later raw loss stays above (minimum + τ). Missing when it never rises by τ.
 - transfer_peak, with transfer_peak_low … transfer_peak_high: the same band around the smoothed
   maximum of the transfer-probe accuracy (test split), the reported peak the raw highest of the band.
-  Reported only if the smoothed accuracy rises more than τ above its start level s AND falls more
-  than τ below the smoothed peak after it (a curve still rising at its last checkpoint has no peak).
+  Reported only if the smoothed accuracy rises more than τ above the RAW first checkpoint AND falls more
+  than τ below the smoothed peak after it (a curve still rising at its last checkpoint has no peak). The
+  raw start, not y_0: y_0 is extrapolated from y_1 and y_2, so a probe that rises from 0.705 to 0.771 by
+  its second checkpoint and then falls would set its own start level and show no rise. A low first value
+  could fake a rise on one curve; the read-out (findings/readout.py) states a peak only when the seeds'
+  own rise and fall exceed their noise, and tests/test_readout.py measures how often it finds one that
+  is not there.
 - classifier_best, with classifier_best_low … classifier_best_high: the band around the smoothed
   maximum of the classifier's test accuracy (the network's own task); reported if it rises more than
   τ above its start (no fall needed: the classifier is usually best at the end).
@@ -44,13 +52,11 @@ finds at the end of phase (ii) or early in (iii); its band says how early one ma
 within τ of its best.
 
 Seeds: `seed_phase_table` averages each recipe's curves over its seeds (at the checkpoints every
-seed has) and applies the same rules to the mean curve; its spread columns give each turn's smallest
-and largest iteration over the seeds' own phases and how many seeds show it.
+seed has) and applies the same rules to the mean curve, so every turn it names is a checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 
@@ -148,7 +154,9 @@ def peak_turns(iterations: list, values: list[float], tolerance: float, name: st
     margin, smooth = prepared
     turns["tolerance"] = margin
     peak = extreme_band(iterations, values, smooth, margin)
-    if margin == 0 or peak["smoothed"] <= smooth[0] + margin:
+    # the start level is the raw first checkpoint: the end-point rule extrapolates y_0 from the next two, so a
+    # rise completed by the second log-spaced checkpoint would set its own start level and vanish
+    if margin == 0 or peak["smoothed"] <= values[0] + margin:
         turns["reasons"].append(f"{what} never rises more than τ={margin:.3g} above its start level")
         return turns
     after = smooth[peak["index"] + 1:]
@@ -200,9 +208,9 @@ def phase_table(metrics: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values(["run_id", "layer_index"]).reset_index(drop=True)
 
 
-def stop_table(phases: pd.DataFrame, by: str = "run_id") -> pd.DataFrame:
-    """One row per run (per recipe with by="recipe", from seed_phase_table): the last hidden layer's phases
-    and `stop_pretraining_at` (its transfer peak), with its band."""
+def stop_table(phases: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
+    """One row per recipe (of seed_phase_table; per run with by="run_id", of phase_table): the last hidden
+    layer's phases and `stop_pretraining_at` (its transfer peak), with its band."""
     hidden = phases[~phases["layer"].isin(["input", "logits"])]
     last = hidden.loc[hidden.groupby(by)["layer_index"].idxmax()] if len(hidden) else hidden
     advice = last.rename(columns={"layer": "read_at_layer"}).drop(columns=["layer_index"])
@@ -211,28 +219,11 @@ def stop_table(phases: pd.DataFrame, by: str = "run_id") -> pd.DataFrame:
     return advice.reset_index(drop=True)
 
 
-# ---- recipes and seeds ---------------------------------------------------------------------------------
+# ---- seeds: one way of combining them ---------------------------------------------------------------
 
-def recipe_keys(metrics: pd.DataFrame) -> list[str]:
-    """The run settings (conf.Settings fields) in the table, but the seed: runs that agree on all of them
-    are seeds of one recipe."""
-    from conf import Settings
-
-    return [item.name for item in dataclasses.fields(Settings) if item.name in metrics and item.name != "seed"]
-
-
-def recipe_labels(metrics: pd.DataFrame) -> dict:
-    """run id -> its recipe in words: the recipe settings that vary across the table's runs (`depth=4,
-    label_noise=0.2`), or "all runs" when only seeds vary. Unique per recipe within the table."""
-    runs = metrics.drop_duplicates("run_id")
-    keys = [key for key in recipe_keys(runs) if runs[key].astype(str).nunique() > 1]
-    return {row["run_id"]: ", ".join(f"{key}={row[key]}" for key in keys) or "all runs" for _, row in runs.iterrows()}
-
-
-def seed_mean_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The table with each recipe's runs replaced by their mean over seeds (run_id = the recipe's label),
-    kept at the checkpoints every seed of the recipe has; `seeds` counts them."""
-    labels = recipe_labels(metrics)
+def seed_mean_table(metrics: pd.DataFrame, labels: dict) -> pd.DataFrame:
+    """The table with each recipe's runs replaced by their mean over seeds (run_id = the recipe's label,
+    `labels`: run id -> recipe), kept at the checkpoints every seed of the recipe has; `seeds` counts them."""
     rows = metrics.assign(recipe=metrics["run_id"].map(labels))
     seeds = rows.groupby("recipe")["run_id"].nunique()
     keys = ["recipe", "layer", "layer_index", "metric", "split", "iteration"]
@@ -241,19 +232,14 @@ def seed_mean_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return mean.assign(run_id=mean["recipe"], seeds=mean["recipe"].map(seeds)).drop(columns=["runs"])
 
 
-def seed_phase_table(metrics: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame:
-    """One row per (recipe, layer): the phases of the seed-mean curves (same rules as phase_table), the
-    recipe's runs and seed count, and per turn of PHASE_COLUMNS `<turn>_seed_min`, `<turn>_seed_max` (over
-    the seeds' own phases) and `<turn>_seeds` (how many seeds show it)."""
-    labels = recipe_labels(metrics)
-    mean = seed_mean_table(metrics)
+def seed_phase_table(metrics: pd.DataFrame, labels: dict, tolerance: float = 0.05) -> pd.DataFrame:
+    """One row per (recipe, layer): the phases of the seed-mean curves (same rules as phase_table), with the
+    recipe's `runs` (", "-joined) and `seeds`. `labels`: run id -> recipe. Seeds are combined this one way:
+    no turn is a median or a spread of the seeds' own turns (those would name iterations no checkpoint has)."""
+    mean = seed_mean_table(metrics, labels)
     table = phase_table(mean, tolerance).rename(columns={"run_id": "recipe"})
-    per_run = phase_table(metrics, tolerance)
-    per_run["recipe"] = per_run["run_id"].map(labels)
-    grouped = per_run.groupby(["recipe", "layer"])
-    spread = grouped.agg(**{f"{turn}_{name}": (turn, name) for turn in PHASE_COLUMNS for name in ("min", "max", "count")})
-    spread = spread.rename(columns=lambda column: column.replace("_min", "_seed_min").replace("_max", "_seed_max")
-                           .replace("_count", "_seeds"))
-    spread["runs"] = grouped["run_id"].agg(lambda runs: ", ".join(sorted(runs)))
-    spread["seeds"] = grouped["run_id"].nunique()
-    return table.merge(spread.reset_index(), on=["recipe", "layer"], how="left")
+    members = pd.Series(labels).rename_axis("run_id").reset_index(name="recipe")
+    members = members[members["run_id"].isin(metrics["run_id"])].groupby("recipe")["run_id"]
+    table.insert(1, "runs", table["recipe"].map(members.agg(lambda runs: ", ".join(sorted(runs)))))
+    table.insert(2, "seeds", table["recipe"].map(members.nunique()))
+    return table

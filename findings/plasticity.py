@@ -1,0 +1,86 @@
+"""The plasticity questions (Berariu et al. 2021): does a warm start end worse, and does an intervention help.
+
+    rows = plasticity_questions(metrics, runs)   # warm_start_gap per warm-start recipe, intervention per intervention
+
+warm_start_gap: per plain warm-start recipe, its final test accuracy minus its from-scratch twin's (the same
+recipe without pre-training, figures/plasticity.py scratch_twin), paired by seed. intervention: per reset /
+shrink-and-perturb recipe, its final test accuracy minus the plain warm start's of the same seed. A verdict
+needs the interval over seeds to exclude 0 by more than three test examples (findings/noise.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pandas as pd
+
+from findings import noise
+from findings.readout import finding, level_words, resolution_of, verdict_words
+from findings.recipes import recipe_labels
+
+INTERVENTION_DEFAULTS = {"reset_last": 0, "shrink": 1.0, "perturb": 0.0}  # a plain warm start's
+
+
+def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Each run's classifier test accuracy row at its last measured checkpoint (its highest layer)."""
+    accuracy = metrics[(metrics["metric"] == "classifier_accuracy") & (metrics["split"] == "test")]
+    accuracy = accuracy[accuracy["layer_index"] == accuracy.groupby("run_id")["layer_index"].transform("max")]
+    return accuracy[accuracy["iteration"] == accuracy.groupby("run_id")["iteration"].transform("max")].drop_duplicates("run_id")
+
+
+def warm_children(runs: pd.DataFrame) -> pd.DataFrame:
+    """The warm-started children (the last stage, not a transfer child nor a sibling of one: figures/transfer.py's)."""
+    from findings.recipes import transferred
+
+    children = runs[runs["kind"] == "child"]
+    transfer_parents = set(children.loc[transferred(children), "parent_run_id"])
+    return children[~transferred(children) & ~children["parent_run_id"].isin(transfer_parents)]
+
+
+def pairs_of(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per warm child: its recipe, seed, accuracy, the plain warm start and scratch twin it pairs with."""
+    from figures.plasticity import protocol, scratch_twin
+    from findings.recipes import settings_of
+
+    children = warm_children(runs)
+    labels, rows = recipe_labels(children, runs), []
+    for _, row in children.iterrows():
+        plain = dataclasses.replace(settings_of(row), **INTERVENTION_DEFAULTS).run_id
+        rows.append({"run_id": row["run_id"], "recipe": labels[row["run_id"]], "protocol": protocol(row),
+                     "seed": row["seed"], "plain": plain, "scratch": scratch_twin(row)})
+    return pd.DataFrame(rows)
+
+
+def plasticity_questions(metrics: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
+    """warm_start_gap per plain warm-start recipe, then intervention per reset/shrink-perturb recipe."""
+    pairs = pairs_of(metrics, runs)
+    if not len(pairs):
+        return []
+    final = final_rows(metrics)
+    accuracy, iteration = final.set_index("run_id")["value"].to_dict(), final.set_index("run_id")["iteration"].to_dict()
+    resolution = resolution_of(final)
+    get = lambda runs: [accuracy.get(run, math.nan) for run in runs]  # noqa: E731
+    rows = []
+    for recipe, part in pairs[pairs["run_id"] == pairs["plain"]].groupby("recipe", sort=True):
+        gap = noise.over_seeds([a - b for a, b in zip(get(part["run_id"]), get(part["scratch"]))], resolution)
+        words = verdict_words(gap, "warm start ends better than training from scratch",
+                              "warm start ends worse than training from scratch", "warm start vs training from scratch")
+        text = (f"{words}, {gap.words('points', 100)} (final test accuracy: warm start "
+                f"{level_words(get(part['run_id']), bounds=(0, 1))}, scratch "
+                f"{level_words(get(part['scratch']), bounds=(0, 1))})" if gap.seeds else
+                "no from-scratch twin of the same seed in the table (add pretrain_fraction=0 to the grid): no gap")
+        rows.append(finding("warm_start_gap", recipe, gap, gap.verdict, text, unit="test accuracy",
+                            checkpoint=max(iteration.get(run, math.nan) for run in part["run_id"]),
+                            runs=[*part["run_id"], *(run for run in part["scratch"] if run in accuracy)]))
+    for recipe, part in pairs[pairs["run_id"] != pairs["plain"]].groupby("recipe", sort=True):
+        change = noise.over_seeds([a - b for a, b in zip(get(part["run_id"]), get(part["plain"]))], resolution)
+        what = part["protocol"].iloc[0]
+        words = verdict_words(change, f"{what} ends better than the plain warm start",
+                              f"{what} ends worse than the plain warm start", f"{what} vs the plain warm start")
+        text = (f"{words}, {change.words('points', 100)}" if change.seeds else
+                f"{what}: no plain warm start of the same seed in the table (add reset_last=0 to the grid)")
+        rows.append(finding("intervention", recipe, change, change.verdict, text, unit="test accuracy",
+                            checkpoint=max(iteration.get(run, math.nan) for run in part["run_id"]),
+                            runs=[*part["run_id"], *(run for run in part["plain"] if run in accuracy)]))
+    return rows

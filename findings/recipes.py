@@ -1,0 +1,120 @@
+"""Which runs a finding speaks of: recipes (every setting but the seed), their short labels, and the scope.
+
+    runs = run_rows(metrics)                   # one row per run: its settings and kind (scratch, stage1, stage, child)
+    labels = recipe_labels(runs)               # run id -> "depth=4, label_noise=0.2" (the keys that vary among them)
+    scope_words(runs, all_runs)                # "2 stage-1 parent(s) of the table's 22 runs; a stage-1 parent trains …"
+
+A child (warm-started, transfer or later-stage run: conf/plasticity.py run_kind) starts from its parent's
+state, so its curves have no learning phases and no effective depth of their own: the phase and collapse
+questions read the other runs only, and say so when that is not every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+
+from conf import Settings
+
+SETTINGS = tuple(field.name for field in dataclasses.fields(Settings))
+
+
+def settings_of(row: pd.Series) -> Settings:
+    """A run's Settings from one of its table rows: the table holds list settings as JSON text
+    (metrics/store.py), numbers as numpy scalars."""
+    record = {name: row[name] for name in SETTINGS if name in row}
+    return Settings.from_record({key: json.loads(value) if isinstance(value, str) and value.startswith("[")
+                                 else value.item() if hasattr(value, "item") else value
+                                 for key, value in record.items()})
+
+
+def setting_column(metrics: pd.DataFrame, name: str, default) -> pd.Series:
+    """A run setting's column, or its default where the table predates the setting."""
+    return metrics[name] if name in metrics else pd.Series(default, index=metrics.index)
+
+
+def staged(metrics: pd.DataFrame) -> pd.Series:
+    """Rows of runs in a staged protocol (pretraining on a subset or on another dataset): conf/plasticity.py."""
+    return (setting_column(metrics, "pretrain_fraction", 0.0) > 0) | (setting_column(metrics, "pretrain_dataset", "same") != "same")
+
+
+def transferred(metrics: pd.DataFrame) -> pd.Series:
+    """Rows of children that start from a parent's checkpoint other than its end, or from another dataset's run
+    (figures/transfer.py draws them; a warm-start figure would mix two protocols)."""
+    return staged(metrics) & (setting_column(metrics, "epochs", 1) > 0) & (
+        (setting_column(metrics, "start_from_iteration", "final") != "final")
+        | (setting_column(metrics, "pretrain_dataset", "same") != "same"))
+
+
+KIND_WORDS = {"scratch": "run(s) trained from scratch", "stage1": "stage-1 parent(s)", "stage": "later-stage run(s)",
+              "child": "child run(s)"}
+
+
+def recipe_keys(frame: pd.DataFrame) -> list[str]:
+    """The run settings (conf.Settings fields) in the table, but the seed: runs that agree on all of them
+    are seeds of one recipe."""
+    return [name for name in SETTINGS if name in frame and name != "seed"]
+
+
+def varying_keys(runs: pd.DataFrame) -> list[str]:
+    """The recipe keys that take more than one value among `runs` (one row per run)."""
+    return [key for key in recipe_keys(runs) if runs[key].astype(str).nunique() > 1]
+
+
+def run_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its settings as the table holds them and `kind`, conf.plasticity.run_kind's rule on
+    the columns (scratch: no pretraining; child: pretraining and epochs of its own; else a stage)."""
+    from conf.plasticity import run_kind
+
+    runs = metrics.drop_duplicates("run_id").reset_index(drop=True)
+    column = lambda name, default: runs[name] if name in runs else pd.Series(default, index=runs.index)  # noqa: E731
+    pretrains = (column("pretrain_fraction", 0.0) > 0) | (column("pretrain_dataset", "same") != "same")
+    kind = pd.Series("child", index=runs.index).mask(~pretrains, "scratch")
+    stages = pretrains & (column("epochs", 1) == 0)  # few: the table's `stage` is the checkpoint's, so ask the settings
+    kind[stages] = [run_kind(settings_of(row)) for _, row in runs[stages].iterrows()]
+    return runs.assign(kind=kind)
+
+
+def own_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that trained from their own initialisation: everything but children and later stages."""
+    return runs[runs["kind"].isin(("scratch", "stage1"))]
+
+
+def distinguishing_keys(runs: pd.DataFrame) -> list[str]:
+    """The fewest varying keys that tell the recipes among `runs` apart (greedy: each step adds the key that
+    separates the most recipes), in settings order. A table that holds several grids (the demo's three stories)
+    varies a dozen keys together; naming them all made every label a paragraph."""
+    keys = varying_keys(runs)
+    recipes = runs[keys].astype(str).drop_duplicates()
+    chosen: list[str] = []
+    while keys and len(recipes[chosen].drop_duplicates() if chosen else recipes.iloc[:1]) < len(recipes):
+        chosen.append(max((key for key in keys if key not in chosen),
+                          key=lambda key: len(recipes[[*chosen, key]].drop_duplicates())))
+    return [key for key in keys if key in chosen]
+
+
+def recipe_labels(runs: pd.DataFrame, all_runs: pd.DataFrame | None = None) -> dict:
+    """run id -> its recipe in words: the distinguishing keys among `runs` (`depth=4, label_noise=0.2`). With one
+    recipe: "every run", or what the runs are when they are not all of `all_runs` ("the 2 stage-1 parents")."""
+    keys = distinguishing_keys(runs)
+    alone = "every run" if all_runs is None or len(runs) == len(all_runs) else "the " + kind_words(runs)
+    return {row["run_id"]: ", ".join(f"{key}={row[key]}" for key in keys) or alone for _, row in runs.iterrows()}
+
+
+def kind_words(runs: pd.DataFrame) -> str:
+    """`2 stage-1 parent(s), 4 run(s) trained from scratch`."""
+    return ", ".join(f"{count} {KIND_WORDS[kind]}" for kind, count in runs["kind"].value_counts().items())
+
+
+def scope_words(chosen: pd.DataFrame, all_runs: pd.DataFrame) -> str:
+    """What a finding's runs are when that needs saying: a stage-1 parent's subset (its accuracies and NCC are
+    on the classes or examples it trained on), and how many of the table's runs the finding reads."""
+    stage1 = chosen[chosen["kind"] == "stage1"]
+    if not len(stage1):
+        return ""
+    fractions = ", ".join(sorted({f"{value:g}" for value in stage1["pretrain_fraction"]}))
+    subset = "/".join(sorted(set(stage1["pretrain_subset"]))) if "pretrain_subset" in stage1 else "examples"
+    return (f"{kind_words(chosen)} of the table's {len(all_runs)} runs; a stage-1 parent trains on a subset "
+            f"(pretrain_fraction={fractions} of the {subset}): its measures are on that subset")
