@@ -53,7 +53,7 @@ import pandas as pd  # noqa: E402
 import data
 from checkpointing import ExperimentFolder, RunFolderError
 from conf import Plan, SettingsError, parse_arguments
-from measuring import analyse_runs, measurable, recipes, runs_of
+from measuring import analyse_runs, measurable, recipes, run_folders_of, runs_of, transfer_child
 from metrics import registry, snapshots, store
 from slurm.analysis_job import apply_threads
 from utils import describe_environment_error, ensure_writable_folder, one_line, resolve_device, setup_logging
@@ -98,6 +98,23 @@ def left_out_note(outcome) -> str:
             "(child_checkpoints=ends; child_checkpoints=all measures them)")
 
 
+def similarity_left_out(experiment: ExperimentFolder, plan: Plan) -> set[str]:
+    """The transfer children, under child_checkpoints=ends: measured at their two ends, their layer-similarity
+    rows would say nothing the figures draw (those compare single-stage runs), and cost a fifth of a transfer
+    grid's analysis (benchmarks/readout_cost.py)."""
+    if plan.analysis.child_checkpoints == "all":
+        return set()
+    left_out = set()
+    for folder in run_folders_of(experiment):
+        try:
+            settings = folder.read_settings()
+        except RunFolderError:  # reported by the measuring already
+            continue
+        if transfer_child(settings):
+            left_out.add(settings.run_id)
+    return left_out
+
+
 def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int:
     """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped."""
     registry.select(plan.analysis.metrics)  # an unknown metric name is refused before anything is written
@@ -116,7 +133,8 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
     if not runs:  # every run's settings are unusable: keep the table and the report as they are
         return report_skipped(outcome.skipped)
     merged = store.merge(experiment.path, recipes(plan))  # rows fresh under their metric's recipe only
-    similar = snapshots.update_similarity(experiment.path, recipes(plan)[snapshots.SNAPSHOT_METRIC])
+    similar = snapshots.update_similarity(experiment.path, recipes(plan)[snapshots.SNAPSHOT_METRIC],
+                                          leave_out=similarity_left_out(experiment, plan))
     summary = (f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
                f"{outcome.busy} left to another process, {outcome.corrupt} corrupt{left_out_note(outcome)}. "
                f"{merged.rows} rows in {experiment.table_path} ({len(merged.written)} run part(s) rewritten), "

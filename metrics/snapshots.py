@@ -148,9 +148,10 @@ def usable_snapshots(experiment: ExperimentFolder, run_id: str, recipe: str | No
     return kept
 
 
-def update_similarity(experiment_dir: Path, recipe: str, run_ids=None) -> int:
-    """Bring each run's part of similarity.parquet up to date with its snapshots under `recipe`; returns
-    the table's rows. A run whose snapshots did not change costs a few stats."""
+def update_similarity(experiment_dir: Path, recipe: str, run_ids=None, leave_out=frozenset()) -> int:
+    """Bring each run's part of similarity.parquet up to date with its snapshots under `recipe`, but the runs
+    `leave_out` (their parts, if any, kept as they are); returns the rows of the parts brought up to date. A
+    run whose snapshots did not change costs a few stats."""
     from metrics.store import file_stamp, listed_checkpoints, settings_columns, up_to_date
 
     experiment = ExperimentFolder(experiment_dir)
@@ -158,7 +159,7 @@ def update_similarity(experiment_dir: Path, recipe: str, run_ids=None) -> int:
     if run_ids is None:
         parts = experiment.similarity_path.glob("*.parquet") if experiment.similarity_path.is_dir() else []
         run_ids = sorted({*layout.cell_run_ids(), *(path.stem for path in parts)})
-    for run_id in run_ids:
+    for run_id in [run_id for run_id in run_ids if run_id not in leave_out]:
         paths = layout.run_snapshot_paths(run_id)
         if not paths:  # none (or the run's cells are gone): no part, and nothing to remember
             layout.similarity_part_path(run_id).unlink(missing_ok=True)

@@ -34,8 +34,9 @@ def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> measu
     settings = Settings.from_record(settings_record)
     outcome = measuring.analyse_runs([settings], Path(experiment_dir), plan, device)
     store.update_run(Path(experiment_dir), settings.run_id, measuring.recipes(plan))
-    snapshots.update_similarity(Path(experiment_dir), measuring.recipes(plan)[snapshots.SNAPSHOT_METRIC],
-                                [settings.run_id])
+    if plan.analysis.child_checkpoints == "all" or not measuring.transfer_child(settings):  # as analysis.py's
+        snapshots.update_similarity(Path(experiment_dir), measuring.recipes(plan)[snapshots.SNAPSHOT_METRIC],
+                                    [settings.run_id])
     return outcome
 
 

@@ -162,6 +162,12 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
     # the words that trained the children name their dataset only; their parent is measured and read with them
     chosen, _ = measuring.runs_of(experiment, (("dataset", ("fashionmnist",)),))
     assert {settings.run_id for settings in chosen} == set(runs)
+    import analysis  # the children's layer similarity is left out with their middle checkpoints
+
+    def left_out(*words):
+        return analysis.similarity_left_out(experiment, parse_arguments(["download=false", *words], analysis=True))
+
+    assert left_out() == children and left_out("child_checkpoints=all") == set()
 
 
 def test_growing_data_follows_the_appendix_and_trains_each_stage_once(tmp_path, one_thread):
