@@ -80,7 +80,7 @@ def demo_figures() -> float:
     when its table is missing)."""
     experiment = ExperimentFolder.of(REPOSITORY / "outputs", "demo")
     if not experiment.table_path.exists():
-        print("outputs/demo/metrics.parquet is missing: training and measuring the demo first (untimed, minutes)",
+        print(f"{experiment.table_path} is missing: training and measuring the demo first (untimed, minutes)",
               file=sys.stderr, flush=True)
         timed(python("train.py", "experiment=demo", *QUIET))
         timed(python("analysis.py", "experiment=demo", *QUIET))

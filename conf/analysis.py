@@ -38,7 +38,7 @@ class Analysis:
     figures: bool = setting(True, "after measuring, draw every figure and write the report (in no recipe)")
     # The transfer read-out (figures/transfer.py) takes a child's first measured checkpoint as its start and its last
     # as its end: the checkpoints between them cost most of a transfer grid's analysis and feed no figure of it.
-    child_checkpoints: str = setting("ends", "checkpoints of a transfer child (start_from_iteration other than final, or another pretrain_dataset): ends = its first and last only (its start and end accuracy, all the transfer figure reads) and no rows in similarity.parquet, all = every one (full curves) and its similarity rows; every other run is measured at every checkpoint (in no recipe)", choices=("ends", "all"))
+    child_checkpoints: str = setting("ends", "checkpoints of a transfer child (start_from_iteration other than final, or another pretrain_dataset): ends = its first and last only (its start and end accuracy, all the transfer figure reads) and no rows in the similarity table, all = every one (full curves) and its similarity rows; every other run is measured at every checkpoint (in no recipe)", choices=("ends", "all"))
 
     def __post_init__(self):
         check_fields(self)

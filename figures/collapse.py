@@ -92,7 +92,7 @@ def collapsed_rows(metrics: pd.DataFrame, readout) -> tuple[pd.DataFrame, list[s
     """The paper's effective depth (effective_depth_literal) of each single-stage run whose recipe collapses at an
     intermediate layer in every seed, at the checkpoint the read-out reads it (findings/depth.py); and the
     recipes left out, with their verdict (no intermediate collapse, not every seed)."""
-    from findings.readout import INTERMEDIATE
+    from findings.rows import INTERMEDIATE
 
     depth = readout.table[readout.table["question"] == "effective_depth"]
     if depth.empty:

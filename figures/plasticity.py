@@ -8,37 +8,21 @@ is held fixed within a panel (style.recipe_groups): one panel per recipe, its ti
 
 from __future__ import annotations
 
-import dataclasses
 
 import pandas as pd
 import seaborn
 
-from conf.plasticity import PLASTICITY_FIELDS, PRETRAINING_DEFAULTS
+from conf.plasticity import PLASTICITY_FIELDS
 from figures.registry import Skip, figure
-from figures.style import (SEED_BAND, SETTINGS, describe, legend_outside, native_scale, new_figure, panel_grid,
-                           recipe_groups, settings_of, shared, staged, titled, transferred, varying,
+from findings.plasticity import protocol, scratch_twin  # the table's reading: one owner
+from figures.style import (SEED_BAND, SETTINGS, legend_outside, native_scale, new_figure, panel_grid,
+                           recipe_groups, shared, staged, titled, transferred, varying,
                            x_labelled)
 
 SHAPE = ("depth", "width", "arch")  # the network's size: the appendix's ResNet-18 family
 
 NAMED = ("reset_last", "shrink", "perturb", "stages")  # what protocol() spells out in words
 SWITCH_LABEL = "epochs since the switch to all data (earlier stages < 0)"
-
-
-def protocol(row: pd.Series, extra=()) -> str:
-    """scratch, warm start (or growing data over n + 1 stages), + reset last k, or shrink-and-perturb, + the
-    other pretraining settings `extra` that vary among the warm-started runs drawn beside it (never pooled)."""
-    if row["pretrain_fraction"] == 0:
-        return "scratch"
-    stages = int(row["stages"]) if "stages" in row else 1
-    parts = ["warm start" if stages == 1 else f"growing data, {stages + 1} stages"]
-    if row["reset_last"]:
-        parts.append(f"reset last {int(row['reset_last'])}")
-    if row["shrink"] != 1 or row["perturb"] != 0:
-        parts.append(f"shrink {row['shrink']:g}, perturb {row['perturb']:g}")
-    if extra:
-        parts.append(describe(row, extra))
-    return ", ".join(parts)
 
 
 def accuracy_curves(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -136,11 +120,6 @@ def plasticity_curves(metrics: pd.DataFrame) -> dict:
 def final_accuracy(curves: pd.DataFrame) -> pd.DataFrame:
     last = curves.groupby("run_id")["iteration"].transform("max")
     return curves[curves["iteration"] == last]
-
-
-def scratch_twin(row: pd.Series) -> str:
-    """The run id of a child's from-scratch twin: its settings with no pretraining (conf/plasticity.py)."""
-    return dataclasses.replace(settings_of(row), pretrain_fraction=0.0, **PRETRAINING_DEFAULTS).run_id
 
 
 def gap_table(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -242,7 +242,7 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
               _table(varying) if len(varying) else "<p>none: a single configuration</p>",
               "<p class='note'>Run ids are shortened (the hash cut): hover over one for the whole id.</p>",
               runs_table(runs, list(varying["setting"])) if len(runs) else "<p>no run</p>"]
-    parts += phase_parts(readout.phases)
+    parts += phase_parts(readout.phases, experiment.phases_path.name)
     atomic_write_text(experiment.report_path, "\n".join(parts) + "\n")
     return experiment.report_path
 
@@ -252,7 +252,7 @@ PHASE_SHOWN = ("recipe", "layer", "seeds", "plateau_end", "minimum", "minimum_lo
                "transfer_peak", "transfer_peak_low", "transfer_peak_high", "classifier_best", "missing_reason")
 
 
-def phase_parts(phases: pd.DataFrame) -> list[str]:
+def phase_parts(phases: pd.DataFrame, file_name: str) -> list[str]:
     shown = [column for column in PHASE_SHOWN if column in phases]
     return ["<h2>Learning phases (LearnPhase), per recipe</h2>",
             "<p class='note'>On each recipe's seed-mean curves, at the checkpoints every seed has: the iterations "
@@ -261,5 +261,5 @@ def phase_parts(phases: pd.DataFrame) -> list[str]:
             "with a tolerance τ of 5 % of the curve's range and carries its band (_low, _high); a turn the curve "
             "does not show by more than τ is left empty, with the reason. Whether a turn is beyond the seeds' "
             "noise is the findings' verdict above (findings/phases.py, findings/learning.py; every column: "
-            "phases.csv beside this report). Children (warm-started, transfer, later stages) have no phases.</p>",
+            f"{file_name} beside this report). Children (warm-started, transfer, later stages) have no phases.</p>",
             _table(phases[shown]) if len(phases) else "<p>no reconstruction curves of runs with phases</p>"]

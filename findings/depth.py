@@ -20,7 +20,7 @@ from __future__ import annotations
 import pandas as pd
 
 from findings import noise
-from findings.readout import INTERMEDIATE, MIXED, NO_INTERMEDIATE, SIDE_BY_SIDE, finding, level_words
+from findings.rows import INTERMEDIATE, MIXED, NO_INTERMEDIATE, SIDE_BY_SIDE, finding, level_words
 from findings.recipes import distinguishing_keys, own_runs, recipe_labels, scope_words, varying_keys
 
 DEPTH_RESOLUTION = 0.5  # layers

@@ -17,7 +17,7 @@ import pandas as pd
 
 from findings import noise
 from findings.phases import seed_phase_table, stop_table
-from findings.readout import finding, iteration_words, resolution_of
+from findings.rows import finding, iteration_words, resolution_of
 from findings.recipes import own_runs, recipe_keys, recipe_labels, scope_words
 
 CURVES = ("reconstruction_mse", "transfer_accuracy", "classifier_accuracy")
@@ -61,25 +61,33 @@ def stop_row(advice: pd.Series, curves: pd.DataFrame, resolutions: dict, scope: 
     rise = noise.over_seeds(paired(probe, peak, probe.columns.min()), resolution)
     fall = noise.over_seeds(paired(probe, peak, probe.columns.max()), resolution)
     where = f"the probe of {layer} peaks at {iteration_words(peak)}"
-    if rise.seeds == 1:
+    if rise.seeds == 1:  # the value at P against C (or, without a classifier best, against the start)
         after = f", the classifier is best at {iteration_words(best)}" if best == best else ""
-        return finding("stop_pretraining", advice["recipe"], rise, noise.ONE_SEED,
-                       f"{where}{after} (1 seed: no direction stated)", reason="one seed", **common)
-    if not (rise.verdict == noise.HIGHER and fall.verdict == noise.HIGHER):
+        value = noise.over_seeds(paired(probe, peak, best), resolution) if best == best else rise
+        return finding("stop_pretraining", advice["recipe"], value, noise.ONE_SEED,
+                       f"{where}{after} (1 seed: no direction stated)", reason="one seed",
+                       **{**common, "compared_to": best if best == best else probe.columns.min()})
+    if not (rise.verdict == noise.HIGHER and fall.verdict == noise.HIGHER):  # the row's number: the rise
         return finding("stop_pretraining", advice["recipe"], rise, noise.NO_DIFFERENCE,
                        f"no peak beyond noise: {where} of the mean curve, but the seeds' probe there is "
                        f"{rise.words('points', 100)} above the first checkpoint and {fall.words('points', 100)} "
-                       "above the last", reason="rise or fall within noise", **common)
+                       "above the last", reason="rise or fall within noise",
+                       **{**common, "compared_to": probe.columns.min()})
     if best != best:
         return finding("stop_pretraining", advice["recipe"], None, noise.UNDEFINED,
                        f"{where}; the classifier's best is not established (its accuracy never rises by τ)",
                        reason="no classifier best", **common)
     gain = noise.over_seeds(paired(probe, peak, best), resolution)
-    if peak >= best:
-        text = f"{where}, not before the classifier's best ({iteration_words(best)})"
-    elif gain.verdict == noise.HIGHER:
+    if peak >= best:  # the question (does stopping before the classifier's best gain?) does not arise
+        return finding("stop_pretraining", advice["recipe"], gain, noise.UNDEFINED,
+                       f"{where}, not before the classifier's best ({iteration_words(best)})",
+                       reason="the probe peaks at or after the classifier's best", **common)
+    if gain.verdict == noise.HIGHER:
         text = (f"stop pre-training at {iteration_words(peak)}, before the classifier's best at {best:g}: "
                 f"the probe of {layer} is higher there by {gain.words('points', 100)}")
+    elif gain.verdict == noise.LOWER:  # the mean curve's peak, yet the seeds' probe is higher at C
+        text = (f"{where}, before the classifier's best at {best:g}, but the seeds' probe is lower there, by "
+                f"{gain.words('points', 100)}: stop at the classifier's best")
     else:
         text = (f"{where}, before the classifier's best at {best:g}, but stopping there gains "
                 f"{gain.words('points', 100)}: no measurable difference")

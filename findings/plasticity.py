@@ -3,7 +3,7 @@
     rows = plasticity_questions(metrics, runs)   # warm_start_gap per warm-start recipe, intervention per intervention
 
 warm_start_gap: per plain warm-start recipe, its final test accuracy minus its from-scratch twin's (the same
-recipe without pre-training, figures/plasticity.py scratch_twin), paired by seed. intervention: per reset /
+recipe without pre-training: scratch_twin), paired by seed. intervention: per reset /
 shrink-and-perturb recipe, its final test accuracy minus the plain warm start's of the same seed. A verdict
 needs the interval over seeds to exclude 0 by more than three test examples (findings/noise.py).
 """
@@ -15,11 +15,33 @@ import math
 
 import pandas as pd
 
+from conf.plasticity import PRETRAINING_DEFAULTS
 from findings import noise
-from findings.readout import finding, level_words, resolution_of, verdict_words
-from findings.recipes import recipe_labels
+from findings.rows import finding, level_words, resolution_of, verdict_words
+from findings.recipes import recipe_labels, settings_of
 
 INTERVENTION_DEFAULTS = {"reset_last": 0, "shrink": 1.0, "perturb": 0.0}  # a plain warm start's
+
+
+def protocol(row: pd.Series, extra=()) -> str:
+    """scratch, warm start (or growing data over n + 1 stages), + reset last k, or shrink-and-perturb, + the
+    other pretraining settings `extra` that vary among the warm-started runs drawn beside it (never pooled)."""
+    if row["pretrain_fraction"] == 0:
+        return "scratch"
+    stages = int(row["stages"]) if "stages" in row else 1
+    parts = ["warm start" if stages == 1 else f"growing data, {stages + 1} stages"]
+    if row["reset_last"]:
+        parts.append(f"reset last {int(row['reset_last'])}")
+    if row["shrink"] != 1 or row["perturb"] != 0:
+        parts.append(f"shrink {row['shrink']:g}, perturb {row['perturb']:g}")
+    if extra:
+        parts.append(", ".join(f"{key}={row[key]}" for key in extra))
+    return ", ".join(parts)
+
+
+def scratch_twin(row: pd.Series) -> str:
+    """The run id of a child's from-scratch twin: its settings with no pretraining (conf/plasticity.py)."""
+    return dataclasses.replace(settings_of(row), pretrain_fraction=0.0, **PRETRAINING_DEFAULTS).run_id
 
 
 def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -40,9 +62,6 @@ def warm_children(runs: pd.DataFrame) -> pd.DataFrame:
 
 def pairs_of(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per warm child: its recipe, seed, accuracy, the plain warm start and scratch twin it pairs with."""
-    from figures.plasticity import protocol, scratch_twin
-    from findings.recipes import settings_of
-
     children = warm_children(runs)
     labels, rows = recipe_labels(children, runs), []
     for _, row in children.iterrows():

@@ -20,7 +20,7 @@ import math
 import pandas as pd
 
 from findings import noise
-from findings.readout import finding, iteration_words, level_words, resolution_of
+from findings.rows import finding, iteration_words, level_words, resolution_of
 from findings.recipes import own_runs, recipe_labels
 
 # What a child's recipe is besides its start, and what tells a parent's recipe from its seeds'.

@@ -314,3 +314,14 @@ def test_a_filter_that_keeps_the_children_reads_their_parents_too():
     assert set(kept["run_id"]) == set(every["run_id"]) and len(kept) == len(every)
     (row,) = rows_of(readout(kept), "transfer_start").itertuples()
     assert row.verdict != noise.UNDEFINED  # the parent's stop is read: the question is answered
+
+
+def test_a_probe_that_peaks_after_the_classifiers_best_gets_no_advice():
+    late = [0.70, 0.70, 0.71, 0.72, 0.76, 0.81, 0.83, 0.80, 0.72]  # peaks at 32, falls by 64 and 128
+    best_early = [0.1, 0.3, 0.5, 0.7, 0.85, 0.9, 0.6, 0.5, 0.5]  # the classifier is best at 16
+    rng = np.random.default_rng(13)
+    runs = [(Settings(seed=seed), fabricate.LOG_ITERATIONS, fabricate.phase_curves(
+        list(np.array(late) + rng.normal(0, 0.002, 9)), classifier=best_early), 1, "") for seed in range(3)]
+    (stop,) = rows_of(readout(fabricate.curves_table(runs, EXAMPLES)), "stop_pretraining").itertuples()
+    assert (stop.checkpoint, stop.compared_to, stop.verdict) == (32, 16, noise.UNDEFINED)
+    assert "not before the classifier's best (iteration 16)" in stop.statement

@@ -128,7 +128,7 @@ def test_findings_list_the_sentences_and_the_runs_that_failed_diverged_or_were_s
     import pandas as pd
 
     from findings import noise
-    from findings.readout import COLUMNS, INTERMEDIATE, finding
+    from findings.rows import COLUMNS, INTERMEDIATE, finding
 
     long = "depth=4, label_noise=0.2, width=64, optimizer=sgd"  # longer than a table cell's label: R1 and a legend
     table = pd.DataFrame([
