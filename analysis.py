@@ -12,15 +12,17 @@ run's train split is its subset.
 Incremental: a metric already measured on a checkpoint under its recipe is not measured again
 (`metrics=` chooses the metrics; adding one computes only its cells); runs still training are
 measured up to their newest checkpoint. A transfer child (start_from_iteration other than final, or
-another pretrain_dataset) is measured at its first and last checkpoints only, all the transfer figure
-reads; `child_checkpoints=all` measures every one (full curves).
+another pretrain_dataset) is measured at its first and last checkpoints only, and for its classifier's
+accuracy only: all the transfer read takes; `child_checkpoints=all` measures every metric at every one (full
+curves).
 
-Then draws every figure from the table into `<out_dir>/<experiment>/figures/` (PNG and PDF;
-figures/) and writes `<out_dir>/<experiment>/report.html` (settings that vary, runs and their state,
-figures, the learning-phase table) and `phases.csv`.
+Then draws every figure from the table into `<out_dir>/<experiment>/figures/` (PNG; `figure_formats=png,pdf`
+adds a PDF beside each; figures/) and writes `<out_dir>/<experiment>/report.html` (settings that vary, runs and
+their state, the findings table, figures), `findings.csv` and `phases.csv`.
 
-    python analysis.py figures experiment=learnphase
-        redraw the figures and the report from the table only (no model is run)
+    python analysis.py figures experiment=learnphase [figure_formats=png,pdf]
+        redraw the figures and the report from the table only (no model is run, torch is not loaded); with
+        png,pdf a PDF beside each PNG, for papers
     python analysis.py experiment=demo launcher=slurm
         the metrics, one Slurm array task per run (cluster options as for sh train.sh); then `figures`
     python analysis.py features RUN_DIR iteration=256 split=test out=feats.npz
@@ -50,12 +52,9 @@ from conf.cpu_waiting import wait_briefly
 wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
 import pandas as pd  # noqa: E402
 
-import data
 from checkpointing import ExperimentFolder, RunFolderError
 from conf import Plan, SettingsError, parse_arguments
-from measuring import analyse_runs, measurable, recipes, run_folders_of, runs_of, transfer_child
-from metrics import registry, snapshots, store
-from slurm.analysis_job import apply_threads
+from conf.errors import DataError
 from utils import describe_environment_error, ensure_writable_folder, one_line, resolve_device, setup_logging
 
 logger = logging.getLogger("analysis")
@@ -102,6 +101,8 @@ def similarity_left_out(experiment: ExperimentFolder, plan: Plan) -> set[str]:
     """The transfer children, under child_checkpoints=ends: measured at their two ends, their layer-similarity
     rows would say nothing the figures draw (those compare single-stage runs), and cost a fifth of a transfer
     grid's analysis (benchmarks/readout_cost.py)."""
+    from measuring import run_folders_of, transfer_child
+
     if plan.analysis.child_checkpoints == "all":
         return set()
     left_out = set()
@@ -117,6 +118,12 @@ def similarity_left_out(experiment: ExperimentFolder, plan: Plan) -> set[str]:
 
 def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int:
     """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped."""
+    # here, not at the top: torch and the models load only to measure (`analysis.py figures` draws without them)
+    from measuring import analyse_runs, measurable, recipes, runs_of
+    from metrics import registry, snapshots, store
+    from slurm.analysis_job import apply_threads
+
+    apply_threads(plan.execution)
     registry.select(plan.analysis.metrics)  # an unknown metric name is refused before anything is written
     runs, skipped = runs_of(experiment, plan.overrides)
     runs, unmeasurable = measurable(runs, experiment, plan)  # before anything is written: a bad layers= is exit 2
@@ -170,7 +177,6 @@ def run_command(arguments: list[str]) -> int:
 
     plan = parse_arguments(arguments[1:] if only_figures else arguments, analysis=True)
     setup_logging(plan.execution.log_level)
-    apply_threads(plan.execution)
     experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
     if only_figures:
         return publish.publish(plan, experiment.path)
@@ -184,7 +190,7 @@ def main(arguments: list[str]) -> int:
         return show_help()
     try:
         return run_command(arguments)
-    except (SettingsError, data.DataError, RunFolderError) as error:
+    except (SettingsError, DataError, RunFolderError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:  # the environment: a full disk, a read-only or misnamed folder

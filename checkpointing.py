@@ -55,11 +55,9 @@ import socket
 import time
 from pathlib import Path
 
-import torch
-
 from conf import Settings, SettingsError
 from utils import (atomic_torch_save, atomic_write_json, atomic_write_text, exclusive_lock, remove_stale_temporaries,
-                   sha256_file)
+                   sha256_file, torch_load)
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 2: checkpoints hold input_shape and num_classes (1: the model needed the dataset)
@@ -431,7 +429,7 @@ class RunFolder:
         if not path.exists() or sha256_file(path) != entry["sha256"]:
             raise CorruptFile(f"{path} is missing or corrupt (sha256 differs from the manifest); {fix}")
         try:
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+            checkpoint = torch_load(path, map_location)
         except Exception as error:  # a file that hashes right but does not load: written by another tool, say
             first_line = (str(error).strip().splitlines() or [""])[0][:200]  # torch's unpickling errors run long
             raise CorruptFile(f"{path} does not load ({type(error).__name__}: {first_line}); {fix}") from None
@@ -503,7 +501,7 @@ class RunFolder:
             try:
                 if sha256_file(path) != path.with_suffix(".sha256").read_text().strip():
                     raise CorruptFile("sha256 mismatch")
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = torch_load(path)
                 if not isinstance(state, dict) or not isinstance(state.get("iteration"), int):
                     raise CorruptFile("not a resume state (no iteration)")
             except Exception as error:  # any file we cannot use: the older state is the way on

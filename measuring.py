@@ -1,8 +1,9 @@
 """measuring.analyse_runs(runs, experiment_dir, plan, device) — measure every checkpoint of these runs that lacks a metric.
 
-A transfer child (`transfer_child`) is measured at its first and last checkpoints only unless
-`child_checkpoints=all` (`checkpoints_to_measure`); the checkpoints left out are not pending, so a second
-call still finds nothing new.
+A transfer child (`transfer_child`) is measured at its first and last checkpoints only, and there only for its
+classifier's accuracy (what the transfer read takes), unless `child_checkpoints=all` (`checkpoints_to_measure`,
+`metrics_to_measure`); the checkpoints and metrics left out are not pending, so a second call still finds nothing
+new.
 
 The per-checkpoint protocol of the analysis, as training.py is training's: for each checkpoint, which
 metrics are pending under their recipes -> the cell's lock -> the verified checkpoint's model -> the
@@ -207,9 +208,10 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
         if not mine:
             outcome.busy += 1  # another analysis process is measuring it
             return
+        analysis = inputs.plan.analysis
+        chosen = metrics_to_measure(inputs.settings, registry.select(analysis.metrics), analysis.child_checkpoints)
         names = pending_metrics(path, checkpoint_sha256, inputs.recipes,
-                                engine.applicable(registry.select(inputs.plan.analysis.metrics), inputs.transfer,
-                                                  inputs.plan.analysis))
+                                engine.applicable(chosen, inputs.transfer, analysis))
         if not names:
             outcome.fresh += 1  # another process measured it between our first look and the lock
             return
@@ -237,6 +239,20 @@ def transfer_child(settings: Settings) -> bool:
                                               or settings.pretrain_dataset != "same")
 
 
+# What LearnPhase's transfer read takes from a transfer child (findings/transfer.py): its classifier's test accuracy
+# at its last checkpoint, and its start (its first checkpoint's iteration). Its layers' metrics feed no figure and
+# no finding (children have no phases: findings/recipes.py) and cost 0.5 s a checkpoint against 0.08 s.
+CHILD_METRICS = ("classifier_accuracy",)
+
+
+def metrics_to_measure(settings: Settings, names: list[str], child_checkpoints: str) -> list[str]:
+    """The metrics of `names` that a run's checkpoints get: a transfer child's, under child_checkpoints=ends, only
+    those the transfer read takes (CHILD_METRICS); every one otherwise."""
+    if child_checkpoints == "all" or not transfer_child(settings):
+        return names
+    return [name for name in names if name in CHILD_METRICS]
+
+
 def checkpoints_to_measure(settings: Settings, entries: dict[int, dict], child_checkpoints: str) -> dict[int, dict]:
     """The checkpoint entries the analysis measures: a transfer child's first and last only under
     child_checkpoints=ends (figures/transfer.py reads its start and end accuracy, nothing between), every
@@ -247,8 +263,8 @@ def checkpoints_to_measure(settings: Settings, entries: dict[int, dict], child_c
 
 
 def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no_transfer: dict[str, str]) -> Outcome:
-    """Measure the selected metrics of every checkpoint of one run that lacks them, of a transfer child
-    its ends only by default (checkpoints_to_measure); RunFolderError when a side file of the run is
+    """Measure the selected metrics of every checkpoint of one run that lacks them, of a transfer child its
+    classifier accuracy at its ends only by default (checkpoints_to_measure, metrics_to_measure); RunFolderError when a side file of the run is
     unusable. `no_transfer`: {dataset: why it has no transfer task}, learnt in this call: the other runs
     of that dataset need not load their data again to learn it."""
     experiment = ExperimentFolder(experiment_dir)
@@ -256,7 +272,7 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no
     chosen = checkpoints_to_measure(settings, entries, plan.analysis.child_checkpoints)
     names = [name for name in registry.select(plan.analysis.metrics)
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
-    names = engine.without_snapshots(names, plan.analysis)
+    names = engine.without_snapshots(metrics_to_measure(settings, names, plan.analysis.child_checkpoints), plan.analysis)
     current = recipes(plan)
     pending = {iteration: entry for iteration, entry in chosen.items()
                if pending_metrics(layout.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}

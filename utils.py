@@ -16,11 +16,12 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from conf import SettingsError
+
+if TYPE_CHECKING:  # torch loads where a tensor is saved or made: drawing figures never needs it (1.3 s)
+    import torch
 
 TEMPORARY_MARKER = ".tmp-"
 
@@ -67,9 +68,18 @@ def atomic_write_json(path: str | Path, value: Any) -> str:
 
 def atomic_torch_save(value: Any, path: str | Path) -> str:
     """torch.save to memory, then an atomic write; return the file's sha256."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(value, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def torch_load(path: str | Path, map_location="cpu") -> Any:
+    """torch.load of tensors and plain containers only (weights_only: a checkpoint never runs code)."""
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -121,6 +131,8 @@ def exclusive_lock(path: str | Path, *, wait: bool = False):
 def resolve_device(execution) -> torch.device:
     """The torch device `execution.device` names (auto: cuda when there is one); SettingsError (bad
     input: exit 2) when cuda is asked for on a machine without it, as train.py and analysis.py say."""
+    import torch
+
     if execution.device == "cuda" and not torch.cuda.is_available():
         raise SettingsError("device='cuda' but no CUDA device is visible; accepted here: auto, cpu")
     if execution.device == "auto":
@@ -175,6 +187,8 @@ def derive_seed(*keys: object) -> int:
 
 def seeded_generator(*keys: object) -> torch.Generator:
     """A CPU torch.Generator seeded from `keys`; CPU so that data order does not depend on the device."""
+    import torch
+
     generator = torch.Generator()
     generator.manual_seed(derive_seed(*keys))
     return generator

@@ -1,7 +1,7 @@
 """python benchmarks/readout_cost.py [rounds=3] [compare=all] — what the read-out costs: a transfer grid's
 analysis against its training, and redrawing the demo's figures and report.
 
-Two rows, each a whole command in a child process (Python start and `import torch` included), wall seconds:
+Two rows, each a whole command in a child process (Python start and its imports included), wall seconds:
 
 - transfer grid: analysis / training. `train.py` trains a parent (CONV-3-16 on 5 of the 10 synthetic classes,
   16 px, 2,000 images, 20 epochs, as the demo's transfer story) and its 20 children (all 10 classes, 3 epochs,
@@ -10,8 +10,9 @@ Two rows, each a whole command in a child process (Python start and `import torc
   last checkpoints). Target ≤ 1.5×. `compare=all` also times `analysis.py child_checkpoints=all` on a fresh copy
   of the runs (every checkpoint, as before the option), printed for comparison.
 - demo: figures and report (s). `analysis.py figures experiment=demo` on outputs/demo, after removing its
-  publication record (figures/.published.json) so every figure is drawn again; outputs/demo is trained and
-  measured first when its metrics.parquet is missing (untimed). Target ≤ 10 s.
+  publication record (figures/.published.json) so every figure is drawn again (PNGs, the default); outputs/demo
+  is trained and measured first when its metrics.parquet is missing (untimed). Target ≤ 10 s. The same with
+  `figure_formats=png,pdf` (a PDF beside each PNG) is printed for comparison.
 
 Each row is the median of `rounds` rounds (a fresh grid trained and measured in each): a single round moved
 by up to 2× on the shared 2-core machine. Run it alone: any other work beside it moves both rows. Exit 1 when a
@@ -75,9 +76,9 @@ def transfer_grid(folder: Path, compare: bool) -> dict:
     return times
 
 
-def demo_figures() -> float:
-    """Wall seconds of `analysis.py figures experiment=demo` drawing everything again (the demo measured first
-    when its table is missing)."""
+def demo_figures(*words: str) -> float:
+    """Wall seconds of `analysis.py figures experiment=demo [words]` drawing everything again (the demo measured
+    first when its table is missing)."""
     experiment = ExperimentFolder.of(REPOSITORY / "outputs", "demo")
     if not experiment.table_path.exists():
         print(f"{experiment.table_path} is missing: training and measuring the demo first (untimed, minutes)",
@@ -85,7 +86,7 @@ def demo_figures() -> float:
         timed(python("train.py", "experiment=demo", *QUIET))
         timed(python("analysis.py", "experiment=demo", *QUIET))
     experiment.publication_path.unlink(missing_ok=True)  # no record: every figure and the report are drawn again
-    return timed(python("analysis.py", "figures", "experiment=demo", *QUIET))[0]
+    return timed(python("analysis.py", "figures", "experiment=demo", *words, *QUIET))[0]
 
 
 def measure(rounds: int, compare: bool) -> tuple[dict, str]:
@@ -95,6 +96,7 @@ def measure(rounds: int, compare: bool) -> tuple[dict, str]:
         with tempfile.TemporaryDirectory(prefix="bench-readout-") as folder:
             times = transfer_grid(Path(folder), compare)
         times["demo figures"] = demo_figures()
+        times["demo figures and PDFs"] = demo_figures("figure_formats=png,pdf")
         summary = times.pop("summary")
         for name, seconds in times.items():
             results.setdefault(name, []).append(seconds)
@@ -124,6 +126,7 @@ def main(arguments: list[str]) -> int:
         ratio = times["analysis, every checkpoint"] / times["training"]
         print(f"{'the same with child_checkpoints=all (before)':<50} {ratio:>7.2f}x {'—':>8}  (for comparison)")
     met &= verdict_row("demo: figures and report (s)", times["demo figures"], "s", TARGET_SECONDS)
+    print(f"{'the same with figure_formats=png,pdf':<50} {times['demo figures and PDFs']:>7.2f}s {'—':>8}  (for comparison)")
     return 0 if met else 1
 
 

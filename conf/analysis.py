@@ -3,7 +3,8 @@
 They are not run settings: they never enter a run id. Each metric has its own *recipe*
 (metrics/registry.py): its version and the options its statistics depend on. A metric's cells
 computed under another recipe are stale and are computed again; `metrics`, `analysis_batch_size`,
-`feature_cache_gb`, `figures` and `child_checkpoints` choose what and how fast, and enter no recipe.
+`feature_cache_gb`, `figures`, `figure_formats` and `child_checkpoints` choose what and how fast, and enter no
+recipe.
 """
 
 from dataclasses import dataclass
@@ -36,9 +37,12 @@ class Analysis:
     transfer_dataset: str = setting("own", "images the transfer task reads: own = the run's (LearnPhase's code), or another dataset of the same image shape, e.g. cifar100 (its README)", choices=("own", *DATASETS))
     feature_cache_gb: float = setting(4.0, "keep the training split's features up to this size for the train accuracies, else a second pass (cost only: in no recipe)", minimum=0.0)
     figures: bool = setting(True, "after measuring, draw every figure and write the report (in no recipe)")
-    # The transfer read-out (figures/transfer.py) takes a child's first measured checkpoint as its start and its last
-    # as its end: the checkpoints between them cost most of a transfer grid's analysis and feed no figure of it.
-    child_checkpoints: str = setting("ends", "checkpoints of a transfer child (start_from_iteration other than final, or another pretrain_dataset): ends = its first and last only (its start and end accuracy, all the transfer figure reads) and no rows in the similarity table, all = every one (full curves) and its similarity rows; every other run is measured at every checkpoint (in no recipe)", choices=("ends", "all"))
+    # PDFs double the drawing time (benchmarks/readout_cost.py) and the report shows the PNGs: vector copies on request.
+    figure_formats: str = setting("png", "files of each figure: png (what the report shows), or png,pdf for a PDF beside each PNG (for papers; drawing takes about twice as long); PDFs drawn before stay until their figure changes (in no recipe)", choices=("png", "png,pdf"))
+    # The transfer read-out (findings/transfer.py) takes a child's first measured checkpoint as its start and its
+    # classifier's accuracy at its last as its end: the checkpoints between, and the layers' metrics, cost most of a
+    # transfer grid's analysis and feed no figure or finding of it (children have no phases).
+    child_checkpoints: str = setting("ends", "checkpoints of a transfer child (start_from_iteration other than final, or another pretrain_dataset): ends = its classifier accuracy at its first and last checkpoints only (its start and end, all the transfer read takes), no layer metrics and no rows in the similarity table; all = every metric at every checkpoint (full curves) and its similarity rows; every other run is measured in full (in no recipe)", choices=("ends", "all"))
 
     def __post_init__(self):
         check_fields(self)

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from data import torchvision_sets
-from data.dataset import DataError, ImageDataset, channel_statistics, normalize
+from conf.errors import DataError
+from data.dataset import ImageDataset, channel_statistics, normalize
 from data.noise import apply_label_noise
 from data.stream import EpochPlan, TrainingStream, crop_and_flip
 from data.subsets import stage1_indices, stage_indices, stage_sizes

@@ -1,4 +1,5 @@
-"""The in-memory dataset record every loader returns, its error type, and input normalisation.
+"""The in-memory dataset record every loader returns, and input normalisation (the error type of missing data,
+DataError, is conf/errors.py's: torch-free).
 
 A dataset is a handful of tensors (airbench style): the whole training and test split as uint8
 NCHW, moved to the device once. Everything downstream (batches, augmentation, probes) indexes them.
@@ -11,10 +12,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
-
-class DataError(Exception):
-    """One-line, user-facing: what is missing and how to fix it (the CLI prints it and exits 2)."""
 
 
 @dataclass(frozen=True)

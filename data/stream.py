@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor
 
-from data.dataset import DataError, normalize
+from conf.errors import DataError
+from data.dataset import normalize
 from utils import seeded_generator
 
 # The padded copies crop_and_flip makes of a chunk of the epoch (the pad, its mirror and their stack: about

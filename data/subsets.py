@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from data.dataset import DataError
+from conf.errors import DataError
 from utils import seeded_generator
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data.dataset import DataError
+from conf.errors import DataError
 
 logger = logging.getLogger(__name__)
 

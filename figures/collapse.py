@@ -137,32 +137,45 @@ def condition_label(row: pd.Series, keys: list[str]) -> str:
     return describe(row, keys) or "all runs"
 
 
-@figure("collapse_heatmaps", "IntermediateNC (NCC and CDNV over training)")
-def collapse_heatmaps(metrics: pd.DataFrame) -> dict:
-    """One figure per run of each recipe's first seed (a run is one recipe: nothing pooled): NCC train accuracy and
-    log10 CDNV, layer x iteration, titled with the settings that tell it from the other runs. Runs that trained
-    from their own start only: a child's curve continues its parent's, and a transfer child is measured at its
-    two ends by default (child_checkpoints=ends), no course over training to draw."""
+def heatmap_rows(metrics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(the NCC and CDNV train rows of each recipe's first seed among the runs that trained from their own start,
+    the keys that tell those runs apart); Skip when there are none."""
     every = metrics[metrics["metric"].isin(["ncc_accuracy", "cdnv"]) & (metrics["split"] == "train")]
     rows = every[every["parent_run_id"].fillna("") == ""] if "parent_run_id" in every else every
     if rows.empty:
         raise Skip("every NCC and CDNV row is of a child run (it continues its parent's curve)" if len(every)
                    else "no NCC or CDNV rows in the table")
     keys = grouping_keys(rows)
-    first_seeds = [part[part["seed"] == part["seed"].min()] if "seed" in part else part
-                   for _, part in recipe_groups(rows)]
-    rows = pd.concat(first_seeds)
+    first_seeds = [group[group["seed"] == group["seed"].min()] if "seed" in group else group
+                   for _, group in recipe_groups(rows)]
+    return pd.concat(first_seeds), keys
+
+
+def heatmap_runs(metrics: pd.DataFrame) -> list[str]:
+    """The runs collapse_heatmaps draws, a figure each (drawn on their own: FigureSpec.parts)."""
+    return sorted(heatmap_rows(metrics)[0]["run_id"].unique())
+
+
+@figure("collapse_heatmaps", "IntermediateNC (NCC and CDNV over training)", parts=heatmap_runs)
+def collapse_heatmaps(metrics: pd.DataFrame, part: str | None = None) -> dict:
+    """One figure per run of each recipe's first seed (a run is one recipe: nothing pooled): NCC train accuracy and
+    log10 CDNV, layer x iteration, titled with the settings that tell it from the other runs (`part`: that run's
+    only). Runs that trained from their own start only: a child's curve continues its parent's, and a transfer
+    child is measured at its two ends by default (child_checkpoints=ends), no course over training to draw."""
+    rows, keys = heatmap_rows(metrics)
     drawings = {}
-    for index, (run, part) in enumerate(rows.groupby("run_id", sort=True)):
+    for index, (run, run_rows) in enumerate(rows.groupby("run_id", sort=True)):
+        if part is not None and run != part:
+            continue
         drawing, axes = new_figure(2, width=5.2)
         for axis, (metric, label) in zip(axes, (("ncc_accuracy", "NCC train accuracy"), ("cdnv", "log10 CDNV (train)"))):
-            grid = part[part["metric"] == metric].pivot_table(index="layer", columns="iteration", values="value")
-            grid = grid.reindex(part.sort_values("layer_index")["layer"].unique())
+            grid = run_rows[run_rows["metric"] == metric].pivot_table(index="layer", columns="iteration", values="value")
+            grid = grid.reindex(run_rows.sort_values("layer_index")["layer"].unique())
             if metric == "cdnv":
                 grid = np.log10(grid.where(grid > 0))
             heatmap(axis, grid, "viridis" if metric == "ncc_accuracy" else "magma_r", label)
             axis.set_xlabel("training iteration (checkpoints, log-spaced)")
             axis.set_ylabel("layer (input at the top)")
-        titled(drawing, f"{condition_label(part.iloc[0], keys)} — {run}", 9)
+        titled(drawing, f"{condition_label(run_rows.iloc[0], keys)} — {run}", 9)
         drawings[f"heatmap_{index:02d}_{run}"] = drawing
     return drawings

@@ -59,21 +59,29 @@ def phase_rows(metrics: pd.DataFrame, readout) -> pd.DataFrame:
 ROWS_PER_FIGURE = 6  # recipes (rows of three panels) per figure: one file to read, a page tall at most
 
 
-@figure("learning_phases", "LearnPhase (AAAI 2024), their sample log and Fig. 1", readout=True)
-def learning_phases(metrics: pd.DataFrame, readout) -> dict:
+def figure_count(metrics: pd.DataFrame, readout) -> list[int]:
+    """The learning_phases figures' indices: a figure per ROWS_PER_FIGURE recipes, each drawn on its own."""
+    recipes = phase_rows(metrics, readout)["recipe"].nunique()
+    return list(range(-(-recipes // ROWS_PER_FIGURE)))
+
+
+@figure("learning_phases", "LearnPhase (AAAI 2024), their sample log and Fig. 1", readout=True, parts=figure_count)
+def learning_phases(metrics: pd.DataFrame, readout, part: int | None = None) -> dict:
     """One row per recipe: reconstruction loss, transfer probe and classifier accuracy, each column on one range
-    (recipes compare by height), up to ROWS_PER_FIGURE rows to a figure."""
+    (recipes compare by height), up to ROWS_PER_FIGURE rows to a figure (`part`: that figure only)."""
     rows = phase_rows(metrics, readout)
     groups = list(rows.groupby("recipe", sort=True))
     chunks = [groups[start:start + ROWS_PER_FIGURE] for start in range(0, len(groups), ROWS_PER_FIGURE)]
     drawings = {}
     for index, chunk in enumerate(chunks):
+        if part is not None and index != part:
+            continue
         drawing, axes = new_figure(3, len(chunk), width=5.4, height=3.2)  # room for each panel's legend at its right
         grid = axes.reshape(len(chunk), 3)
         for column in range(3):
             shared(grid[:, column], y=True)
-        for panels, (recipe, part) in zip(grid, chunk):
-            draw_recipe(panels, recipe, part, readout)
+        for panels, (recipe, recipe_rows) in zip(grid, chunk):
+            draw_recipe(panels, recipe, recipe_rows, readout)
         titled(drawing, "Learning phases, one row per recipe (seed-mean curve with its interval); shaded: flat, "
                         "falling, rising reconstruction loss of the last hidden layer", 10)
         drawings["learning_phases" if len(chunks) == 1 else f"learning_phases_{index:02d}"] = drawing

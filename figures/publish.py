@@ -218,10 +218,11 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
     experiment_dir = experiment.path
     runs = run_table(experiment_dir)
     description = describe_grid(plan.experiment, runs)
-    inputs = published.Inputs.of(experiment, describe_filter(plan.overrides), description, runs)
+    inputs = published.Inputs.of(experiment, describe_filter(plan.overrides), description, runs,
+                                 formats=tuple(plan.analysis.figure_formats.split(",")))
     record = published.read_record(experiment)
     if inputs.unchanged(record, experiment):
-        drawn = sum(len(entry.get("files", [])) // 2 for entry in record["figures"].values())  # PNG + PDF each
+        drawn = sum(name.endswith(".png") for entry in record["figures"].values() for name in entry.get("files", []))
         print(f"nothing new: {measured_note + '; ' if measured_note else ''}the table, {drawn} figure(s), "
               f"{experiment.phases_path.name}, {experiment.findings_path.name} and the report are up to date ({experiment.report_path})")
         return record.get("exit", 0)
@@ -257,7 +258,7 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
     for note in notes:
         print(note)
     redrawn = [name for name in drawn if entries[name].get("redrawn")]
-    print(f"figures: {sum(len(paths) // 2 for paths in drawn.values())} ({', '.join(drawn) or 'none'}) in "
+    print(f"figures: {sum(path.suffix == '.png' for paths in drawn.values() for path in paths)} ({', '.join(drawn) or 'none'}) in "
           f"{experiment.figures_path}; {len(redrawn)} redrawn ({', '.join(redrawn) or 'none'}), the others unchanged")
     for name, reason in skipped.items():
         print(f"  not drawn: {name}: {reason}")
@@ -279,13 +280,13 @@ def redraw(experiment: ExperimentFolder, plan: Plan, metrics: pd.DataFrame, inpu
 
     def kept(name):
         entry = previous.get(name, {})
-        return entry.get("key") == keys[name] and published.figure_intact(folder, entry)
+        return entry.get("key") == keys[name] and published.figure_intact(folder, entry) and inputs.in_formats(entry)
 
     stale = [name for name in keys if not kept(name)]
     similarity = read_similarity(experiment, plan) if any(figures.FIGURES[name].table == "similarity"
                                                            for name in stale) else None
     fresh_drawn, fresh_skipped = figures.draw_all(metrics, folder, stale, similarity_table=similarity, readout=found,
-                                                  workers=figure_workers(plan))
+                                                  workers=figure_workers(plan), formats=inputs.formats)
     drawn, skipped, entries = {}, {}, {}
     for name in keys:
         if name in stale:

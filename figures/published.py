@@ -5,7 +5,9 @@
     inputs.figure_key(spec)                          # a figure is redrawn only when its key changed
 
 A figure is a pure function of its table (metrics.parquet or similarity.parquet, as its FigureSpec says),
-the command line's run filter and the figure code; the report adds the run table (states, iterations).
+the command line's run filter and the code of figures/ and findings/; the report adds the run table (states,
+iterations). The formats asked for (figure_formats=) are in no key: a figure that lacks one is drawn again, one
+that has more (PDFs made by an earlier call) is kept as it is.
 The tables are folders of parts that are only ever replaced whole, and only when their rows change
 (metrics/store.py), so each part's size and modification time stand for its content: a call with
 nothing new reads a few stats and hashes the few files it wrote (below), reads no Parquet and draws nothing.
@@ -32,7 +34,8 @@ import pandas as pd
 from checkpointing import ExperimentFolder
 from utils import atomic_write_json, file_stamp, sha256_file
 
-CODE = Path(__file__).resolve().parent  # figures/: a changed figure is drawn again
+# figures/ and the read-out they draw (findings/): a change to either draws the figures again
+CODE = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "findings")
 
 
 def digest(value) -> str:
@@ -53,18 +56,28 @@ class Inputs:
     tables: dict[str, str]  # {"metrics" | "similarity": digest of the table folder's parts}
     runs: str  # the run table: ids, states, iterations, settings (the report's)
     context: str  # the figure code, the run filter typed, the experiment's name and description
+    formats: tuple[str, ...] = ("png",)  # the files each figure must have (figure_formats=): not in any key
 
     @classmethod
-    def of(cls, experiment: ExperimentFolder, filter_words: str, description: str, runs: pd.DataFrame) -> "Inputs":
-        code = [[path.name, hashlib.sha256(path.read_bytes()).hexdigest()] for path in sorted(CODE.glob("*.py"))]
+    def of(cls, experiment: ExperimentFolder, filter_words: str, description: str, runs: pd.DataFrame,
+           formats: tuple[str, ...] = ("png",)) -> "Inputs":
+        code = [[f"{folder.name}/{path.name}", hashlib.sha256(path.read_bytes()).hexdigest()]
+                for folder in CODE for path in sorted(folder.glob("*.py"))]
         return cls(tables={"metrics": digest(folder_stamp(experiment.table_path)),
                            "similarity": digest(folder_stamp(experiment.similarity_path))},
                    runs=digest(runs.to_json(orient="split", default_handler=str)),
-                   context=digest([code, filter_words, experiment.path.name, description]))
+                   context=digest([code, filter_words, experiment.path.name, description]), formats=formats)
 
     def figure_key(self, table: str) -> str:
         """What a figure drawn from `table` depends on."""
         return digest([self.context, self.tables[table]])
+
+    def in_formats(self, entry: dict) -> bool:
+        """Whether a figure's record entry has a file in every format asked for (a skipped figure has none to
+        have). A format drawn before and not asked for now is kept: PDFs made once with figure_formats=png,pdf
+        stay through the plain calls after it, until their figure's table changes."""
+        drawn = {Path(name).suffix[1:] for name in entry.get("files", [])}
+        return "skipped" in entry or set(self.formats) <= drawn
 
     def report_key(self) -> str:
         return digest([self.context, self.tables, self.runs])
@@ -74,7 +87,8 @@ class Inputs:
         it wrote (size and sha256: an emptied figure or an edited report is not "up to date")."""
         if record.get("report") != self.report_key() or not outputs_intact(experiment, record):
             return False
-        return all(figure_intact(experiment.figures_path, entry) for entry in record.get("figures", {}).values())
+        return all(figure_intact(experiment.figures_path, entry) and self.in_formats(entry)
+                   for entry in record.get("figures", {}).values())
 
 
 def file_digest(path: Path) -> list | None:

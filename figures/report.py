@@ -190,15 +190,17 @@ def findings_section(table: pd.DataFrame, troubled: list[tuple] = (), unfinished
 
 
 def _figure_parts(drawn: dict, experiment_dir: Path) -> list[str]:
-    """Each drawn figure's PNG, linking its PDF, by paths relative to the experiment folder."""
+    """Each drawn figure's PNG, linking its PDF where one was drawn (figure_formats=png,pdf), else the PNG at full
+    size, by paths relative to the experiment folder."""
     parts = []
     for name, paths in drawn.items():
         parts.append(f"<h3>{html.escape(name)} <span class='note'>({html.escape(FIGURES[name].paper)})</span></h3>")
         for figure_path in paths:  # its own name: `path` is the report's, written below
             if figure_path.suffix == ".png":
                 relative = figure_path.relative_to(experiment_dir).as_posix()
-                pdf = figure_path.with_suffix(".pdf").relative_to(experiment_dir).as_posix()
-                parts.append(f"<a href='{pdf}'><img src='{relative}' alt='{html.escape(figure_path.stem)}'></a>")
+                pdf = figure_path.with_suffix(".pdf")
+                target = pdf.relative_to(experiment_dir).as_posix() if pdf in paths else relative
+                parts.append(f"<a href='{target}'><img src='{relative}' alt='{html.escape(figure_path.stem)}'></a>")
     return parts
 
 

@@ -1,4 +1,4 @@
-"""One look for every figure: seaborn's paper theme, log-scaled iterations, PNG + PDF written atomically, and
+"""One look for every figure: seaborn's paper theme, log-scaled iterations, PNG (and PDF) written atomically, and
 the recipe groups every figure draws apart.
 
     for fixed, rows in recipe_groups(metrics, plotted=("depth",)):   # one panel per recipe, depth as hue
@@ -36,6 +36,9 @@ CHARACTER_EM = 0.6  # mean width of a settings description's characters in DejaV
 PANEL_SHARE = 0.8
 LEGEND_WIDTH = 2.0  # inches: a legend entry's lines beside a panel
 PANEL_EXTRAS = 1.6  # inches of a panel's row besides a legend hung beside it: title, tick labels, x label
+# The files a figure is saved as (figure_formats=): the PNG the report shows, a PDF for papers on request (it
+# doubles the drawing time of the demo's figures: benchmarks/readout_cost.py).
+FORMATS = {"png": {"dpi": 150}, "pdf": {}}
 SEED_BAND = seed_band  # mean over seeds with its t-interval: the read-out's (findings/noise.py), not a bootstrap
 
 
@@ -147,13 +150,17 @@ def new_figure(columns: int = 1, rows: int = 1, width: float = 4.6, height: floa
     return figure, axes.ravel()
 
 
-def save(figure, stem: Path) -> list[Path]:
-    """`stem`.png (150 dpi) and `stem`.pdf, each written to a temporary name and renamed."""
+def save(figure, stem: Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    """`stem`.png (150 dpi), and `stem`.pdf when `formats` holds pdf, each written to a temporary name and
+    renamed."""
     paths = []
-    for suffix, options in ((".png", {"dpi": 150}), (".pdf", {})):
+    for suffix in formats:
         buffer = io.BytesIO()
-        figure.savefig(buffer, format=suffix[1:], **options)
-        path = stem.parent / (stem.name + suffix)  # not with_suffix: stems hold values like 0.2
+        figure.savefig(buffer, format=suffix, **FORMATS[suffix])
+        # the layout the PNG was drawn with holds for the PDF (figure fractions, text in points): laying it out
+        # again would cost the PDF a second measuring draw, a third of its time
+        figure.set_layout_engine("none")
+        path = stem.parent / f"{stem.name}.{suffix}"  # not with_suffix: stems hold values like 0.2
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths

@@ -60,7 +60,9 @@ def recipe_keys(frame: pd.DataFrame) -> list[str]:
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
     """The recipe keys that take more than one value among `runs` (one row per run)."""
-    return [key for key in recipe_keys(runs) if runs[key].astype(str).nunique() > 1]
+    keys = recipe_keys(runs)
+    counts = runs[keys].astype(str).nunique() if keys else pd.Series(dtype=int)
+    return [key for key in keys if counts[key] > 1]
 
 
 def run_rows(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -87,11 +89,15 @@ def distinguishing_keys(runs: pd.DataFrame) -> list[str]:
     separates the most recipes), in settings order. A table that holds several grids (the demo's three stories)
     varies a dozen keys together; naming them all made every label a paragraph."""
     keys = varying_keys(runs)
-    recipes = runs[keys].astype(str).drop_duplicates()
+    recipes = {tuple(values) for values in runs[keys].astype(str).to_numpy()}  # the distinct recipes, as tuples
+
+    def told_apart(columns: list[str]) -> int:  # how many recipes these keys alone tell apart
+        positions = [keys.index(key) for key in columns]
+        return len({tuple(recipe[position] for position in positions) for recipe in recipes})
+
     chosen: list[str] = []
-    while keys and len(recipes[chosen].drop_duplicates() if chosen else recipes.iloc[:1]) < len(recipes):
-        chosen.append(max((key for key in keys if key not in chosen),
-                          key=lambda key: len(recipes[[*chosen, key]].drop_duplicates())))
+    while keys and (told_apart(chosen) if chosen else 1) < len(recipes):
+        chosen.append(max((key for key in keys if key not in chosen), key=lambda key: told_apart([*chosen, key])))
     return [key for key in keys if key in chosen]
 
 

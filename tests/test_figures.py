@@ -73,9 +73,11 @@ def metrics():
 def test_every_figure_type_renders_from_a_fabricated_table(metrics, tmp_path):
     import figures
 
-    drawn, skipped = figures.draw_all(metrics, tmp_path, similarity_table=fabricated_similarity())
+    drawn, skipped = figures.draw_all(metrics, tmp_path, similarity_table=fabricated_similarity(),
+                                      formats=("png", "pdf"))
     # transfer children have their own table (another dataset's parent would join this one's conditions)
-    transfer_drawn, transfer_skipped = figures.draw_all(fabricate.transfer_table(), tmp_path, names=["transfer_curve"])
+    transfer_drawn, transfer_skipped = figures.draw_all(fabricate.transfer_table(), tmp_path, names=["transfer_curve"],
+                                                        formats=("png", "pdf"))
     assert set(skipped) == {"transfer_curve"} and not transfer_skipped, (skipped, transfer_skipped)
     drawn.update(transfer_drawn)
     assert set(drawn) == set(figures.FIGURES)
@@ -98,6 +100,32 @@ def test_a_figure_that_the_table_cannot_feed_says_why(metrics, tmp_path):
                                   names=["plasticity_curves", "warm_start_gap", "ncc_by_layer"])
     assert "no warm-started runs" in skipped["plasticity_curves"] and "warm_start_gap" in skipped
     assert "ncc_by_layer" not in skipped
+
+
+def test_a_figure_of_many_files_is_drawn_part_by_part_in_the_workers(metrics, tmp_path, monkeypatch):
+    """The heatmaps (a file per run) and learning_phases (a file per six recipes) are shared out a file to a
+    process: the same files as one process draws; a part that fails fails its figure alone."""
+    import figures
+    from figures.registry import FigureSpec
+
+    names = ["collapse_heatmaps", "learning_phases", "ncc_by_layer"]
+    alone, _ = figures.draw_all(metrics, tmp_path / "alone", names=names, workers=1)
+    shared, skipped = figures.draw_all(metrics, tmp_path / "shared", names=names, workers=2)
+    assert not skipped and {name: [path.name for path in paths] for name, paths in shared.items()} == \
+        {name: [path.name for path in paths] for name, paths in alone.items()}
+    runs = figures.FIGURES["collapse_heatmaps"].pieces(metrics, None)
+    assert len(runs) > 1 and len(shared["collapse_heatmaps"]) == len(runs)
+    assert all(run in path.name for run, path in zip(runs, shared["collapse_heatmaps"]))
+
+    def broken(table, part=None):
+        if part == "second":
+            raise RuntimeError("this part is broken")
+        return figures.FIGURES["ncc_by_layer"].draw(table)
+
+    monkeypatch.setitem(figures.FIGURES, "two_parts", FigureSpec("two_parts", "a test", broken,
+                                                                 parts=lambda table: ["first", "second"]))
+    drawn, skipped = figures.draw_all(metrics, tmp_path / "broken", names=["two_parts", "ncc_by_layer"], workers=2)
+    assert skipped == {"two_parts": "failed: RuntimeError: this part is broken"} and set(drawn) == {"ncc_by_layer"}
 
 
 def test_phase_detection_on_learnphase_sample_log():

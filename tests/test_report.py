@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, tiny_words
+from tests.conftest import REPOSITORY, run_cli, tiny_words
 
 QUICK = ["probe_dimensions=32", "log_level=WARNING"]
 SMALL = ["image_size=8", "depth=1", "epochs=2", "synthetic_train_size=128"]
@@ -167,5 +169,46 @@ def test_a_redraw_leaves_exactly_the_figures_the_report_shows(grid_experiment, t
         shown = {source for source in re.findall(r"<img src='figures/([^']+)'", page)}
         on_disk = {path.name for path in experiment.figures_path.glob("*.png")}
         assert on_disk == shown and shown
-        assert {path.stem for path in experiment.figures_path.glob("*.pdf")} == {name[:-4] for name in shown}
+        assert not list(experiment.figures_path.glob("*.pdf"))  # PNGs only unless figure_formats asks for PDFs
     assert not (experiment.figures_path / "an_old_name.png").exists()
+
+
+def test_pdfs_are_drawn_on_request_and_kept_until_their_figure_changes(grid_experiment, tmp_path):
+    """PNGs by default (the report's); figure_formats=png,pdf draws a PDF beside each, which the report links and
+    the plain calls after it keep; a figure drawn again (its table or filter changed) loses its stale PDF."""
+    import analysis
+    from checkpointing import ExperimentFolder
+
+    experiment = ExperimentFolder(copy_experiment(grid_experiment, tmp_path))
+    out_dir = f"out_dir={experiment.path.parent}"
+
+    def files(suffix: str) -> set[str]:
+        return {path.stem for path in experiment.figures_path.glob(f"*.{suffix}")}
+
+    assert not files("pdf") and files("png")
+    assert analysis.main(["figures", out_dir, "figure_formats=png,pdf", *QUICK]) == 0
+    assert files("pdf") == files("png")
+    for stem in files("png"):
+        assert (experiment.figures_path / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+        assert f"<a href='figures/{stem}.pdf'><img src='figures/{stem}.png'" in experiment.report_path.read_text()
+    stamps = {path.name: path.stat().st_mtime_ns for path in experiment.figures_path.iterdir()}
+    assert analysis.main(["figures", out_dir, *QUICK]) == 0  # nothing new: the PDFs stay, nothing is drawn
+    assert {path.name: path.stat().st_mtime_ns for path in experiment.figures_path.iterdir()} == stamps
+    assert analysis.main(["figures", out_dir, "seed=0", *QUICK]) == 0  # another filter: every figure drawn again
+    assert not files("pdf") and files("png")
+    page = experiment.report_path.read_text()
+    assert "<a href='figures/" in page and ".pdf'" not in page
+
+
+def test_drawing_the_figures_never_loads_torch(grid_experiment, tmp_path):
+    """`analysis.py figures` reads the table and draws: torch (1.3 s of a 10 s budget) and the models stay unloaded."""
+    from checkpointing import ExperimentFolder
+
+    experiment = ExperimentFolder(copy_experiment(grid_experiment, tmp_path))
+    experiment.publication_path.unlink()  # no record: every figure and the report are drawn again
+    script = ("import sys, analysis; code = analysis.main(['figures', sys.argv[1], *sys.argv[2:]]); "
+              "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded'); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script, f"out_dir={experiment.path.parent}", *QUICK],
+                            cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "figures: " in result.stdout and result.stdout.rstrip().endswith("torch not loaded"), result.stdout

@@ -141,7 +141,7 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
 
     def analyse(*words) -> tuple[measuring.Outcome, store.Merged]:  # analysis.py's measuring, without the figures
         analysis = parse_arguments([f"data_root={plan.execution.data_root}", "download=false", "tensorboard=false",
-                                    "metrics=classifier_accuracy", "progress=off", *words], analysis=True)
+                                    "metrics=classifier_accuracy,ncc_accuracy", "progress=off", *words], analysis=True)
         outcome = measuring.analyse_runs([settings for settings, _ in runs.values()], experiment.path, analysis,
                                          torch.device("cpu"))
         return outcome, store.merge(experiment.path, measuring.recipes(analysis))
@@ -150,15 +150,22 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
         return {run_id: sorted(set(rows["iteration"])) for run_id, rows in
                 pd.read_parquet(experiment.table_path).groupby("run_id")}
 
+    def metrics_of(run_ids) -> set:
+        table = pd.read_parquet(experiment.table_path)
+        return set(table.loc[table["run_id"].isin(run_ids), "metric"])
+
     every = {run_id: iterations for run_id, (_, iterations) in runs.items()}
     ends = {run_id: [iterations[0], iterations[-1]] if run_id in children else iterations
             for run_id, iterations in every.items()}
     outcome, _ = analyse()
     assert measured() == ends and outcome.left_out == sum(map(len, every.values())) - sum(map(len, ends.values()))
+    # the transfer read takes a child's classifier accuracy only; its parent's layers are measured in full
+    assert metrics_of(children) == {"classifier_accuracy"}
+    assert metrics_of(set(runs) - children) == {"classifier_accuracy", "ncc_accuracy"}
     again, merged = analyse()  # the checkpoints left out are not pending: nothing new, nothing rewritten
     assert (again.measured, again.fresh, again.skipped, merged.written) == (0, sum(map(len, ends.values())), [], [])
     analyse("child_checkpoints=all")
-    assert measured() == every
+    assert measured() == every and metrics_of(children) == {"classifier_accuracy", "ncc_accuracy"}
     # the words that trained the children name their dataset only; their parent is measured and read with them
     chosen, _ = measuring.runs_of(experiment, (("dataset", ("fashionmnist",)),))
     assert {settings.run_id for settings in chosen} == set(runs)
