@@ -1,4 +1,4 @@
-"""python analysis.py [experiment=NAME] [key=value ...] — per-layer metrics of every checkpoint not yet measured, then every figure and the report.
+"""python analysis.py [experiment=NAME|FILE.py] [key=value ...] — per-layer metrics of every checkpoint not yet measured, then every figure and the report.
 
 Measures the runs in `<out_dir>/<experiment>/runs/` (run settings on the command line filter them:
 `depth=3,5` keeps the runs of depth 3 or 5). Writes
@@ -67,14 +67,25 @@ def read_table(experiment_dir: str | Path) -> pd.DataFrame:
     """`analysis.read_table("outputs/demo")`: the experiment's metrics table as one frame, a row per (run_id,
     iteration, layer, metric, split) with its value and the run's settings as columns (what the figures
     read). SettingsError when it has not been measured yet."""
+    return measured_table(ExperimentFolder(experiment_dir).table_path, "measure the experiment first")
+
+
+def read_similarity(experiment_dir: str | Path) -> pd.DataFrame:
+    """`analysis.read_similarity("outputs/demo")`: the experiment's layer-similarity table (linear CKA of the probe
+    snapshots: each layer with the next one and with itself at the run's final checkpoint; metrics/snapshots.py)
+    as one frame, with the runs' settings as columns. SettingsError when it has not been measured yet."""
+    return measured_table(ExperimentFolder(experiment_dir).similarity_path,
+                          "measure the experiment with the probe snapshots first (cka_previous_layer in metrics=)")
+
+
+def measured_table(path: Path, fix: str) -> pd.DataFrame:
+    """The table folder at `path` as one frame; SettingsError naming it and `fix` when it does not exist."""
     from figures.publish import read_parquet_again_if_changed
 
-    path = ExperimentFolder(experiment_dir).table_path
     try:
         return read_parquet_again_if_changed(path)
     except FileNotFoundError:
-        raise SettingsError(f"{path} does not exist; measure the experiment first (python analysis.py "
-                            f"out_dir=... experiment=...)") from None
+        raise SettingsError(f"{path} does not exist; {fix} (python analysis.py out_dir=... experiment=...)") from None
 
 
 def report_skipped(skipped: list[str]) -> int:
@@ -178,6 +189,7 @@ def run_command(arguments: list[str]) -> int:
     plan = parse_arguments(arguments[1:] if only_figures else arguments, analysis=True)
     setup_logging(plan.execution.log_level)
     experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
+    experiment.check_preset(plan.preset_source)  # a preset file's study is read with that file (train.py's rule)
     if only_figures:
         return publish.publish(plan, experiment.path)
     return measure_experiment(plan, experiment, publish)

@@ -8,6 +8,8 @@ Nothing else in the project spells a file name inside these folders (tests/test_
                                                once whole; hidden from run_folders(), and one left by a killed
                                                import is removed by the next (under import.lock)
         import.lock                            held while an import stages a run: imports take turns
+        preset.json                            a preset file's absolute path (experiment=FILE.py), written when
+                                               its grid first trains: one study a folder (check_preset)
         metrics/<run_id>/iteration_*.parquet   one checkpoint's metrics (the files inside: metrics/layout.py)
         metrics.parquet                        the merged table users read
         figures/  report.html  phases.csv      drawn from the table (figures/); figures/.published.json says from
@@ -147,6 +149,7 @@ class ExperimentFolder:
         self.slurm_path = self.path / "slurm"
         self.tensorboard_path = self.path / "tensorboard"
         self.import_lock_path = self.path / "import.lock"  # held while an import stages a run
+        self.preset_path = self.path / "preset.json"  # the preset file the runs were trained from (experiment=FILE.py)
 
     @classmethod
     def of(cls, out_dir: str | Path, experiment: str) -> "ExperimentFolder":
@@ -154,6 +157,25 @@ class ExperimentFolder:
 
     def run(self, run_id: str) -> "RunFolder":
         return RunFolder(self.runs_path / run_id)
+
+    def check_preset(self, source: str) -> None:
+        """SettingsError (one line) when the folder's runs were trained from a preset file other than `source` (a
+        preset file's absolute path; "" for a name): another file of the same stem, or the name typed alone (the
+        command line's grid), would mix its runs and report into that study. Writes nothing."""
+        record = _read_json(self.preset_path, {})
+        recorded = record.get("source", "") if isinstance(record, dict) else ""
+        if not recorded or recorded == source:
+            return
+        if source:
+            raise SettingsError(f"{self.path} holds the study of {recorded}, another file of the same name as "
+                                f"{source}; rename {source} or pass another out_dir=")
+        raise SettingsError(f"{self.path} holds the study of the preset file {recorded}; pass experiment={recorded} "
+                            f"(if that file is gone, delete {self.preset_path} to use the folder by its name)")
+
+    def record_preset(self, source: str) -> None:
+        """Record the preset file a study trains from (after check_preset; nothing for a name)."""
+        if source and not self.preset_path.exists():
+            atomic_write_json(self.preset_path, {"source": source})
 
     def curves(self, run_id: str) -> "CurvesFolder":
         return CurvesFolder(self.tensorboard_path / run_id)

@@ -3,9 +3,11 @@
 With tensorboard=true (the default; an execution option, never part of the run id) training writes TensorBoard
 event files of each run into `<out_dir>/<experiment>/tensorboard/<run_id>/`: `train/loss`, `train/accuracy` and
 `train/learning_rate` at every iteration, `test/loss` and `test/accuracy` at every checkpoint, the step being the
-iteration. `python analysis.py` adds the run's per-layer metrics, `layer/<metric>/<split>/<layer>` at every
-checkpoint's iteration, into `<run_id>/layers/`, a second TensorBoard run beside it (one writer per run folder:
-TensorBoard follows every file of a run only with its Rust data server). Folders and file names:
+iteration. `python analysis.py` adds the run's per-layer metrics, `layer/<metric>/<split>/<NNN> <layer>` at every
+checkpoint's iteration (NNN: the layer's index in the model, zero-padded, so names sort in the model's order),
+into `<run_id>/layers/`, a second TensorBoard run beside it (one writer per run folder: TensorBoard follows every
+file of a run only with its Rust data server), with a custom-scalars layout: one chart per metric and split, a
+line per layer (layout_event). Folders and file names:
 checkpointing.CurvesFolder. Written with tensorboard's own record format and protos (no SummaryWriter: its file
 names hold the clock and the pid, and TensorBoard reads a run's files in name order, which must be the order of
 the starts).
@@ -29,6 +31,7 @@ import io
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -40,7 +43,8 @@ logger = logging.getLogger(__name__)
 # log record key -> TensorBoard tag (the part before the slash groups the charts)
 TRAIN_TAGS = {"train_loss": "train/loss", "train_accuracy": "train/accuracy", "lr": "train/learning_rate"}
 TEST_TAGS = {"test_loss": "test/loss", "test_accuracy": "test/accuracy"}
-LAYER_TAG_PARTS = ("metric", "split", "layer")  # layer/<metric>/<split>/<layer>; an empty part is left out
+LAYER_CHART_PARTS = ("metric", "split")  # layer/<metric>/<split>: one chart; an empty part is left out
+LAYER_INDEX_DIGITS = 3  # at least: 416 layers sort as 000..415; a model of 1000 or more gets as many digits as it needs
 
 
 class CurvesRunFolder(RunFolder):
@@ -119,27 +123,80 @@ def update_layer_curves(experiment: ExperimentFolder, run_id: str, recipes: dict
         if newest_cell is None or (written and not measured and newest_cell <= written[-1].stat().st_mtime_ns):
             return
         table = store.run_rows(experiment, run_id, recipes)
-        if table is None:
-            return
-        number = 1 + max(map(CurvesFolder.number_of, written), default=0)
-        replace_atomically(curves, curves.layer_file(number),
-                           [version_event(), restart_event(0), *layer_events(table.to_pylist())])
-        for old in written:
-            old.unlink(missing_ok=True)
+        if table is not None:
+            write_layer_curves(curves, table.to_pylist())
     except Exception as error:  # noqa: BLE001 - the table and cells are written; the curves are a view of them
         logger.warning("%s: per-layer live curves not written (tensorboard=true): %s", run_id, describe_failure(error))
 
 
+def write_layer_curves(curves: CurvesFolder, rows: list[dict]) -> None:
+    """Write the run's rows (all of them: each file holds every curve) as its next per-layer event file and
+    remove the older ones. The file opens with a restart marker at step 0 and starts again there: a
+    TensorBoard that was showing the older file discards all it read of it, so a rewrite never shows a point
+    twice (its default Rust data server follows the new file; its Python loader only once restarted)."""
+    written = curves.layer_files()
+    number = 1 + max(map(CurvesFolder.number_of, written), default=0)
+    replace_atomically(curves, curves.layer_file(number), [version_event(), restart_event(0), *layer_events(rows)])
+    for old in written:
+        old.unlink(missing_ok=True)
+
+
 def layer_events(rows: list[dict]) -> list:
-    """One event per checkpoint iteration holding that iteration's finite per-layer values."""
+    """The custom-scalars layout of the rows' charts, then one event per checkpoint iteration holding that
+    iteration's finite per-layer values, in the model's layer order."""
+    digits = max([LAYER_INDEX_DIGITS, *(len(str(index)) for row in rows if (index := layer_index(row)) is not None)])
+    charts: dict[str, str] = {}  # chart -> its metric, in the rows' order (the table's: the registry's, then splits)
     values_at: dict[int, dict[str, float]] = {}
     for row in rows:
         value = row.get("value")
         if value is None or not math.isfinite(value):
             continue
-        tag = "/".join(["layer", *(str(row[part]) for part in LAYER_TAG_PARTS if row.get(part))])
+        chart = layer_chart(row)
+        charts.setdefault(chart, str(row.get("metric") or ""))
+        tag = "/".join(part for part in (chart, layer_line(row, digits)) if part)
         values_at.setdefault(int(row["iteration"]), {})[tag] = value
-    return [scalar_event(iteration, values) for iteration, values in sorted(values_at.items())]
+    return [layout_event(charts), *(scalar_event(iteration, dict(sorted(values.items())))
+                                    for iteration, values in sorted(values_at.items()))]
+
+
+def layer_chart(row: dict) -> str:
+    """`layer/<metric>/<split>`: the tag of a row without its layer, the title of the chart it is a line of."""
+    return "/".join(["layer", *(str(row[part]) for part in LAYER_CHART_PARTS if row.get(part))])
+
+
+def layer_line(row: dict, digits: int) -> str:
+    """`<NNN> <layer>`: the layer's index in the model zero-padded in front, so that TensorBoard, which sorts
+    tags as text, lists features.2 before features.10; the name alone for a row of no model layer (`all`)."""
+    layer, index = str(row.get("layer") or ""), layer_index(row)
+    return layer if index is None or not layer else f"{index:0{digits}d} {layer}"
+
+
+def layer_index(row: dict) -> int | None:
+    """The row's layer_index (its position in model.layer_names()); None when it names no model layer (-1)."""
+    index = row.get("layer_index")
+    return int(index) if index is not None and index >= 0 else None
+
+
+def layout_event(charts: dict[str, str]):
+    """The custom-scalars layout (tensorboard's "Custom Scalars" tab): a category per metric holding one
+    multiline chart per split, whose lines are the tags under the chart's own (the regex `^<chart>/[^/]+$`:
+    every layer of every run shown, never another split's). A regex rather than the list of a run's tags
+    keeps every run's layout the same, so TensorBoard's merge of the runs' layouts (by category title,
+    identical charts once) shows one chart per metric and split in a grid of models of different depths."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    categories: dict[str, list] = {}
+    for chart, metric in charts.items():
+        content = layout_pb2.MultilineChartContent(tag=[f"^{re.escape(chart)}/[^/]+$"])
+        categories.setdefault(f"layer/{metric}", []).append(layout_pb2.Chart(title=chart, multiline=content))
+    layout = layout_pb2.Layout(category=[layout_pb2.Category(title=title, chart=chart_list)
+                                         for title, chart_list in categories.items()])
+    tensor = tensor_pb2.TensorProto(dtype="DT_STRING", string_val=[layout.SerializeToString()],
+                                    tensor_shape=tensor_shape_pb2.TensorShapeProto())
+    value = summary_pb2.Summary.Value(tag=metadata.CONFIG_SUMMARY_TAG, tensor=tensor,
+                                      metadata=metadata.create_summary_metadata())
+    return event_pb2.Event(wall_time=time.time(), step=0, summary=summary_pb2.Summary(value=[value]))
 
 
 # -- event files: tensorboard's records and protos ------------------------------------------------------

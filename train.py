@@ -1,10 +1,13 @@
-"""python train.py [experiment=NAME] [key=value | key=a,b,c ...] — train a grid of runs, one after another.
+"""python train.py [experiment=NAME|FILE.py] [key=value | key=a,b,c ...] — train a grid of runs, one after another.
 
 Writes `<out_dir>/<experiment>/runs/<run_id>/` per run (layout in checkpointing.py): log-spaced
 checkpoints with a sha256 manifest, a per-iteration log and a status file. Runs that are done are
 skipped and partial ones resume exactly where they stopped (bit for bit on CPU). `--help` lists
 every key. Exit codes: 0 all runs done or diverged, 1 a run failed, 2 bad input (nothing written).
 The training loop itself is training.py; the launchers are slurm/.
+
+experiment= names a preset, a name of one's own (its own folder, the grid from the command line) or a
+preset file of one's own (path/to/my_study.py, relative to the working directory; conf/experiments.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from conf.cpu_waiting import wait_briefly
 wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
 import data  # noqa: E402
 from checkpointing import ExperimentFolder, RunFolderError
-from conf import SettingsError, grid_size, help_text, parse_arguments
+from conf import Plan, SettingsError, grid_size, help_text, parse_arguments
+from conf.experiments import close_preset
 from slurm import launch, runs
 from stages import check_fits
 from training import Interrupted, load_data
@@ -28,7 +32,7 @@ ANNOUNCE_GRID_SIZE = 1000  # runs: building and pre-flighting a grid this size t
 
 
 def main(arguments: list[str]) -> int:
-    """`python train.py [status] [experiment=NAME] [key=value ...]`; see --help."""
+    """`python train.py [status] [experiment=NAME|FILE.py] [key=value ...]`; see --help."""
     if any(argument in ("-h", "--help", "help") for argument in arguments):
         print(help_text())
         return 0
@@ -41,6 +45,7 @@ def main(arguments: list[str]) -> int:
         plan = parse_arguments(words)
         setup_logging(plan.execution.log_level)
         experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
+        experiment.check_preset(plan.preset_source)  # another study's folder (a preset file of the same stem)
         if show_status:
             print(runs.status_table(runs.observe(runs.with_parents(plan.grid), experiment.path, runs.queued_job_ids())))
             return 0
@@ -51,7 +56,9 @@ def main(arguments: list[str]) -> int:
         # start is checked against the parent's length before the parent's own checks)
         for settings in reversed(runs.with_parents(plan.grid)):
             check_fits(settings, dataset_of(settings), dataset_of, experiment)
+        announce_new_experiment(plan, experiment)
         ensure_writable_folder(experiment.runs_path)  # after the input checks: bad input writes nothing
+        experiment.record_preset(plan.preset_source)
         return launch.launch(plan)
     except (SettingsError, data.DataError, RunFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -62,6 +69,17 @@ def main(arguments: list[str]) -> int:
     except Interrupted as error:
         logger.warning("%s; the state is saved: run the same command to resume", error)
         return 128 + error.signal_number
+
+
+def announce_new_experiment(plan: Plan, experiment: ExperimentFolder) -> None:
+    """`experiment=NAME` of one's own, the first time: say where its runs go, and the preset it may be a typo of
+    (any new name is accepted, so `experiment=learnphse` would otherwise train the defaults quietly)."""
+    if plan.preset is not None or experiment.path.exists():
+        return
+    close = close_preset(plan.experiment)
+    typo = f" (no preset of that name: did you mean {close!r}?)" if close else ""
+    print(f"new experiment {plan.experiment!r}{typo}: the grid from the command line, in {experiment.path}",
+          file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

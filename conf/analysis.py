@@ -4,7 +4,8 @@ They are not run settings: they never enter a run id. Each metric has its own *r
 (metrics/registry.py): its version and the options its statistics depend on. A metric's cells
 computed under another recipe are stale and are computed again; `metrics`, `analysis_batch_size`,
 `feature_cache_gb`, `figures`, `figure_formats` and `child_checkpoints` choose what and how fast, and enter no
-recipe.
+recipe (but `analysis_batch_size` in classifier_accuracy_batch_statistics's: its batches are what it normalises
+with).
 """
 
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ class Analysis:
 
     # Names checked against metrics/registry.py when the analysis starts (conf imports the standard library only).
     metrics: str = setting("all", "the metrics to compute: all (every one that applies to the run) or names separated by commas, e.g. ncc_accuracy,cdnv; adding one later computes only its cells")
-    analysis_batch_size: int = setting(500, "examples per forward pass of the analysis (cost only: in no recipe)", minimum=1)
+    analysis_batch_size: int = setting(500, "examples per forward pass of the analysis (cost only, but the batches classifier_accuracy_batch_statistics normalises with: in its recipe only)", minimum=1)
     probe_dimensions: int = setting(512, "features are pooled to at most this many dimensions for the probes and the decoder", minimum=1)
     # The same names as models.POINTS (conf imports the standard library only; tests check they agree).
     features_at: str = setting("post_activation", "where each layer's features are taken: after the activation (DESIGN contract 5) or the linear/conv output before BN and ReLU (IntermediateNC; per family in docs/models.md)", choices=("post_activation", "pre_activation"))

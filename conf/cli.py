@@ -1,9 +1,10 @@
 """The `key=value` grammar shared by train.py, train.sh and analysis.py.
 
-`python train.py [experiment=NAME] [key=value ...]`: a value `a,b,c` sweeps that key (commas inside
+`python train.py [experiment=NAME|FILE.py] [key=value ...]`: a value `a,b,c` sweeps that key (commas inside
 `[...]` belong to a list value), several swept keys form a Cartesian grid. Every value is validated
 before anything runs; a bad one raises `SettingsError` with one line naming the key and the
-accepted values.
+accepted values. `experiment=` takes a preset's name, a name of one's own (the grid from the
+command line alone) or a preset file of one's own (conf/experiments.py, `read_experiment`).
 
 The grid's size is counted from the sweeps before any grid point is built (`grid_size`): a grid of
 more than `max_runs` runs is refused at once, and the CLI can say how big a grid is before it builds
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from conf.analysis import Analysis
 from conf.cluster import Cluster
-from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
+from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS, Experiment, read_experiment
 from conf.plasticity import PRETRAINING_DEFAULTS, canonical_scratch, with_start_checkpoints
 from conf.global_settings import Execution, Settings, SettingsError, describe_accepted, parse_value, show_default
 
@@ -32,12 +33,24 @@ ANALYSIS_FIELDS = {item.name: item for item in dataclasses.fields(Analysis)}
 class Plan:
     """What one command line asks for: an experiment's grid of runs, how to execute and how to launch them."""
 
-    experiment: str
+    experiment: str  # its folder's name: a preset's, one's own, or a preset file's stem
     grid: tuple[Settings, ...]
     execution: Execution
     cluster: Cluster = Cluster()
     analysis: Analysis = Analysis()
     overrides: tuple = ()  # (key, values) of the run settings typed on the command line, for filters
+    # The preset the grid came from, by value (a preset file's definition too: a Slurm job never reads the file);
+    # None for a name of one's own.
+    preset: Experiment | None = None
+
+    @property
+    def preset_source(self) -> str:
+        """The preset file's absolute path (experiment=FILE.py), else ""."""
+        return self.preset.source if self.preset is not None else ""
+
+    def experiment_argument(self) -> str:
+        """What `experiment=` takes to name this experiment again: the preset file's absolute path, or the name."""
+        return self.preset_source or self.experiment
 
 
 def split_sweep(text: str) -> list[str]:
@@ -65,7 +78,8 @@ def _unknown_key(key: str, command: str, analysis: bool) -> SettingsError:
 class CommandLine:
     """One command line's words, read and validated, before any grid point is built."""
 
-    experiment: str
+    experiment: str  # the folder's name
+    preset: Experiment | None  # None: a name of one's own
     run_values: dict  # run setting -> its swept values, as typed
     execution: Execution
     cluster: Cluster
@@ -74,16 +88,15 @@ class CommandLine:
 
 def read_command_line(arguments: list[str], *, analysis: bool = False) -> CommandLine:
     """Command-line words -> CommandLine (SettingsError on any bad word). `analysis`: analysis.py's keys too."""
-    experiment_name, run_values, execution_values, cluster_values, analysis_values = DEFAULT_EXPERIMENT, {}, {}, {}, {}
+    experiment_name, preset = DEFAULT_EXPERIMENT, EXPERIMENTS[DEFAULT_EXPERIMENT]
+    run_values, execution_values, cluster_values, analysis_values = {}, {}, {}, {}
     command = "analysis.py" if analysis else "train.py"
     for argument in arguments:
         key, separator, text = argument.partition("=")
         if not separator or not key:
             raise SettingsError(f"cannot read {argument!r}; write key=value (see `python {command} --help`)")
         if key == "experiment":
-            if text not in EXPERIMENTS:
-                raise SettingsError(f"experiment={text!r} is not known; accepted: {', '.join(EXPERIMENTS)}")
-            experiment_name = text
+            experiment_name, preset = read_experiment(text)
         elif key in RUN_FIELDS:
             run_values[key] = [parse_value(RUN_FIELDS[key], part) for part in split_sweep(text)]
         elif key in EXECUTION_FIELDS:
@@ -95,13 +108,14 @@ def read_command_line(arguments: list[str], *, analysis: bool = False) -> Comman
         else:
             raise _unknown_key(key, command, analysis)
     # the options are validated here, before the grid: a bad one is refused before a large grid is built
-    return CommandLine(experiment_name, run_values, Execution(**execution_values), Cluster(**cluster_values),
+    return CommandLine(experiment_name, preset, run_values, Execution(**execution_values), Cluster(**cluster_values),
                        Analysis(**analysis_values))
 
 
-def experiment_sweeps(experiment_name: str, run_values: dict) -> list[dict[str, list]]:
-    """Each of the experiment's grids as {key: values}, the command line's values replacing the preset's."""
-    presets = EXPERIMENTS[experiment_name].grids()
+def experiment_sweeps(preset: Experiment | None, run_values: dict) -> list[dict[str, list]]:
+    """Each of the preset's grids as {key: values}, the command line's values replacing the preset's (no preset,
+    a name of one's own: the command line's grid alone)."""
+    presets = preset.grids() if preset is not None else ({},)
     grids = []
     for preset in presets:
         sweeps = {key: value if isinstance(value, list) else [value] for key, value in preset.items()}
@@ -130,7 +144,7 @@ def grid_size(arguments: list[str], *, analysis: bool = False) -> int:
     milliseconds whatever the size, so the CLI can say it before building the grid. SettingsError as
     parse_arguments: on a bad word or a grid over max_runs (so the CLI announces only grids it builds)."""
     words = read_command_line(arguments, analysis=analysis)
-    size = count_grid_points(experiment_sweeps(words.experiment, words.run_values))
+    size = count_grid_points(experiment_sweeps(words.preset, words.run_values))
     check_grid_size(size, words.cluster.max_runs)
     return size
 
@@ -145,14 +159,15 @@ def parse_arguments(arguments: list[str], *, analysis: bool = False) -> Plan:
     """Command-line words -> Plan (SettingsError on any bad word, or on a grid over max_runs, refused
     before any of it is built). `analysis`: analysis.py's keys too."""
     words = read_command_line(arguments, analysis=analysis)
-    grids = experiment_sweeps(words.experiment, words.run_values)
+    grids = experiment_sweeps(words.preset, words.run_values)
     check_grid_size(count_grid_points(grids), words.cluster.max_runs)
     runs: dict[str, Settings] = {}
     for sweeps in grids:  # an experiment's runs: the union of its grids
         for settings in expand_grid(sweeps):
             runs.setdefault(settings.run_id, settings)
     overrides = tuple((key, tuple(values)) for key, values in words.run_values.items())
-    return Plan(words.experiment, tuple(runs.values()), words.execution, words.cluster, words.analysis, overrides)
+    return Plan(words.experiment, tuple(runs.values()), words.execution, words.cluster, words.analysis, overrides,
+                words.preset)
 
 
 def expand_grid(sweeps: dict[str, list]) -> tuple[Settings, ...]:
@@ -171,12 +186,16 @@ def expand_grid(sweeps: dict[str, list]) -> tuple[Settings, ...]:
 
 def help_text() -> str:
     """`--help`: every key, its default and its doc, run settings first."""
-    lines = ["usage: python train.py [experiment=NAME] [key=value | key=a,b,c ...]",
-             "       python train.py status [experiment=NAME] [key=value ...]   one row per run of the grid",
-             "       sh train.sh [experiment=NAME] [key=value ...]              the same grid as Slurm job arrays", "",
-             "A value a,b,c sweeps a run setting; several swept keys form a Cartesian grid.", "",
-             "experiments:"]
+    lines = ["usage: python train.py [experiment=NAME|FILE.py] [key=value | key=a,b,c ...]",
+             "       python train.py status [experiment=NAME|FILE.py] [key=value ...]   one row per run of the grid",
+             "       sh train.sh [experiment=NAME|FILE.py] [key=value ...]              the same grid as Slurm job arrays",
+             "", "A value a,b,c sweeps a run setting; several swept keys form a Cartesian grid.", "",
+             "experiments (results in <out_dir>/<experiment>/; analysis.py takes the same experiment=):"]
     lines += [f"  {name:<22} {experiment.description}" for name, experiment in EXPERIMENTS.items()]
+    lines += [f"  {'NAME':<22} a name of your own: its own folder, the grid from the command line alone",
+              f"  {'path/to/my_study.py':<22} a preset of your own: a file that defines EXPERIMENT = Experiment(\"my_study\", "
+              "\"what it studies\", {\"depth\": [2, 4]}) (from conf.experiments import Experiment), an entry as "
+              "conf/experiments.py's, named as the file's stem (its folder; docs/experiments.md#choosing-an-experiment)"]
     for title, fields in (("run settings (they define the run id)", RUN_FIELDS),
                           ("execution options (never part of the run id)", EXECUTION_FIELDS),
                           ("launch options (never part of the run id; site defaults in conf/cluster.py)", CLUSTER_FIELDS)):

@@ -1,4 +1,4 @@
-"""Named experiments: `python train.py experiment=NAME [key=value ...]`, then `python analysis.py experiment=NAME`.
+"""Experiments: `python train.py experiment=NAME|FILE.py [key=value ...]`, then `python analysis.py experiment=...`.
 
 An experiment is a preset of run settings; a list value sweeps that key, and several swept keys
 form a Cartesian grid. An experiment may hold several grids (a tuple of presets): its runs are
@@ -7,9 +7,32 @@ preset's value for the same key in every grid. Runs of an experiment live under
 `<out_dir>/<experiment>/runs/`. The papers' hyper-parameters are those of `../shared/reference/`
 (the seeds' READMEs and the plasticity paper's appendix); where a paper is silent, the choice is
 ours and says so in `notes`.
+
+`experiment=` takes three things (`read_experiment`):
+- a preset's name (EXPERIMENTS below);
+- a name of one's own (letters, digits, `_`, `-`, `.`; not starting with `.`): its own folder
+  `<out_dir>/NAME/`, the grid from the command line alone, as the default experiment's;
+- a preset file of one's own, `path/to/my_study.py` (relative to the working directory): a Python file
+  that defines `EXPERIMENT = Experiment("my_study", "what it studies", {"depth": [2, 4], ...})`, an
+  entry of the same shape as those below, named as the file's stem (its folder). It is imported (it runs
+  as code), checked (keys and values as run settings) and carried in the Plan by value: a Slurm job
+  never reads the file again. The experiment folder records the file's absolute path
+  (checkpointing.ExperimentFolder.check_preset): another file of the same stem is refused there.
 """
 
+import dataclasses
+import difflib
+import hashlib
+import importlib.util
+import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from conf.errors import SettingsError
+from conf.global_settings import Settings
+from conf.global_settings import _check_value as check_value  # one field's type and range, as the command line's
 
 DEFAULT_EXPERIMENT = "default"
 
@@ -69,6 +92,7 @@ class Experiment:
     description: str
     settings: dict | tuple = field(default_factory=dict)  # key -> value or list to sweep; or a tuple of such grids
     notes: str = ""
+    source: str = ""  # a preset file's absolute path (experiment=FILE.py); "" for the presets below
 
     def grids(self) -> tuple[dict, ...]:
         return self.settings if isinstance(self.settings, tuple) else (self.settings,)
@@ -102,3 +126,98 @@ EXPERIMENTS = {
                    "optimiser not in the appendix pages we have: SGD lr 0.01, momentum 0.9, WD 5e-4, constant"),
     )
 }
+
+RUN_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
+OWN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a folder name on any file system, never hidden
+PRESET_FILE_SUFFIX = ".py"
+PRESET_FILE_EXAMPLE = 'EXPERIMENT = Experiment("{stem}", "what it studies", {{"depth": [2, 4]}})'
+ACCEPTED = (f"accepted: a preset ({', '.join(EXPERIMENTS)}), a name of your own (letters, digits, _ - ., not "
+            "starting with '.', at most 100 characters) or a preset file path/to/study.py")
+
+
+def read_experiment(text: str) -> tuple[str, Experiment | None]:
+    """`experiment=TEXT` -> (the experiment's folder name, its preset): a preset's name, a preset file (its stem,
+    its EXPERIMENT) or a name of one's own (the name, None: the grid is the command line's). SettingsError (one
+    line) for a name that is no folder name or a preset file that cannot be used."""
+    if text in EXPERIMENTS:
+        return text, EXPERIMENTS[text]
+    if text.endswith(PRESET_FILE_SUFFIX):
+        preset = load_preset_file(text)
+        return preset.name, preset
+    if not OWN_NAME.fullmatch(text):
+        raise SettingsError(f"experiment={text!r} is no folder name; {ACCEPTED}")
+    return text, None
+
+
+def close_preset(name: str) -> str:
+    """The preset whose name `name` is close to (a typo: `learnphse`), or ""."""
+    close = difflib.get_close_matches(name, EXPERIMENTS, n=1, cutoff=0.8)
+    return close[0] if close else ""
+
+
+def load_preset_file(text: str) -> Experiment:
+    """The EXPERIMENT that the file `text` defines, checked, with its absolute path as its source."""
+    path = Path(text).expanduser().resolve()  # relative to the caller's working directory (train.sh keeps it)
+    if not path.is_file():
+        raise SettingsError(f"experiment={text}: {path} does not exist; accepted: a Python file that defines "
+                            f"{PRESET_FILE_EXAMPLE.format(stem=path.stem)} (docs/experiments.md)")
+    stem = path.stem
+    if not OWN_NAME.fullmatch(stem) or stem in EXPERIMENTS:
+        why = "is a preset's name" if stem in EXPERIMENTS else "is no folder name"
+        raise SettingsError(f"experiment={text}: the file's stem {stem!r}, the experiment's folder name, {why}; "
+                            "rename the file (letters, digits, _ - ., not starting with '.', not a preset's name)")
+    experiment = getattr(import_preset_file(text, path), "EXPERIMENT", None)
+    check_preset(text, path, experiment)
+    return dataclasses.replace(experiment, source=str(path))
+
+
+def import_preset_file(text: str, path: Path) -> ModuleType:
+    """The file run as a module, once per content (grid_size and parse_arguments both read the command line)."""
+    name = f"lab_experiment_{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except (Exception, SystemExit) as error:  # the user's file: whatever fails there is theirs to fix
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+            raise SettingsError(f"experiment={text}: {path} fails to import ({reason}); fix that file") from None
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+def check_preset(text: str, path: Path, experiment) -> None:
+    """SettingsError (one line, naming the file and the fix) unless `experiment` is an Experiment named as the
+    file's stem whose grids are dicts of run settings with valid values (a list sweeps, as in the presets)."""
+    prefix, example = f"experiment={text}: {path}", PRESET_FILE_EXAMPLE.format(stem=path.stem)
+    if not isinstance(experiment, Experiment):
+        found = "defines no EXPERIMENT" if experiment is None else f"has EXPERIMENT = a {type(experiment).__name__}"
+        raise SettingsError(f"{prefix} {found}; write {example} in it (from conf.experiments import Experiment)")
+    if experiment.name != path.stem:
+        raise SettingsError(f"{prefix}: EXPERIMENT is named {experiment.name!r}, not {path.stem!r} (the file's stem, "
+                            f"its folder); name it {path.stem!r}")
+    if not isinstance(experiment.description, str) or not isinstance(experiment.notes, str):
+        raise SettingsError(f"{prefix}: EXPERIMENT's description and notes must be text; write {example}")
+    grids = experiment.settings if isinstance(experiment.settings, tuple) else (experiment.settings,)
+    if not grids or not all(isinstance(grid, dict) for grid in grids):
+        raise SettingsError(f"{prefix}: EXPERIMENT's settings must be a dict of run settings (or a tuple of such "
+                            f"dicts, one per grid); write {example}")
+    for grid in grids:
+        for key, value in grid.items():
+            check_preset_value(prefix, key, value)
+
+
+def check_preset_value(prefix: str, key, value) -> None:
+    """One key of a preset file's grid: a run setting, its value (or each swept value) valid."""
+    if key not in RUN_FIELDS:
+        close = difflib.get_close_matches(str(key), RUN_FIELDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SettingsError(f"{prefix}: {key!r} is no run setting; {hint}see `python train.py --help`")
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise SettingsError(f"{prefix}: {key} sweeps no value ([]); give it one value or a list of some")
+    for one in values:
+        try:
+            check_value(RUN_FIELDS[key], one)
+        except SettingsError as error:
+            raise SettingsError(f"{prefix}: {error}") from None

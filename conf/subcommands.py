@@ -5,7 +5,11 @@
 
 As for train.py: one key=value a word, each value read and checked by its field's type and range
 (global_settings.parse_value), an unknown key refused with the closest known one, every error one line.
-(`import DIR` takes run settings and reads them with conf.cli.parse_arguments itself.)
+Every subcommand takes the execution options train.py and analysis.py take (out_dir, data_root, download,
+device, threads, log_level, progress, ...: `train.py --help`), so one set of common options serves every
+command; each applies those that bear on it (threads and log_level all; data_root, download and device
+where data is loaded and a model run). (`import DIR` takes run settings and reads them with
+conf.cli.parse_arguments itself.)
 """
 
 import dataclasses
@@ -13,7 +17,9 @@ import difflib
 from dataclasses import dataclass
 
 from conf.errors import SettingsError
-from conf.global_settings import check_fields, parse_value, setting
+from conf.global_settings import Execution, check_fields, parse_value, setting
+
+EXECUTION_FIELDS = {item.name: item for item in dataclasses.fields(Execution)}
 
 
 @dataclass(frozen=True)
@@ -24,8 +30,6 @@ class FeatureOptions:
     split: str = setting("test", "the split whose features are written", choices=("train", "test"))
     subset: str = setting("all", "all examples of the split, or the probe snapshot's", choices=("all", "probe"))
     out: str = setting("features.npz", "the .npz file written")
-    device: str = setting("cpu", "where the model runs", choices=("auto", "cpu", "cuda"))
-    data_root: str = setting("datasets", "torchvision datasets' root folder")
     features_at: str = setting("post_activation", "the feature point (analysis.py --help)",
                                choices=("post_activation", "pre_activation"))
     probe_subset_size: int = setting(1024, "subset=probe: the probe subset's test examples", minimum=1)
@@ -33,6 +37,11 @@ class FeatureOptions:
 
     def __post_init__(self):
         check_fields(self)
+
+
+# features ran on the CPU and never downloaded before it took every execution option: so it still does
+# unless device= or download= is typed.
+FEATURE_EXECUTION = {"device": "cpu", "download": False}
 
 
 @dataclass(frozen=True)
@@ -47,21 +56,32 @@ class CompareOptions:
         check_fields(self)
 
 
-def parse_subcommand(command: str, arguments: list[str], positional: tuple[str, ...], options_class, usage: str):
-    """(the positional words, an `options_class` of the key=value words); SettingsError (one line, the
-    usage after it) for a missing or extra positional word or an unknown key (the closest one named)."""
+def parse_subcommand(command: str, arguments: list[str], positional: tuple[str, ...], options_class, usage: str,
+                     execution_defaults: dict | None = None):
+    """(the positional words, an `options_class` of its key=value words, the Execution of the execution
+    options typed over `execution_defaults`); SettingsError (one line, the usage after it) for a missing or
+    extra positional word or an unknown key (the closest one named)."""
     words = [argument for argument in arguments if "=" not in argument]
     if len(words) != len(positional):
         raise SettingsError(f"{command} needs {' '.join(positional)}, got {len(words)} word(s) without '='; {usage}")
     fields = {item.name: item for item in dataclasses.fields(options_class)}
-    values = {}
+    values, execution = {}, dict(execution_defaults or {})
     for argument in arguments:
         if "=" not in argument:
             continue
         key, value = argument.split("=", 1)
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise SettingsError(f"unknown key {key!r}; {hint}accepted: {', '.join(fields)}; {usage}")
-        values[key] = parse_value(fields[key], value)
-    return words, options_class(**values)
+        if key in fields:
+            values[key] = parse_value(fields[key], value)
+        elif key in EXECUTION_FIELDS:
+            execution[key] = parse_value(EXECUTION_FIELDS[key], value)
+        else:
+            raise unknown_key(key, fields, usage)
+    return words, options_class(**values), Execution(**execution)
+
+
+def unknown_key(key: str, fields: dict, usage: str) -> SettingsError:
+    """The one line for a key neither the subcommand nor the execution options know: the closest, and all."""
+    close = difflib.get_close_matches(key, [*fields, *EXECUTION_FIELDS], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return SettingsError(f"unknown key {key!r}; {hint}accepted: {', '.join(fields)}, and the execution options "
+                         f"{', '.join(EXECUTION_FIELDS)}; {usage}")

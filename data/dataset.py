@@ -41,7 +41,9 @@ class ImageDataset:
 
 
 def channel_statistics(images: Tensor, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and population std of uint8 `images` / 255, as float32 [C].
+    """Per-channel mean and population std (no Bessel correction) of uint8 `images` / 255 over every pixel of
+    the channel, as float32 [C]: the lab's one normalisation rule, which load_dataset gives every run and
+    metrics.measure uses when no `normalization=` is given, so both feed a model the same float32 inputs.
 
     Sums of pixels and of squared pixels are accumulated as exact integers (chunked, so CIFAR's
     150 M pixels never become a 1.2 GB float64 copy); only the final division is floating point,
@@ -64,7 +66,8 @@ def channel_statistics(images: Tensor, chunk_size: int = 4096) -> tuple[Tensor, 
         means.append(total / count / 255.0)
         stds.append(variance**0.5 / 255.0)
     mean = torch.tensor(means, dtype=torch.float64).to(torch.float32)
-    # A constant channel (std 0) would divide by zero in normalize; 1/255 (one grey level) is harmless.
+    # A constant channel (std 0) would divide by zero in normalize; 1/255 (one grey level) is harmless (and
+    # lifts a nearly constant one alike). metrics.measure refuses a constant channel rather than choose for it.
     std = torch.tensor(stds, dtype=torch.float64).clamp_min(1.0 / 255.0).to(torch.float32)
     return mean, std
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from checkpointing import ExperimentFolder, RunFolderError
-from conf import DEFAULT_EXPERIMENT, EXPERIMENTS, Plan, SettingsError
+from conf import DEFAULT_EXPERIMENT, EXPERIMENTS, Experiment, Plan, SettingsError
 from conf.plasticity import has_parent, parent_settings, run_kind
 from utils import atomic_write_text, exclusive_lock
 
@@ -56,13 +56,17 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     return [key for key in runs.columns if key not in RUN_COLUMNS and runs[key].dropna().astype(str).nunique() > 1]
 
 
-def expected_run_ids(experiment_name: str) -> set[str]:
-    """The run ids a named experiment's own grids make, their earlier stages included; {} when they cannot
-    be built here (a setting this machine refuses: the header then describes the runs instead)."""
+def expected_run_ids(experiment: str | Experiment) -> set[str]:
+    """The run ids a preset's own grids make (a preset's name, or the preset itself: a preset file's), their
+    earlier stages included; {} for a name of one's own (no preset), or when they cannot be built here (a
+    setting this machine refuses: the header then describes the runs instead)."""
     from conf.cli import expand_grid, experiment_sweeps
 
+    preset = EXPERIMENTS.get(experiment) if isinstance(experiment, str) else experiment
+    if preset is None:
+        return set()
     try:
-        grid = [settings for sweeps in experiment_sweeps(experiment_name, {}) for settings in expand_grid(sweeps)]
+        grid = [settings for sweeps in experiment_sweeps(preset, {}) for settings in expand_grid(sweeps)]
     except SettingsError:
         return set()
     expected = set()
@@ -84,15 +88,16 @@ def describe_values(name: str, values: list) -> str:
     return f"{name}s {shown}"
 
 
-def describe_grid(experiment_name: str, runs: pd.DataFrame) -> str:
-    """The report's header line: what ran. A named experiment's description when its runs are the experiment's
-    own (all of them, or some while the grid is still being trained); otherwise the grid the runs form, from
-    the settings that vary: "a grid of 4 runs over depth, label_noise (seeds 0–2)" (a command line that swept
-    keys writes its runs into the experiment it names: `default` unless told)."""
+def describe_grid(experiment: str | Experiment | None, runs: pd.DataFrame) -> str:
+    """The report's header line: what ran. A preset's description (`experiment`: a preset's name, or the preset
+    itself: a preset file's) when its runs are the preset's own (all of them, or some while the grid is still
+    being trained); otherwise the grid the runs form, from the settings that vary: "a grid of 4 runs over depth,
+    label_noise (seeds 0–2)" (a command line that swept keys writes its runs into the experiment it names:
+    `default` unless told; a name of one's own has no preset)."""
     runs = runs[runs["state"] != "skipped"] if len(runs) else runs
     ids = set(runs["run_id"]) if len(runs) else set()
-    experiment = EXPERIMENTS.get(experiment_name)
-    if experiment is not None and ids and ids <= expected_run_ids(experiment_name):
+    experiment = EXPERIMENTS.get(experiment) if isinstance(experiment, str) else experiment
+    if experiment is not None and ids and ids <= expected_run_ids(experiment):
         swept = swept_words(runs)  # what these runs vary, not what the experiment plans
         return f"{experiment.description} Swept here: {swept}." if swept else experiment.description
     if not ids:
@@ -104,8 +109,8 @@ def describe_grid(experiment_name: str, runs: pd.DataFrame) -> str:
         text = f"one run ({differ})" if differ else "one run of the defaults"
     else:
         text = f"a grid of {len(runs)} runs over {', '.join(keys) or 'seed'}" + (f" ({seeds})" if seeds else "")
-    if experiment is not None and experiment_name != DEFAULT_EXPERIMENT:
-        text += f"; not the grid of experiment {experiment_name} ({experiment.description})"
+    if experiment is not None and experiment.name != DEFAULT_EXPERIMENT:
+        text += f"; not the grid of experiment {experiment.name} ({experiment.description})"
     return text
 
 
@@ -152,7 +157,7 @@ def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
     from pyarrow import ArrowException
 
     path = experiment.table_path
-    measure = f"run `python analysis.py experiment={plan.experiment} ...` first (it measures the checkpoints)"
+    measure = f"run `python analysis.py experiment={plan.experiment_argument()} ...` first (it measures the checkpoints)"
     try:
         metrics = read_parquet_again_if_changed(path)
     except FileNotFoundError:  # other OSErrors (a file in the way, no permission) are the environment's: exit 1
@@ -217,7 +222,7 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
 
     experiment_dir = experiment.path
     runs = run_table(experiment_dir)
-    description = describe_grid(plan.experiment, runs)
+    description = describe_grid(plan.preset or plan.experiment, runs)
     inputs = published.Inputs.of(experiment, describe_filter(plan.overrides), description, runs,
                                  formats=tuple(plan.analysis.figure_formats.split(",")))
     record = published.read_record(experiment)
@@ -234,7 +239,7 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
 def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame, description: str, inputs,
                     record: dict) -> int:
     from figures import published
-    from figures.report import TROUBLED_STATES, troubled_runs, write_report  # imports seaborn
+    from figures.report import TROUBLED_STATES, eval_mode_lags, troubled_runs, write_report  # imports seaborn
     from findings.readout import readout
 
     metrics = read_table(experiment, plan)
@@ -251,7 +256,8 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
     troubled = troubled_runs(runs, set(metrics["run_id"]), describe_filter(plan.overrides))
     report = write_report(experiment.path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
                           found, notes, troubled=troubled,
-                          unfinished=set(unfinished["run_id"]) if len(unfinished) else set())
+                          unfinished=set(unfinished["run_id"]) if len(unfinished) else set(),
+                          lagging=eval_mode_lags(metrics))
     code = 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
     published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries,
                                         "outputs": published.output_digests(experiment)})

@@ -30,6 +30,14 @@ th{background:#f0f0f0}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}h2
 LONG_WORD = 16  # characters: a value with a longer unbroken word (a path, a list without spaces) may wrap anywhere
 HASH_SHOWN = 4  # hex digits of a run id's hash shown in tables: the readable prefix says the rest (full id on hover)
 TROUBLED_STATES = ("failed", "diverged", "skipped")  # run_table's states that the Findings list, with the reason
+EVAL_MODE, BATCH_STATISTICS = "classifier_accuracy", "classifier_accuracy_batch_statistics"  # metrics/registry.py
+# Eval-mode test accuracy this far below the accuracy with batch statistics flags a checkpoint. With BatchNorm's
+# usual momentum (0.1) the two differ by a batch's sampling noise, and while the weights move fast by the running
+# statistics' short lag: at most 3.5 points at every checkpoint of a CONV-2-16 trained to 0.81 test accuracy, at
+# most 12.5 points mid-training in a two-conv net (lr 0.05, 128 test examples). Running statistics left far behind
+# cost 34 points in that net with momentum 0.001 (0.38 vs 0.73) and 83 in a torchvision MobileNetV3 with momentum
+# 0.01 (0.09 vs 0.92). Twenty points flags those and not the transient (tests/test_eval_mode.py trains both nets).
+EVAL_MODE_MARGIN = 0.20
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -157,10 +165,12 @@ def findings_table(table: pd.DataFrame, labels: dict) -> str:
     return "<table class='findings-table'>" + "".join(rows) + "</table>"
 
 
-def findings_section(table: pd.DataFrame, troubled: list[tuple] = (), unfinished: set = frozenset()) -> str:
+def findings_section(table: pd.DataFrame, troubled: list[tuple] = (), unfinished: set = frozenset(),
+                     lagging: dict | None = None) -> str:
     """The report's first section: the findings table (findings/readout.py's rows), the legend of its short
     recipe labels, one short sentence per finding grouped by story (marked when some of its runs are not
-    done), then each run that failed, diverged or was skipped, with why ((run id, state, reason))."""
+    done), then each run that failed, diverged or was skipped, with why ((run id, state, reason)), then each run
+    whose eval-mode accuracy lags its batch statistics ({run id: phrase}: eval_mode_lags)."""
     parts = ["<h2>Findings</h2>"]
     if len(table):
         labels = short_labels(table["recipe"])
@@ -184,7 +194,11 @@ def findings_section(table: pd.DataFrame, troubled: list[tuple] = (), unfinished
         parts.append(f"<h3>Runs that failed, diverged or were skipped ({len(troubled)})</h3><ul class='findings'>"
                      + "".join(f"<li>{run_cell(run)}: {html.escape(state)}: {html.escape(str(reason))}</li>"
                                for run, state, reason in troubled) + "</ul>")
-    if not len(table) and not troubled:
+    if lagging:
+        parts.append(f"<h3>Runs measured in eval mode far below their batch statistics ({len(lagging)})</h3>"
+                     "<ul class='findings'>" + "".join(f"<li>{run_cell(run)}: {html.escape(phrase)}</li>"
+                                                       for run, phrase in lagging.items()) + "</ul>")
+    if not len(table) and not troubled and not lagging:
         parts.append("<p class='note'>no finding yet; no run failed, diverged or was skipped</p>")
     return "\n".join(parts)
 
@@ -216,13 +230,37 @@ def transfer_tasks(experiment: ExperimentFolder) -> dict[str, str]:
     return {run: ", ".join(sorted(set(tasks.dropna()))) for run, tasks in table.groupby("run_id")["transfer_task"]}
 
 
+def eval_mode_lags(table: pd.DataFrame, margin: float = EVAL_MODE_MARGIN) -> dict[str, str]:
+    """`eval_mode_lags(metrics)` -> {run id: one phrase} for each run with a checkpoint whose eval-mode test accuracy
+    (classifier_accuracy: BatchNorm on its running statistics, as every metric is measured) is below its test
+    accuracy with BatchNorm on each batch's own statistics (classifier_accuracy_batch_statistics) by more than
+    `margin` (EVAL_MODE_MARGIN, 20 points: why at its definition). The phrase names the checkpoint with the widest
+    gap and both accuracies: "eval mode 0.09 vs batch statistics 0.92 at iteration 256: ...". `table`: rows of the
+    metrics table (run_id, iteration, metric, split, value); checkpoints without both accuracies are never flagged."""
+    rows = table[table["metric"].isin((EVAL_MODE, BATCH_STATISTICS)) & (table["split"] == "test")]
+    accuracies = rows.pivot_table(index=["run_id", "iteration"], columns="metric", values="value", aggfunc="first")
+    if not {EVAL_MODE, BATCH_STATISTICS} <= set(accuracies.columns):
+        return {}
+    gaps = (accuracies[BATCH_STATISTICS] - accuracies[EVAL_MODE]).dropna()
+    lagging = gaps[gaps > margin]
+    phrases = {}
+    for run_id, run_gaps in lagging.groupby(level="run_id"):
+        widest = run_gaps.idxmax()
+        others = f" (the widest of {len(run_gaps)} checkpoints this far apart)" if len(run_gaps) > 1 else ""
+        eval_mode, batch = accuracies.loc[widest, EVAL_MODE], accuracies.loc[widest, BATCH_STATISTICS]
+        phrases[run_id] = (f"eval mode {eval_mode:.2f} vs batch statistics {batch:.2f} at iteration {widest[1]}{others}: "
+                           "BatchNorm running statistics lag (momentum); the metrics are eval mode")
+    return phrases
+
+
 def write_report(experiment_dir: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
                  skipped: dict, readout, notes: list[str], *, troubled: list[tuple] = (),
-                 unfinished: set = frozenset()) -> Path:
+                 unfinished: set = frozenset(), lagging: dict | None = None) -> Path:
     """Write the experiment folder's report, beside the figures folder it links (relative links: the
     folder can move); returns its path. Top to bottom: what ran (`description`), the Findings (the
-    read-out's table and sentences, findings/readout.py; the `troubled` runs), the figures, the runs, the
-    seed-mean phase table."""
+    read-out's table and sentences, findings/readout.py; the `troubled` runs; the runs whose eval-mode accuracy
+    lags their batch statistics, `lagging`: eval_mode_lags of the table), the figures, the runs, the seed-mean
+    phase table."""
     experiment = ExperimentFolder(experiment_dir)
     varying = varying_settings(runs)
     tasks = transfer_tasks(experiment)  # LearnPhase's transfer probe: which task each run's was, or why none
@@ -235,7 +273,7 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
              f"{html.escape(experiment.findings_path.name)}; redraw with "
              "<code>python analysis.py figures ...</code>.</p>"]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in notes]
-    parts += [findings_section(readout.table, list(troubled), unfinished), "<h2>Figures</h2>",
+    parts += [findings_section(readout.table, list(troubled), unfinished, lagging), "<h2>Figures</h2>",
               *_figure_parts(drawn, experiment_dir)]
     if skipped:
         parts.append("<h3>Not drawn</h3><ul>" + "".join(

@@ -19,7 +19,10 @@ KORNBLITH = "Kornblith, Norouzi, Lee & Hinton, ICML 2019"
 MAX_PANELS = 6  # conditions drawn per figure (the first ones, sorted); the rest are in similarity.parquet
 PANELS_PER_ROW = 3
 NOT_CONDITIONS = ("seed", "data_seed")  # averaged over, never a panel of their own
-CKA_LABEL = "linear CKA (range: the data's)"
+# Pooled, not Kornblith et al.'s full flattened features: the snapshots keep each layer pooled to at most
+# probe_dimensions (metrics/snapshots.py), and the two can differ by tenths (0.36 pooled vs 0.66 full, input vs a
+# third conv layer): the label says which.
+CKA_LABEL = "linear CKA of pooled features (range: the data's)"
 
 
 def conditions(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -67,7 +70,7 @@ def cka_layers(similarity: pd.DataFrame) -> dict:
         table = part.pivot_table(index="layer", columns="other_layer", values="cka", aggfunc="mean")
         return table.reindex(index=order, columns=order)
 
-    title = "CKA between layers, end of training\n(probe subset of the test split)"
+    title = "CKA between layers, end of training\n(pooled features of the probe subset of the test split)"
     return {"cka_layers": heatmaps(conditions(rows), pivot, title, "layer", "layer")}
 
 
@@ -82,5 +85,5 @@ def cka_convergence(similarity: pd.DataFrame) -> dict:
         table = part.pivot_table(index="layer", columns="iteration", values="cka", aggfunc="mean")
         return table.reindex(index=layer_order(part))
 
-    title = "CKA of each layer with its own final state\n(lower layers settle first, if they do)"
+    title = "CKA of each layer with its own final state, pooled features\n(lower layers settle first, if they do)"
     return {"cka_convergence": heatmaps(conditions(rows), pivot, title, "training iteration (checkpoints)", "layer")}

@@ -5,8 +5,9 @@
                     metrics=["ncc_accuracy", "nc1", "cka_previous_layer"], device="cuda")
 
 `table` holds the tidy rows analysis.py writes for one checkpoint (layer, metric, split, value, l2,
-dimensions, layer_index), computed by the same engine (metrics/engine.py) in the same order, so a run's
-checkpoint measured here on the data it trained on gives analysis.py's values bit for bit.
+dimensions, layer_index), computed by the same engine (metrics/engine.py) in the same order and with
+the same normalisation (data.channel_statistics), so a run's checkpoint measured here on the data it
+trained on gives analysis.py's values bit for bit.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ def measure(model: torch.nn.Module, *, train, test, layers: list[str] | None = N
     """Every layer's rows of `metrics` (names, or `all`: those that apply without a transfer task) on
     `train` and `test`, each (images, labels) tensors or a DataLoader of such batches.
 
-    Images: uint8 [N, C, H, W] are scaled as the lab's datasets are, (x / 255 − mean) / std with
-    `normalization=(mean, std)` per channel (default: the training images' own); float images are taken as
-    already normalised. `layers`: module paths read by forward hooks (models/hooked.py); None keeps a
+    Images: uint8 [N, C, H, W] are scaled as the lab's datasets are, (x / 255 − mean) / std per channel in
+    float32, with `normalization=(mean, std)` or by default the training images' own mean and population
+    std (data.channel_statistics, the rule every run's dataset is normalised by, so a run's checkpoint on
+    the images it trained on gives analysis.py's values bit for bit without `normalization=`); float images
+    are taken as already normalised. `layers`: module paths read by forward hooks (models/hooked.py); None keeps a
     built-in model's own layers, and for any other module takes its top-level children but the last.
     `seed` draws the ridge probes' held-out part, as a run's seed does in analysis.py; `options` are
     analysis options (`probe_dimensions=256`, `heldout_fraction=0.2`, ...: `python analysis.py --help`).

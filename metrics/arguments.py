@@ -16,13 +16,15 @@ import torch
 
 from conf.analysis import Analysis
 from conf.errors import SettingsError
+from data import channel_statistics
 from metrics import registry
 
 SPLIT = "an (images, labels) pair of tensors, or a DataLoader (any iterable) of (images, labels[, ...]) batches"
 IMAGES = ("a 4-D tensor [N, C, H, W] of uint8 (0 to 255, normalised here) or floating point (taken as "
           "normalised)")
 LABELS = "a 1-D integer tensor [N] of class indices (one-hot labels: labels.argmax(1); float ones: labels.long())"
-NORMALIZATION = "(mean, std), each one number or one per image channel, std > 0; or None (the training images' own)"
+NORMALIZATION = ("(mean, std), each one number or one per image channel, std > 0; or None (the training images' own "
+                 "mean and population std, data.channel_statistics)")
 DEVICES = "'cpu', 'cuda' or 'cuda:N' (with CUDA available), a torch.device of them, or None (cuda when available)"
 MEASURE_OWN = ("metrics", "layers")  # Analysis fields that are measure's own arguments, not options
 
@@ -218,22 +220,28 @@ def counted_classes(num_classes: int | None, train_labels: torch.Tensor, test_la
 
 
 def checked_normalization(normalization, train_images: torch.Tensor, test_images: torch.Tensor):
-    """float32 (mean, std): the given ones, else the uint8 training images' own in [0, 1] units; None when
-    both splits are float (taken as normalised)."""
+    """float32 (mean, std): the given ones, else the uint8 training images' own by the lab's one rule
+    (data.channel_statistics, as every run's dataset is normalised); None when both splits are float (taken
+    as normalised)."""
     if normalization is not None:
         return given_normalization(normalization, train_images.shape[1])
     if train_images.dtype == torch.uint8:
-        scaled = train_images.to(torch.float64) / 255
-        mean, std = scaled.mean(dim=(0, 2, 3)), scaled.std(dim=(0, 2, 3))
-        if not (std > 0).all():
-            constant = int((~(std > 0)).nonzero()[0])
-            raise SettingsError(f"normalization=None: channel {constant} of the train images is constant, so its "
-                                f"std is {float(std[constant])}; accepted: {NORMALIZATION}")
-        return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        check_no_constant_channel(train_images)
+        return channel_statistics(train_images)
     if test_images.dtype == torch.uint8:
         raise SettingsError("normalization=None: the test images are uint8 but the train images float, which give "
                             f"no mean and std; accepted: {NORMALIZATION}, or both splits uint8 or both float")
     return None
+
+
+def check_no_constant_channel(train_images: torch.Tensor) -> None:
+    """Refuse a constant training channel: its std is 0, which the lab's datasets raise to 1/255, a scale
+    the caller never chose, so measure asks for one instead."""
+    lowest, highest = train_images.amin(dim=(0, 2, 3)), train_images.amax(dim=(0, 2, 3))
+    if (lowest == highest).any():
+        constant = int((lowest == highest).nonzero()[0])
+        raise SettingsError(f"normalization=None: channel {constant} of the train images is constant (every pixel "
+                            f"{int(lowest[constant])}), so its std is 0; accepted: {NORMALIZATION}")
 
 
 def given_normalization(normalization, channels: int) -> tuple[torch.Tensor, torch.Tensor]:

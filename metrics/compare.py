@@ -5,6 +5,9 @@ probe snapshots (measured by `python analysis.py`; metrics/snapshots.py).
 align=iteration (default) matches checkpoints of the same iteration; align=stage matches them by epochs
 since the run's last stage began, so a warm-started run's stage 2 lines up with a run from scratch
 (Berariu et al. 2021). Prints a layer × checkpoint table of CKA; out= also writes the long table as CSV.
+
+The execution options are analysis.py's (conf/subcommands.py): threads= and log_level= apply; the others
+(no data is loaded, no model run) are accepted and bear on nothing here.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from checkpointing import ExperimentFolder, RunFolder
 from conf import SettingsError
 from conf.subcommands import CompareOptions, parse_subcommand
 from metrics.snapshots import Snapshot, usable_snapshots, vectors_of
-from utils import atomic_write_text, ensure_writable_folder
+from utils import atomic_write_text, ensure_writable_folder, setup_logging
 
-USAGE = "usage: python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=FILE.csv]"
+USAGE = ("usage: python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=FILE.csv] "
+         "[execution options: threads=N log_level=INFO ...]")
 
 
 def run_snapshots(run_dir: str) -> tuple[RunFolder, list[Snapshot]]:
@@ -70,7 +74,12 @@ def compare_runs(first_dir: str, second_dir: str, align: str = "iteration") -> p
 
 def similarity_command(arguments: list[str]) -> int:
     """`similarity RUN_DIR_A RUN_DIR_B [align=...] [out=...]`: print the table, write the CSV if asked."""
-    runs, options = parse_subcommand("similarity", arguments, ("RUN_DIR_A", "RUN_DIR_B"), CompareOptions, USAGE)
+    runs, options, execution = parse_subcommand("similarity", arguments, ("RUN_DIR_A", "RUN_DIR_B"), CompareOptions,
+                                                USAGE)
+    setup_logging(execution.log_level)
+    from slurm.analysis_job import apply_threads  # here, as analysis.py does: it loads the measuring
+
+    apply_threads(execution)
     align = options.align
     out = Path(options.out) if options.out else None
     if out is not None:

@@ -9,16 +9,20 @@ ones within `feature_cache_gb`, else one more pass), then the test split's pass.
 another dataset's images gets passes of its own. No host synchronisation inside the passes: the
 held-out part is a pair of index tensors per batch, prepared once; counts stay on the device until
 the end. On CUDA, TF32 is off while measuring: the products feed float64 sums and ill-conditioned
-solves, and TF32's 10-bit mantissa would cost more accuracy than float32's rounding.
+solves, and TF32's 10-bit mantissa would cost more accuracy than float32's rounding. The model is
+measured in eval mode; only `classifier_accuracy_batch_statistics` reads a copy of it whose BatchNorm
+layers normalise with each test batch's own statistics (`with_batch_statistics`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from copy import deepcopy
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
 
 import data
 from conf.analysis import Analysis, check_heldout_split
@@ -183,8 +187,12 @@ def gather(model, train: SplitData, test: SplitData, kinds: dict[str, frozenset[
             statistic.fit(statistics)
     refit_in_float64(model, train, parts, layers, kinds, context)
     kept.replay(model, train, parts, layers, kinds, context)
+    twin = with_batch_statistics(model) if "batch_statistics" in kinds else None
     for prepared in prepared_batches(test, kinds, context):
-        for name, tensor in prepared.forward(model, options.features_at, head).items():
+        features = prepared.forward(model, options.features_at, head)
+        if "batch_statistics" in kinds:
+            prepared.batch_statistics_logits = batch_statistics_logits(twin, prepared.images, features["logits"])
+        for name, tensor in features.items():
             statistics = layers[name]
             batch = prepared.batch("test", tensor, options.probe_dimensions)
             for statistic in statistics.values():
@@ -206,10 +214,12 @@ class Prepared:
     part_targets: tuple[dict[str, Target], ...] | None
     network_predictions: Tensor | None = None  # set by `forward`
     classifier_inputs: Tensor | None = None  # set by `forward` when given the head's final Linear
+    batch_statistics_logits: Tensor | None = None  # set by `gather` on the test split when gathered
 
     def batch(self, split: str, features: Tensor, probe_dimensions: int) -> Batch:
         return Batch(split, features, self.labels, self.targets, self.target_labels, probe_dimensions,
-                     self.parts, self.part_targets, self.network_predictions, self.classifier_inputs)
+                     self.parts, self.part_targets, self.network_predictions, self.classifier_inputs,
+                     self.batch_statistics_logits)
 
     def forward(self, model, point: str, head: torch.nn.Linear | None = None) -> dict[str, Tensor]:
         """Every layer's features of this batch; remembers the network's own predictions (its logits' argmax)
@@ -224,6 +234,31 @@ class Prepared:
         self.network_predictions = features["logits"].argmax(dim=1) if "logits" in features else None
         self.classifier_inputs = captured[-1].flatten(1) if captured else None
         return features
+
+
+def with_batch_statistics(model: torch.nn.Module) -> torch.nn.Module | None:
+    """A copy of `model` in eval mode (dropout off) but for its BatchNorm layers, which normalise with each
+    batch's own mean and variance and neither read nor update running statistics; None for a model without
+    BatchNorm (its two modes are one network). A copy: the model every other metric reads is never switched."""
+    if not any(isinstance(module, _BatchNorm) for module in model.modules()):
+        return None
+    twin = deepcopy(model).eval()
+    for module in twin.modules():
+        if isinstance(module, _BatchNorm):
+            module.train()
+            module.track_running_stats = False  # train-mode BN without running buffers: batch statistics, no update
+    return twin
+
+
+def batch_statistics_logits(twin: torch.nn.Module | None, images: Tensor, eval_logits: Tensor) -> Tensor | None:
+    """One test batch's logits with BatchNorm on the batch's own statistics: `twin`'s (with_batch_statistics), the
+    eval-mode `eval_logits` for a model without BatchNorm, None for a batch of one example (it has no batch
+    statistics: BatchNorm1d refuses it, BatchNorm2d would normalise each image by itself)."""
+    if twin is None:
+        return eval_logits
+    if len(images) < 2:
+        return None
+    return twin(images)
 
 
 def prepared_batches(split: SplitData, kinds, context: Context, parts=None):

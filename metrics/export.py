@@ -5,6 +5,9 @@ for one's own analyses. The checkpoint is verified against its sha256 before any
 subset=probe: the probe snapshot's examples instead (metrics/similarity.py: the fixed subset of
 `probe_subset_size` test examples), their `indices` in the test split, and each layer's features pooled to
 `probe_dimensions` and rounded to float16, as the snapshot keeps them, for one's own similarity analyses.
+
+The execution options are analysis.py's (conf/subcommands.py): device= (default cpu), data_root=,
+download= (default false), threads=, log_level=; the others are accepted and bear on nothing here.
 """
 
 from __future__ import annotations
@@ -20,24 +23,25 @@ import torch
 from checkpointing import RunFolder
 from conf import Execution, SettingsError
 from conf.analysis import Analysis
-from conf.subcommands import FeatureOptions, parse_subcommand
+from conf.subcommands import FEATURE_EXECUTION, FeatureOptions, parse_subcommand
 from metrics.engine import SplitData
 from metrics.inputs import load_model, splits_of
 from metrics.pooling import pool_to
 from metrics.similarity import SNAPSHOT_DTYPE, probe_subset
-from utils import atomic_write_bytes, ensure_writable_folder, resolve_device
+from utils import atomic_write_bytes, ensure_writable_folder, resolve_device, setup_logging
 
 
 FEATURES_USAGE = ("usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz "
-                  "[subset=all|probe] [features_at=post_activation|pre_activation]")
+                  "[subset=all|probe] [features_at=post_activation|pre_activation] [execution options: device=cpu "
+                  "data_root=... download=false threads=N log_level=INFO ...]")
 
 
 def feature_options(arguments: list[str]) -> tuple[RunFolder, FeatureOptions, Execution, Analysis]:
     """`features`' words -> (run folder, its options, execution, analysis options), read with the one
     grammar (conf/subcommands.py); SettingsError on a bad word or an iteration without a checkpoint."""
-    (run_dir,), options = parse_subcommand("features", arguments, ("RUN_DIR",), FeatureOptions, FEATURES_USAGE)
+    (run_dir,), options, execution = parse_subcommand("features", arguments, ("RUN_DIR",), FeatureOptions,
+                                                      FEATURES_USAGE, FEATURE_EXECUTION)
     folder = RunFolder(run_dir)
-    execution = Execution(device=options.device, data_root=options.data_root, download=False)
     if not folder.settings_path.exists():
         raise SettingsError(f"{folder.path} is not a run folder (it has no settings file)")
     files = folder.checkpoint_entries()
@@ -61,6 +65,10 @@ def writable_file(path: Path) -> Path:
 def features_command(arguments: list[str]) -> int:
     """`features RUN_DIR iteration=N split=train|test out=FILE.npz` — labels + one array per layer."""
     folder, options, execution, analysis = feature_options(arguments)
+    setup_logging(execution.log_level)
+    from slurm.analysis_job import apply_threads  # here, as analysis.py does: it loads the measuring
+
+    apply_threads(execution)
     iteration = options.iteration
     device = resolve_device(execution)
     out = writable_file(Path(options.out))

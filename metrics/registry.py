@@ -201,6 +201,23 @@ def classifier_accuracy(layer: LayerResults) -> dict[str, float]:
     return {split: accuracy for split, (_, accuracy) in layer.classifier.items()}
 
 
+# Every metric is measured in eval mode: BatchNorm normalises with its running statistics. Those can lag the weights
+# far behind (a torchvision MobileNetV3, BatchNorm momentum 0.01, scored 0.09 in eval mode and 0.92 with batch
+# statistics), so the network's accuracy with each test batch's own statistics is measured beside them;
+# figures/report.py `eval_mode_lags` says where the two part.
+@register("classifier_accuracy_batch_statistics", version=1,
+          paper="the network's own accuracy with BatchNorm on batch statistics (train-mode BatchNorm)",
+          needs=("batch_statistics",), examples=lambda layer: dict(layer.statistics["batch_statistics"].count))
+def classifier_accuracy_batch_statistics(layer: LayerResults) -> dict[str, float]:
+    """Test accuracy with every BatchNorm layer normalising with each batch's own mean and variance (batches of
+    `analysis_batch_size`), everything else in eval mode (dropout off); equal to classifier_accuracy for a model
+    without BatchNorm. A batch of one example is not predicted (its `examples` column counts those that were)."""
+    gathered = layer.statistics.get("batch_statistics")  # gathered on `logits` only
+    if gathered is None:
+        return {}
+    return {split: float(correct) / gathered.count[split] for split, correct in gathered.correct.items()}
+
+
 @register("effective_depth", version=1, paper="Galanti et al., TMLR 2023 (IntermediateNC): effective depth",
           needs=("ncc",), options=("effective_depth_epsilon",), across_layers=True)
 def effective_depth_rows(layers: dict[str, LayerResults], layer_names: list[str], options) -> list[dict]:

@@ -9,6 +9,8 @@ A need is `kind` or `kind:argument` (metrics/registry.py declares them per metri
     ridge_test:<target>       the map's moments on the test split too (its test error; the decoder's)
     ridge_correct:<target>    correct argmax predictions of the map, each split (the probes' accuracies)
     classifier                the network's own loss and accuracy, on the `logits` layer
+    batch_statistics          the network's correct test predictions with BatchNorm on each batch's own
+                              statistics (train-mode BN, all else eval mode), on the `logits` layer
 
 Targets: `classes` (one-hot of the labels the run trained on), `image` (the normalised input image:
 LearnPhase's linear decoder), `transfer` (one-hot of the transfer task's labels).
@@ -65,6 +67,9 @@ class Batch:
     part_targets: tuple[dict, dict] | None = None  # the targets of each part (metrics.ridge.Target)
     network_predictions: Tensor | None = None  # int64 [B]: the network's own class (argmax of its logits)
     classifier_inputs: Tensor | None = None  # float [B, D]: what the head's final Linear reads (NC3), when gathered
+    # float [B, C]: the logits with BatchNorm on this batch's own statistics (test split, when gathered; None for a
+    # batch of one example, which has no batch statistics)
+    batch_statistics_logits: Tensor | None = None
 
     @functools.cached_property
     def flat(self) -> Tensor:
@@ -356,3 +361,27 @@ class Classifier(Statistic):
         sums = self.sums.setdefault(batch.split, torch.zeros(2, dtype=torch.float64, device=logits.device))
         sums[0] += functional.cross_entropy(logits.float(), batch.labels, reduction="sum").to(torch.float64)
         sums[1] += (logits.argmax(1) == batch.labels).sum().to(torch.float64)
+
+
+@statistic
+class BatchStatisticsClassifier(Statistic):
+    """The network's correct test predictions and examples predicted with its BatchNorm layers normalising
+    with each batch's own mean and variance (Batch.batch_statistics_logits: metrics/engine.py runs a copy of the
+    model so), on the logits layer. Batches of `analysis_batch_size` examples, in the test split's order: their
+    statistics, hence the predictions, depend on both."""
+
+    kind = "batch_statistics"
+    options = ("analysis_batch_size",)  # the batch is the statistics' sample; no features_at: the logits are the same
+    layers = ("logits",)
+
+    def __init__(self, arguments, context):
+        super().__init__(arguments, context)
+        self.correct: dict[str, Tensor] = {}
+        self.count: dict[str, int] = {}
+
+    def observe(self, batch, statistics):
+        if batch.split != "test" or batch.batch_statistics_logits is None:
+            return
+        correct = (batch.batch_statistics_logits.argmax(1) == batch.labels).sum()
+        self.correct["test"] = self.correct.get("test", 0) + correct
+        self.count["test"] = self.count.get("test", 0) + len(batch.labels)

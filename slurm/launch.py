@@ -261,7 +261,7 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, ordered: list[list[RunView
           f"{ExperimentFolder(experiment_dir).runs_path}")
     if waiting:
         print(f"{len(waiting)} run(s) wait for their parent run's job (afterok)")
-    print(f"follow with: python train.py status experiment={plan.experiment} out_dir={plan.execution.out_dir} ...")
+    print(f"follow with: python train.py status experiment={plan.experiment_argument()} out_dir={plan.execution.out_dir} ...")
     return 0
 
 

@@ -95,16 +95,19 @@ def test_every_kind_trains_and_is_measured_layer_by_layer(measured):
     assert (measured / "default" / "figures" / "ncc_by_layer.png").exists()
 
 
+@pytest.mark.parametrize("normalization", ["the run's", "default"])
 @pytest.mark.parametrize("prefix", ["resnet18", "vit2"])
-def test_measure_equals_analysis_bitwise(measured, prefix):
-    """The Python API on a run's checkpoint and the data it trained on gives the table's values exactly."""
+def test_measure_equals_analysis_bitwise(measured, prefix, normalization):
+    """The Python API on a run's checkpoint and the data it trained on gives the table's values exactly, given
+    the run's dataset's mean and std or none: its default is the same rule (data.channel_statistics)."""
     run = RunFolder(run_of(measured, prefix))
     settings = run.read_settings()
     train, test, classes = splits_of(settings, run, Path("datasets"), False, torch.device("cpu"))
     _, model = load_model(run, 8, "cpu")
     names = [name for name in registry.METRICS if not any(need.endswith(":transfer") for need in registry.METRICS[name].needs)]
+    given = {"normalization": (train.mean, train.std)} if normalization == "the run's" else {}
     rows = measure(model, train=(train.images, train.labels), test=(test.images, test.labels), metrics=names,
-                   device="cpu", seed=settings.seed, normalization=(train.mean, train.std), num_classes=classes)
+                   device="cpu", seed=settings.seed, num_classes=classes, **given)
     table = analysis.read_table(measured / "default")
     stored = table[(table["run_id"] == settings.run_id) & (table["iteration"] == 8) & table["metric"].isin(names)]
     key = ["layer", "metric", "split"]
@@ -244,7 +247,8 @@ def test_bad_imports_are_refused_in_one_line_and_write_nothing(tmp_path, case, n
 # effective_depth_literal was added after (2026-12-04): a new metric, the others' recipes unchanged.
 # 2026-12-07: the four accuracies (ncc, probe, transfer, classifier) one version up for their `examples` column
 # (the read-out's resolution: findings/noise.py); their values unchanged.
-RECIPES_BEFORE = {"cdnv": "e147a0a12adc", "cka_previous_layer": "253ff3e1206b", "classifier_accuracy": "a695d7df8405", "classifier_loss": "63b8b212f84a", "dormant_fraction": "ae19f8c2b4d3", "effective_depth": "62893ace47ef", "effective_depth_literal": "6c6d7bc58bac", "effective_rank": "544801dac8bb", "feature_norm": "1a121e2acf72", "nc1": "dba608449ae2", "nc2_equiangularity": "ea9292feddea", "nc2_equinorm": "a59276a33e13", "nc2_etf_distance": "ea1ce77923e3", "nc3_self_duality": "39b59e4f341d", "nc4_ncc_agreement": "c77ffaa10a2d", "ncc_accuracy": "4ac53fe63607", "probe_accuracy": "3e4cdd9d68dd", "reconstruction_mse": "47b1ec74105e", "srank": "2b94e0ea19a3", "transfer_accuracy": "cb68ce316936"}
+# classifier_accuracy_batch_statistics was added after (tests/test_eval_mode.py): a new metric, the others' unchanged.
+RECIPES_BEFORE = {"classifier_accuracy_batch_statistics": "750d8a2a5a23", "cdnv": "e147a0a12adc", "cka_previous_layer": "253ff3e1206b", "classifier_accuracy": "a695d7df8405", "classifier_loss": "63b8b212f84a", "dormant_fraction": "ae19f8c2b4d3", "effective_depth": "62893ace47ef", "effective_depth_literal": "6c6d7bc58bac", "effective_rank": "544801dac8bb", "feature_norm": "1a121e2acf72", "nc1": "dba608449ae2", "nc2_equiangularity": "ea9292feddea", "nc2_equinorm": "a59276a33e13", "nc2_etf_distance": "ea1ce77923e3", "nc3_self_duality": "39b59e4f341d", "nc4_ncc_agreement": "c77ffaa10a2d", "ncc_accuracy": "4ac53fe63607", "probe_accuracy": "3e4cdd9d68dd", "reconstruction_mse": "47b1ec74105e", "srank": "2b94e0ea19a3", "transfer_accuracy": "cb68ce316936"}
 
 
 def test_the_built_in_families_keep_their_recipes_and_row_order():
@@ -253,7 +257,7 @@ def test_the_built_in_families_keep_their_recipes_and_row_order():
     assert registry.recipes(Analysis()) == RECIPES_BEFORE
     assert list(registry.METRICS) == [
         "ncc_accuracy", "cdnv", "probe_accuracy", "transfer_accuracy", "reconstruction_mse", "classifier_loss",
-        "classifier_accuracy", "effective_depth", "effective_depth_literal", "dormant_fraction", "feature_norm",
+        "classifier_accuracy", "classifier_accuracy_batch_statistics", "effective_depth", "effective_depth_literal", "dormant_fraction", "feature_norm",
         "effective_rank", "srank", "nc1", "nc2_equinorm", "nc2_equiangularity", "nc2_etf_distance", "nc4_ncc_agreement", "nc3_self_duality",
         "cka_previous_layer"]
 

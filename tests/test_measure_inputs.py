@@ -1,12 +1,15 @@
 """`metrics.measure` on bad input: one SettingsError, before any computation, whose message starts with the
-argument's name (what was given, what is accepted); valid calls, a DataLoader's and float images', measured."""
+argument's name (what was given, what is accepted); valid calls, a DataLoader's and float images', measured;
+the default normalisation is the lab's one rule (data.channel_statistics: the population std)."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from conf.errors import SettingsError
+from data import channel_statistics
 from metrics import measure
 from models.hooked import UnknownLayer
 from tests.fabricate import class_images, tiny_mlp
@@ -164,6 +167,35 @@ def test_valid_normalizations_and_float_images_are_measured():
         assert set(frame["metric"]) == set(NAMES) and frame["value"].notna().all()
 
 
+def test_the_default_normalization_is_the_population_std_of_every_training_pixel():
+    """data.channel_statistics, the one rule, gives numpy's float64 mean and std with ddof=0 over each channel's
+    pixels to float32 rounding, not the Bessel-corrected std; measure's default is exactly it."""
+    mean, std = channel_statistics(IMAGES)
+    pixels = IMAGES.numpy().astype(np.float64) / 255
+    float32_rounding = 2.0 ** -23  # one float32 step, relative: a float64 value rounded once to float32
+    np.testing.assert_allclose(mean.numpy(), pixels.mean(axis=(0, 2, 3)), rtol=float32_rounding, atol=0)
+    np.testing.assert_allclose(std.numpy(), pixels.std(axis=(0, 2, 3), ddof=0), rtol=float32_rounding, atol=0)
+    bessel = pixels.std(axis=(0, 2, 3), ddof=1)  # 960 pixels a channel: 5e-4 above, far beyond the rounding
+    assert (np.abs(std.numpy() - bessel) > float32_rounding * bessel).all()
+    pd.testing.assert_frame_equal(measured(), measured(normalization=(mean, std)), check_exact=True)
+
+
+def test_a_nearly_constant_channel_gets_the_labs_floor_and_a_constant_one_is_refused():
+    """A channel of one grey level but one pixel has a std below one grey level, which the lab's datasets raise
+    to 1/255: measure's default does the same; a channel of one grey level alone is refused, naming it."""
+    images = IMAGES.clone()
+    images[:, 1] = 100
+    images[0, 1, 0, 0] = 101
+    mean, std = channel_statistics(images)
+    assert float(std[1]) == float(torch.tensor(1 / 255, dtype=torch.float32))
+    pd.testing.assert_frame_equal(measured(train=(images, LABELS)),
+                                  measured(train=(images, LABELS), normalization=(mean, std)), check_exact=True)
+    images[0, 1, 0, 0] = 100
+    with pytest.raises(SettingsError, match=r"^normalization=None: channel 1 of the train images is constant "
+                                            r"\(every pixel 100\), so its std is 0; accepted: "):
+        measured(train=(images, LABELS))
+
+
 def test_valid_layers_seed_and_uint8_test_with_given_normalization():
     hooked = measured(layers=("blocks.0",), seed=-3)
     assert set(hooked["layer"]) >= {"blocks.0"}
@@ -173,6 +205,4 @@ def test_valid_layers_seed_and_uint8_test_with_given_normalization():
 
 def test_numpy_integers_are_taken_as_ints():
     """A numpy seed draws the same held-out part as the int (the draw hashes the seed's repr)."""
-    import numpy as np
-
     pd.testing.assert_frame_equal(measured(seed=np.int64(1), num_classes=np.int64(3)), measured(seed=1, num_classes=3))

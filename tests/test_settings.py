@@ -78,7 +78,7 @@ def test_experiment_presets_and_overrides():
 @pytest.mark.parametrize("words, needle", [
     (["dpeth=3"], "unknown key 'dpeth'; did you mean 'depth'"),
     (["nonsense"], "write key=value"),
-    (["experiment=nope"], "accepted: default, demo"),
+    (["experiment=../nope"], "experiment='../nope' is no folder name; accepted: a preset (default, demo"),
     (["depth=0"], "depth=0 is out of range; accepted: an integer >= 1"),
     (["width=0"], "width=0 is out of range"),
     (["width=abc"], "width='abc' cannot be read; accepted: an integer"),

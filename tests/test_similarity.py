@@ -196,6 +196,21 @@ def test_the_cka_figures_render_from_a_similarity_table_and_skip_without_one(tmp
     assert not drawn and "snapshots" in skipped["cka_layers"]
 
 
+def test_the_cka_figures_say_their_features_are_pooled():
+    """The snapshots keep pooled features (at most probe_dimensions), not Kornblith et al.'s full flattened ones,
+    and the two differ: every colour bar and title says pooled."""
+    import matplotlib.pyplot as pyplot
+
+    from figures import FIGURES
+
+    for name in ("cka_layers", "cka_convergence"):
+        for drawing in FIGURES[name].draw(fabricated_similarity()).values():
+            labels = [axis.get_ylabel() for axis in drawing.axes if "CKA" in axis.get_ylabel()]
+            assert labels and all("pooled" in label for label in labels), (name, labels)
+            assert "pooled" in drawing.get_suptitle(), name
+            pyplot.close(drawing)
+
+
 def test_probe_subset_size_zero_keeps_no_snapshot_and_measures_nothing_twice(tmp_path, monkeypatch):
     assert run_cli("train.py", tiny_words(tmp_path, *RUN, "epochs=1")).returncode == 0
     words = [f"out_dir={tmp_path}", *QUICK, "probe_subset_size=0"]

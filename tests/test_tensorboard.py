@@ -3,17 +3,23 @@ tensorboard's own reader. A resumed run shows every step once, with an uninterru
 TensorBoard started afterwards and to one that was already showing the steps the kill left behind."""
 
 import errno
+import json
 import logging
 import signal
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.context import RequestContext
+from tensorboard.plugins.base_plugin import TBContext
+from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalarsPlugin
+from tensorboard.plugins.scalar.scalars_plugin import ScalarsPlugin
 
 import analysis
 import live_curves
 import training
-from checkpointing import ExperimentFolder, RunFolder
+from checkpointing import CurvesFolder, ExperimentFolder, RunFolder
 from tests.conftest import only_run_dir, run_cli, tiny_words
 from tests.test_resume import checkpoint_digests, digests, kill_at_call, train_until_state
 
@@ -30,6 +36,30 @@ def read_curves(path, *, purge: bool = True, accumulator: EventAccumulator | Non
     accumulator.Reload()
     return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
             for tag in accumulator.Tags()["scalars"]}
+
+
+def custom_scalars(logdir) -> dict[str, dict[str, dict[str, list]]]:
+    """{chart title: {run: {line tag: [(step, value), ...]}}} of every chart of TensorBoard's Custom Scalars tab,
+    served by tensorboard's own plugin: the runs' layouts merged, each chart's regexes joined and matched
+    against each run's tags as its page asks for them."""
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    plugins = {}
+    context = TBContext(logdir=str(logdir), data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(logdir)),
+                        multiplexer=multiplexer, plugin_name_to_instance=plugins)
+    plugins["scalars"], plugin, request = ScalarsPlugin(context), CustomScalarsPlugin(context), RequestContext()
+    layout, charts = plugin.layout_impl(request, ""), {}  # the layout as JSON text; {} when there is none
+    for category in json.loads(layout).get("category", []) if layout else []:
+        for chart in category["chart"]:
+            regexes = chart["multiline"]["tag"]
+            tag_filter = regexes[0] if len(regexes) == 1 else "|".join(f"({regex})" for regex in regexes)
+            assert chart["title"] not in charts, f"two charts titled {chart['title']}"
+            charts[chart["title"]] = {
+                run: {tag: [(step, value) for _, step, value in events] for tag, events in matched.items()}
+                for run in sorted(multiplexer.Runs())
+                if (matched := plugin.scalars_impl(request, run, tag_filter, "")["tag_to_events"])}
+    return charts
 
 
 def as_stored(value) -> float:
@@ -123,11 +153,15 @@ def test_the_analysis_adds_every_layer_metric_once_and_rewrites_only_when_new(tm
     table = analysis.read_table(out_dir / "default")
     expected = {}
     for row in table.sort_values("iteration").itertuples():
-        expected.setdefault(f"layer/{row.metric}/{row.split}/{row.layer}", []).append(
+        expected.setdefault(f"layer/{row.metric}/{row.split}/{row.layer_index:03d} {row.layer}", []).append(
             (row.iteration, as_stored(row.value)))
     read = read_curves(curves.layers_path)
     assert read == expected and len(read) == len(table[["metric", "split", "layer"]].drop_duplicates())
     assert all([step for step, _ in curve] == [0, 1, 2, 4, 8] for curve in read.values())
+    layers_run = f"{only_run_dir(out_dir).name}/layers"  # one chart per split, a line per layer of the run
+    assert custom_scalars(out_dir / "default" / "tensorboard") == {
+        title: {layers_run: {tag: curve for tag, curve in read.items() if tag.startswith(f"{title}/")}}
+        for title in (f"layer/ncc_accuracy/{split}" for split in table["split"].unique())}
     assert analysis.main([f"out_dir={out_dir}", *QUICK_ANALYSIS, "metrics=ncc_accuracy"]) == 0
     assert curves.layer_files() == [written]  # nothing new: not rewritten
     assert analysis.main([f"out_dir={out_dir}", *QUICK_ANALYSIS, "metrics=ncc_accuracy,cdnv"]) == 0
@@ -137,6 +171,84 @@ def test_the_analysis_adds_every_layer_metric_once_and_rewrites_only_when_new(tm
     assert {tag.split("/")[1] for tag in read} == {"ncc_accuracy", "cdnv"}
     assert all(len(curve) == 5 for curve in read.values())  # each checkpoint once
     assert read_curves(curves.path) == curves_of_log(only_run_dir(out_dir))  # training's run beside it, untouched
+
+
+def layer_rows(layers: list[str], iterations, metrics=("ncc_accuracy", "cdnv"), splits=("train", "test")):
+    """Rows of the metrics table for a model of `layers` (its layer_names order), every checkpoint, metric and
+    split, each value telling its layer, checkpoint and split apart; with effective_depth's row of layer `all`."""
+    rows = [{"iteration": iteration, "metric": metric, "split": split, "layer": layer, "layer_index": index,
+             "value": index + iteration / 100 + splits.index(split) / 1000}
+            for iteration in iterations for metric in metrics for split in splits for index, layer in enumerate(layers)]
+    return rows + [{"iteration": iteration, "metric": "effective_depth", "split": "train", "layer": "all",
+                    "layer_index": -1, "value": 2.0} for iteration in iterations]
+
+
+def vgg_layers(blocks: int) -> list[str]:
+    return ["input", *(f"features.{number}" for number in range(blocks)), "logits"]
+
+
+def layers_in_tag_order(lines: dict[str, list]) -> list[str]:
+    """The layer names of a chart's lines in the order TensorBoard lists tags: sorted as text."""
+    return [tag.rsplit("/", 1)[1].split(" ", 1)[1] for tag in sorted(lines)]
+
+
+def test_each_metric_and_split_is_one_chart_with_a_line_per_layer_in_the_models_order(tmp_path):
+    """A grid of two depths (14 and 5 layers): one chart per metric and split in the Custom Scalars tab,
+    each with a line per layer of each run; the lines' tags, sorted as TensorBoard sorts tags (as text),
+    come in the model's order, features.2 before features.10."""
+    deep, shallow = CurvesFolder(tmp_path / "deep"), CurvesFolder(tmp_path / "shallow")
+    live_curves.write_layer_curves(deep, layer_rows(vgg_layers(12), [0, 1, 2]))
+    live_curves.write_layer_curves(shallow, layer_rows(vgg_layers(3), [0, 1, 2]))
+    charts = custom_scalars(tmp_path)
+    assert list(charts) == ["layer/ncc_accuracy/train", "layer/ncc_accuracy/test", "layer/cdnv/train",
+                            "layer/cdnv/test", "layer/effective_depth/train"]
+    for title, lines in charts.items():
+        if title == "layer/effective_depth/train":
+            assert lines == {run: {f"{title}/all": [(0, 2.0), (1, 2.0), (2, 2.0)]} for run in ("deep/layers",
+                                                                                             "shallow/layers")}
+            continue
+        for run, layers in (("deep/layers", vgg_layers(12)), ("shallow/layers", vgg_layers(3))):
+            assert layers_in_tag_order(lines[run]) == layers  # features.2 before features.10
+            assert sorted(lines[run]) == [f"{title}/{index:03d} {layer}" for index, layer in enumerate(layers)]
+            split = title.split("/")[2]
+            assert all(curve == [(step, as_stored(index + step / 100 + ("train", "test").index(split) / 1000))
+                                 for step in (0, 1, 2)]
+                       for index, curve in enumerate(lines[run][tag] for tag in sorted(lines[run])))
+    assert sorted(read_curves(deep.layers_path))[:4] == ["layer/cdnv/test/000 input", "layer/cdnv/test/001 features.0",
+                                                         "layer/cdnv/test/002 features.1",
+                                                         "layer/cdnv/test/003 features.2"]
+
+
+@pytest.mark.parametrize("depth", [416, 1200])
+def test_a_model_of_hundreds_of_layers_keeps_one_chart_and_its_order(tmp_path, depth):
+    """416 layers (a layer index of three digits) and 1200 (four): still one chart, the lines in the model's order."""
+    curves = CurvesFolder(tmp_path / "wide")
+    layers = [f"blocks.{number}" for number in range(depth)]
+    live_curves.write_layer_curves(curves, layer_rows(layers, [0, 1], metrics=("ncc_accuracy",), splits=("test",)))
+    charts = custom_scalars(tmp_path)
+    assert list(charts) == ["layer/ncc_accuracy/test", "layer/effective_depth/train"]
+    digits = max(3, len(str(depth - 1)))
+    lines = charts["layer/ncc_accuracy/test"]["wide/layers"]
+    assert layers_in_tag_order(lines) == layers
+    assert sorted(lines) == [f"layer/ncc_accuracy/test/{index:0{digits}d} blocks.{index}" for index in range(depth)]
+
+
+def test_a_second_analysis_call_rewrites_the_curves_without_a_point_twice(tmp_path):
+    """The analysis measures a new checkpoint (iteration 2) and a new metric, then is called again with nothing
+    new: one event file each time, every point once on disk (restart markers ignored) and as TensorBoard shows it."""
+    curves = CurvesFolder(tmp_path / "run")
+    layers = vgg_layers(12)
+    live_curves.write_layer_curves(curves, layer_rows(layers, [0, 1], metrics=("ncc_accuracy",)))
+    grown = layer_rows(layers, [0, 1, 2])
+    for _ in range(2):
+        live_curves.write_layer_curves(curves, grown)
+    assert [path.name for path in curves.layer_files()] == ["events.out.tfevents.000003.layers"]
+    on_disk = read_curves(curves.layers_path, purge=False)
+    assert on_disk == read_curves(curves.layers_path)
+    assert len(on_disk) == 2 * 2 * len(layers) + 1 and all([step for step, _ in curve] == [0, 1, 2]
+                                                           for curve in on_disk.values())
+    charts = custom_scalars(tmp_path)
+    assert {tag: curve for lines in charts.values() for tag, curve in lines["run/layers"].items()} == on_disk
 
 
 def test_tensorboard_false_writes_no_event_file(tmp_path):
