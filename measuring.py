@@ -209,7 +209,7 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.busy += 1  # another analysis process is measuring it
             return
         analysis = inputs.plan.analysis
-        chosen = metrics_to_measure(inputs.settings, registry.select(analysis.metrics), analysis.child_checkpoints)
+        chosen = metrics_to_measure(inputs.settings, analysis)
         names = pending_metrics(path, checkpoint_sha256, inputs.recipes,
                                 engine.applicable(chosen, inputs.transfer, analysis))
         if not names:
@@ -245,10 +245,11 @@ def transfer_child(settings: Settings) -> bool:
 CHILD_METRICS = ("classifier_accuracy",)
 
 
-def metrics_to_measure(settings: Settings, names: list[str], child_checkpoints: str) -> list[str]:
-    """The metrics of `names` that a run's checkpoints get: a transfer child's, under child_checkpoints=ends, only
-    those the transfer read takes (CHILD_METRICS); every one otherwise."""
-    if child_checkpoints == "all" or not transfer_child(settings):
+def metrics_to_measure(settings: Settings, analysis) -> list[str]:
+    """The metrics `analysis.metrics` selects that a run's checkpoints get: a transfer child's, under
+    child_checkpoints=ends, only those the transfer read takes (CHILD_METRICS); every one otherwise."""
+    names = registry.select(analysis.metrics)
+    if analysis.child_checkpoints == "all" or not transfer_child(settings):
         return names
     return [name for name in names if name in CHILD_METRICS]
 
@@ -270,9 +271,9 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no
     experiment = ExperimentFolder(experiment_dir)
     entries, layout = experiment.run(settings.run_id).checkpoint_entries(), StoreLayout(experiment)
     chosen = checkpoints_to_measure(settings, entries, plan.analysis.child_checkpoints)
-    names = [name for name in registry.select(plan.analysis.metrics)
+    names = [name for name in metrics_to_measure(settings, plan.analysis)
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
-    names = engine.without_snapshots(metrics_to_measure(settings, names, plan.analysis.child_checkpoints), plan.analysis)
+    names = engine.without_snapshots(names, plan.analysis)
     current = recipes(plan)
     pending = {iteration: entry for iteration, entry in chosen.items()
                if pending_metrics(layout.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}

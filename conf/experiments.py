@@ -22,15 +22,13 @@ ours and says so in `notes`.
 
 import dataclasses
 import difflib
-import hashlib
-import importlib.util
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 from conf.errors import SettingsError
+from conf.user_files import UserFileError, import_user_file
 from conf.global_settings import Settings
 from conf.global_settings import _check_value as check_value  # one field's type and range, as the command line's
 
@@ -173,17 +171,11 @@ def load_preset_file(text: str) -> Experiment:
 
 def import_preset_file(text: str, path: Path) -> ModuleType:
     """The file run as a module, once per content (grid_size and parse_arguments both read the command line)."""
-    name = f"lab_experiment_{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except (Exception, SystemExit) as error:  # the user's file: whatever fails there is theirs to fix
-            reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-            raise SettingsError(f"experiment={text}: {path} fails to import ({reason}); fix that file") from None
-        sys.modules[name] = module
-    return sys.modules[name]
+    try:  # SystemExit too: a preset file that calls exit() is refused in one line, not a silent stop
+        return import_user_file(path, "lab_experiment", catching=(Exception, SystemExit))
+    except UserFileError as error:
+        reason = " ".join(str(error).split())[:300]
+        raise SettingsError(f"experiment={text}: {path} fails to import ({reason}); fix that file") from None
 
 
 def check_preset(text: str, path: Path, experiment) -> None:

@@ -17,13 +17,13 @@ trained or measured: the run id would otherwise name weights of another model.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import sys
 from pathlib import Path
 
 from torch import nn
 
+from conf.user_files import UserFileError, import_user_file
 from models.hooked import HookedModel
 
 PREFIX = "module:"
@@ -52,22 +52,18 @@ def load_class(arch: str, recorded_sha256: str) -> type[nn.Module]:
     if recorded_sha256 and digest != recorded_sha256:
         raise ValueError(f"arch={arch}: {path} changed since the run was made (sha256 {recorded_sha256[:12]}… recorded, "
                          f"{digest[:12]}… now); restore that file, or train a new run from this one (a new run id)")
-    name = f"lab_user_module_{digest[:16]}"  # one module object per file content, however often it is built
-    if name not in sys.modules:
-        # said whatever the log level: the user sees which file of theirs runs as code, every time one is imported
+    def notice() -> None:  # said whatever the log level: the user sees which file of theirs runs as code
         print(f"importing {path} (arch={arch}): it runs as code; analyse only runs whose module file you trust",
               file=sys.stderr, flush=True)
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as error:  # the user's file: any error there is theirs to fix
-            raise ValueError(f"arch={arch}: {path} fails to import ({type(error).__name__}: {error})") from None
-        sys.modules[name] = module
-    model_class = getattr(sys.modules[name], class_name, None)
+
+    try:  # one module object per file content, however often it is built
+        module = import_user_file(path, "lab_user_module", digest, before=notice)
+    except UserFileError as error:  # the user's file: any error there is theirs to fix
+        raise ValueError(f"arch={arch}: {path} fails to import ({error})") from None
+    model_class = getattr(module, class_name, None)
     if model_class is None:
-        classes = [key for key, value in vars(sys.modules[name]).items() if inspect.isclass(value)
-                   and issubclass(value, nn.Module) and value.__module__ == name]
+        classes = [key for key, value in vars(module).items() if inspect.isclass(value)
+                   and issubclass(value, nn.Module) and value.__module__ == module.__name__]
         raise ValueError(f"arch={arch}: {path} has no class {class_name}; accepted: one of its nn.Module classes "
                          f"({', '.join(classes) or 'none'})")
     if not (inspect.isclass(model_class) and issubclass(model_class, nn.Module)):
