@@ -63,29 +63,42 @@ SUBCOMMANDS = {"features": "metrics.export:features_command", "import": "metrics
                "similarity": "metrics.compare:similarity_command"}
 
 
-def read_table(experiment_dir: str | Path) -> pd.DataFrame:
+def read_table(experiment_dir: str | Path, options: str | None = "") -> pd.DataFrame:
     """`analysis.read_table("outputs/demo")`: the experiment's metrics table as one frame, a row per (run_id,
-    iteration, layer, metric, split) with its value and the run's settings as columns (what the figures
-    read). SettingsError when it has not been measured yet."""
-    return measured_table(ExperimentFolder(experiment_dir).table_path, "measure the experiment first")
+    iteration, layer, metric, split) with its value and the run's settings as columns: the rows measured under
+    the default analysis options (what the figures read). `options="layers=blocks.0,blocks.1"`: those measured
+    under these options (as the command line typed them); `options=None`: every call's rows, told apart by their
+    `options` column. SettingsError when it has not been measured yet, or not under these options."""
+    return measured_table(ExperimentFolder(experiment_dir).table_path, options, "measure the experiment first")
 
 
-def read_similarity(experiment_dir: str | Path) -> pd.DataFrame:
+def read_similarity(experiment_dir: str | Path, options: str | None = "") -> pd.DataFrame:
     """`analysis.read_similarity("outputs/demo")`: the experiment's layer-similarity table (linear CKA of the probe
     snapshots: each layer with the next one and with itself at the run's final checkpoint; metrics/snapshots.py)
-    as one frame, with the runs' settings as columns. SettingsError when it has not been measured yet."""
-    return measured_table(ExperimentFolder(experiment_dir).similarity_path,
+    as one frame, with the runs' settings as columns; `options` as read_table's. SettingsError when it has not
+    been measured yet, or not under these options."""
+    return measured_table(ExperimentFolder(experiment_dir).similarity_path, options,
                           "measure the experiment with the probe snapshots first (cka_previous_layer in metrics=)")
 
 
-def measured_table(path: Path, fix: str) -> pd.DataFrame:
-    """The table folder at `path` as one frame; SettingsError naming it and `fix` when it does not exist."""
-    from figures.publish import read_parquet_again_if_changed
+def measured_table(path: Path, options: str | None, fix: str) -> pd.DataFrame:
+    """The rows under `options` (None: all) of the table folder at `path` as one frame; SettingsError naming it
+    and `fix` when it does not exist or holds no row under those options."""
+    from conf.analysis import analysis_of
+    from figures.publish import question_rows, read_parquet_again_if_changed
 
     try:
-        return read_parquet_again_if_changed(path)
+        table = read_parquet_again_if_changed(path)
     except FileNotFoundError:
         raise SettingsError(f"{path} does not exist; {fix} (python analysis.py out_dir=... experiment=...)") from None
+    if options is None:
+        return table
+    rows = question_rows(table, analysis_of(options))
+    if len(table) and not len(rows):
+        present = sorted(set(table["options"]))
+        raise SettingsError(f"{path} has no rows measured under options={options!r}; it has rows under "
+                            f"{', '.join(repr(text) for text in present)} (options=None reads them all)")
+    return rows
 
 
 def report_skipped(skipped: list[str]) -> int:
@@ -108,29 +121,10 @@ def left_out_note(outcome) -> str:
             "(child_checkpoints=ends; child_checkpoints=all measures them)")
 
 
-def similarity_left_out(experiment: ExperimentFolder, plan: Plan) -> set[str]:
-    """The transfer children, under child_checkpoints=ends: measured at their two ends, their layer-similarity
-    rows would say nothing the figures draw (those compare single-stage runs), and cost a fifth of a transfer
-    grid's analysis (benchmarks/readout_cost.py)."""
-    from measuring import run_folders_of, transfer_child
-
-    if plan.analysis.child_checkpoints == "all":
-        return set()
-    left_out = set()
-    for folder in run_folders_of(experiment):
-        try:
-            settings = folder.read_settings()
-        except RunFolderError:  # reported by the measuring already
-            continue
-        if transfer_child(settings):
-            left_out.add(settings.run_id)
-    return left_out
-
-
 def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int:
     """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped."""
     # here, not at the top: torch and the models load only to measure (`analysis.py figures` draws without them)
-    from measuring import analyse_runs, measurable, recipes, runs_of
+    from measuring import analyse_runs, measurable, runs_of
     from metrics import registry, snapshots, store
     from slurm.analysis_job import apply_threads
 
@@ -150,9 +144,8 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
     outcome.skipped[:0] = skipped
     if not runs:  # every run's settings are unusable: keep the table and the report as they are
         return report_skipped(outcome.skipped)
-    merged = store.merge(experiment.path, recipes(plan))  # rows fresh under their metric's recipe only
-    similar = snapshots.update_similarity(experiment.path, recipes(plan)[snapshots.SNAPSHOT_METRIC],
-                                          leave_out=similarity_left_out(experiment, plan))
+    merged = store.merge(experiment.path)  # every call's current rows: this one's are added, none taken away
+    similar = snapshots.update_similarity(experiment.path)
     summary = (f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
                f"{outcome.busy} left to another process, {outcome.corrupt} corrupt{left_out_note(outcome)}. "
                f"{merged.rows} rows in {experiment.table_path} ({len(merged.written)} run part(s) rewritten), "

@@ -7,7 +7,8 @@ iteration. `python analysis.py` adds the run's per-layer metrics, `layer/<metric
 checkpoint's iteration (NNN: the layer's index in the model, zero-padded, so names sort in the model's order),
 into `<run_id>/layers/`, a second TensorBoard run beside it (one writer per run folder: TensorBoard follows every
 file of a run only with its Rust data server), with a custom-scalars layout: one chart per metric and split, a
-line per layer (layout_event). Folders and file names:
+line per layer (layout_event); rows measured under other analysis options (their `options`, metrics/store.py)
+in charts of their own, `layer/<metric>/<split>/<options>`. Folders and file names:
 checkpointing.CurvesFolder. Written with tensorboard's own record format and protos (no SummaryWriter: its file
 names hold the clock and the pid, and TensorBoard reads a run's files in name order, which must be the order of
 the starts).
@@ -43,7 +44,8 @@ logger = logging.getLogger(__name__)
 # log record key -> TensorBoard tag (the part before the slash groups the charts)
 TRAIN_TAGS = {"train_loss": "train/loss", "train_accuracy": "train/accuracy", "lr": "train/learning_rate"}
 TEST_TAGS = {"test_loss": "test/loss", "test_accuracy": "test/accuracy"}
-LAYER_CHART_PARTS = ("metric", "split")  # layer/<metric>/<split>: one chart; an empty part is left out
+# layer/<metric>/<split>[/<options>]: one chart; an empty part is left out (the default analysis options' rows)
+LAYER_CHART_PARTS = ("metric", "split", "options")
 LAYER_INDEX_DIGITS = 3  # at least: 416 layers sort as 000..415; a model of 1000 or more gets as many digits as it needs
 
 
@@ -106,9 +108,8 @@ class TrainingCurves:
                        self.run_id, describe_failure(error))
 
 
-def update_layer_curves(experiment: ExperimentFolder, run_id: str, recipes: dict[str, str], execution: Execution,
-                        measured: int) -> None:
-    """Write a run's per-layer metrics, every fresh row of its part of the table, as one new event file (the
+def update_layer_curves(experiment: ExperimentFolder, run_id: str, execution: Execution, measured: int) -> None:
+    """Write a run's per-layer metrics, every current row of its part of the table, as one new event file (the
     older ones removed) when this call `measured` checkpoints of it, or its cells are newer than its curves,
     or it has none yet. A failure is one warning line: the metrics are measured all the same."""
     if not execution.tensorboard:
@@ -122,7 +123,7 @@ def update_layer_curves(experiment: ExperimentFolder, run_id: str, recipes: dict
         newest_cell = max((cell.stat().st_mtime_ns for cell in cells), default=None)
         if newest_cell is None or (written and not measured and newest_cell <= written[-1].stat().st_mtime_ns):
             return
-        table = store.run_rows(experiment, run_id, recipes)
+        table = store.run_rows(experiment, run_id)
         if table is not None:
             write_layer_curves(curves, table.to_pylist())
     except Exception as error:  # noqa: BLE001 - the table and cells are written; the curves are a view of them
@@ -160,7 +161,8 @@ def layer_events(rows: list[dict]) -> list:
 
 
 def layer_chart(row: dict) -> str:
-    """`layer/<metric>/<split>`: the tag of a row without its layer, the title of the chart it is a line of."""
+    """`layer/<metric>/<split>[/<options>]`: the tag of a row without its layer, the title of the chart it is a line
+    of (the options words of a row measured under other analysis options than the defaults)."""
     return "/".join(["layer", *(str(row[part]) for part in LAYER_CHART_PARTS if row.get(part))])
 
 

@@ -63,6 +63,7 @@ class RunInputs:
     plan: Plan
     device: torch.device
     recipes: dict[str, str]  # {metric: its current recipe} (metrics/registry.py)
+    options: dict[str, str]  # {metric: the options its recipe reads that differ from the defaults, as words}
     train: engine.SplitData
     test: engine.SplitData
     num_classes: int
@@ -163,17 +164,19 @@ def run_inputs(settings: Settings, folder: RunFolder, plan: Plan, device) -> Run
     probe, transfer_task = transfer_probe(settings, plan, train, test, num_classes, device)
     skipped = probe is None and plan.analysis.transfer_task != "none"  # asked for (or auto) and not done: say so
     logger.log(logging.WARNING if skipped else logging.INFO, "%s: transfer task %s", settings.run_id, transfer_task)
-    return RunInputs(settings, folder, plan, device, recipes(plan), train, test, num_classes, probe,
-                     folder.read_lineage(), transfer_task)
+    return RunInputs(settings, folder, plan, device, recipes(plan), registry.options_texts(plan.analysis), train, test,
+                     num_classes, probe, folder.read_lineage(), transfer_task)
 
 
 def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: str, names, snapshot_path: Path) -> pd.DataFrame:
     """One checkpoint's rows of the metrics `names`: every layer and split, with its run, iteration,
-    epoch and stage, and each metric's recipe. The probe snapshot, when gathered, is written first (to
+    epoch and stage, and each metric's recipe and options (the call's question: rows of other options sit beside
+    them in the cell). The probe snapshot, when gathered, is written first (to
     `snapshot_path`): a cell that holds cka_previous_layer always has its snapshot beside it."""
     rows, layers = engine.measure_layers(model, inputs.train, inputs.test, inputs.num_classes, inputs.plan.analysis,
                                          seed=inputs.settings.seed, transfer=inputs.transfer, metrics=names)
-    snapshot = snapshots.snapshot_of(layers, inputs.test, checkpoint, inputs.recipes[snapshots.SNAPSHOT_METRIC],
+    metric = snapshots.SNAPSHOT_METRIC
+    snapshot = snapshots.snapshot_of(layers, inputs.test, checkpoint, inputs.recipes[metric], inputs.options[metric],
                                      checkpoint_sha256, inputs.plan.analysis.probe_subset_size)
     if snapshot is not None:
         snapshots.write_snapshot(snapshot_path, snapshot)
@@ -185,18 +188,23 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
     frame.insert(3, "stage", checkpoint.get("stage", 1))
     frame.insert(4, "parent_run_id", inputs.lineage.get("parent_run_id", ""))
     frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
-    frame["recipe"], frame["checkpoint_sha256"] = frame["metric"].map(inputs.recipes), checkpoint_sha256
+    frame["recipe"], frame["options"] = frame["metric"].map(inputs.recipes), frame["metric"].map(inputs.options)
+    frame["depends_on"] = frame["metric"].map(lambda name: " ".join(registry.option_names(registry.METRICS[name])))
+    frame["checkpoint_sha256"] = checkpoint_sha256
+    frame["transfer_task"] = inputs.transfer_task  # which task transfer_accuracy read, or why there is none
     return frame
 
 
-def pending_metrics(path: Path, checkpoint_sha256: str, current: dict[str, str], names) -> list[str]:
-    """The metrics among `names` that the cell at `path` lacks under their recipes (store.pending), with
-    cka_previous_layer also when its probe snapshot is missing, unreadable or of another recipe."""
-    names = list(names)
+def pending_metrics(path: Path, checkpoint_sha256: str, analysis, names) -> list[str]:
+    """The metrics among `names` that the cell at `path` lacks under their recipes for the `analysis` options
+    (store.pending), with cka_previous_layer also when its probe snapshot under them is missing, unreadable or of
+    another recipe."""
+    names, current = list(names), registry.recipes(analysis)
     missing = store.pending(path, checkpoint_sha256, current, names)
     metric = snapshots.SNAPSHOT_METRIC
+    snapshot_path = StoreLayout.cell_snapshot_path(path, registry.options_text(registry.METRICS[metric], analysis))
     if metric in names and metric not in missing and not snapshots.snapshot_fresh(
-            StoreLayout.cell_snapshot_path(path), current[metric], checkpoint_sha256):
+            snapshot_path, current[metric], checkpoint_sha256):
         missing.append(metric)
     return missing
 
@@ -210,8 +218,7 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             return
         analysis = inputs.plan.analysis
         chosen = metrics_to_measure(inputs.settings, analysis)
-        names = pending_metrics(path, checkpoint_sha256, inputs.recipes,
-                                engine.applicable(chosen, inputs.transfer, analysis))
+        names = pending_metrics(path, checkpoint_sha256, analysis, engine.applicable(chosen, inputs.transfer, analysis))
         if not names:
             outcome.fresh += 1  # another process measured it between our first look and the lock
             return
@@ -223,10 +230,9 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.corrupt += 1
             outcome.skipped.append(one_line(error))
             return
-        snapshot_path = StoreLayout.cell_snapshot_path(path)
+        snapshot_path = StoreLayout.cell_snapshot_path(path, inputs.options[snapshots.SNAPSHOT_METRIC])
         frame = store.combine(path, cell_frame(inputs, checkpoint, model, checkpoint_sha256, names, snapshot_path),
                               checkpoint_sha256)
-        frame["transfer_task"] = inputs.transfer_task  # which task transfer_accuracy read, or why there is none
         store.write_cell(path, frame)
         outcome.measured += 1
         logger.info("%s iteration %d measured", inputs.settings.run_id, checkpoint["iteration"])
@@ -274,19 +280,20 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no
     names = [name for name in metrics_to_measure(settings, plan.analysis)
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
     names = engine.without_snapshots(names, plan.analysis)
-    current = recipes(plan)
     pending = {iteration: entry for iteration, entry in chosen.items()
-               if pending_metrics(layout.cell_path(settings.run_id, iteration), entry["sha256"], current, names)}
+               if pending_metrics(layout.cell_path(settings.run_id, iteration), entry["sha256"], plan.analysis, names)}
     outcome = Outcome(fresh=len(chosen) - len(pending), left_out=len(entries) - len(chosen))
     if pending:
         inputs = run_inputs(settings, experiment.run(settings.run_id), plan, device)
         if inputs.transfer is None:
             no_transfer[settings.dataset] = inputs.transfer_task
         measure_cells(inputs, experiment, pending, outcome)
-    if settings.dataset in no_transfer:  # say why in every cell, measured now or before (child_checkpoints=all too)
+    if settings.dataset in no_transfer:  # say why in every cell's rows of this question, measured now or before
+        options = registry.options_texts(plan.analysis)
         for iteration in entries:
-            store.note(layout.cell_path(settings.run_id, iteration), "transfer_task", no_transfer[settings.dataset])
-    live_curves.update_layer_curves(experiment, settings.run_id, current, plan.execution, outcome.measured)
+            store.note(layout.cell_path(settings.run_id, iteration), "transfer_task", no_transfer[settings.dataset],
+                       options)
+    live_curves.update_layer_curves(experiment, settings.run_id, plan.execution, outcome.measured)
     return outcome
 
 

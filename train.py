@@ -20,7 +20,7 @@ from conf.cpu_waiting import wait_briefly
 wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
 import data  # noqa: E402
 from checkpointing import ExperimentFolder, RunFolderError
-from conf import Plan, SettingsError, grid_size, help_text, parse_arguments
+from conf import Plan, Settings, SettingsError, grid_size, help_text, parse_arguments
 from conf.experiments import close_preset
 from slurm import launch, runs
 from stages import check_fits
@@ -47,7 +47,7 @@ def main(arguments: list[str]) -> int:
         experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
         experiment.check_preset(plan.preset_source)  # another study's folder (a preset file of the same stem)
         if show_status:
-            print(runs.status_table(runs.observe(runs.with_parents(plan.grid), experiment.path, runs.queued_job_ids())))
+            print(runs.status_table(runs.observe(status_runs(plan, experiment), experiment.path, runs.queued_job_ids())))
             return 0
         if plan.cluster.launcher != "slurm":
             resolve_device(plan.execution)
@@ -69,6 +69,22 @@ def main(arguments: list[str]) -> int:
     except Interrupted as error:
         logger.warning("%s; the state is saved: run the same command to resume", error)
         return 128 + error.signal_number
+
+
+def status_runs(plan: Plan, experiment: ExperimentFolder) -> tuple[Settings, ...]:
+    """`train.py status`'s runs: the command line's grid (a preset's, or the run settings typed), with the runs it
+    starts from; for an experiment of one's own named with no run settings, the runs its folder holds (its grids
+    were the command lines that trained it, which this one does not repeat). A run whose settings file is
+    unusable is named on stderr and left out."""
+    if plan.preset is not None or plan.overrides:
+        return runs.with_parents(plan.grid)
+    found = []
+    for folder in experiment.run_folders() if experiment.runs_path.is_dir() else []:
+        try:
+            found.append(folder.read_settings())
+        except RunFolderError as error:
+            print(f"warning: {error}; left out of the status", file=sys.stderr)
+    return tuple(found)
 
 
 def announce_new_experiment(plan: Plan, experiment: ExperimentFolder) -> None:

@@ -3,10 +3,12 @@
 Fabricates, in a temporary folder, an experiment of `runs` run folders (settings.json, a manifest
 listing `checkpoints` checkpoints) and one cell per checkpoint as analysis.py writes them: 7 layers
 × 5 metrics × 2 splits = 70 rows with the cell columns (run_id, iteration, epoch, stage,
-parent_run_id, layer, metric, split, value, l2, dimensions, layer_index, recipe, checkpoint_sha256);
+parent_run_id, layer, metric, split, value, l2, dimensions, layer_index, recipe, options, depends_on,
+checkpoint_sha256:
+each metric's current recipe under the default options);
 each run adds its ~40 settings as columns in the table. Then times, in one process:
 
-    first merge     every run's part built once (what an experiment pays once, or after a new recipe)
+    first merge     every run's part built once (what an experiment pays once, or after a metric's new version)
     (a)             a merge with nothing new: target <= 10 s
     (b)             a merge after one new run's cells were added: target <= 5 s
     (c)             one run's part alone, as a Slurm array task writes it (store.update_run)
@@ -37,14 +39,15 @@ sys.path.insert(0, str(REPOSITORY))
 
 from checkpointing import ExperimentFolder  # noqa: E402
 from conf import Settings  # noqa: E402
-from metrics.layout import StoreLayout
-from metrics import store  # noqa: E402
+from conf.analysis import Analysis  # noqa: E402
+from metrics import registry, store  # noqa: E402
+from metrics.layout import StoreLayout  # noqa: E402
 
 LAYERS = ("input", "block00", "block01", "block02", "block03", "pooled", "logits")
 METRICS = ("ncc_accuracy", "cdnv", "probe_accuracy", "reconstruction_mse", "transfer_accuracy")
 SPLITS = ("train", "test")
-RECIPE = "0123456789ab"
-RECIPES = {metric: RECIPE for metric in METRICS}  # as analysis.py passes them: each metric's own recipe
+RECIPES = {metric: registry.recipes(Analysis())[metric] for metric in METRICS}  # as analysis.py writes them
+DEPENDS_ON = {metric: " ".join(registry.option_names(registry.METRICS[metric])) for metric in METRICS}
 TARGETS = {"nothing new": 10.0, "one new run": 5.0}
 
 
@@ -58,8 +61,9 @@ def checkpoint_sha256(run_id: str, iteration: int) -> str:
     return hashlib.sha256(f"{run_id}/{iteration}".encode()).hexdigest()
 
 
-def cell_table(run_id: str, iteration: int, recipe: str = RECIPE, seed: int = 0) -> pa.Table:
-    """One checkpoint's 70 rows, with the columns and types analysis.cell_frame gives them."""
+def cell_table(run_id: str, iteration: int, recipe: str | None = None, seed: int = 0) -> pa.Table:
+    """One checkpoint's 70 rows, with the columns and types measuring.cell_frame gives them, each metric's under its
+    current recipe (`recipe`: that one for every row instead: a stale cell, of another version of the lab)."""
     rows = [(layer, metric, split) for layer in LAYERS for metric in METRICS for split in SPLITS]
     count = len(rows)
     values = [((seed * 7919 + iteration * 104729 + index) % 1000) / 1000 for index in range(count)]
@@ -68,11 +72,13 @@ def cell_table(run_id: str, iteration: int, recipe: str = RECIPE, seed: int = 0)
                      "metric": [row[1] for row in rows], "split": [row[2] for row in rows], "value": values,
                      "l2": [1e-3 if row[1] != "cdnv" else None for row in rows],
                      "dimensions": [512.0 if row[1] != "cdnv" else None for row in rows],
-                     "layer_index": [LAYERS.index(row[0]) for row in rows], "recipe": [recipe] * count,
+                     "layer_index": [LAYERS.index(row[0]) for row in rows],
+                     "recipe": [recipe or RECIPES[row[1]] for row in rows], "options": [""] * count,
+                     "depends_on": [DEPENDS_ON[row[1]] for row in rows],
                      "checkpoint_sha256": [checkpoint_sha256(run_id, iteration)] * count})
 
 
-def write_cell(experiment: ExperimentFolder, run_id: str, iteration: int, recipe: str = RECIPE, seed: int = 0) -> Path:
+def write_cell(experiment: ExperimentFolder, run_id: str, iteration: int, recipe: str | None = None, seed: int = 0) -> Path:
     buffer = io.BytesIO()
     parquet.write_table(cell_table(run_id, iteration, recipe, seed), buffer)
     path = StoreLayout(experiment).cell_path(run_id, iteration)
@@ -82,7 +88,7 @@ def write_cell(experiment: ExperimentFolder, run_id: str, iteration: int, recipe
     return path
 
 
-def fabricate_run(experiment: ExperimentFolder, settings: Settings, iterations: list[int], recipe: str = RECIPE) -> None:
+def fabricate_run(experiment: ExperimentFolder, settings: Settings, iterations: list[int], recipe: str | None = None) -> None:
     """A run folder (settings, a manifest listing the checkpoints) and one cell per checkpoint."""
     folder = experiment.run(settings.run_id)
     folder.prepare(settings)
@@ -147,14 +153,14 @@ def measurements(folder: Path, runs: int, checkpoints: int, measured_runs: int) 
     settings = grid(runs + 1)
     for one in settings[:runs]:
         fabricate_run(experiment, one, schedule(checkpoints))
-    first, _ = timed(store.merge, experiment.path, RECIPES)
-    nothing_new, merged = timed(store.merge, experiment.path, RECIPES)
+    first, _ = timed(store.merge, experiment.path)
+    nothing_new, merged = timed(store.merge, experiment.path)
     checks = not merged.written and not merged.removed
     fabricate_run(experiment, settings[runs], schedule(checkpoints))
-    one_new, merged = timed(store.merge, experiment.path, RECIPES)
+    one_new, merged = timed(store.merge, experiment.path)
     checks &= merged.written == [settings[runs].run_id]
     write_cell(experiment, settings[0].run_id, 0, seed=1)  # a re-measured cell: its run's part is rewritten
-    one_part, state = timed(store.update_run, experiment.path, settings[0].run_id, RECIPES)
+    one_part, state = timed(store.update_run, experiment.path, settings[0].run_id)
     old_seconds, same = baseline(experiment, folder, [one.run_id for one in settings], measured_runs)
     rows = [("first merge: every part built", first, None), ("(a) merge, nothing new", nothing_new, TARGETS["nothing new"]),
             ("(b) merge, one new run's cells added", one_new, TARGETS["one new run"]),

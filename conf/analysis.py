@@ -8,10 +8,15 @@ recipe (but `analysis_batch_size` in classifier_accuracy_batch_statistics's: its
 with).
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 from conf.errors import SettingsError
-from conf.global_settings import DATASETS, check_fields, setting
+from conf.global_settings import DATASETS, check_fields, parse_value, setting
+
+# The options that choose what and how fast, and decide no number: in no metric's recipe (tests/test_metrics.py
+# checks). A call that changes only these asks the default question.
+NO_RECIPE = ("metrics", "feature_cache_gb", "figures", "figure_formats", "child_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,7 @@ class Analysis:
     """How checkpoints are measured (metrics/)."""
 
     # Names checked against metrics/registry.py when the analysis starts (conf imports the standard library only).
-    metrics: str = setting("all", "the metrics to compute: all (every one that applies to the run) or names separated by commas, e.g. ncc_accuracy,cdnv; adding one later computes only its cells")
+    metrics: str = setting("all", "the metrics to compute: all (every one that applies to the run but those measured on request only: cka_full) or names separated by commas, e.g. ncc_accuracy,cdnv or all,cka_full; adding one later computes only its cells")
     analysis_batch_size: int = setting(500, "examples per forward pass of the analysis (cost only, but the batches classifier_accuracy_batch_statistics normalises with: in its recipe only)", minimum=1)
     probe_dimensions: int = setting(512, "features are pooled to at most this many dimensions for the probes and the decoder", minimum=1)
     # The same names as models.POINTS (conf imports the standard library only; tests check they agree).
@@ -64,3 +69,39 @@ def check_heldout_split(heldout_fraction: float, held_out: int, examples: int) -
     raise SettingsError(f"heldout_fraction={heldout_fraction} left the {empty} part of the {examples} training "
                         "examples empty; accepted: a heldout_fraction nearer 0.5, or a training split of more "
                         "examples (train_subset, synthetic_train_size)")
+
+
+def analysis_of(text: str) -> Analysis:
+    """The analysis options that words such as a row's `options` column name (`layers=blocks.0,blocks.1
+    probe_dimensions=256`; the defaults for the others); SettingsError naming a word that is not one."""
+    fields = {item.name: item for item in dataclasses.fields(Analysis)}
+    values = {}
+    for word in text.split():
+        name, _, value = word.partition("=")
+        if name not in fields:
+            raise SettingsError(f"{word!r} is not an analysis option; accepted: {', '.join(fields)} as name=value")
+        values[name] = parse_value(fields[name], value)
+    return Analysis(**values)
+
+
+def asks_defaults(analysis: Analysis) -> bool:
+    """Whether every option that decides a number is at its default: the call's rows are those whose `options`
+    column is '' (metrics/store.py)."""
+    defaults = Analysis()
+    return all(getattr(analysis, item.name) == getattr(defaults, item.name)
+               for item in dataclasses.fields(Analysis) if item.name not in NO_RECIPE)
+
+
+def option_value(analysis: Analysis, name: str):
+    """An option's value as rows and recipes say it: `layers` as module paths joined by commas, without spaces."""
+    value = getattr(analysis, name)
+    return ",".join(part.strip() for part in value.split(",") if part.strip()) if name == "layers" else value
+
+
+def option_words(analysis: Analysis, names) -> str:
+    """The options among `names` that differ from the defaults, as the command line's words, sorted (`layers=
+    blocks.0,head probe_dimensions=64`; '' when none does): a row's `options` column, for `names` its metric's
+    `depends_on` (metrics/registry.py); and which rows a call's question reads (figures/publish.py)."""
+    defaults = Analysis()
+    return " ".join(f"{name}={option_value(analysis, name)}" for name in sorted(set(names))
+                    if option_value(analysis, name) != option_value(defaults, name))

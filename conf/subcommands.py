@@ -51,6 +51,9 @@ class CompareOptions:
     align: str = setting("iteration", "line checkpoints up by iteration, or by stage (a warm start's stage 2 "
                          "against a run from scratch)", choices=("iteration", "stage"))
     out: str = setting("", "also write the table to this CSV file ('' = print only)")
+    options: str = setting("auto", "the snapshots taken under these analysis options, as their rows' options column "
+                           "says them (e.g. options=layers=blocks.0,blocks.1; '' = the defaults; auto = the defaults', or "
+                           "the one set of options both runs' snapshots were taken under when they have no default ones)")
 
     def __post_init__(self):
         check_fields(self)

@@ -11,12 +11,14 @@ The whole dataset lives as uint8 tensors on the device (airbench style); see str
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from data import torchvision_sets
 from conf.errors import DataError
+from conf.global_settings import read_normalization
 from data.dataset import ImageDataset, channel_statistics, normalize
 from data.noise import apply_label_noise
 from data.stream import EpochPlan, TrainingStream, crop_and_flip
@@ -39,9 +41,11 @@ _LAST_LOADED: dict = {}  # the two datasets loaded last: a transfer grid alterna
 
 
 def load_dataset(settings, *, data_root: Path, download: bool) -> ImageDataset:
-    """The dataset `settings` names, on the CPU, with clean labels and train-split statistics.
+    """The dataset `settings` names, on the CPU, with clean labels and the mean and std its images are
+    normalised by: the training split's own statistics, or those `settings.normalization` names (a model
+    trained elsewhere with other statistics, e.g. ImageNet's, is fed the inputs it was trained on).
 
-    Uses settings.dataset, data_seed, train_subset and, for synthetic only, image_size,
+    Uses settings.dataset, data_seed, train_subset, normalization and, for synthetic only, image_size,
     synthetic_classes, synthetic_train_size and synthetic_test_size (torchvision datasets keep their
     native size: 32 px, MNIST 28 px). Raises DataError (one line) when the data is unavailable.
     The last two datasets loaded are kept: a grid's runs, and an experiment's analysis, usually share them.
@@ -55,7 +59,16 @@ def load_dataset(settings, *, data_root: Path, download: bool) -> ImageDataset:
         while len(_LAST_LOADED) >= 2:
             _LAST_LOADED.pop(next(iter(_LAST_LOADED)))
         _LAST_LOADED[key] = loaded
-    return _LAST_LOADED[key]
+    return normalized_as(_LAST_LOADED[key], settings.normalization)
+
+
+def normalized_as(dataset: ImageDataset, normalization: str) -> ImageDataset:
+    """`dataset` with the mean and std a run's `normalization` names (`[MEAN,...]/[STD,...]`, one per channel:
+    conf checked them), as float32; as it is for `dataset` (the training split's own statistics)."""
+    if normalization == "dataset":
+        return dataset
+    mean, std = (torch.tensor(numbers, dtype=torch.float32) for numbers in read_normalization(normalization))
+    return dataclasses.replace(dataset, mean=mean, std=std)
 
 
 def _load(settings, *, data_root: Path, download: bool) -> ImageDataset:

@@ -24,8 +24,10 @@ class ImageDataset:
     test_images: Tensor
     test_labels: Tensor
     num_classes: int
-    mean: Tensor  # float32 [C]: per-channel mean of train_images / 255
-    std: Tensor  # float32 [C]: per-channel population standard deviation of train_images / 255
+    # float32 [C]: what the images are normalised by, (x / 255 - mean) / std: per-channel mean and population standard
+    # deviation of train_images / 255 (channel_statistics), or the statistics the run's `normalization` names
+    mean: Tensor
+    std: Tensor
 
     def to(self, device: torch.device | str) -> ImageDataset:
         """The same dataset with every tensor on `device` (a no-op copy-free move if already there)."""
@@ -42,8 +44,9 @@ class ImageDataset:
 
 def channel_statistics(images: Tensor, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
     """Per-channel mean and population std (no Bessel correction) of uint8 `images` / 255 over every pixel of
-    the channel, as float32 [C]: the lab's one normalisation rule, which load_dataset gives every run and
-    metrics.measure uses when no `normalization=` is given, so both feed a model the same float32 inputs.
+    the channel, as float32 [C]: the lab's one normalisation rule, which load_dataset gives every run that names
+    no statistics of its own (`normalization=dataset`) and metrics.measure uses when no `normalization=` is
+    given, so both feed a model the same float32 inputs.
 
     Sums of pixels and of squared pixels are accumulated as exact integers (chunked, so CIFAR's
     150 M pixels never become a 1.2 GB float64 copy); only the final division is floating point,

@@ -53,11 +53,13 @@ def _by_layer(metrics: pd.DataFrame, metric: str, label: str, log: bool):
     drawing, axes = panel_grid(len(groups))
     shared(axes, x=True, y=True)  # recipes side by side: one layer axis, one value range
     for axis, (fixed, part) in zip(axes, groups):
-        seaborn.lineplot(part, x="hidden layer", y="value", hue="depth", marker="o", errorbar=SEED_BAND,
-                         palette="viridis", legend="full", ax=axis)
+        sized = part["depth"].notna().any()  # a torchvision builder's recipe has no depth (null): one line, no legend
+        seaborn.lineplot(part, x="hidden layer", y="value", hue="depth" if sized else None, marker="o",
+                         errorbar=SEED_BAND, palette="viridis" if sized else None, legend="full", ax=axis)
         axis.set_ylabel(label)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        legend_outside(axis, title="depth")
+        if sized:
+            legend_outside(axis, title="depth")
         if len(groups) > 1:  # one panel: the suptitle says it all
             titled(axis, fixed, 8)
         if log:

@@ -5,6 +5,7 @@ Called by analysis.py after measuring (unless figures=false), and by its `figure
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -13,6 +14,8 @@ import pandas as pd
 
 from checkpointing import ExperimentFolder, RunFolderError
 from conf import DEFAULT_EXPERIMENT, EXPERIMENTS, Experiment, Plan, SettingsError
+from conf.global_settings import UNKNOWN
+from conf.analysis import NO_RECIPE, asks_defaults, option_words
 from conf.plasticity import has_parent, parent_settings, run_kind
 from utils import atomic_write_text, exclusive_lock
 
@@ -27,7 +30,10 @@ def describe_filter(overrides: tuple) -> str:
 def run_table(experiment_dir: Path) -> pd.DataFrame:
     """Every run folder of the experiment: id, kind, state, iteration/total, parent, why it stopped (status.json's
     reason: a failure, a divergence, a signal) and its settings. A run whose settings file is unusable is a row
-    of state "skipped" with the error as its reason and no settings (logged): the others are still reported."""
+    of state "skipped" with the error as its reason and no settings (logged): the others are still reported. A
+    training setting an imported run was not told is `unknown` (a value of its own: never equal to a number); a
+    model size its arch does not take (a torchvision builder's depth) is left empty; imported_from is `imported`
+    (its files' hash, in its run id, tells two imports apart as a seed does)."""
     rows = []
     for folder in ExperimentFolder(experiment_dir).run_folders():
         try:
@@ -44,7 +50,8 @@ def run_table(experiment_dir: Path) -> pd.DataFrame:
                      "parent": parent_settings(settings).run_id if has_parent(settings) else "",
                      "reason": str(status.get("reason", "")),
                      **{key: json.dumps(value) if isinstance(value, list) else value
-                        for key, value in settings.to_record().items()}})
+                        for key, value in settings.to_record().items()}, **dict.fromkeys(settings.unknown(), UNKNOWN),
+                     "imported_from": "imported" if settings.imported_from else ""})  # its files' hash: no recipe
     return pd.DataFrame(rows)
 
 
@@ -52,7 +59,8 @@ RUN_COLUMNS = ("run_id", "kind", "state", "iteration", "parent", "reason")  # th
 
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
-    """The settings that take more than one value across the runs (a skipped run's missing ones aside)."""
+    """The settings that take more than one value across the runs (a skipped run's missing ones aside, and a size
+    an arch does not take; `unknown` is a value: lr 0.02 and unknown vary, two unknowns do not)."""
     return [key for key in runs.columns if key not in RUN_COLUMNS and runs[key].dropna().astype(str).nunique() > 1]
 
 
@@ -79,8 +87,11 @@ def expected_run_ids(experiment: str | Experiment) -> set[str]:
 
 
 def describe_values(name: str, values: list) -> str:
-    """`seeds 0–2` for a run of consecutive integers, `seeds 0, 3` otherwise, `seed 0` for one."""
-    values = sorted(int(value) if float(value).is_integer() else value for value in values)  # 0.0 of a column with gaps
+    """`seeds 0–2` for a run of consecutive integers, `seeds 0, 3` otherwise, `seed 0` for one; `unknown` (a
+    training setting imported runs were not told) after the numbers, as a value of its own: `lrs 0.1, unknown`."""
+    numbers = sorted(int(value) if float(value).is_integer() else value  # 0.0 of a column with gaps
+                     for value in values if value != UNKNOWN)
+    values = numbers + [UNKNOWN] * (len(numbers) < len(values))
     if len(values) == 1:
         return f"{name} {values[0]}"
     consecutive = all(isinstance(value, int) for value in values) and values == list(range(values[0], values[-1] + 1))
@@ -117,19 +128,27 @@ def describe_grid(experiment: str | Experiment | None, runs: pd.DataFrame) -> st
 def swept_words(runs: pd.DataFrame) -> str:
     """`depth (2, 4), label_noise (0.0, 0.2), seed (0, 1)`: every setting that takes more than one value among the
     runs, with its values (a key the experiment names but these runs hold fixed is not listed)."""
-    keys = varying_keys(runs)
-    words = [f"{key} ({', '.join(map(str, sorted(runs[key].dropna().unique(), key=str)))})" for key in keys]
+    from findings.recipes import record_value
+
+    keys = varying_keys(runs)  # whole numbers as such: depth 2, not the 2.0 of a column with gaps
+    words = [f"{key} ({', '.join(sorted({str(record_value(key, value)) for value in runs[key].dropna()}))})"
+             for key in keys]
     return ", ".join(words)
 
 
 def describe_differences(run: pd.Series) -> str:
-    """The settings of one run that differ from the defaults: `depth=2, width=8`."""
+    """The settings of one run that differ from the defaults: `depth=2, width=8`; of an imported run, `imported`
+    and the training settings it was not told, `depth=2, imported; lr, epochs unknown` (never their defaults); a
+    size its arch does not take is left out."""
     from conf import Settings
+    from findings.recipes import missing
 
-    defaults = Settings().to_record()
-    changed = [f"{key}={run[key]}" for key, default in defaults.items()
-               if key in run and not same_value(json.dumps(default) if isinstance(default, list) else default, run[key])]
-    return ", ".join(changed)
+    defaults = {item.name: item.default for item in dataclasses.fields(Settings)}
+    unknown = [key for key in defaults if key in run and run[key] == UNKNOWN]
+    changed = [("imported" if key == "imported_from" else f"{key}={run[key]}") for key, default in defaults.items()
+               if key in run and key not in unknown and not missing(run[key])
+               and not same_value(json.dumps(list(default)) if isinstance(default, tuple) else default, run[key])]
+    return "; ".join(part for part in (", ".join(changed), ", ".join(unknown) + " unknown" if unknown else "") if part)
 
 
 def same_value(first, second) -> bool:
@@ -166,6 +185,9 @@ def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
         raise SettingsError(f"{path} is not a readable table ({error}); {measure} (it rebuilds the table)") from None
     if not len(metrics):
         raise SettingsError(f"{path} has no rows: no checkpoint is measured yet; {measure}")
+    metrics = question_rows(metrics, plan.analysis)
+    if not len(metrics):
+        raise SettingsError(f"{path} has no rows measured under {describe_question(plan.analysis)}; {measure}")
     every = metrics
     for key, values in plan.overrides:  # the same filter as for measuring
         metrics = metrics[metrics[key].isin(values)] if key in metrics else metrics
@@ -173,6 +195,25 @@ def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
     if plan.overrides and not len(metrics):
         raise SettingsError(f"no row of {path} matches {describe_filter(plan.overrides)}; nothing was drawn")
     return metrics
+
+
+def question_rows(table: pd.DataFrame, analysis) -> pd.DataFrame:
+    """The table's rows of one question: each row measured under the analysis options `analysis` gives the options
+    its numbers depend on (its `depends_on` column; its `options` column says those it was measured under). The
+    tables (metrics.parquet, similarity.parquet) hold every call's rows side by side; the figures, the read-out and
+    analysis.read_table read one question, so no key appears twice. No registry needed: drawing loads no torch."""
+    if asks_defaults(analysis):
+        return table[table["options"] == ""]
+    asked = {names: option_words(analysis, names.split()) for names in table["depends_on"].unique()}
+    return table[table["options"] == table["depends_on"].map(asked)]
+
+
+def describe_question(analysis) -> str:
+    """"the default analysis options", or the options that decide numbers as the command line's words."""
+    defaults = type(analysis)()
+    changed = [f"{item.name}={getattr(analysis, item.name)}" for item in dataclasses.fields(analysis)
+               if item.name not in NO_RECIPE and getattr(analysis, item.name) != getattr(defaults, item.name)]
+    return " ".join(changed) if changed else "the default analysis options"
 
 
 def with_ancestors(chosen: pd.DataFrame, every: pd.DataFrame) -> pd.DataFrame:
@@ -199,6 +240,7 @@ def read_similarity(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame | 
     except (FileNotFoundError, ArrowException, ValueError) as error:
         logger.info("no similarity table (%s)", type(error).__name__)
         return None
+    similarity = question_rows(similarity, plan.analysis)
     for key, values in plan.overrides:
         similarity = similarity[similarity[key].isin(values)] if key in similarity else similarity
     return similarity
@@ -223,7 +265,8 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
     experiment_dir = experiment.path
     runs = run_table(experiment_dir)
     description = describe_grid(plan.preset or plan.experiment, runs)
-    inputs = published.Inputs.of(experiment, describe_filter(plan.overrides), description, runs,
+    question = f"{describe_filter(plan.overrides)} under {describe_question(plan.analysis)}"  # what is drawn
+    inputs = published.Inputs.of(experiment, question, description, runs,
                                  formats=tuple(plan.analysis.figure_formats.split(",")))
     record = published.read_record(experiment)
     if inputs.unchanged(record, experiment):
@@ -239,7 +282,7 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str)
 def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame, description: str, inputs,
                     record: dict) -> int:
     from figures import published
-    from figures.report import TROUBLED_STATES, eval_mode_lags, troubled_runs, write_report  # imports seaborn
+    from figures.report import TROUBLED_STATES, eval_mode_lags, transfer_tasks, troubled_runs, write_report  # seaborn
     from findings.readout import readout
 
     metrics = read_table(experiment, plan)
@@ -253,11 +296,15 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
              "newest measured checkpoint"] if len(unfinished) else []
     if plan.overrides:
         notes.append(f"Figures and tables of the runs with {describe_filter(plan.overrides)} (the command line's filter).")
+    if not asks_defaults(plan.analysis):
+        notes.append(f"Figures and tables of the rows measured under {describe_question(plan.analysis)} (the command "
+                     f"line's analysis options); python analysis.py figures experiment={plan.experiment_argument()} "
+                     "draws those of the default options, which are kept beside them.")
     troubled = troubled_runs(runs, set(metrics["run_id"]), describe_filter(plan.overrides))
     report = write_report(experiment.path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
                           found, notes, troubled=troubled,
                           unfinished=set(unfinished["run_id"]) if len(unfinished) else set(),
-                          lagging=eval_mode_lags(metrics))
+                          lagging=eval_mode_lags(metrics), tasks=transfer_tasks(metrics))
     code = 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
     published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries,
                                         "outputs": published.output_digests(experiment)})

@@ -5,7 +5,8 @@
     inputs.figure_key(spec)                          # a figure is redrawn only when its key changed
 
 A figure is a pure function of its table (metrics.parquet or similarity.parquet, as its FigureSpec says),
-the command line's run filter and the code of figures/ and findings/; the report adds the run table (states,
+the command line's run filter and analysis options (the question: which rows are drawn) and the code of figures/
+and findings/; the report adds the run table (states,
 iterations). The formats asked for (figure_formats=) are in no key: a figure that lacks one is drawn again, one
 that has more (PDFs made by an earlier call) is kept as it is.
 The tables are folders of parts that are only ever replaced whole, and only when their rows change
@@ -55,7 +56,7 @@ class Inputs:
 
     tables: dict[str, str]  # {"metrics" | "similarity": digest of the table folder's parts}
     runs: str  # the run table: ids, states, iterations, settings (the report's)
-    context: str  # the figure code, the run filter typed, the experiment's name and description
+    context: str  # the figure code, the run filter and analysis options typed, the experiment's name and description
     formats: tuple[str, ...] = ("png",)  # the files each figure must have (figure_formats=): not in any key
 
     @classmethod

@@ -52,8 +52,11 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def varying_settings(runs: pd.DataFrame, ignore=("run_id", "state", "iteration", "kind", "parent", "reason")) -> pd.DataFrame:
-    """key -> the values it takes across the runs, for the keys that take more than one."""
-    rows = [{"setting": key, "values": ", ".join(map(str, sorted(runs[key].dropna().unique(), key=str)))}
+    """key -> the values it takes across the runs, for the keys that take more than one (`unknown` one of them; a
+    size an arch does not take none; whole numbers as such: depth 2, not the 2.0 of a column with gaps)."""
+    from findings.recipes import record_value
+
+    rows = [{"setting": key, "values": ", ".join(sorted({str(record_value(key, value)) for value in runs[key].dropna()}))}
             for key in runs.columns if key not in ignore and runs[key].dropna().astype(str).nunique() > 1]
     return pd.DataFrame(rows, columns=["setting", "values"])
 
@@ -79,7 +82,9 @@ def _text(text: str) -> str:
 
 
 def _cell(value) -> str:
-    if value is None or value != value:  # NaN: a skipped run has no settings
+    # NaN: a skipped run has no settings, an arch no size it does not take (a training setting an imported run was
+    # not told is the text `unknown`: figures/publish.py run_table)
+    if value is None or value != value:
         return "–"
     return _text(f"{value:.4g}" if isinstance(value, float) else str(value))
 
@@ -218,16 +223,14 @@ def _figure_parts(drawn: dict, experiment_dir: Path) -> list[str]:
     return parts
 
 
-def transfer_tasks(experiment: ExperimentFolder) -> dict[str, str]:
-    """run id -> the transfer task its transfer_accuracy rows read, or why it has none (the table's
-    `transfer_task` column, analysis.py); {} when the table has no such column (measured before it)."""
-    from pyarrow import ArrowException
-
-    try:
-        table = pd.read_parquet(experiment.table_path, columns=["run_id", "transfer_task"])
-    except (ArrowException, KeyError, ValueError, OSError):  # no table, or one without the column
+def transfer_tasks(table: pd.DataFrame) -> dict[str, str]:
+    """run id -> the transfer task its transfer_accuracy rows read, or why it has none (its other rows say why): the
+    `transfer_task` column of the rows the report reads (one question: figures/publish.py question_rows)."""
+    if "transfer_task" not in table:
         return {}
-    return {run: ", ".join(sorted(set(tasks.dropna()))) for run, tasks in table.groupby("run_id")["transfer_task"]}
+    transfer = table["metric"] == "transfer_accuracy"
+    said = table[transfer | ~table["run_id"].isin(set(table.loc[transfer, "run_id"]))]
+    return {run: ", ".join(sorted(set(tasks.dropna()))) for run, tasks in said.groupby("run_id")["transfer_task"]}
 
 
 def eval_mode_lags(table: pd.DataFrame, margin: float = EVAL_MODE_MARGIN) -> dict[str, str]:
@@ -255,15 +258,15 @@ def eval_mode_lags(table: pd.DataFrame, margin: float = EVAL_MODE_MARGIN) -> dic
 
 def write_report(experiment_dir: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
                  skipped: dict, readout, notes: list[str], *, troubled: list[tuple] = (),
-                 unfinished: set = frozenset(), lagging: dict | None = None) -> Path:
+                 unfinished: set = frozenset(), lagging: dict | None = None, tasks: dict | None = None) -> Path:
     """Write the experiment folder's report, beside the figures folder it links (relative links: the
     folder can move); returns its path. Top to bottom: what ran (`description`), the Findings (the
     read-out's table and sentences, findings/readout.py; the `troubled` runs; the runs whose eval-mode accuracy
-    lags their batch statistics, `lagging`: eval_mode_lags of the table), the figures, the runs, the seed-mean
-    phase table."""
+    lags their batch statistics, `lagging`: eval_mode_lags of the table), the figures, the runs (with `tasks`:
+    transfer_tasks of the table, LearnPhase's transfer probe, which task each run's was or why none), the
+    seed-mean phase table."""
     experiment = ExperimentFolder(experiment_dir)
     varying = varying_settings(runs)
-    tasks = transfer_tasks(experiment)  # LearnPhase's transfer probe: which task each run's was, or why none
     if tasks and "run_id" in runs:
         runs = runs.assign(transfer_task=runs["run_id"].map(tasks).fillna("not measured"))
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>",

@@ -25,7 +25,8 @@ import pandas as pd  # noqa: E402
 import seaborn  # noqa: E402
 
 from findings.noise import seed_band  # noqa: E402
-from findings.recipes import SETTINGS, setting_column, settings_of, staged, transferred  # noqa: E402, F401  (one owner)
+from findings.recipes import (SETTINGS, recipe_column, setting_column, setting_words,  # noqa: E402, F401  (one owner)
+                              settings_of, staged, transferred)
 from utils import atomic_write_bytes  # noqa: E402
 
 seaborn.set_theme(context="paper", style="whitegrid", font_scale=1.1)
@@ -167,20 +168,26 @@ def save(figure, stem: Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
 
 
 def varying(metrics: pd.DataFrame, candidates, exclude=("seed",)) -> list[str]:
-    """The settings among `candidates` that take more than one value in the table."""
-    return [key for key in candidates if key in metrics and key not in exclude and metrics[key].nunique(dropna=False) > 1]
+    """The settings among `candidates` that take more than one value in the table; null (a training setting an
+    imported run was not told, a size its arch does not take) is one value of its own: it differs from every
+    number, and two nulls are no sweep."""
+    return [key for key in candidates if key in metrics and key not in exclude
+            and recipe_column(metrics, key).nunique(dropna=False) > 1]
 
 
 # -- recipes: what a figure holds fixed ---------------------------------------------------------------------
 
 POOLED = ("seed",)  # seeds of one recipe are one line: their mean with a confidence band (SEED_BAND)
-# What a one-recipe figure names when nothing varies: enough to tell it from another experiment's figure.
+# What a one-recipe figure names when nothing varies: enough to tell it from another experiment's figure (a size
+# the arch does not take left out, a training setting an imported run was not told said `unknown`).
 SUMMARY = ("dataset", "arch", "depth", "width", "optimizer", "lr", "epochs")
 
 
 def describe(row: pd.Series, keys) -> str:
-    """`key=value, ...` for the settings `keys` of one row."""
-    return ", ".join(f"{key}={row[key]}" for key in keys)
+    """`key=value, ...` for the settings `keys` of one row: `lr=unknown` for a training setting an imported run
+    was not told, a model size its arch does not take (torchvision's depth and width) left out
+    (findings/recipes.py setting_words)."""
+    return setting_words(row, keys)
 
 
 def grouping_keys(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> list[str]:
@@ -193,12 +200,14 @@ def recipe_groups(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> lis
     """[(what the group holds fixed, its rows)], one group per combination of every setting that varies among
     `rows` besides `plotted` and `pooled` (grouping_keys), sorted by those values. A figure draws each group in
     its own panel (or figure) and titles it with the description, so no line pools two recipes (two widths,
-    optimizers or data sizes read as one curve). With a single recipe, the description names its SUMMARY."""
+    optimizers or data sizes read as one curve). With a single recipe, the description names its SUMMARY. Null is
+    a value of its own (`varying`): an imported run of unknown lr is never grouped with a trained run's lr."""
     keys = grouping_keys(rows, plotted, pooled, also)
     if rows.empty or not keys:
         summary = [key for key in SUMMARY if key in rows and key not in plotted]
         return [(describe(rows.iloc[0], summary) if len(rows) else "no runs", rows)]
-    return [(describe(part.iloc[0], keys), part) for _, part in rows.groupby(keys, sort=True, dropna=False)]
+    return [(describe(part.iloc[0], keys), part)
+            for _, part in rows.groupby([recipe_column(rows, key) for key in keys], sort=True, dropna=False)]
 
 
 def wrapped(text: str, width: int = 70) -> str:

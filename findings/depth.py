@@ -21,7 +21,8 @@ import pandas as pd
 
 from findings import noise
 from findings.rows import INTERMEDIATE, MIXED, NO_INTERMEDIATE, SIDE_BY_SIDE, finding, level_words
-from findings.recipes import distinguishing_keys, own_runs, recipe_labels, scope_words, varying_keys
+from findings.recipes import (distinguishing_keys, own_runs, recipe_column, recipe_labels, scope_words, setting_words,
+                              varying_keys)
 
 DEPTH_RESOLUTION = 0.5  # layers
 
@@ -100,11 +101,13 @@ def trend_rows(runs: pd.DataFrame, labels: dict, levels: dict) -> list[dict]:
     rows, keys, named = [], varying_keys(runs), distinguishing_keys(runs)
     for key in keys:
         fixed = [other for other in keys if other != key]
-        families = runs.groupby(fixed, dropna=False, sort=True) if fixed else [((), runs)]
+        families = (runs.groupby([recipe_column(runs, other) for other in fixed], dropna=False, sort=True) if fixed
+                    else [((), runs)])  # imported_from as imported or not: two imports of one recipe are its seeds
         for _, family in families:
+            family = family[family[key].notna()]  # null (an unknown lr, a size the arch does not take) has no place on it
             if family[key].astype(str).nunique() > 1:
                 # named by the other keys that tell recipes apart (every other key is held too: the family's)
-                held = ", ".join(f"{name}={family[name].iloc[0]}" for name in named if name != key)
+                held = setting_words(family.iloc[0], [name for name in named if name != key])
                 rows.append(trend_row(key, f"along {key}" + (f" at {held}" if held else ""), family, labels, levels))
     return rows
 

@@ -3,6 +3,11 @@
     runs = run_rows(metrics)                   # one row per run: its settings and kind (scratch, stage1, stage, child)
     labels = recipe_labels(runs)               # run id -> "depth=4, label_noise=0.2" (the keys that vary among them)
     scope_words(runs, all_runs)                # "2 stage-1 parent(s) of the table's 22 runs; a stage-1 parent trains …"
+    setting_words(row, ["arch", "depth", "lr"]) # "arch=torchvision:resnet18, lr=unknown": a size it does not take left out
+
+The table holds null for a training setting an imported run was not told (conf TRAINING_FACTS: shown `unknown`,
+one value of its own: never equal to a trained run's, and two unknowns are not a sweep) and for a model size its
+arch does not take (conf MODEL_SIZES: left out of every label).
 
 A child (warm-started, transfer or later-stage run: conf/plasticity.py run_kind) starts from its parent's
 state, so its curves have no learning phases and no effective depth of their own: the phase and collapse
@@ -17,17 +22,67 @@ import json
 import pandas as pd
 
 from conf import Settings
+from conf.global_settings import MODEL_SIZES, UNKNOWN
 
 SETTINGS = tuple(field.name for field in dataclasses.fields(Settings))
+WHOLE = {field.name for field in dataclasses.fields(Settings) if field.default.__class__ is int}  # int settings
+
+
+def missing(value) -> bool:
+    """Whether a table cell holds no value (null: None or NaN)."""
+    return value is None or (isinstance(value, float) and value != value) or value is pd.NA
+
+
+def record_value(name: str, value):
+    """A table cell as the settings record holds it: None for null, a whole-number setting as an int (a column
+    with nulls is float: epochs 20.0 -> 20), a numpy scalar as Python's."""
+    if missing(value):
+        return None
+    if name in WHOLE and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value.item() if hasattr(value, "item") else value
+
+
+def shown_value(name: str, value):
+    """A setting's value as a label shows it (record_value): `unknown` for null, imported_from as `imported` or
+    `trained here` (the files' hash tells two imports apart as a seed does: it is no recipe of its own)."""
+    if missing(value):
+        return UNKNOWN
+    if name == "imported_from":
+        return "imported" if value else "trained here"
+    return record_value(name, value)
+
+
+def setting_words(row: pd.Series, keys) -> str:
+    """`depth=4, lr=0.1` for the settings `keys` of one row: a training setting the run was not told as
+    `lr=unknown`, a model size its arch does not take (null) left out — for the arch, which says why it has none,
+    when `keys` do not name it (`depth=2` beside `arch=torchvision:resnet18`)."""
+    words, named = [], set()
+    for key in keys:
+        if key in MODEL_SIZES and missing(row[key]):
+            key = "arch"  # a torchvision builder's run has no depth: its arch tells it apart instead
+            if key in keys or key in named or key not in row:
+                continue
+        named.add(key)
+        shown = shown_value(key, row[key])
+        words.append(str(shown) if key == "imported_from" else f"{key}={shown}")
+    return ", ".join(words)
+
+
+def recipe_column(frame: pd.DataFrame, key: str) -> pd.Series:
+    """A settings column as recipes compare it: as it is (null a value of its own), but imported_from as whether
+    the run was imported (shown_value): two imports of one recipe are two of its seeds."""
+    column = frame[key]
+    return column.map(lambda value: shown_value(key, value)) if key == "imported_from" else column
 
 
 def settings_of(row: pd.Series) -> Settings:
     """A run's Settings from one of its table rows: the table holds list settings as JSON text
-    (metrics/store.py), numbers as numpy scalars."""
+    (metrics/store.py), numbers as numpy scalars, null as None or NaN (an unknown training setting, a size the
+    arch does not take), whole numbers as floats in a column with nulls."""
     record = {name: row[name] for name in SETTINGS if name in row}
     return Settings.from_record({key: json.loads(value) if isinstance(value, str) and value.startswith("[")
-                                 else value.item() if hasattr(value, "item") else value
-                                 for key, value in record.items()})
+                                 else record_value(key, value) for key, value in record.items()})
 
 
 def setting_column(metrics: pd.DataFrame, name: str, default) -> pd.Series:
@@ -58,10 +113,16 @@ def recipe_keys(frame: pd.DataFrame) -> list[str]:
     return [name for name in SETTINGS if name in frame and name != "seed"]
 
 
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Settings columns as the text a label shows (shown_value): null is `unknown`, one value of its own — two
+    runs that were not told their lr agree on it, and neither agrees with a run of lr=0.02."""
+    return frame.apply(lambda column: column.map(lambda value: str(shown_value(column.name, value))))
+
+
 def varying_keys(runs: pd.DataFrame) -> list[str]:
     """The recipe keys that take more than one value among `runs` (one row per run)."""
     keys = recipe_keys(runs)
-    counts = runs[keys].astype(str).nunique() if keys else pd.Series(dtype=int)
+    counts = as_text(runs[keys]).nunique() if keys else pd.Series(dtype=int)
     return [key for key in keys if counts[key] > 1]
 
 
@@ -89,7 +150,7 @@ def distinguishing_keys(runs: pd.DataFrame) -> list[str]:
     separates the most recipes), in settings order. A table that holds several grids (the demo's three stories)
     varies a dozen keys together; naming them all made every label a paragraph."""
     keys = varying_keys(runs)
-    recipes = {tuple(values) for values in runs[keys].astype(str).to_numpy()}  # the distinct recipes, as tuples
+    recipes = {tuple(values) for values in as_text(runs[keys]).to_numpy()}  # the distinct recipes, as tuples
 
     def told_apart(columns: list[str]) -> int:  # how many recipes these keys alone tell apart
         positions = [keys.index(key) for key in columns]
@@ -106,7 +167,7 @@ def recipe_labels(runs: pd.DataFrame, all_runs: pd.DataFrame | None = None) -> d
     recipe: "every run", or what the runs are when they are not all of `all_runs` ("the 2 stage-1 parents")."""
     keys = distinguishing_keys(runs)
     alone = "every run" if all_runs is None or len(runs) == len(all_runs) else "the " + kind_words(runs)
-    return {row["run_id"]: ", ".join(f"{key}={row[key]}" for key in keys) or alone for _, row in runs.iterrows()}
+    return {row["run_id"]: setting_words(row, keys) or alone for _, row in runs.iterrows()}
 
 
 def kind_words(runs: pd.DataFrame) -> str:

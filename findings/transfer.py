@@ -21,7 +21,7 @@ import pandas as pd
 
 from findings import noise
 from findings.rows import finding, iteration_words, level_words, resolution_of
-from findings.recipes import own_runs, recipe_labels
+from findings.recipes import missing, own_runs, recipe_labels, shown_value
 
 # What a child's recipe is besides its start, and what tells a parent's recipe from its seeds'.
 START_KEYS = ("seed", "start_from_iteration", "start_phase_layer", "pretrain_checkpoint_extra", "stage")
@@ -70,7 +70,8 @@ def parent_recipes(accuracy: pd.DataFrame, parents: set) -> dict:
 
     rows = accuracy[accuracy["run_id"].isin(parents)].drop_duplicates("run_id").set_index("run_id")
     keys = [key for key in grouping_keys(rows) if key not in ("dataset", "arch", "depth")]
-    names = {run: f"{row['arch']}-{row['depth']} on {row['dataset']}" for run, row in rows.iterrows()}
+    names = {run: f"{row['arch']}{'' if missing(row['depth']) else '-' + str(shown_value('depth', row['depth']))} on "
+                  f"{row['dataset']}" for run, row in rows.iterrows()}  # a torchvision builder's run has no depth (null)
     return {run: f"{names[run]}, {describe(row, keys)}" if keys else names[run] for run, row in rows.iterrows()}
 
 

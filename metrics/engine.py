@@ -29,7 +29,7 @@ from conf.analysis import Analysis, check_heldout_split
 from metrics.moments import one_hot
 from metrics.registry import METRICS, LayerResults, select
 from metrics.ridge import Target
-from metrics.similarity import probe_subset
+from metrics.similarity import PROBE_KINDS, probe_subset
 from metrics.statistics import STATISTICS, Batch, Context, RidgeMaps, Statistic, closure
 from metrics.transfer import TransferProbe
 from utils import seeded_generator
@@ -69,10 +69,10 @@ def applicable(names, transfer: TransferProbe | None, options: Analysis | None =
 
 
 def without_snapshots(names, options: Analysis) -> tuple[str, ...]:
-    """`names` less the metrics read from the probe snapshot when none is kept (probe_subset_size=0): they
-    would have no rows, so they would count as missing and be measured again at every call."""
+    """`names` less the metrics read from the probe subset (its snapshot, its full Grams) when there is none
+    (probe_subset_size=0): they would have no rows, so they would count as missing and be measured again at every call."""
     return tuple(name for name in names
-                 if options.probe_subset_size or not any(need.startswith("probe_snapshot") for need in METRICS[name].needs))
+                 if options.probe_subset_size or not any(need.startswith(PROBE_KINDS) for need in METRICS[name].needs))
 
 
 def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_classes: int, options: Analysis,

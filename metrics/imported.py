@@ -1,4 +1,4 @@
-"""python analysis.py import DIR arch=... dataset=... [out_dir=...] [experiment=NAME|FILE.py] — checkpoints trained elsewhere become a run.
+"""python analysis.py import DIR arch=... dataset=... [lr=... epochs=... batch_size=... normalization=...] [out_dir=...] [experiment=NAME|FILE.py] — checkpoints trained elsewhere become a run.
 
 DIR holds one file per checkpoint (`*.pt`, `*.pth`, `*.ckpt`), in the layouts people save them in (the
 import layouts): a bare state dict; a dict holding one under `model` or `state_dict` (`{model, optimizer}`
@@ -13,7 +13,16 @@ Lightning's `epoch=2-step=300.ckpt`; a `.ckpt`'s version suffix `-v1` is no numb
 `last.ckpt`) takes the step it stores (`global_step`: Lightning's; `iteration`: the lab's own; `step`).
 The name comes first, as it always did: a file the name and the index cannot place is the only one whose
 contents place it. The run settings typed say which model they are (arch, depth, width, ...:
-`train.py --help`) and which data they saw (dataset, ...). The files become
+`train.py --help`) and which data they saw (dataset, ...; `normalization=` the statistics its inputs were
+normalised by when they were not the dataset's own, e.g. ImageNet's: the analysis feeds the model those).
+
+An import records facts, not the lab's defaults: each training setting (conf TRAINING_FACTS: lr, epochs,
+batch_size, optimizer, momentum, weight_decay, the schedule, loss, augment, label_noise) is what was typed, else
+null — unknown, so shown `unknown` in every label and never equal to a trained run's value. With batch_size
+unknown the iterations per epoch are too: every checkpoint's epoch is NaN (its iteration is known). A model size
+its arch does not take (depth, width, ... of a torchvision builder) is null, and one typed is said to be
+ignored; label_noise other than 0 is refused (which labels were replaced is not known here: the train split is
+measured with clean labels). The files become
 `<out_dir>/<experiment>/runs/<run_id>/` with settings, a manifest with sha256s and self-describing
 checkpoints, state done: analysis.py, the figures and the report read it as any run. The run id also
 hashes the imported files (`imported_from`), so the same settings trained here are another run.
@@ -64,6 +73,7 @@ import data
 import models
 from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import SettingsError, parse_arguments
+from conf.global_settings import MODEL_SIZES, TRAINING_FACTS
 from utils import one_line, setup_logging
 
 SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -110,6 +120,8 @@ def import_command(arguments: list[str]) -> int:
     apply_threads(plan.execution)
     if len(plan.grid) != 1:
         raise SettingsError(f"import makes one run; the settings typed sweep {len(plan.grid)} (give one value per key)")
+    typed = {key for key, _ in plan.overrides}
+    check_label_noise(plan.grid[0], typed)
     experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
     experiment.check_preset(plan.preset_source)  # another study's folder (a preset file of the same stem): train.py's rule
     candidates, ignored = checkpoint_files(folder)
@@ -117,20 +129,50 @@ def import_command(arguments: list[str]) -> int:
     shape, classes = tuple(dataset.train_images.shape[1:]), dataset.num_classes
     model = build_model(plan.grid[0], shape, classes)
     checkpoints, skipped = usable_checkpoints(folder, candidates, model, plan.grid[0].arch, ignored)
-    settings = dataclasses.replace(plan.grid[0], imported_from=digest_of(
+    settings = imported_settings(plan.grid[0], typed, digest_of(
         {iteration: checkpoint.path for iteration, checkpoint in checkpoints.items()}))
     states = {iteration: model_state(model, checkpoint) for iteration, checkpoint in checkpoints.items()}
     experiment.record_preset(plan.preset_source)
-    written = write_whole_run(experiment, settings, states, shape, classes,
-                              len(dataset.train_labels) // settings.batch_size)
-    stripped = prefix_line(list(checkpoints.values()))
-    if stripped:
-        print(stripped)
+    per_epoch = None if settings.batch_size is None else len(dataset.train_labels) // settings.batch_size
+    written = write_whole_run(experiment, settings, states, shape, classes, per_epoch)
+    for line in (prefix_line(list(checkpoints.values())), ignored_sizes_line(settings, typed), unknown_line(settings)):
+        if line:
+            print(line)
     done = (f"imported {len(states)} checkpoint(s) (iterations {', '.join(map(str, states))}) from {folder} as run"
             if written else f"{folder} (the same settings and files) is already imported, nothing written: run")
     print(f"{done} {settings.run_id} in {experiment.run(settings.run_id).path}; measure it with python analysis.py "
           f"experiment={plan.experiment_argument()} out_dir={plan.execution.out_dir}")
     return report_passed_over(folder, ignored, skipped)
+
+
+def check_label_noise(settings, typed: set[str]) -> None:
+    """SettingsError for a label noise typed other than 0: which training labels it replaced is not known here,
+    so the train split would be measured with clean labels under a noisy run's name."""
+    if "label_noise" in typed and settings.label_noise:
+        raise SettingsError(f"import: label_noise={settings.label_noise} cannot be honoured: which training labels "
+                            "were replaced is not known here, so its train split would be measured with clean "
+                            "labels; accepted: label_noise=0, or leave it out (recorded unknown)")
+
+
+def imported_settings(settings, typed: set[str], imported_from: str):
+    """The run's settings: `imported_from` filled in, and every training fact (TRAINING_FACTS) not typed on the
+    command line null (unknown), never the lab's default."""
+    unknown = {name: None for name in TRAINING_FACTS if name not in typed}
+    return dataclasses.replace(settings, imported_from=imported_from, **unknown)
+
+
+def ignored_sizes_line(settings, typed: set[str]) -> str:
+    """One line naming the model sizes typed that the arch does not take (held null: not the model's), or ''."""
+    ignored = [name for name in MODEL_SIZES if name in typed and getattr(settings, name) is None]
+    return (f"import: {', '.join(ignored)} ignored: arch={settings.arch} does not take "
+            f"{'it' if len(ignored) == 1 else 'them'} (recorded as not applying)") if ignored else ""
+
+
+def unknown_line(settings) -> str:
+    """One line naming the training settings recorded unknown (not typed), or ''."""
+    unknown = settings.unknown()
+    return (f"import: recorded unknown (not typed): {', '.join(unknown)}; type the ones you know (lr=0.1 epochs=30 "
+            "batch_size=128 ...) to record them") if unknown else ""
 
 
 def report_passed_over(folder: Path, ignored: dict[str, str], skipped: dict[str, str]) -> int:
@@ -483,7 +525,7 @@ def prefix_line(checkpoints: list[Checkpoint]) -> str:
 
 
 def write_whole_run(experiment: ExperimentFolder, settings, states: dict[int, dict], shape, classes: int,
-                    per_epoch: int) -> bool:
+                    per_epoch: int | None) -> bool:
     """Build the run under a hidden staging name in runs/ and rename it into place: it appears whole or not
     at all (a kill or a full disk leaves a staging folder, which the next import removes). False, writing
     nothing, when the run is there already: the same settings and the same files were imported before."""
@@ -510,13 +552,17 @@ def already_imported(run: RunFolder, iterations: list[int]) -> bool:
                          f"{written or 'none'}); delete that folder and run the same command")
 
 
-def write_run(run: RunFolder, settings, states: dict[int, dict], shape, classes: int, per_epoch: int) -> None:
-    """The settings, the manifest, one self-describing checkpoint per state and the status done, in `run`."""
+def write_run(run: RunFolder, settings, states: dict[int, dict], shape, classes: int, per_epoch: int | None) -> None:
+    """The settings, the manifest, one self-describing checkpoint per state and the status done, in `run`.
+    `per_epoch`: iterations per epoch, None when the batch size is unknown (the manifest's is null, every
+    checkpoint's epoch NaN: its iteration alone is known)."""
     run.prepare(settings)
     iterations = list(states)
-    run.start_manifest(iterations, max(per_epoch, 1))
+    per_epoch = None if per_epoch is None else max(per_epoch, 1)
+    run.start_manifest(iterations, per_epoch)
     for iteration, state in states.items():
-        run.save_checkpoint(iteration=iteration, epoch=iteration / max(per_epoch, 1), stage=1, settings=settings,
+        epoch = float("nan") if per_epoch is None else iteration / per_epoch
+        run.save_checkpoint(iteration=iteration, epoch=epoch, stage=1, settings=settings,
                             input_shape=shape, num_classes=classes, model_state=state, metrics={})
     run.write_status("done", iteration=iterations[-1], total_iterations=iterations[-1],
                      reason=f"imported ({len(iterations)} checkpoints)")

@@ -28,7 +28,8 @@ REMAKE = "launch the run's grid again to re-make it (training is deterministic)"
 
 def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: bool, device):
     """(train, test, num_classes): the training split as the run trained on it — its labels (after
-    label noise) and, for a stage-1 run of a warm start, only its subset."""
+    label noise) and, for a stage-1 run of a warm start, only its subset — both normalised as its inputs were
+    (its `normalization`: the dataset's own statistics, or those it names; data.load_dataset)."""
     dataset = data.load_dataset(settings, data_root=data_root, download=download).to(device)
     images, labels = dataset.train_images, dataset.train_labels.clone()
     noise = folder.read_label_noise()
@@ -67,8 +68,8 @@ def transfer_probe(settings: Settings, plan: Plan, train: SplitData, test: Split
 def transfer_splits(settings: Settings, plan: Plan, name: str, reference: SplitData, device):
     """(train, test, num_classes) of the dataset `name` the transfer task reads instead of the run's
     own (`transfer_dataset`, or the other dataset of other_dataset_classes), normalised as the
-    network's inputs. The synthetic one is drawn with the next data seed."""
-    source = dataclasses.replace(settings, dataset=name, train_subset=0, label_noise=0.0,
+    network's inputs (`reference`'s mean and std: the run's). The synthetic one is drawn with the next data seed."""
+    source = dataclasses.replace(settings, dataset=name, train_subset=0, label_noise=0.0, normalization="dataset",
                                  data_seed=settings.data_seed + (name == "synthetic"))
     dataset = data.load_dataset(source, data_root=Path(plan.execution.data_root), download=plan.execution.download)
     if dataset.train_images.shape[1:] != reference.images.shape[1:]:

@@ -3,10 +3,11 @@ ExperimentFolder names those folders: metrics/, metrics.parquet/, similarity.par
 
     metrics/<run_id>/iteration_00000256.parquet       one checkpoint's metric rows (a cell)
     metrics/<run_id>/iteration_00000256.sha256        the sha256 of the cell's bytes as written (metrics/store.py)
-    metrics/<run_id>/iteration_00000256.snapshot.npz  its probe snapshot (metrics/snapshots.py)
+    metrics/<run_id>/iteration_00000256.snapshot.npz  its probe snapshot (metrics/snapshots.py) under the default
+                                                      options; under others, .snapshot-<hash of the options>.npz
     metrics/<run_id>/iteration_00000256.lock          held while a process measures that cell
     metrics.parquet/<run_id>.parquet                  one run's fresh rows + its settings as columns
-    metrics.parquet/.<run_id>.json                    what that part was built from (cells' sizes and times, recipe)
+    metrics.parquet/.<run_id>.json                    what that part was built from (cells' sizes and times, versions)
     metrics.parquet/.<run_id>.lock                    held while a process rebuilds the part
     similarity.parquet/<run_id>.parquet, .<run_id>.json   the same, from the probe snapshots
 
@@ -17,6 +18,7 @@ Parquet readers skip names starting with a dot, so the hidden files never show u
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -33,18 +35,21 @@ class StoreLayout:
         """The metrics of one checkpoint (metrics/store.py)."""
         return self.experiment.metrics_path / run_id / f"iteration_{iteration:08d}.parquet"
 
-    def snapshot_path(self, run_id: str, iteration: int) -> Path:
+    def snapshot_path(self, run_id: str, iteration: int, options: str = "") -> Path:
         """One checkpoint's probe snapshot: the probe subset's pooled features per layer (metrics/snapshots.py)."""
-        return self.cell_snapshot_path(self.cell_path(run_id, iteration))
+        return self.cell_snapshot_path(self.cell_path(run_id, iteration), options)
 
     @staticmethod
-    def cell_snapshot_path(cell_path: Path) -> Path:
-        """The probe snapshot beside a cell."""
-        return cell_path.with_suffix(".snapshot.npz")
+    def cell_snapshot_path(cell_path: Path, options: str = "") -> Path:
+        """The probe snapshot beside a cell taken under the analysis options `options` (the `options` words of its
+        metric's rows, '' for the defaults): one file per options, so a call under others adds one beside it."""
+        if not options:
+            return cell_path.with_suffix(".snapshot.npz")
+        return cell_path.with_suffix(f".snapshot-{hashlib.sha256(options.encode()).hexdigest()[:10]}.npz")
 
     def run_snapshot_paths(self, run_id: str) -> list[Path]:
-        """One run's snapshots, sorted by iteration."""
-        return sorted((self.experiment.metrics_path / run_id).glob("iteration_*.snapshot.npz"))
+        """One run's snapshots under every options, sorted by iteration."""
+        return sorted((self.experiment.metrics_path / run_id).glob("iteration_*.snapshot*.npz"))
 
     def similarity_part_path(self, run_id: str) -> Path:
         """One run's rows of the similarity table; its index beside it, hidden, as the metrics table's."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from conf.analysis import Analysis, analysis_of, option_value, option_words
 from conf.errors import SettingsError
 from metrics.moments import ClassMoments, cdnv
 from metrics.ridge import fitted_error, ridge_mse
@@ -60,6 +61,7 @@ class Metric:
     across_layers: bool = False  # function(layers: {name: LayerResults}, layer_names, options) -> rows
     # an accuracy's examples per split (its `examples` column): the read-out's resolution, a few examples' worth
     examples: Callable[[LayerResults], dict] | None = None
+    on_request: bool = False  # left out of `metrics=all`, measured only when named (a cost most analyses need not pay)
 
     def depends_on(self) -> tuple[str, ...]:
         """Every analysis option its values depend on."""
@@ -73,14 +75,14 @@ METRICS: dict[str, Metric] = {}
 
 
 def register(name: str, *, version: int, paper: str, needs: tuple[str, ...], details=None, options=(),
-             across_layers: bool = False, examples=None):
+             across_layers: bool = False, examples=None, on_request: bool = False):
     def decorator(function):
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
         for need in needs:
             need_options(need)  # an unknown statistic or target fails here, at import
         METRICS[name] = Metric(name, version, paper, function, tuple(needs), details, tuple(options), across_layers,
-                               examples)
+                               examples, on_request)
         return function
 
     return decorator
@@ -99,6 +101,21 @@ def discover() -> None:
             importlib.import_module(name)
 
 
+def option_names(metric: Metric) -> tuple[str, ...]:
+    """The analysis options the metric's numbers depend on: those it and its statistics read, and `layers` (other
+    layers, other rows), sorted: a row's `depends_on` column, as words."""
+    return tuple(sorted({*metric.depends_on(), "layers"}))
+
+
+def chosen_options(metric: Metric, options) -> dict:
+    """{option: value} of the analysis options that decide the metric's numbers: those it and its statistics
+    read, and `layers` when given (the family's own keep the recipes they had)."""
+    chosen = {option: getattr(options, option) for option in metric.depends_on()}
+    if getattr(options, "layers", ""):
+        chosen["layers"] = option_value(options, "layers")
+    return chosen
+
+
 def recipe(metric: Metric, options) -> str:
     """Hash of what decides the metric's numbers besides the checkpoint: the engine's version, the
     metric's, its statistics' and the analysis options they depend on. A cell of the metric computed
@@ -106,11 +123,8 @@ def recipe(metric: Metric, options) -> str:
     statistics = {}
     for need in metric.needs:
         statistics.update(need_versions(need))
-    chosen = {option: getattr(options, option) for option in metric.depends_on()}
-    if getattr(options, "layers", ""):  # other layers, other rows; the family's own keep the recipes they had
-        chosen["layers"] = options.layers
     text = json.dumps({"engine": ENGINE_VERSION, "metric": metric.name, "version": metric.version,
-                       "statistics": statistics, "options": chosen}, sort_keys=True)
+                       "statistics": statistics, "options": chosen_options(metric, options)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -119,17 +133,44 @@ def recipes(options) -> dict[str, str]:
     return {name: recipe(metric, options) for name, metric in METRICS.items()}
 
 
+def options_text(metric: Metric, options) -> str:
+    """The metric's options that differ from the defaults, as the command line's words (`layers=blocks.0,head
+    transfer_task=brightness`, sorted; '' under the defaults): a row's `options` column. It tells the rows of one
+    question from another call's, which sit beside them in the cells and the table (metrics/store.py)."""
+    return option_words(options, option_names(metric))
+
+
+def options_texts(options) -> dict[str, str]:
+    """{metric: options_text} of every registered metric under these analysis options."""
+    return {name: options_text(metric, options) for name, metric in METRICS.items()}
+
+
+def current_recipe(name: str, text: str) -> str | None:
+    """The recipe metric `name` has now under the options of an `options` column (`text`): a row of that
+    metric and options is current when it was computed under it. None when the metric is no longer registered
+    or the words no longer read (the row is of another version of the lab)."""
+    metric = METRICS.get(name)
+    if metric is None:
+        return None
+    try:
+        return recipe(metric, analysis_of(text))
+    except SettingsError:
+        return None
+
+
 def select(text: str) -> tuple[str, ...]:
-    """`metrics=` -> the metric names it selects, in registry order: `all`, or names separated by commas
-    (SettingsError naming the unknown ones and the accepted values)."""
-    if text.strip() == "all":
-        return tuple(METRICS)
+    """`metrics=` -> the metric names it selects, in registry order: names separated by commas, among them
+    `all` (every metric but those measured on request, which are selected by name: `all,cka_full`);
+    SettingsError naming the unknown ones and the accepted values."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in METRICS]
+    unknown = [name for name in names if name != "all" and name not in METRICS]
     if unknown or not names:
-        raise SettingsError(f"metrics={text} names {', '.join(unknown) or 'no metric'}; accepted: all, or any of "
-                            f"{', '.join(METRICS)} separated by commas")
-    return tuple(name for name in METRICS if name in names)
+        on_request = [name for name, metric in METRICS.items() if metric.on_request]
+        besides = f" (every metric but {', '.join(on_request)}, measured only when named)" if on_request else ""
+        raise SettingsError(f"metrics={text} names {', '.join(unknown) or 'no metric'}; accepted: all{besides}, or "
+                            f"any of {', '.join(METRICS)}, separated by commas")
+    return tuple(name for name, metric in METRICS.items()
+                 if name in names or ("all" in names and not metric.on_request))
 
 
 def _accuracy(fitted: LinearMap) -> dict[str, float]:

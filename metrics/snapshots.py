@@ -1,9 +1,12 @@
 """Probe snapshots and the similarity table built from them (metrics/similarity.py has the CKA itself).
 
 A snapshot, `<out_dir>/<experiment>/metrics/<run_id>/iteration_<8 digits>.snapshot.npz`, is written beside
-the checkpoint's cell when `cka_previous_layer` is measured. It holds:
+the checkpoint's cell when `cka_previous_layer` is measured; under other analysis options (`layers=`,
+`probe_dimensions=`, ...) in a file of its own beside it (metrics/layout.py), so no call replaces another's. It
+holds:
 
-    meta                 JSON text: iteration, epoch, stage, the recipe of cka_previous_layer, the checkpoint's sha256
+    meta                 JSON text: iteration, epoch, stage, the recipe of cka_previous_layer and its options
+                         (the `options` words of its rows, '' for the defaults), the checkpoint's sha256
     indices, labels      int64 [n]: the probe subset's rows of the test split and their labels
     layer:<name>         float16 [n, d]: each layer's pooled features (d <= probe_dimensions), depth order
 
@@ -14,7 +17,9 @@ logits 10).
 `similarity.parquet` (a folder of per-run parts, rebuilt only when a run's snapshots change) has a row per
 (run_id, iteration, kind, layer, other_layer, other_iteration): kind `layers` = CKA of two layers at one
 checkpoint (every ordered pair, the diagonal included), kind `to_final` = CKA of a layer with the same layer
-at the run's last snapshot; `cka` (linear) and `cka_debiased`, with the run's settings as columns.
+at the run's last snapshot of the same options; `cka` (linear) and `cka_debiased`, the snapshots' `options`,
+with the run's settings as columns. It holds every current snapshot's rows, whichever call measured it: a call
+under other options adds rows beside the others.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from metrics.layout import StoreLayout
 from metrics.similarity import cka_vectors, probe_subset
 from utils import atomic_write_bytes, atomic_write_json
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: the options it was taken under
 SNAPSHOT_METRIC = "cka_previous_layer"  # the metric whose measurement writes the snapshot (its recipe is the snapshot's)
 
 
@@ -45,6 +50,7 @@ class Snapshot:
     epoch: float
     stage: int
     recipe: str
+    options: str  # the analysis options it was taken under, as its rows' `options` words ('' for the defaults)
     checkpoint_sha256: str
     indices: np.ndarray  # int64 [n]
     labels: np.ndarray  # int64 [n]
@@ -54,7 +60,7 @@ class Snapshot:
 def write_snapshot(path: Path, snapshot: Snapshot) -> None:
     """The snapshot as one .npz, written atomically (a reader never sees half of it)."""
     meta = {"version": SNAPSHOT_VERSION, "iteration": snapshot.iteration, "epoch": snapshot.epoch,
-            "stage": snapshot.stage, "recipe": snapshot.recipe, "checkpoint_sha256": snapshot.checkpoint_sha256,
+            "stage": snapshot.stage, "recipe": snapshot.recipe, "options": snapshot.options, "checkpoint_sha256": snapshot.checkpoint_sha256,
             "layers": list(snapshot.layers)}
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.array(json.dumps(meta)), indices=snapshot.indices, labels=snapshot.labels,
@@ -62,7 +68,7 @@ def write_snapshot(path: Path, snapshot: Snapshot) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def snapshot_of(layers: dict, test, checkpoint: dict, recipe: str, checkpoint_sha256: str,
+def snapshot_of(layers: dict, test, checkpoint: dict, recipe: str, options: str, checkpoint_sha256: str,
                 subset_size: int) -> Snapshot | None:
     """The snapshot of one measured checkpoint from the engine's {layer: LayerResults} (metrics/engine.py
     `measure_layers`); None when no probe snapshot was gathered (not selected, or probe_subset_size=0)."""
@@ -72,7 +78,7 @@ def snapshot_of(layers: dict, test, checkpoint: dict, recipe: str, checkpoint_sh
         return None
     indices = probe_subset(len(test.labels), subset_size)
     return Snapshot(int(checkpoint["iteration"]), float(checkpoint["epoch"]), int(checkpoint.get("stage", 1)), recipe,
-                    checkpoint_sha256, indices.numpy(), test.labels.cpu()[indices].numpy(),
+                    options, checkpoint_sha256, indices.numpy(), test.labels.cpu()[indices].numpy(),
                     {name: values.numpy() for name, values in features.items()})
 
 
@@ -95,7 +101,7 @@ def read_snapshot(path: Path, meta_only: bool = False):
                 return meta
             layers = {name: arrays[f"layer:{name}"] for name in meta["layers"]}
             return Snapshot(int(meta["iteration"]), float(meta["epoch"]), int(meta["stage"]), meta["recipe"],
-                            meta["checkpoint_sha256"], arrays["indices"], arrays["labels"], layers)
+                            meta["options"], meta["checkpoint_sha256"], arrays["indices"], arrays["labels"], layers)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
         if isinstance(error, FileNotFoundError):
             raise
@@ -133,49 +139,67 @@ def vectors_of(snapshot: Snapshot) -> dict[str, tuple[torch.Tensor, torch.Tensor
     return {name: cka_vectors(torch.from_numpy(values)) for name, values in snapshot.layers.items()}
 
 
-def usable_snapshots(experiment: ExperimentFolder, run_id: str, recipe: str | None, listed) -> list[Snapshot]:
-    """The run's snapshots under `recipe` (None: any) of checkpoints still listed with the same sha256;
-    an unreadable one is left out (it is measured again: analysis.py treats it as missing)."""
+def usable_snapshots(experiment: ExperimentFolder, run_id: str, listed, options: str | None = None) -> list[Snapshot]:
+    """The run's current snapshots (taken under the recipe cka_previous_layer has now for their options) of
+    checkpoints still listed with the same sha256 (`listed` None: no manifest to check against), of the analysis
+    options `options` (None: every options); an unreadable one is left out (it is measured again: analysis.py
+    treats it as missing)."""
+    from metrics.store import current_recipe
+
     kept = []
     for path in StoreLayout(experiment).run_snapshot_paths(run_id):
         try:
             snapshot = read_snapshot(path)
         except CorruptFile:
             continue
-        fresh = recipe is None or snapshot.recipe == recipe
-        if fresh and (listed is None or listed.get(snapshot.iteration) == snapshot.checkpoint_sha256):
+        current = snapshot.recipe == current_recipe(SNAPSHOT_METRIC, snapshot.options)
+        asked = options is None or snapshot.options == options
+        if current and asked and (listed is None or listed.get(snapshot.iteration) == snapshot.checkpoint_sha256):
             kept.append(snapshot)
     return kept
 
 
-def update_similarity(experiment_dir: Path, recipe: str, run_ids=None, leave_out=frozenset()) -> int:
-    """Bring each run's part of similarity.parquet up to date with its snapshots under `recipe`, but the runs
-    `leave_out` (their parts, if any, kept as they are); returns the rows of the parts brought up to date. A
-    run whose snapshots did not change costs a few stats."""
-    from metrics.store import file_stamp, listed_checkpoints, settings_columns, up_to_date
+def similarity_rows(snapshots: list[Snapshot]) -> pd.DataFrame:
+    """One run's similarity rows, options by options (each compared with the last snapshot of its own), with the
+    options their numbers depend on (`depends_on`, as the metrics table's rows say them)."""
+    from metrics import registry
+
+    groups = {}
+    for snapshot in snapshots:
+        groups.setdefault(snapshot.options, []).append(snapshot)
+    names = " ".join(registry.option_names(registry.METRICS[SNAPSHOT_METRIC]))
+    return pd.concat([snapshot_rows(group).assign(options=options, depends_on=names)
+                      for options, group in sorted(groups.items())], ignore_index=True)
+
+
+def update_similarity(experiment_dir: Path, run_ids=None) -> int:
+    """Bring each run's part of similarity.parquet up to date with its current snapshots, of every options;
+    returns the rows of the parts brought up to date. A run whose snapshots did not change costs a few stats."""
+    from metrics.store import current_recipe_cache, file_stamp, listed_checkpoints, settings_columns, up_to_date
 
     experiment = ExperimentFolder(experiment_dir)
     layout, total = StoreLayout(experiment), 0
     if run_ids is None:
         parts = experiment.similarity_path.glob("*.parquet") if experiment.similarity_path.is_dir() else []
         run_ids = sorted({*layout.cell_run_ids(), *(path.stem for path in parts)})
-    for run_id in [run_id for run_id in run_ids if run_id not in leave_out]:
+    for run_id in run_ids:
         paths = layout.run_snapshot_paths(run_id)
         if not paths:  # none (or the run's cells are gone): no part, and nothing to remember
             layout.similarity_part_path(run_id).unlink(missing_ok=True)
             layout.similarity_index_path(run_id).unlink(missing_ok=True)
             continue
         run = experiment.run(run_id)
-        signature = hashlib.sha256(json.dumps([recipe, file_stamp(run.manifest_path), file_stamp(run.settings_path),
+        signature = hashlib.sha256(json.dumps([SNAPSHOT_VERSION, current_recipe_cache()["versions"],
+                                               file_stamp(run.manifest_path), file_stamp(run.settings_path),
                                                [[path.name, file_stamp(path)] for path in paths]]).encode()).hexdigest()
         part, index_path = layout.similarity_part_path(run_id), layout.similarity_index_path(run_id)
         index = up_to_date(index_path, part, signature)
         if index is not None:
             total += index.get("rows", 0)
             continue
-        snapshots = usable_snapshots(experiment, run_id, recipe, listed_checkpoints(run))
+        snapshots = usable_snapshots(experiment, run_id, listed_checkpoints(run))
         settings = settings_columns(run, experiment.similarity_path) if snapshots else None
-        frame = snapshot_rows(snapshots) if settings is not None else None
+        frame = similarity_rows(snapshots) if settings is not None else None
         if frame is not None:
             frame.insert(0, "run_id", run_id)
             for name, (value, _) in settings.items():

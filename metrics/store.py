@@ -10,22 +10,25 @@ readers skip the hidden files). Every part has the same column types (settings t
 a dataset reader takes the types of one part and casts the others to them.
 
 Each row carries the recipe of its metric (metrics/registry.py: the metric's version and the analysis
-options its statistics depend on). A metric's rows in a cell are fresh when computed under its
-current recipe from the checkpoint whose sha256 the manifest lists; a metric whose rows are stale or
-missing is computed again, and its new rows replace its old ones in the cell (`combine`): the other
-metrics' rows stay. Cells are
+options its statistics depend on) and those options as words (`options`: `layers=blocks.0,blocks.1`, '' under
+the defaults). A call asks its question under its options: a metric whose rows under them are stale or missing
+is computed again, and its new rows replace only the rows of the same metric and options (`combine`: a newer
+version of the metric, the same question); the rows measured under other options, by another call, stay
+beside them. No call deletes what another call measured. Cells are
 written atomically; a lock per cell (non-blocking: another process already on it is left to it)
 keeps two analysis processes from doing the same work twice: the caller checks freshness again once
 it holds the lock, since the other process may have finished the cell between the first look and
 the lock.
 
-The table holds only fresh rows: a merge under recipes R keeps each row computed under its metric's
-recipe in R, from the checkpoint the run's manifest lists now (a run folder that is gone keeps its cells' rows,
-without settings). So after an analysis under a new recipe, runs not yet measured under it have no
-rows, rather than rows no figure may compare with the others. A run whose settings file is unusable
-is left out (logged), as is a cell that does not read.
+The table holds every current row, whichever call measured it: computed from the checkpoint the run's manifest
+lists now (a run folder that is gone keeps its cells' rows, without settings), under the recipe its metric has
+now for the row's options (`registry.current_recipe`: a row of an older version of a metric is left out until
+a call under the same options measures it again). It does not depend on the call: an analysis under other
+options, of other metrics or of one run adds rows and takes none away. The figures and `analysis.read_table`
+read one question of it: the rows under one set of options (figures/publish.py `question_rows`). A run whose
+settings file is unusable is left out (logged), as is a cell that does not read.
 
-Cost: a run's part is rebuilt only when its signature changed: the recipe, and the size and
+Cost: a run's part is rebuilt only when its signature changed: the metrics' versions, and the size and
 modification time of its cells, settings file and manifest (a copy that keeps modification times,
 such as `cp -p` or `rsync -t`, is not rebuilt). Looking at an unchanged run is a handful of `stat`
 calls and one small JSON read; a Slurm array task (update_run) rebuilds only its own run's part.
@@ -52,18 +55,18 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as compute
 import pyarrow.parquet as parquet
 
 from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import Settings
+from conf.analysis import Analysis
+from metrics import registry
 from metrics.layout import StoreLayout
 from utils import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, file_stamp
 
 logger = logging.getLogger(__name__)
-KEY = ["run_id", "iteration", "layer", "metric", "split"]
-Recipes = dict[str, str] | str | None  # {metric: its current recipe}; one recipe for every metric; None: any
-STORE_VERSION = 2  # 2: cells carry digests. Bump when what a part holds changes: every part is rebuilt once
+KEY = ["run_id", "iteration", "layer", "metric", "split", "options"]
+STORE_VERSION = 3  # 3: rows of several options side by side. Bump when what a part holds changes: every part is rebuilt once
 INTEGER_COLUMNS = ("iteration", "stage", "layer_index")  # the cells' other numbers are float64 in the table
 
 
@@ -130,8 +133,8 @@ def verified_bytes(path: Path) -> bytes | None:
     return None
 
 
-def computed(path: Path, checkpoint_sha256: str) -> dict[str, str]:
-    """{metric: recipe} of the cell's rows computed from this very checkpoint ({} for a missing, unreadable
+def computed(path: Path, checkpoint_sha256: str) -> dict[str, set[str]]:
+    """{metric: its recipes} of the cell's rows computed from this very checkpoint ({} for a missing, unreadable
     or edited cell, or one of another checkpoint: everything is computed again)."""
     if not path.exists():
         return {}
@@ -140,52 +143,53 @@ def computed(path: Path, checkpoint_sha256: str) -> dict[str, str]:
         if payload is None:  # changed after it was measured (logged)
             return {}
         columns = parquet.read_table(pa.BufferReader(payload),
-                                     columns=["metric", "recipe", "checkpoint_sha256"]).to_pandas()
+                                     columns=["metric", "recipe", "options", "checkpoint_sha256"]).to_pandas()
     except Exception:  # unreadable (a foreign or damaged file): compute it again
         return {}
     if set(columns["checkpoint_sha256"]) != {checkpoint_sha256}:
         return {}
-    pairs = columns.drop_duplicates(["metric", "recipe"])
-    if pairs["metric"].duplicated().any():  # one metric under two recipes: not one of our cells
-        return {}
-    return dict(zip(pairs["metric"], pairs["recipe"]))
+    return columns.groupby("metric")["recipe"].agg(set).to_dict()
 
 
 def pending(path: Path, checkpoint_sha256: str, recipes: dict[str, str], names) -> list[str]:
-    """The metrics among `names` whose rows in the cell are missing or stale under `recipes`."""
+    """The metrics among `names` whose rows in the cell under `recipes` are missing (stale ones included)."""
     done = computed(path, checkpoint_sha256)
-    return [name for name in names if done.get(name) != recipes[name]]
+    return [name for name in names if recipes[name] not in done.get(name, ())]
 
 
 def combine(path: Path, frame: pd.DataFrame, checkpoint_sha256: str) -> pd.DataFrame:
-    """The cell's rows after measuring the metrics in `frame` again: its other metrics' rows (from the
-    same checkpoint) and `frame`'s."""
+    """The cell's rows after measuring `frame`: the rows it held from the same checkpoint but those of `frame`'s
+    (metric, options) pairs, which `frame` replaces (the same question, asked again: a newer version of the
+    metric); the rows of other options stay beside them."""
     cell = read_cell(path) if path.exists() else None
     if cell is None:
         return frame
     old = cell.to_pandas()
-    if "metric" not in old or set(old.get("checkpoint_sha256", ())) != {checkpoint_sha256}:
+    if not {"metric", "options"} <= set(old) or set(old.get("checkpoint_sha256", ())) != {checkpoint_sha256}:
         return frame
-    kept = old[~old["metric"].isin(set(frame["metric"]))]
+    asked = pd.MultiIndex.from_frame(frame[["metric", "options"]])
+    kept = old[~pd.MultiIndex.from_frame(old[["metric", "options"]]).isin(asked)]
     return pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
 
 
-def note(path: Path, column: str, text: str) -> bool:
-    """Set a text column of every row of a cell (under its lock; a busy, missing or unreadable cell is
-    left alone); rewritten only when some row says otherwise. True when it was rewritten."""
+def note(path: Path, column: str, text: str, options: dict[str, str]) -> bool:
+    """Set a text column of a cell's rows of one question (each metric's rows under `options`, {metric: options
+    words}: rows of other calls keep theirs), under the cell's lock (a busy, missing or unreadable cell is left
+    alone); rewritten only when one of them says otherwise. True when it was rewritten."""
     with claim(path) as mine:
         if not mine or not path.exists():
-            return False
-        try:
-            values = parquet.read_table(path, columns=[column]).column(0).unique().to_pylist()
-        except Exception:  # no such column (an older cell), or unreadable: the next measurement rewrites it
-            return False
-        if values == [text]:
             return False
         cell = read_cell(path)
         if cell is None:
             return False
-        write_cell(path, cell.to_pandas().assign(**{column: text}))
+        rows = cell.to_pandas()
+        if not {"metric", "options", column} <= set(rows):  # not one of our cells: the next measurement rewrites it
+            return False
+        asked = rows["options"] == rows["metric"].map(options)
+        if (rows.loc[asked, column] == text).all():
+            return False
+        rows.loc[asked, column] = text
+        write_cell(path, rows)
         return True
 
 
@@ -208,41 +212,59 @@ def read_cell(path: Path) -> pa.Table | None:
         return None
 
 
-def fresh_rows(cell: pa.Table, recipes: Recipes, listed: dict[int, str] | None) -> pa.Table | None:
-    """The cell's rows computed under their metric's recipe (`recipes`: {metric: recipe}; one text: that
-    recipe for every metric; None: any) from the checkpoint the manifest lists for its iteration
-    (`listed` None: no manifest to check against); None when there are none."""
+def fresh_rows(cell: pa.Table, listed: dict[int, str] | None) -> pa.Table | None:
+    """The cell's current rows: computed from the checkpoint the manifest lists for its iteration (`listed` None:
+    no manifest to check against) under the recipe their metric has now for their options (every call's rows,
+    but those of an older version of a metric); None when there are none."""
     try:
         iterations, digests = (set(cell.column(name).unique().to_pylist()) for name in ("iteration", "checkpoint_sha256"))
-        metrics, row_recipes = cell.column("metric"), cell.column("recipe")
+        metrics, recipes, options = (cell.column(name).to_pylist() for name in ("metric", "recipe", "options"))
     except KeyError:  # not one of our cells
         return None
     if listed is not None and not (len(iterations) == 1 and digests == {listed.get(next(iter(iterations)))}):
         return None
-    if recipes is None:
-        return cell
-    if isinstance(recipes, str):
-        keep = compute.equal(row_recipes, recipes)
-    else:
-        expected = compute.take(pa.array(list(recipes.values())), compute.index_in(metrics, pa.array(list(recipes))))
-        keep = compute.fill_null(compute.equal(row_recipes, expected), False)  # a metric no longer registered: null
+    current = {pair: current_recipe(*pair) for pair in set(zip(metrics, options))}  # a few pairs per cell
+    keep = pa.array([recipe == current[pair] for recipe, pair in zip(recipes, zip(metrics, options))], pa.bool_())
     rows = cell.filter(keep)
     return rows if rows.num_rows else None
+
+
+# What the registry says now, computed once per process and registry (a merge of a large grid asks for the same
+# few (metric, options) pairs in every cell: 60 us each).
+RECIPE_CACHE: dict = {}
+
+
+def current_recipe_cache() -> dict:
+    """{"versions": every metric's recipe under the defaults, (metric, options): its current recipe, ...} for
+    the metrics registered now (a new registration starts a new cache)."""
+    key = tuple(map(id, registry.METRICS.values()))
+    if RECIPE_CACHE.get("key") != key:
+        RECIPE_CACHE.clear()
+        RECIPE_CACHE.update(key=key, versions=sorted(registry.recipes(Analysis()).items()))
+    return RECIPE_CACHE
+
+
+def current_recipe(metric: str, options: str) -> str | None:
+    """registry.current_recipe, remembered."""
+    cache = current_recipe_cache()
+    if (metric, options) not in cache:
+        cache[metric, options] = registry.current_recipe(metric, options)
+    return cache[metric, options]
 
 
 # -- the table: merge (every run) and update_run (one run) -----------------------------------------------
 
 
-def merge(experiment_dir: Path, recipes: Recipes = None, *, leave=frozenset()) -> Merged:
-    """Bring every run's part of the table up to date with its cells under `recipe` (None: rows of
-    any recipes); the runs in `leave` are left to their own Slurm array tasks. Unchanged runs cost a
-    few stats each, so a call with nothing new stays quick on a large grid."""
+def merge(experiment_dir: Path, *, leave=frozenset()) -> Merged:
+    """Bring every run's part of the table up to date with its cells' current rows; the runs in `leave` are left
+    to their own Slurm array tasks. Unchanged runs cost a few stats each, so a call with nothing new stays quick
+    on a large grid."""
     experiment = ExperimentFolder(experiment_dir)
-    prepare_table(experiment, recipes)
+    prepare_table(experiment)
     merged = Merged()
     layout = StoreLayout(experiment)
     for run_id in sorted({*layout.cell_run_ids(), *layout.table_run_ids()} - set(leave)):
-        state, rows = refresh_part(experiment, run_id, recipes)
+        state, rows = refresh_part(experiment, run_id)
         merged.rows, merged.parts = merged.rows + rows, merged.parts + (rows > 0)
         if state == "written":
             merged.written.append(run_id)
@@ -251,14 +273,14 @@ def merge(experiment_dir: Path, recipes: Recipes = None, *, leave=frozenset()) -
     return merged
 
 
-def update_run(experiment_dir: Path, run_id: str, recipes: Recipes = None) -> str:
+def update_run(experiment_dir: Path, run_id: str) -> str:
     """One run's part only (a Slurm array task's share): kept, written, removed or absent."""
     experiment = ExperimentFolder(experiment_dir)
-    prepare_table(experiment, recipes)
-    return refresh_part(experiment, run_id, recipes)[0]
+    prepare_table(experiment)
+    return refresh_part(experiment, run_id)[0]
 
 
-def prepare_table(experiment: ExperimentFolder, recipes: Recipes) -> None:
+def prepare_table(experiment: ExperimentFolder) -> None:
     """The table folder exists; RunFolderError (one line, the fix) for a single-file table of an earlier
     version of this lab, which is left as it is: the cells hold every value, so deleting it costs nothing."""
     if experiment.table_path.is_file():
@@ -268,29 +290,28 @@ def prepare_table(experiment: ExperimentFolder, recipes: Recipes) -> None:
     experiment.table_path.mkdir(parents=True, exist_ok=True)
 
 
-def refresh_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -> tuple[str, int]:
+def refresh_part(experiment: ExperimentFolder, run_id: str) -> tuple[str, int]:
     """(kept | written | removed | absent, rows of the run's part). Rebuilt only when the run's
     signature changed; taken again under the part's lock, since another process may have rebuilt
     it while this one waited."""
-    index = current_index(experiment, run_id, run_signature(experiment, run_id, recipes))
+    index = current_index(experiment, run_id, run_signature(experiment, run_id))
     if index is not None:
         return "kept", index["rows"]
     with exclusive_lock(StoreLayout(experiment).part_lock_path(run_id), wait=True):
-        signature = run_signature(experiment, run_id, recipes)
+        signature = run_signature(experiment, run_id)
         index = current_index(experiment, run_id, signature)
         if index is not None:
             return "kept", index["rows"]
-        return rebuild_part(experiment, run_id, recipes, signature)
+        return rebuild_part(experiment, run_id, signature)
 
 
-def run_signature(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -> str:
+def run_signature(experiment: ExperimentFolder, run_id: str) -> str:
     """A hash of everything a run's part is built from: its cells' names, sizes and modification
     times and those of their digest files, its settings file and manifest (a checkpoint re-made makes its
-    cell stale), the recipes."""
+    cell stale), the metrics' versions (their recipes under the defaults change with any of them)."""
     run = experiment.run(run_id)
-    recipe = sorted(recipes.items()) if isinstance(recipes, dict) else recipes
-    built_from = {"store": STORE_VERSION, "recipe": recipe, "settings": file_stamp(run.settings_path),
-                  "manifest": file_stamp(run.manifest_path),
+    built_from = {"store": STORE_VERSION, "versions": current_recipe_cache()["versions"],
+                  "settings": file_stamp(run.settings_path), "manifest": file_stamp(run.manifest_path),
                   "cells": [[path.name, file_stamp(path), file_stamp(StoreLayout.cell_digest_path(path))]
                             for path in StoreLayout(experiment).run_cell_paths(run_id)]}
     return hashlib.sha256(json.dumps(built_from).encode()).hexdigest()
@@ -315,14 +336,14 @@ def up_to_date(index_path: Path, part_path: Path, signature: str) -> dict | None
     return index if file_stamp(part_path) == index.get("part") else None
 
 
-def rebuild_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes, signature: str) -> tuple[str, int]:
+def rebuild_part(experiment: ExperimentFolder, run_id: str, signature: str) -> tuple[str, int]:
     """Write the run's part from its fresh cells (or remove it when it has none), then its index:
     the index comes second, so a process killed in between leaves a part that is rebuilt, never one
     that looks up to date and is not."""
     layout = StoreLayout(experiment)
     part, index_path = layout.part_path(run_id), layout.part_index_path(run_id)
     had_part = part.exists()
-    table = run_rows(experiment, run_id, recipes)
+    table = run_rows(experiment, run_id)
     if table is not None:
         buffer = io.BytesIO()
         parquet.write_table(table, buffer)
@@ -341,16 +362,16 @@ def rebuild_part(experiment: ExperimentFolder, run_id: str, recipes: Recipes, si
 # -- one run's rows ------------------------------------------------------------------------------------
 
 
-def run_rows(experiment: ExperimentFolder, run_id: str, recipes: Recipes) -> pa.Table | None:
-    """The run's fresh cells with its settings as columns; None when there are none, or its
-    settings file is unusable (logged)."""
+def run_rows(experiment: ExperimentFolder, run_id: str) -> pa.Table | None:
+    """The run's current rows (`fresh_rows`: every call's) with its settings as columns; None when there are
+    none, or its settings file is unusable (logged)."""
     run = experiment.run(run_id)
     settings = settings_columns(run, experiment.table_path)
     if settings is None:
         return None
     listed = listed_checkpoints(run)
     cells = [normalised(rows) for path in StoreLayout(experiment).run_cell_paths(run_id)
-             if (cell := read_cell(path)) is not None and (rows := fresh_rows(cell, recipes, listed)) is not None]
+             if (cell := read_cell(path)) is not None and (rows := fresh_rows(cell, listed)) is not None]
     if not cells:
         return None
     table = pa.concat_tables(cells, promote_options="default")  # a cell without a column gets nulls there

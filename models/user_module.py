@@ -4,7 +4,10 @@
 
 The class is called with the keyword arguments its `__init__` names among depth, width, batch_norm,
 input_shape, num_classes, patch_size and heads (all of them if it takes **keywords); it must take
-num_classes (the dataset's) and map [B, C, H, W] images to [B, num_classes] logits. Its layers
+num_classes (the dataset's) and map [B, C, H, W] images to [B, num_classes] logits. The run's settings hold
+only the sizes it takes (conf reads the `__init__` with ast: conf.global_settings.init_keywords); the others are
+null, in no run id or label (`arch=module:nets.py:SmallCNN` of a class taking neither depth nor width is run
+`smallcnn-...`). Its layers
 (HookedModel) are, by default, its top-level children but the last (which gives the logits), or those
 `layers=` names; a class whose layers return [B, tokens, width] sets `token_streams = True`.
 
@@ -78,8 +81,9 @@ def build(settings, *, input_shape: tuple[int, int, int], num_classes: int, laye
     if "num_classes" not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         raise ValueError(f"arch={settings.arch}: {model_class.__name__}.__init__ takes no num_classes; accepted: a "
                          f"class whose __init__ takes num_classes (and any of {', '.join(KEYWORDS)})")
+    sizes = {key: getattr(settings, key) for key in KEYWORDS if key not in ("input_shape", "num_classes")}
     values = {"input_shape": tuple(input_shape), "num_classes": num_classes,
-              **{key: getattr(settings, key) for key in KEYWORDS if key not in ("input_shape", "num_classes")}}
+              **{key: value for key, value in sizes.items() if value is not None}}  # null: the class takes none
     takes_all = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     try:
         module = model_class(**{key: value for key, value in values.items() if takes_all or key in parameters})

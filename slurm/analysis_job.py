@@ -33,22 +33,20 @@ def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> measu
     device = resolve_device(plan.execution)
     settings = Settings.from_record(settings_record)
     outcome = measuring.analyse_runs([settings], Path(experiment_dir), plan, device)
-    store.update_run(Path(experiment_dir), settings.run_id, measuring.recipes(plan))
-    if plan.analysis.child_checkpoints == "all" or not measuring.transfer_child(settings):  # as analysis.py's
-        snapshots.update_similarity(Path(experiment_dir), measuring.recipes(plan)[snapshots.SNAPSHOT_METRIC],
-                                    [settings.run_id])
+    store.update_run(Path(experiment_dir), settings.run_id)
+    snapshots.update_similarity(Path(experiment_dir), [settings.run_id])
     return outcome
 
 
 def submit_analysis(plan: Plan, experiment_dir: Path, runs: list[Settings]) -> int:
     """`launcher=slurm`: one array task per run, with the cluster options of train.sh; a job no node can run
     is refused before anything is written, and the runs not submitted get their parts of the table tidied
-    here (another recipe, runs gone, an old one-file table): each task writes its own."""
+    here (runs gone, an old one-file table): each task writes its own."""
     from slurm.capacity import check_capacity
     from slurm.launch import absolute_execution, make_executor
 
     check_capacity(plan.cluster)
-    store.merge(experiment_dir, measuring.recipes(plan), leave={settings.run_id for settings in runs})
+    store.merge(experiment_dir, leave={settings.run_id for settings in runs})
 
     if not runs:
         print(f"submitted 0 jobs: experiment {plan.experiment!r} has no runs under {ExperimentFolder(experiment_dir).runs_path}")

@@ -208,6 +208,7 @@ def run_frame(rows: list[dict], settings, stage: int, parent: str):
 
     frame = pd.DataFrame(rows)
     frame["run_id"], frame["stage"], frame["parent_run_id"] = settings.run_id, stage, parent
+    frame["options"] = ""  # measured under the default analysis options
     frame["epoch"] = frame["iteration"] / 8 + (settings.pretrain_epochs if stage == 2 else 0)
     for key, value in settings.to_record().items():
         frame[key] = json.dumps(value) if isinstance(value, list) else value
@@ -231,7 +232,7 @@ def fabricated_similarity():
                 rows.append({"run_id": f"run{depth}", "depth": depth, "seed": 0, "pretrain_fraction": 0.0,
                              "iteration": iteration, "kind": "to_final", "layer": layer, "layer_index": index,
                              "other_layer": layer, "cka": min(1, 0.3 + iteration / 16 + 0.1 * index), "cka_debiased": 0.5})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).assign(options="")
 
 
 def transfer_table():

@@ -26,7 +26,7 @@ def test_every_checkpoint_layer_metric_and_split_lands_in_one_tidy_table(trained
     table = pd.read_parquet(trained / "default" / "metrics.parquet")
     from metrics import registry
 
-    assert set(table["metric"]) == set(registry.METRICS)  # every registered metric applies to RGB synthetic runs
+    assert set(table["metric"]) == set(registry.select("all"))  # every metric of `all` applies to RGB synthetic runs
     assert {"ncc_accuracy", "cdnv", "probe_accuracy", "transfer_accuracy", "reconstruction_mse", "classifier_loss",
             "classifier_accuracy", "effective_depth"} <= set(table["metric"])
     assert not table.duplicated(["run_id", "iteration", "layer", "metric", "split"]).any()
@@ -44,7 +44,8 @@ def test_every_checkpoint_layer_metric_and_split_lands_in_one_tidy_table(trained
 
 def test_a_notebook_anywhere_imports_the_lab_and_reads_both_tables(trained, tmp_path):
     """The notebook start of docs/models.md: `uv sync` installs the lab in editable form, so a Python started in
-    any folder imports it; read_table and read_similarity give the experiment's two tables."""
+    any folder imports it; read_table and read_similarity give the experiment's two tables (of the question QUICK
+    asks: probe_dimensions=32)."""
     import subprocess
     import sys
 
@@ -53,16 +54,16 @@ def test_a_notebook_anywhere_imports_the_lab_and_reads_both_tables(trained, tmp_
     with pytest.raises(SettingsError, match="similarity.parquet does not exist"):
         analysis.read_similarity(trained / "default")
     assert analysis.main([f"out_dir={trained}", *QUICK]) == 0
-    script = ("import analysis; table = analysis.read_table(sys.argv[1]); similarity = analysis.read_similarity("
-              "sys.argv[1]); print(analysis.__file__, len(table), similarity['run_id'].nunique(), "
-              "sorted(set(similarity['kind'])))")
+    script = ("import analysis; table = analysis.read_table(sys.argv[1], sys.argv[2]); similarity = "
+              "analysis.read_similarity(sys.argv[1], sys.argv[2]); print(analysis.__file__, len(table), "
+              "similarity['run_id'].nunique(), sorted(set(similarity['kind'])))")
     elsewhere = tmp_path / "a_notebook_folder"
     elsewhere.mkdir()
-    result = subprocess.run([sys.executable, "-c", "import sys; " + script, str(trained / "default")], cwd=elsewhere,
+    result = subprocess.run([sys.executable, "-c", "import sys; " + script, str(trained / "default"), QUICK[0]], cwd=elsewhere,
                             capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     module, rows, runs, kinds = result.stdout.split(maxsplit=3)
-    assert Path(module) == REPOSITORY / "analysis.py" and int(rows) == len(analysis.read_table(trained / "default"))
+    assert Path(module) == REPOSITORY / "analysis.py" and int(rows) == len(analysis.read_table(trained / "default", None))
     assert int(runs) == 2 and kinds.strip() == "['layers', 'to_final']"
 
 
@@ -276,8 +277,9 @@ def test_the_transfer_probe_can_read_another_dataset(trained, tmp_path):
 
 
 def _measure_rows(out_dir, words):
+    """{key: value} of the rows an analysis under QUICK and `words` (analysis options) measured: its question's."""
     assert analysis.main([f"out_dir={out_dir}", *QUICK, *words]) == 0
-    table = pd.read_parquet(out_dir / "default" / "metrics.parquet")
+    table = analysis.read_table(out_dir / "default", " ".join([QUICK[0], *words]))
     return {(row.run_id, row.iteration, row.layer, row.metric, row.split): row.value for row in table.itertuples()}
 
 
@@ -304,7 +306,7 @@ def test_a_new_checkpoint_of_a_training_run_is_the_only_new_cell(tmp_path):
 def test_learnphase_trained_maps_can_replace_the_closed_form(trained):
     closed = _measure_rows(trained, [])
     adam = _measure_rows(trained, ["linear_maps=adam"])
-    table = pd.read_parquet(trained / "default" / "metrics.parquet")
+    table = analysis.read_table(trained / "default", f"{QUICK[0]} linear_maps=adam")
     assert table[table["metric"] == "probe_accuracy"]["l2"].isna().all()  # no l2 is chosen for a trained map
     for key, value in adam.items():
         if key[3] == "reconstruction_mse" and key[4] == "train":  # the closed form is the training optimum
@@ -360,11 +362,13 @@ def test_another_transfer_task_recomputes_only_the_transfer_probe(trained, engin
     own = _measure_rows(trained, [])
     from metrics import registry
 
-    assert len(engine_calls) == 10 and set(engine_calls[0]) == set(registry.METRICS)  # every metric, every checkpoint
+    assert len(engine_calls) == 10 and set(engine_calls[0]) == set(registry.select("all"))  # every metric, every checkpoint
     engine_calls.clear()
     other = _measure_rows(trained, ["transfer_task=brightness"])
     assert engine_calls == [("transfer_accuracy",)] * 10
     assert {key: value for key, value in own.items() if key[3] != "transfer_accuracy"} == pytest.approx(
         {key: value for key, value in other.items() if key[3] != "transfer_accuracy"}, rel=0, abs=0, nan_ok=True)
-    table = pd.read_parquet(trained / "default" / "metrics.parquet")
-    assert set(table["transfer_task"]) == {"brightness"}
+    table = analysis.read_table(trained / "default", f"{QUICK[0]} transfer_task=brightness")  # that question's rows
+    assert set(table[table["metric"] == "transfer_accuracy"]["transfer_task"]) == {"brightness"}
+    every = analysis.read_table(trained / "default", None)  # the first question's rows beside them
+    assert set(every[every["metric"] == "transfer_accuracy"]["transfer_task"]) == {"brightness", "colour_dominance"}

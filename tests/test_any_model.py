@@ -83,14 +83,14 @@ def test_every_kind_trains_and_is_measured_layer_by_layer(measured):
     layers = {run: list(rows.sort_values("layer_index")["layer"].unique())
               for run, rows in table[table["metric"] == "ncc_accuracy"].groupby("run_id")}
     by_prefix = {prefix: next(names for run, names in layers.items() if run.startswith(prefix))
-                 for prefix in ("resnet18", "mobilenet_v3_small", "vit2", "tinynet2")}
+                 for prefix in ("resnet18", "mobilenet_v3_small", "vit2", "tinynet-w16")}
     assert by_prefix["resnet18"] == ["input", "layer1", "layer2", "layer3", "layer4", "logits"]
     assert by_prefix["mobilenet_v3_small"][1:3] == ["features.0", "features.1"]
     assert by_prefix["vit2"] == ["input", "stem", "block00", "block01", "logits"]
-    assert by_prefix["tinynet2"] == ["input", "conv1", "conv2", "pool", "logits"]
+    assert by_prefix["tinynet-w16"] == ["input", "conv1", "conv2", "pool", "logits"]
     assert {"nc1", "cka_previous_layer", "effective_rank", "transfer_accuracy"} <= set(table["metric"])
     assert table["value"].notna().any() and len(table["run_id"].unique()) == 4
-    tinynet = read_json(run_of(measured, "tinynet2") / "settings.json")["settings"]
+    tinynet = read_json(run_of(measured, "tinynet-w16") / "settings.json")["settings"]
     assert tinynet["module_sha256"] and tinynet["arch"].startswith("module:/")  # the file's path made absolute
     assert (measured / "default" / "figures" / "ncc_by_layer.png").exists()
 
@@ -104,7 +104,7 @@ def test_measure_equals_analysis_bitwise(measured, prefix, normalization):
     settings = run.read_settings()
     train, test, classes = splits_of(settings, run, Path("datasets"), False, torch.device("cpu"))
     _, model = load_model(run, 8, "cpu")
-    names = [name for name in registry.METRICS if not any(need.endswith(":transfer") for need in registry.METRICS[name].needs)]
+    names = [name for name in registry.select("all") if not any(need.endswith(":transfer") for need in registry.METRICS[name].needs)]
     given = {"normalization": (train.mean, train.std)} if normalization == "the run's" else {}
     rows = measure(model, train=(train.images, train.labels), test=(test.images, test.labels), metrics=names,
                    device="cpu", seed=settings.seed, num_classes=classes, **given)
@@ -247,8 +247,9 @@ def test_bad_imports_are_refused_in_one_line_and_write_nothing(tmp_path, case, n
 # effective_depth_literal was added after (2026-12-04): a new metric, the others' recipes unchanged.
 # 2026-12-07: the four accuracies (ncc, probe, transfer, classifier) one version up for their `examples` column
 # (the read-out's resolution: findings/noise.py); their values unchanged.
-# classifier_accuracy_batch_statistics was added after (tests/test_eval_mode.py): a new metric, the others' unchanged.
-RECIPES_BEFORE = {"classifier_accuracy_batch_statistics": "750d8a2a5a23", "cdnv": "e147a0a12adc", "cka_previous_layer": "253ff3e1206b", "classifier_accuracy": "a695d7df8405", "classifier_loss": "63b8b212f84a", "dormant_fraction": "ae19f8c2b4d3", "effective_depth": "62893ace47ef", "effective_depth_literal": "6c6d7bc58bac", "effective_rank": "544801dac8bb", "feature_norm": "1a121e2acf72", "nc1": "dba608449ae2", "nc2_equiangularity": "ea9292feddea", "nc2_equinorm": "a59276a33e13", "nc2_etf_distance": "ea1ce77923e3", "nc3_self_duality": "39b59e4f341d", "nc4_ncc_agreement": "c77ffaa10a2d", "ncc_accuracy": "4ac53fe63607", "probe_accuracy": "3e4cdd9d68dd", "reconstruction_mse": "47b1ec74105e", "srank": "2b94e0ea19a3", "transfer_accuracy": "cb68ce316936"}
+# classifier_accuracy_batch_statistics and cka_full were added after (tests/test_eval_mode.py, tests/test_cka_full.py):
+# new metrics, the others' unchanged.
+RECIPES_BEFORE = {"cka_full": "16ea4caf514e", "classifier_accuracy_batch_statistics": "750d8a2a5a23", "cdnv": "e147a0a12adc", "cka_previous_layer": "253ff3e1206b", "classifier_accuracy": "a695d7df8405", "classifier_loss": "63b8b212f84a", "dormant_fraction": "ae19f8c2b4d3", "effective_depth": "62893ace47ef", "effective_depth_literal": "6c6d7bc58bac", "effective_rank": "544801dac8bb", "feature_norm": "1a121e2acf72", "nc1": "dba608449ae2", "nc2_equiangularity": "ea9292feddea", "nc2_equinorm": "a59276a33e13", "nc2_etf_distance": "ea1ce77923e3", "nc3_self_duality": "39b59e4f341d", "nc4_ncc_agreement": "c77ffaa10a2d", "ncc_accuracy": "4ac53fe63607", "probe_accuracy": "3e4cdd9d68dd", "reconstruction_mse": "47b1ec74105e", "srank": "2b94e0ea19a3", "transfer_accuracy": "cb68ce316936"}
 
 
 def test_the_built_in_families_keep_their_recipes_and_row_order():
@@ -259,7 +260,7 @@ def test_the_built_in_families_keep_their_recipes_and_row_order():
         "ncc_accuracy", "cdnv", "probe_accuracy", "transfer_accuracy", "reconstruction_mse", "classifier_loss",
         "classifier_accuracy", "classifier_accuracy_batch_statistics", "effective_depth", "effective_depth_literal", "dormant_fraction", "feature_norm",
         "effective_rank", "srank", "nc1", "nc2_equinorm", "nc2_equiangularity", "nc2_etf_distance", "nc4_ncc_agreement", "nc3_self_duality",
-        "cka_previous_layer"]
+        "cka_previous_layer", "cka_full"]
 
 
 @pytest.mark.parametrize("arch", ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:vit_b_16"])

@@ -19,8 +19,9 @@ FREE_TEXT = {"out_dir", "data_root", "partition", "account", "qos", "constraint"
              # checked elsewhere: arch by conf.check_arch and the registry's pre-flight, layers against the
              # model's modules; module_sha256 and imported_from are filled in from the files;
              # start_from_iteration (final, phase or digits) by conf.plasticity, start_phase_layer against the
-             # parent's phase table
-             "arch", "layers", "module_sha256", "imported_from", "start_from_iteration", "start_phase_layer"}
+             # parent's phase table; normalization (dataset or [MEAN,...]/[STD,...]) by conf.check_normalization
+             "arch", "layers", "module_sha256", "imported_from", "start_from_iteration", "start_phase_layer",
+             "normalization"}
 MILLION_RUNS = [f"seed={','.join(map(str, range(1000)))}", f"depth={','.join(map(str, range(1, 1001)))}"]
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as parquet
 import pytest
 
-from benchmarks.store import RECIPE, cell_table, fabricate_run
+from benchmarks.store import RECIPES, cell_table, fabricate_run
 from checkpointing import ExperimentFolder
 from conf import Settings
 from metrics import store
@@ -189,7 +189,7 @@ def digested(tmp_path) -> tuple[ExperimentFolder, Path]:
     for iteration in (0, 1, 2):
         store.write_cell(StoreLayout(experiment).cell_path(SETTINGS.run_id, iteration),
                           cell_table(SETTINGS.run_id, iteration).to_pandas())
-    store.merge(experiment.path, RECIPE)
+    store.merge(experiment.path)
     return experiment, StoreLayout(experiment).cell_path(SETTINGS.run_id, 1)
 
 
@@ -200,17 +200,17 @@ def test_an_edited_cell_is_pending_and_left_out_of_a_rebuilt_part(digested, capl
     table = parquet.read_table(cell)
     metrics = sorted(set(table.column("metric").to_pylist()))
     sha = table.column("checkpoint_sha256")[0].as_py()
-    assert store.pending(cell, sha, {name: RECIPE for name in metrics}, metrics) == []
+    assert store.pending(cell, sha, RECIPES, metrics) == []
     edit_one_value(cell)
     with caplog.at_level(logging.WARNING, logger="metrics.store"):
-        assert store.pending(cell, sha, {name: RECIPE for name in metrics}, metrics) == metrics
+        assert store.pending(cell, sha, RECIPES, metrics) == metrics
         os.utime(cell)  # now its stamp changed too: the part is rebuilt, without it
-        assert store.merge(experiment.path, RECIPE).written == [SETTINGS.run_id]
+        assert store.merge(experiment.path).written == [SETTINGS.run_id]
     named = [record.getMessage() for record in caplog.records if cell.name in record.getMessage()]
     assert named and all("changed after it was measured" in line for line in named)
     assert sorted(pd.read_parquet(experiment.table_path)["iteration"].unique()) == [0, 2]
     store.write_cell(cell, cell_table(SETTINGS.run_id, 1).to_pandas())  # measured again
-    store.merge(experiment.path, RECIPE)
+    store.merge(experiment.path)
     assert sorted(pd.read_parquet(experiment.table_path)["iteration"].unique()) == [0, 1, 2]
 
 
@@ -224,7 +224,8 @@ def test_an_edited_cell_is_not_kept_by_combine_or_note(digested):
     one_metric = table[table["metric"] == table["metric"].iloc[0]]
     assert len(store.combine(cell, one_metric, sha)) == len(one_metric)
     before = cell.read_bytes()
-    assert store.note(cell, "transfer_task", "none here") is False and cell.read_bytes() == before
+    assert store.note(cell, "transfer_task", "none here", {name: "" for name in RECIPES}) is False
+    assert cell.read_bytes() == before
 
 
 def test_a_cell_without_its_digest_is_measured_again(digested):
@@ -234,5 +235,5 @@ def test_a_cell_without_its_digest_is_measured_again(digested):
     metrics = sorted(set(table.column("metric").to_pylist()))
     sha = table.column("checkpoint_sha256")[0].as_py()
     StoreLayout.cell_digest_path(cell).unlink()
-    assert store.pending(cell, sha, {name: RECIPE for name in metrics}, metrics) == metrics
+    assert store.pending(cell, sha, RECIPES, metrics) == metrics
     assert store.read_cell(cell) is None

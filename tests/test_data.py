@@ -30,6 +30,7 @@ class FakeSettings:
     synthetic_train_size: int = 600
     synthetic_test_size: int = 200
     train_subset: int = 0
+    normalization: str = "dataset"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py

@@ -34,9 +34,9 @@ def test_reduced_demo_shows_phases_collapse_and_the_warm_start_gap(tmp_path):
                     "cka_layers", "cka_convergence", "transfer_curve"):
         assert list((experiment / "figures").glob(f"{pattern}.png")), pattern
     metrics = pd.read_parquet(experiment / "metrics.parquet")
-    from metrics.registry import METRICS
+    from metrics.registry import select
 
-    assert set(metrics["metric"]) == set(METRICS)  # every metric, the neural-collapse suite and CKA included
+    assert set(metrics["metric"]) == set(select("all"))  # every metric, the neural-collapse suite and CKA included
     similarity = pd.read_parquet(experiment / "similarity.parquet")
     # every run but the 4 transfer children (start 0, 16, 64, 256): measured at their ends, they have no similarity
     # rows (child_checkpoints=ends); the child that starts from the parent's end is not a transfer child

@@ -78,9 +78,10 @@ def test_each_format_trains_and_is_analysed_with_default_options(name, trained_r
 
 
 def _analyse_again(out_dir, data_root, *words: str) -> pd.DataFrame:
+    """The rows of the question `words` (analysis options) asks, after measuring it."""
     assert analysis.main([f"out_dir={out_dir}", f"data_root={data_root}", "threads=1", "progress=off",
                           "log_level=INFO", "download=false", "figures=false", *words]) == 0
-    return table_of(out_dir)
+    return analysis.read_table(ExperimentFolder.of(out_dir, "default").path, " ".join(words))
 
 
 def test_a_task_that_does_not_apply_is_skipped_with_its_reason(trained_runs, caplog):

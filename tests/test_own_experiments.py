@@ -44,6 +44,20 @@ def test_a_name_of_ones_own_trains_into_its_own_folder_and_analysis_finds_it(tmp
     assert analysed.stdout.startswith("1 run(s): ") and ExperimentFolder.of(tmp_path, "noise_sweep").table_path.is_dir()
 
 
+def test_status_of_a_name_of_ones_own_lists_the_runs_its_folder_holds(tmp_path, capsys):
+    """No run settings typed: the folder's runs, whichever command line trained them (the default grid's run,
+    never trained here, is not listed); with run settings typed, that grid's runs."""
+    trained = run_cli("train.py", tiny_words(tmp_path, "experiment=noise_sweep", "label_noise=0.2"))
+    assert trained.returncode == 0, trained.stderr
+    (run_id,) = [folder.run_id for folder in ExperimentFolder.of(tmp_path, "noise_sweep").run_folders()]
+    assert train.main(["status", "experiment=noise_sweep", f"out_dir={tmp_path}"]) == 0
+    shown = capsys.readouterr().out
+    assert any(line.startswith(run_id) and " done " in line for line in shown.splitlines()), shown
+    assert parse_arguments(["experiment=noise_sweep"]).grid[0].run_id not in shown  # the command line's default run
+    assert train.main(["status", "experiment=noise_sweep", f"out_dir={tmp_path}", "label_noise=0.1"]) == 0
+    assert run_id not in capsys.readouterr().out  # another grid, not trained: its run is new
+
+
 def test_a_new_name_is_announced_once_with_the_preset_it_may_be_a_typo_of(tmp_path, capsys):
     plan = parse_arguments(["experiment=learnphse", f"out_dir={tmp_path}"])
     folder = ExperimentFolder.of(tmp_path, plan.experiment)

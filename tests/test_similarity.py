@@ -13,6 +13,7 @@ import analysis
 from conf.analysis import Analysis
 from metrics import engine
 from metrics.collapse import self_duality
+from metrics.layout import StoreLayout
 from metrics.similarity import cka_vectors, linear_cka, probe_subset
 from tests.conftest import run_cli, tiny_words
 from tests.fabricate import class_images, fabricated_similarity, keyed, tiny_mlp
@@ -153,18 +154,22 @@ def test_snapshots_the_similarity_table_and_the_export_agree(measured):
 
 def test_similarity_compares_two_runs_and_a_run_with_itself(measured):
     first, second = sorted((measured / "default" / "runs").iterdir())
-    out = measured / "cka.csv"
-    completed = run_cli("analysis.py", ["similarity", str(first), str(first), f"out={out}"])
+    out, under = measured / "cka.csv", "options=probe_dimensions=32"  # the snapshots QUICK measured
+    refused = run_cli("analysis.py", ["similarity", str(first), str(first), "options="])  # the defaults': none taken
+    assert refused.returncode == 2 and "it has snapshots under options=probe_dimensions=32" in refused.stderr
+    alone = run_cli("analysis.py", ["similarity", str(first), str(second)])  # auto: the one set both runs have
+    assert alone.returncode == 0 and "snapshots under probe_dimensions=32:" in alone.stdout, alone.stderr
+    completed = run_cli("analysis.py", ["similarity", str(first), str(first), f"out={out}", under])
     assert completed.returncode == 0, completed.stderr
     itself = pd.read_csv(out)
     assert np.allclose(itself["cka"], 1) and set(itself["iteration"]) == {0, 1, 2, 4, 8}
-    completed = run_cli("analysis.py", ["similarity", str(first), str(second), f"out={out}"])
+    completed = run_cli("analysis.py", ["similarity", str(first), str(second), f"out={out}", under])
     other = pd.read_csv(out)
     assert completed.returncode == 0 and (other[other["layer"] != "input"]["cka"] < 1 - 1e-6).all()
     assert "block00" in completed.stdout
     for words, message in ((["similarity", str(first)], "similarity needs RUN_DIR_A RUN_DIR_B"),
                            (["similarity", str(first), str(second), "align=epoch"], "align='epoch'"),
-                           (["similarity", str(first), str(measured)], "not a run folder")):
+                           (["similarity", str(first), str(measured), under], "not a run folder")):
         completed = run_cli("analysis.py", words)
         assert completed.returncode == 2 and message in completed.stderr
         assert len(completed.stderr.strip().splitlines()) == 1
@@ -173,7 +178,8 @@ def test_similarity_compares_two_runs_and_a_run_with_itself(measured):
 def test_a_lost_or_corrupt_snapshot_is_measured_again_alone(measured, monkeypatch):
     metrics_dir = measured / "default" / "metrics"
     run_id = sorted(path.name for path in metrics_dir.iterdir())[0]
-    lost, corrupt = metrics_dir / run_id / "iteration_00000004.snapshot.npz", metrics_dir / run_id / "iteration_00000008.snapshot.npz"
+    layout = StoreLayout(measured / "default")  # QUICK's snapshots: taken under probe_dimensions=32
+    lost, corrupt = (layout.snapshot_path(run_id, iteration, "probe_dimensions=32") for iteration in (4, 8))
     lost.unlink()
     corrupt.write_bytes(b"not a zip")
     asked = []

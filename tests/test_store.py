@@ -5,16 +5,18 @@ single-file table refused. Cells are fabricated as benchmarks/store.py makes the
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
-from benchmarks.store import RECIPE, checkpoint_sha256, fabricate_run, write_cell
+from benchmarks.store import RECIPES, checkpoint_sha256, fabricate_run, write_cell
 from checkpointing import ExperimentFolder
 from conf import Settings
-from metrics import store
+from conf.analysis import Analysis
+from metrics import registry, store
 from metrics.layout import StoreLayout
 from tests.conftest import REPOSITORY
 
@@ -29,7 +31,7 @@ def experiment(tmp_path) -> ExperimentFolder:
     experiment = ExperimentFolder(tmp_path / "experiment")
     for settings in RUNS:
         fabricate_run(experiment, settings, ITERATIONS)
-    store.merge(experiment.path, RECIPE)
+    store.merge(experiment.path)
     return experiment
 
 
@@ -47,8 +49,8 @@ def expected_rows(experiment: ExperimentFolder, runs: list[Settings], left_out=(
             if path in left_out:
                 continue
             frame = pd.read_parquet(path)
-            for key, value in settings.to_record().items():
-                frame[key] = json.dumps(value) if isinstance(value, list) else value
+            for key, value in settings.to_record().items():  # a null number setting (a size vit alone takes): NaN
+                frame[key] = json.dumps(value) if isinstance(value, list) else math.nan if value is None else value
             frames.append(frame)
     return sorted_rows(pd.concat(frames, ignore_index=True))
 
@@ -76,14 +78,14 @@ def test_pandas_reads_the_table_as_every_fresh_cell_with_its_settings(experiment
 
 def test_nothing_new_rewrites_no_part(experiment):
     before = snapshot(experiment)
-    merged = store.merge(experiment.path, RECIPE)
+    merged = store.merge(experiment.path)
     assert merged.written == [] and merged.removed == [] and snapshot(experiment) == before
     assert merged.rows == len(RUNS) * len(ITERATIONS) * 70 and merged.parts == len(RUNS)
 
 
 def test_a_part_deleted_by_hand_is_rebuilt(experiment):
     StoreLayout(experiment).part_path(RUNS[0].run_id).unlink()
-    assert store.merge(experiment.path, RECIPE).written == [RUNS[0].run_id]
+    assert store.merge(experiment.path).written == [RUNS[0].run_id]
     assert pd.read_parquet(experiment.table_path)["run_id"].nunique() == len(RUNS)
 
 
@@ -91,7 +93,7 @@ def test_one_run_with_a_changed_cell_is_the_only_part_rewritten(experiment):
     changed = RUNS[1].run_id
     before = snapshot(experiment)
     write_cell(experiment, changed, 1, seed=7)  # measured again: other values
-    merged = store.merge(experiment.path, RECIPE)
+    merged = store.merge(experiment.path)
     after = snapshot(experiment)
     assert merged.written == [changed]
     assert {name for name in before if before[name] != after[name]} == {f"{changed}.parquet", f".{changed}.json"}
@@ -103,7 +105,7 @@ def test_a_slurm_task_writes_only_its_own_runs_part(experiment):
     for settings in RUNS[:2]:
         write_cell(experiment, settings.run_id, 2, seed=9)
     before = snapshot(experiment)
-    assert store.update_run(experiment.path, RUNS[0].run_id, RECIPE) == "written"
+    assert store.update_run(experiment.path, RUNS[0].run_id) == "written"
     after = snapshot(experiment)
     assert {name for name in before if before[name] != after[name]} == {f"{RUNS[0].run_id}.parquet",
                                                                        f".{RUNS[0].run_id}.json"}
@@ -112,29 +114,28 @@ def test_a_slurm_task_writes_only_its_own_runs_part(experiment):
 def test_a_run_whose_settings_are_bad_is_left_out(experiment):
     bad = RUNS[2]
     experiment.run(bad.run_id).settings_path.write_text("not json")
-    merged = store.merge(experiment.path, RECIPE)
+    merged = store.merge(experiment.path)
     assert merged.removed == [bad.run_id] and not StoreLayout(experiment).part_path(bad.run_id).exists()
     table = pd.read_parquet(experiment.table_path)
     assert set(table["run_id"]) == {settings.run_id for settings in RUNS[:2]}
-    assert store.merge(experiment.path, RECIPE).removed == []  # remembered: its cells are not read again
+    assert store.merge(experiment.path).removed == []  # remembered: its cells are not read again
 
 
 def test_stale_cells_are_left_out(experiment):
-    """Rows of cells computed under another recipe, or from a checkpoint the manifest no longer lists, are not in the table."""
+    """Rows computed under a recipe their metric no longer has for their options (another version of the lab), or
+    from a checkpoint the manifest no longer lists, are not in the table."""
     run = RUNS[0].run_id
     other_recipe = write_cell(experiment, run, 1, recipe="another_one_")
     folder = experiment.run(run)
     manifest = json.loads(folder.manifest_path.read_text())
     manifest["files"][folder.checkpoint_path(2).name]["sha256"] = "0" * 64  # the checkpoint was made again
     folder.manifest_path.write_text(json.dumps(manifest))
-    store.merge(experiment.path, RECIPE)
+    store.merge(experiment.path)
     table = pd.read_parquet(experiment.table_path)
     assert sorted(table[table["run_id"] == run]["iteration"].unique()) == [0]
-    assert set(table["recipe"]) == {RECIPE}
+    assert set(table["recipe"]) == set(RECIPES.values())
     pd.testing.assert_frame_equal(sorted_rows(table)[list(expected_rows(experiment, RUNS).columns)], expected_rows(
         experiment, RUNS, left_out=[other_recipe, StoreLayout(experiment).cell_path(run, 2)]), check_dtype=False)
-    store.merge(experiment.path)  # no recipe given: any recipe, still only listed checkpoints
-    assert set(pd.read_parquet(experiment.table_path)["recipe"]) == {RECIPE, "another_one_"}
 
 
 def test_an_old_single_file_table_is_refused_in_one_line_and_left_as_it_is(tmp_path):
@@ -148,21 +149,21 @@ def test_an_old_single_file_table_is_refused_in_one_line_and_left_as_it_is(tmp_p
     store.write_frame(experiment.table_path, expected_rows(experiment, RUNS[:1]))
     before = experiment.table_path.read_bytes()
     with pytest.raises(RunFolderError, match="one-file table of an earlier version of this lab; delete it"):
-        store.merge(experiment.path, RECIPE)
+        store.merge(experiment.path)
     assert experiment.table_path.read_bytes() == before
     experiment.table_path.unlink()
-    assert store.merge(experiment.path, RECIPE).parts == len(RUNS)
+    assert store.merge(experiment.path).parts == len(RUNS)
 
 
 CONCURRENT = """
 import sys
-from benchmarks.store import RECIPE, write_cell
+from benchmarks.store import write_cell
 from checkpointing import ExperimentFolder
-from metrics import store
+from metrics import registry, store
 experiment = ExperimentFolder(sys.argv[1])
 for iteration in range(10, 16):
     write_cell(experiment, sys.argv[2], iteration, seed=int(sys.argv[3]))
-    store.merge(experiment.path, RECIPE)
+    store.merge(experiment.path)
 """
 
 
@@ -194,40 +195,51 @@ def test_a_part_rebuilt_by_another_process_while_this_one_waited_is_kept(experim
             interleaved.append(1)  # the other process: a new cell, then its own merge, all before our lock
             monkeypatch.setattr(store, "exclusive_lock", real_lock)
             write_cell(experiment, run, 2, seed=5)
-            assert store.merge(experiment.path, RECIPE).written == [run]
+            assert store.merge(experiment.path).written == [run]
         return real_lock(path, **options)
 
     write_cell(experiment, run, 1, seed=4)  # what this process came to merge
     monkeypatch.setattr(store, "exclusive_lock", lock_after_the_other_process)
-    assert store.update_run(experiment.path, run, RECIPE) == "kept" and interleaved
+    assert store.update_run(experiment.path, run) == "kept" and interleaved
     pd.testing.assert_frame_equal(sorted_rows(pd.read_parquet(experiment.table_path))[list(expected_rows(
         experiment, RUNS).columns)], expected_rows(experiment, RUNS), check_dtype=False)
 
 
-def test_each_row_is_fresh_under_its_own_metric_recipe(experiment):
-    """Recipes per metric: a merge keeps a metric's rows computed under its current recipe and drops
-    the others'; `pending` names the stale or missing metrics of a cell; `combine` replaces only theirs."""
+def test_rows_of_other_options_sit_beside_and_a_new_version_replaces_only_its_own(experiment):
+    """A cell holds every call's rows: `pending` asks for a metric's rows under the call's recipe, `combine` adds
+    another call's rows (other options) beside the others and replaces only those of the same metric and options;
+    the merge keeps every current row and leaves out those of an older version of a metric until measured again."""
     run, cell_path = RUNS[0].run_id, StoreLayout(experiment).cell_path(RUNS[0].run_id, 1)
     cell = pd.read_parquet(cell_path)
-    metrics = sorted(cell["metric"].unique())
-    assert len(metrics) >= 2
-    fresh = {name: RECIPE for name in metrics}
-    stale = {**fresh, metrics[0]: "newer_recipe"}
-    store.merge(experiment.path, stale)
+    metrics, digest = sorted(cell["metric"].unique()), cell["checkpoint_sha256"].iloc[0]
+    before = sorted_rows(pd.read_parquet(experiment.table_path))
+    other = Analysis(layers="block00,block01", probe_dimensions=64)
+    asked, words = registry.recipes(other), registry.options_texts(other)
+    assert store.pending(cell_path, digest, RECIPES, metrics) == []
+    assert store.pending(cell_path, digest, asked, metrics) == metrics  # another question: every metric
+    assert store.pending(cell_path, "0" * 64, RECIPES, metrics) == metrics  # another checkpoint: everything
+
+    beside = cell.assign(recipe=cell["metric"].map(asked), options=cell["metric"].map(words), value=-1.0)
+    store.write_cell(cell_path, store.combine(cell_path, beside, digest))
+    assert store.pending(cell_path, digest, asked, metrics) == [] and store.pending(cell_path, digest, RECIPES, metrics) == []
+    store.merge(experiment.path)
+    table = sorted_rows(pd.read_parquet(experiment.table_path))
+    pd.testing.assert_frame_equal(table[table["options"] == ""].reset_index(drop=True)[list(before.columns)], before)
+    added = table[table["options"] != ""]
+    assert len(added) == len(cell) and (added["value"] == -1.0).all()
+    assert set(added["options"]) == {"layers=block00,block01 probe_dimensions=64", "layers=block00,block01"}
+
+    older = cell[cell["metric"] == metrics[0]].assign(recipe="older_versn", value=-2.0)  # (metric, '') measured by older code
+    store.write_cell(cell_path, store.combine(cell_path, older, digest))
+    assert len(pd.read_parquet(cell_path)) == 2 * len(cell)  # it replaced the rows of its metric and options only
+    assert store.pending(cell_path, digest, RECIPES, metrics) == [metrics[0]]
+    store.merge(experiment.path)
     table = pd.read_parquet(experiment.table_path)
-    assert metrics[0] not in set(table["metric"]) and set(table["metric"]) == set(metrics[1:])
-    digest = cell["checkpoint_sha256"].iloc[0]
-    assert store.pending(cell_path, digest, stale, metrics) == [metrics[0]]
-    assert store.pending(cell_path, digest, fresh, metrics) == []
-    assert store.pending(cell_path, "0" * 64, fresh, metrics) == metrics  # another checkpoint: everything
-    remade = cell[cell["metric"] == metrics[0]].assign(recipe="newer_recipe", value=-1.0)
-    combined = store.combine(cell_path, remade, digest)
-    assert len(combined) == len(cell)
-    assert (combined[combined["metric"] == metrics[0]]["value"] == -1.0).all()
-    pd.testing.assert_frame_equal(combined[combined["metric"] != metrics[0]].reset_index(drop=True),
-                                  cell[cell["metric"] != metrics[0]].reset_index(drop=True))
-    store.write_cell(cell_path, combined)
-    store.merge(experiment.path, stale)
+    mine = table[(table["run_id"] == run) & (table["iteration"] == 1) & (table["options"] == "")]
+    assert metrics[0] not in set(mine["metric"]) and set(mine["metric"]) == set(metrics[1:])
+    remade = older.assign(recipe=RECIPES[metrics[0]], value=-3.0)  # the same question under today's code
+    store.write_cell(cell_path, store.combine(cell_path, remade, digest))
+    store.merge(experiment.path)
     table = pd.read_parquet(experiment.table_path)
-    rows = table[(table["run_id"] == run) & (table["metric"] == metrics[0])]
-    assert set(rows["iteration"]) == {1} and (rows["value"] == -1.0).all()
+    rows = table[(table["run_id"] == run) & (table["metric"] == metrics[0]) & (table["value"] < 0)]
+    assert set(rows["iteration"]) == {1} and set(rows["value"]) == {-3.0, -1.0} and len(rows) == 2 * len(older)

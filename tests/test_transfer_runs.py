@@ -129,7 +129,8 @@ def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_th
 
 def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_grid, tmp_path, one_thread):
     import measuring
-    from metrics import store
+    from conf.analysis import Analysis
+    from metrics import snapshots, store
 
     plan, _ = transfer_grid
     experiment = ExperimentFolder.of(tmp_path, plan.experiment)  # a copy: the grid's folder stays unmeasured
@@ -144,7 +145,7 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
                                     "metrics=classifier_accuracy,ncc_accuracy", "progress=off", *words], analysis=True)
         outcome = measuring.analyse_runs([settings for settings, _ in runs.values()], experiment.path, analysis,
                                          torch.device("cpu"))
-        return outcome, store.merge(experiment.path, measuring.recipes(analysis))
+        return outcome, store.merge(experiment.path)
 
     def measured() -> dict:
         return {run_id: sorted(set(rows["iteration"])) for run_id, rows in
@@ -169,12 +170,11 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
     # the words that trained the children name their dataset only; their parent is measured and read with them
     chosen, _ = measuring.runs_of(experiment, (("dataset", ("fashionmnist",)),))
     assert {settings.run_id for settings in chosen} == set(runs)
-    import analysis  # the children's layer similarity is left out with their middle checkpoints
-
-    def left_out(*words):
-        return analysis.similarity_left_out(experiment, parse_arguments(["download=false", *words], analysis=True))
-
-    assert left_out() == children and left_out("child_checkpoints=all") == set()
+    # the children's layer similarity is left out with their middle checkpoints: under ends no snapshot is taken
+    for run_id in children:
+        settings = runs[run_id][0]
+        assert measuring.metrics_to_measure(settings, Analysis()) == ["classifier_accuracy"]
+        assert snapshots.SNAPSHOT_METRIC in measuring.metrics_to_measure(settings, Analysis(child_checkpoints="all"))
 
 
 def test_growing_data_follows_the_appendix_and_trains_each_stage_once(tmp_path, one_thread):
