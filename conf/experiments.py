@@ -4,9 +4,9 @@ An experiment is a preset of run settings; a list value sweeps that key, and sev
 form a Cartesian grid. An experiment may hold several grids (a tuple of presets): its runs are
 their union, e.g. the demo's collapse runs and its warm-start runs. Command-line values replace the
 preset's value for the same key in every grid. Runs of an experiment live under
-`<out_dir>/<experiment>/runs/`. The papers' hyper-parameters are those of `../shared/reference/`
-(the seeds' READMEs and the plasticity paper's appendix); where a paper is silent, the choice is
-ours and says so in `notes`.
+`<out_dir>/<experiment>/runs/`. The papers' hyper-parameters are those of their published code's
+READMEs (LearnPhase, AAAI 2024; IntermediateNC, TMLR 2023) and of the plasticity paper's appendix
+(Berariu et al. 2021); where a paper is silent, the choice is ours and says so in `notes`.
 
 `experiment=` takes three things (`read_experiment`):
 - a preset's name (EXPERIMENTS below);

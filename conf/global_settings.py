@@ -141,9 +141,12 @@ class Settings:
                 raise SettingsError(f"train_subset={self.train_subset} exceeds synthetic_train_size={self.synthetic_train_size}")
 
     def to_record(self) -> dict:
-        """JSON-ready values (tuples as lists): what settings.json and every checkpoint hold."""
-        return {name: list(value) if isinstance(value, tuple) else value
-                for name, value in dataclasses.asdict(self).items()}
+        """JSON-ready values (tuples as lists): what settings.json and every checkpoint hold. Read back from their
+        JSON text, so that a checkpoint's bytes depend on the values alone: pickle writes a string it has seen as a
+        reference to it by object identity, and a value equal to a key (normalization='dataset') is the key's own
+        object in one process and a copy in a Slurm job that unpickled its settings."""
+        return json.loads(json.dumps({name: list(value) if isinstance(value, tuple) else value
+                                      for name, value in dataclasses.asdict(self).items()}))
 
     @classmethod
     def from_record(cls, values: dict) -> "Settings":
