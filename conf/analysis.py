@@ -87,9 +87,13 @@ def analysis_of(text: str) -> Analysis:
 def asks_defaults(analysis: Analysis) -> bool:
     """Whether every option that decides a number is at its default: the call's rows are those whose `options`
     column is '' (metrics/store.py)."""
-    defaults = Analysis()
-    return all(getattr(analysis, item.name) == getattr(defaults, item.name)
-               for item in dataclasses.fields(Analysis) if item.name not in NO_RECIPE)
+    return not question_words(analysis)
+
+
+def question_words(analysis: Analysis) -> str:
+    """The options that decide numbers (all but NO_RECIPE) that differ from the defaults, as the command line's
+    words, sorted: the question a call asks of the tables ('' for the default one)."""
+    return option_words(analysis, [item.name for item in dataclasses.fields(Analysis) if item.name not in NO_RECIPE])
 
 
 def option_value(analysis: Analysis, name: str):

@@ -15,7 +15,7 @@ import pandas as pd
 from checkpointing import ExperimentFolder, RunFolderError
 from conf import DEFAULT_EXPERIMENT, EXPERIMENTS, Experiment, Plan, SettingsError
 from conf.global_settings import UNKNOWN
-from conf.analysis import NO_RECIPE, asks_defaults, option_words
+from conf.analysis import asks_defaults, option_words, question_words
 from conf.plasticity import has_parent, parent_settings, run_kind
 from utils import atomic_write_text, exclusive_lock
 
@@ -210,10 +210,7 @@ def question_rows(table: pd.DataFrame, analysis) -> pd.DataFrame:
 
 def describe_question(analysis) -> str:
     """"the default analysis options", or the options that decide numbers as the command line's words."""
-    defaults = type(analysis)()
-    changed = [f"{item.name}={getattr(analysis, item.name)}" for item in dataclasses.fields(analysis)
-               if item.name not in NO_RECIPE and getattr(analysis, item.name) != getattr(defaults, item.name)]
-    return " ".join(changed) if changed else "the default analysis options"
+    return question_words(analysis) or "the default analysis options"
 
 
 def with_ancestors(chosen: pd.DataFrame, every: pd.DataFrame) -> pd.DataFrame:
