@@ -62,7 +62,7 @@ from utils import (atomic_torch_save, atomic_write_json, atomic_write_text, excl
                    sha256_file, torch_load)
 
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # 2: checkpoints hold input_shape and num_classes (1: the model needed the dataset)
+FORMAT_VERSION = 2  # written in every checkpoint and manifest; a checkpoint of another format is refused (load_checkpoint)
 RESUME_STATES_KEPT = 2  # the newest, and one older in case the newest is found corrupt
 STAGING_PREFIX = ".staging-"  # hidden: a run being built under this name is no run yet
 
@@ -365,7 +365,7 @@ class RunFolder:
     # -- the execution environment a resume state was saved under ------------------------------
     def note_resume_environment(self, iteration: int, recorded: dict | None, current: dict) -> dict[str, list]:
         """Compare the execution environment a resume state was saved under (`recorded`; None for a start
-        from the beginning or a state older than the record) with the `current` one. When they differ,
+        from the beginning) with the `current` one. When they differ,
         warn and note it in lineage.json, and so in every status.json from then on: the run goes on, but
         from `iteration` its bytes need not equal an uninterrupted run's. Notes of resumes at or after
         `iteration` are dropped first (the states they followed are being re-made). Returns the
@@ -395,11 +395,6 @@ class RunFolder:
             return self.read_lineage()
         except RunFolderError:
             return {}
-
-    def environment_changes(self) -> list[dict]:
-        """The resumes under another execution environment ([] for a run that kept one throughout):
-        from each on, the run's bytes need not equal an uninterrupted run's."""
-        return self.lineage_or_nothing().get("environment_changes", [])
 
     def recorded_threads(self) -> int | None:
         """The CPU threads the run trains with (the environment lineage.json holds since its last start),
@@ -441,7 +436,7 @@ class RunFolder:
 
     def load_checkpoint(self, iteration: int, map_location="cpu") -> dict:
         """The checkpoint at `iteration`, verified against the manifest's sha256 first; CorruptFile
-        (naming the file and the fix) when it is missing, altered or does not load."""
+        (naming the file and the fix) when it is missing, altered, does not load or is of another format."""
         entry = self.checkpoint_entries().get(iteration)
         path = self.checkpoint_path(iteration)
         if entry is None:
@@ -455,6 +450,9 @@ class RunFolder:
         except Exception as error:  # a file that hashes right but does not load: written by another tool, say
             first_line = (str(error).strip().splitlines() or [""])[0][:200]  # torch's unpickling errors run long
             raise CorruptFile(f"{path} does not load ({type(error).__name__}: {first_line}); {fix}") from None
+        found = checkpoint.get("format_version") if isinstance(checkpoint, dict) else None
+        if found != FORMAT_VERSION:  # what rebuilds the model alone is format FORMAT_VERSION's (models.from_checkpoint)
+            raise CorruptFile(f"{path} is not a checkpoint of format {FORMAT_VERSION} (its format: {found}); {fix}")
         self.check_checkpoint_settings(checkpoint, path)
         return checkpoint
 
@@ -557,8 +555,3 @@ class RunFolder:
             with open(self.log_path, "a") as handle:
                 handle.write("".join(json.dumps(record) + "\n" for record in records))
                 handle.flush()
-
-    def read_log(self) -> list[dict]:
-        if not self.log_path.exists():
-            return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]

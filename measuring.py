@@ -185,7 +185,7 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
     frame.insert(0, "run_id", inputs.settings.run_id)
     frame.insert(1, "iteration", checkpoint["iteration"])
     frame.insert(2, "epoch", checkpoint["epoch"])
-    frame.insert(3, "stage", checkpoint.get("stage", 1))
+    frame.insert(3, "stage", checkpoint["stage"])
     frame.insert(4, "parent_run_id", inputs.lineage.get("parent_run_id", ""))
     frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
     frame["recipe"], frame["options"] = frame["metric"].map(inputs.recipes), frame["metric"].map(inputs.options)

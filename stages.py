@@ -120,12 +120,16 @@ def parent_folder(settings: Settings, folder: RunFolder) -> RunFolder:
 
 
 def resolve_start(settings: Settings, folder: RunFolder) -> StartPoint:
-    """Where a run with a parent starts: what its lineage recorded at its first start, else the
-    parent's checkpoint `start_from_iteration` names (ParentNotReady while the parent is not done)."""
+    """Where a run with a parent starts: what its lineage recorded at its first start (a resume keeps that start,
+    though the parent's phases.csv may name another since), else the parent's checkpoint `start_from_iteration`
+    names (ParentNotReady while the parent is not done). RunFolderError when the lineage holds part of a start."""
     recorded = folder.read_lineage()
-    if "parent_iteration" in recorded:  # a lineage written before transfer existed started at its parent's end
-        return StartPoint(recorded["parent_iteration"], recorded.get("parent_epoch", settings.pretrain_epochs),
-                          recorded.get("start_rule", "the parent's final iteration"))
+    if "parent_iteration" in recorded:
+        missing = [key for key in ("parent_epoch", "start_rule") if key not in recorded]
+        if missing:
+            raise RunFolderError(f"{folder.lineage_path} names a parent iteration but no {', '.join(missing)}; restore "
+                                 "it or delete the run folder")
+        return StartPoint(recorded["parent_iteration"], recorded["parent_epoch"], recorded["start_rule"])
     parent = parent_folder(settings, folder)
     status = parent.read_status()
     if status.get("state", "new") != "done":

@@ -186,6 +186,7 @@ class RunTraining:
         unusable one is skipped for the one before), else a child's parent's final state, else 0."""
         for state in self.folder.resume_states(at_most=at_most):
             try:
+                recorded = state["environment"]  # every state holds the environment it was saved under
                 self.model.load_state_dict(state["model"])
                 devices.load_optimizer_state(self.optimizer, state["optimizer"])
                 torch.set_rng_state(state["torch_rng"])
@@ -196,7 +197,7 @@ class RunTraining:
                 self.optimizer = devices.make_optimizer(self.settings, self.model)
                 continue
             logger.info("%s: resuming at iteration %d of %d", self.settings.run_id, state["iteration"], self.total)
-            self.folder.note_resume_environment(state["iteration"], state.get("environment"), self.environment)
+            self.folder.note_resume_environment(state["iteration"], recorded, self.environment)
             return state["iteration"]
         self.folder.note_resume_environment(self.first, None, self.environment)  # from the start: nothing to compare
         if self.start is not None:  # a first start after a parent: its checkpoint, then the interventions

@@ -107,17 +107,14 @@ def schedule(checkpoints: int) -> list[int]:
 def old_merge(experiment: ExperimentFolder, out: Path, run_ids: set[str]) -> pd.DataFrame:
     """The merge this store replaced, on the cells of `run_ids`: every cell read, each run's settings
     added, one file rewritten."""
-    frames, columns_of = [], {}
-    for path in StoreLayout(experiment).cell_paths():
-        run_id = StoreLayout(experiment).run_id_of_cell(path)
-        if run_id not in run_ids:
-            continue
-        if run_id not in columns_of:
-            columns_of[run_id] = store.settings_columns(experiment.run(run_id), out)
-        frame = pd.read_parquet(path)
-        for key, (value, _) in columns_of[run_id].items():
-            frame[key] = value
-        frames.append(frame)
+    frames, layout = [], StoreLayout(experiment)
+    for run_id in sorted(set(layout.cell_run_ids()) & run_ids):
+        columns = store.settings_columns(experiment.run(run_id), out)
+        for path in layout.run_cell_paths(run_id):
+            frame = pd.read_parquet(path)
+            for key, (value, _) in columns.items():
+                frame[key] = value
+            frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     store.write_frame(out, table)
     return table

@@ -23,7 +23,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from conf.errors import SettingsError
-from conf.plasticity import PLASTICITY_FIELDS, TRANSFER_DEFAULTS, check_plasticity, pretrains, run_kind
+from conf.plasticity import PLASTICITY_FIELDS, check_plasticity, pretrains, run_kind
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "mnist", "fashionmnist", "svhn")
 VGG_DEPTHS = (8, 11, 13, 16)  # LearnPhase's VGG-8 and the standard VGG-11/13/16 plans
@@ -158,25 +158,20 @@ class Settings:
         return tuple(name for name in TRAINING_FACTS if getattr(self, name) is None)
 
     def identity(self) -> dict:
-        """The settings that define the run: synthetic-only ones are dropped for real datasets, the
-        plasticity ones for scratch runs (so a scratch run keeps the id it had before they existed), the model
-        sizes its arch does not take (null), the normalization when it is the dataset's own. A training fact an
-        import was not told stays, as null: typed and unknown are two runs."""
+        """The settings that define the run, without those that do not apply to it: the plasticity ones for a
+        scratch run (it has no stage 1), the synthetic-only ones for a real dataset, the model sizes its arch does
+        not take (null), the module file's sha256 for an arch that is no module, the import's sha256 for a run
+        trained here. A training fact an import was not told stays, as null: typed and unknown are two runs."""
         values = dataclasses.asdict(self)
         if not pretrains(self):
             for name in PLASTICITY_FIELDS:
                 values.pop(name)
-        for name, default in TRANSFER_DEFAULTS.items():  # added later: the runs before them keep their ids
-            if values.get(name, default) == default:
-                values.pop(name, None)
         if self.dataset != "synthetic":
             for name in SYNTHETIC_ONLY:
                 values.pop(name)
         for name in MODEL_SIZES:  # sizes the arch does not take: a family's own, a torchvision builder's, a class's
             if values[name] is None:
                 values.pop(name)
-        if self.normalization == "dataset":  # added later: the runs before it keep their ids
-            values.pop("normalization")
         if not self.arch.startswith("module:"):
             values.pop("module_sha256")
         if not self.imported_from:

@@ -26,11 +26,10 @@ STAGE2_DEFAULTS = {"reset_last": 0, "shrink": 1.0, "perturb": 0.0, "stage2_optim
 # Only the last stage (a child) reads these; every earlier run keeps the defaults.
 CHILD_DEFAULTS = {"start_from_iteration": "final", "start_phase_layer": "", "stage2_train": "all",
                   "pretrain_checkpoint_extra": ()}
-# Settings added with transfer and growing data: left out of a run's id at their defaults, so every
-# run of the two-stage protocol keeps the id it had before they existed.
-TRANSFER_DEFAULTS = {"pretrain_dataset": "same", "stages": 1, "stage": 0, **CHILD_DEFAULTS}
-# What only pretraining uses; a scratch run keeps the defaults.
-PRETRAINING_DEFAULTS = {"pretrain_subset": "examples", "pretrain_epochs": 0, **STAGE2_DEFAULTS, **TRANSFER_DEFAULTS}
+# What only pretraining uses (the subset, stage 1's length, the interventions, transfer and growing data); a
+# scratch run keeps the defaults.
+PRETRAINING_DEFAULTS = {"pretrain_subset": "examples", "pretrain_epochs": 0, **STAGE2_DEFAULTS,
+                        "pretrain_dataset": "same", "stages": 1, "stage": 0, **CHILD_DEFAULTS}
 PLASTICITY_FIELDS = ("pretrain_fraction", *PRETRAINING_DEFAULTS)
 START_WORDS = ("final", "phase")  # besides an iteration number
 

@@ -22,18 +22,17 @@ from conf.global_settings import read_normalization
 from data.dataset import ImageDataset, channel_statistics, normalize
 from data.noise import apply_label_noise
 from data.stream import EpochPlan, TrainingStream, crop_and_flip
-from data.subsets import stage1_indices, stage_indices, stage_sizes
+from data.subsets import stage_indices, stage_sizes
 from data.synthetic import make_synthetic
 from data.torchvision_sets import TORCHVISION_DATASETS, download
-from data.transfer import colour_dominance_labels
 from utils import seeded_generator
 
 DATASETS: tuple[str, ...] = ("synthetic",) + TORCHVISION_DATASETS
 
 __all__ = [
     "DATASETS", "TORCHVISION_DATASETS", "DataError", "EpochPlan", "ImageDataset", "TrainingStream",
-    "apply_label_noise", "channel_statistics", "colour_dominance_labels", "crop_and_flip", "download",
-    "load_dataset", "normalize", "stage1_indices", "stage_indices", "stage_sizes",
+    "apply_label_noise", "channel_statistics", "crop_and_flip", "download",
+    "load_dataset", "normalize", "stage_indices", "stage_sizes",
 ]
 
 

@@ -1,6 +1,6 @@
 """The training examples of each stage of the staged protocols (Berariu et al. 2021).
 
-    indices = stage1_indices(labels, fraction=0.5, kind="examples", seed=0, num_classes=10)
+    indices = stage_indices(labels, fraction=0.5, kind="examples", seed=0, num_classes=10)  # a warm start's stage 1
     indices = stage_indices(labels, fraction=0.5, kind="classes", seed=0, num_classes=10, stages=4, stage=2)
 
 Drawn from the run's `seed` (so seeds differ in their subsets too) and returned sorted, as indices
@@ -31,8 +31,8 @@ def stage_sizes(total: int, fraction: float, stages: int) -> list[int]:
 def stage_indices(labels: Tensor, *, fraction: float, kind: str, seed: int, num_classes: int, stages: int = 1,
                   stage: int = 1) -> Tensor:
     """int64 [M] sorted indices of the training examples of stage `stage` (1..stages) of growing data
-    (module docstring). DataError (one line) when a stage would be empty, the whole set, or no larger
-    than the one before."""
+    (module docstring); kind=classes keeps the labels' numbers, so the head has all C outputs from the start.
+    DataError (one line) when a stage would be empty, the whole set, or no larger than the one before."""
     generator = seeded_generator(seed, "stage 1 subset", kind)
     if kind not in ("examples", "classes"):
         raise ValueError(f"unknown pretrain_subset {kind!r}; accepted: examples, classes")
@@ -49,14 +49,3 @@ def stage_indices(labels: Tensor, *, fraction: float, kind: str, seed: int, num_
     if kind == "classes":
         order = torch.isin(labels.cpu(), order).nonzero().flatten()
     return order.sort().values
-
-
-def stage1_indices(labels: Tensor, *, fraction: float, kind: str, seed: int, num_classes: int) -> Tensor:
-    """int64 [M] sorted indices of the training examples stage 1 trains on.
-
-    examples: round(fraction·N) examples, uniformly at random (the paper's warm start: half the data).
-    classes: every example of round(fraction·C) classes chosen at random (its class-incremental
-    variant); the labels keep their numbers, so the head has all C outputs from the start.
-    DataError (one line) when the subset would be empty or the whole set.
-    """
-    return stage_indices(labels, fraction=fraction, kind=kind, seed=seed, num_classes=num_classes)

@@ -117,7 +117,8 @@ LEARNPHASE = "Schneider & Prabhushankar, AAAI 2024 (LearnPhase)"
 register_task(TransferTask("colour_dominance", f"{LEARNPHASE}: colour dominance of the normalised image",
                            _needs_colour, _normalised_colour, lambda dataset_classes: len(COLOURS)))
 register_task(TransferTask("colour_dominance_raw", f"{LEARNPHASE}: colour dominance of the raw uint8 image "
-                           "(this lab's first rule)", _needs_colour, _raw_colour, lambda dataset_classes: len(COLOURS)))
+                           "(the pixels as stored, whatever the normalisation)", _needs_colour, _raw_colour,
+                           lambda dataset_classes: len(COLOURS)))
 register_task(TransferTask("brightness", "terciles of the mean pixel: colour dominance's stand-in for grayscale "
                            "images (this lab)", lambda dataset, channels: None, _brightness, lambda dataset_classes: 3))
 register_task(TransferTask("other_dataset_classes", f"{LEARNPHASE}: trainTask=1, the other dataset's classes",

@@ -143,13 +143,12 @@ def heatmap_rows(metrics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """(the NCC and CDNV train rows of each recipe's first seed among the runs that trained from their own start,
     the keys that tell those runs apart); Skip when there are none."""
     every = metrics[metrics["metric"].isin(["ncc_accuracy", "cdnv"]) & (metrics["split"] == "train")]
-    rows = every[every["parent_run_id"].fillna("") == ""] if "parent_run_id" in every else every
+    rows = every[every["parent_run_id"].fillna("") == ""]
     if rows.empty:
         raise Skip("every NCC and CDNV row is of a child run (it continues its parent's curve)" if len(every)
                    else "no NCC or CDNV rows in the table")
     keys = grouping_keys(rows)
-    first_seeds = [group[group["seed"] == group["seed"].min()] if "seed" in group else group
-                   for _, group in recipe_groups(rows)]
+    first_seeds = [group[group["seed"] == group["seed"].min()] for _, group in recipe_groups(rows)]
     return pd.concat(first_seeds), keys
 
 

@@ -95,7 +95,7 @@ def plasticity_diagnostics(metrics: pd.DataFrame) -> dict:
     """Dormant fraction and effective rank of the last hidden layer vs epochs since the switch to all data
     (stage 1 at negative epochs), scratch vs warm start vs reset-k: one row of panels per recipe."""
     names = [metric for metric, _ in DIAGNOSTIC_PANELS]
-    if "pretrain_fraction" not in metrics or not (metrics["pretrain_fraction"] > 0).any():
+    if not (metrics["pretrain_fraction"] > 0).any():
         raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
     require(metrics, names)
     panels = [(metric, label) for metric, label in DIAGNOSTIC_PANELS if (metrics["metric"] == metric).any()]

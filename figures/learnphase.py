@@ -26,8 +26,8 @@ RECONSTRUCTION = ("reconstruction_mse", "test", "reconstruction MSE of hidden la
 
 def probe_label(rows: pd.DataFrame) -> str:
     """The transfer probe's axis label, naming the task the rows measured (brightness for grayscale runs,
-    colour dominance for RGB ones: data/transfer.py), or "transfer-probe" for a table that predates the column."""
-    tasks = sorted(set(rows["transfer_task"].dropna())) if "transfer_task" in rows else []
+    colour dominance for RGB ones: data/transfer.py), or "transfer" when the rows name none."""
+    tasks = sorted(set(rows["transfer_task"].dropna()))
     words = " / ".join(TASK_WORDS.get(task, task.replace("_", " ")) for task in tasks) or "transfer"
     return f"{words} probe accuracy, test (fraction)"
 

@@ -50,10 +50,10 @@ def switch_curves(metrics: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame
         if first["pretrain_fraction"] > 0 and first["epochs"] == 0:
             continue  # an earlier stage: drawn as the start of each of its children
         rows = rows.copy()
-        stages = int(first["stages"]) if "stages" in first else 1
+        stages = int(first["stages"])
         switch = first["pretrain_epochs"] * stages if first["pretrain_fraction"] > 0 else 0.0  # the last stage's start
         rows["epochs since switch"] = rows["epoch"] - switch
-        own = {key: first[key] for key in SETTINGS if key in rows}
+        own = {key: first[key] for key in SETTINGS}
         parent_id, earlier = first["parent_run_id"], []
         while first["pretrain_fraction"] > 0 and parent_id:  # same network and seed
             parent = accuracy[accuracy["run_id"] == parent_id]

@@ -190,7 +190,7 @@ def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
         raise SettingsError(f"{path} has no rows measured under {describe_question(plan.analysis)}; {measure}")
     every = metrics
     for key, values in plan.overrides:  # the same filter as for measuring
-        metrics = metrics[metrics[key].isin(values)] if key in metrics else metrics
+        metrics = metrics[metrics[key].isin(values)]
     metrics = with_ancestors(metrics, every)
     if plan.overrides and not len(metrics):
         raise SettingsError(f"no row of {path} matches {describe_filter(plan.overrides)}; nothing was drawn")
@@ -217,7 +217,7 @@ def with_ancestors(chosen: pd.DataFrame, every: pd.DataFrame) -> pd.DataFrame:
     """`chosen` and the rows of every earlier stage or parent its runs started from: the words that trained a
     child (dataset=fashionmnist pretrain_dataset=mnist) trained its parent too, and a child's story is read
     against its parent's phases."""
-    if "parent_run_id" not in every or len(chosen) == len(every):
+    if len(chosen) == len(every):
         return chosen
     runs = set(chosen["run_id"])
     while True:
@@ -239,7 +239,7 @@ def read_similarity(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame | 
         return None
     similarity = question_rows(similarity, plan.analysis)
     for key, values in plan.overrides:
-        similarity = similarity[similarity[key].isin(values)] if key in similarity else similarity
+        similarity = similarity[similarity[key].isin(values)]
     return similarity
 
 
@@ -368,9 +368,9 @@ def figure_workers(plan: Plan) -> int:
 def remove_unlisted_figures(folder: Path, entries: dict) -> list[str]:
     """Remove every figure file (PNG, PDF) of the figures folder that no entry of this publication lists, so
     the folder holds exactly what the report shows. Removing only the files the previous record listed for a
-    redrawn figure missed those of a figure renamed or no longer registered (the record's entry is never
-    visited), those of a publication whose record is gone or unreadable (an older analysis, a crash between
-    drawing and recording) and a half-saved figure's. Returns the names removed (logged)."""
+    redrawn figure would miss those of a figure renamed or no longer registered (the record's entry is never
+    visited), those of a publication whose record is gone or unreadable (deleted, or a crash between drawing
+    and recording) and a half-saved figure's. Returns the names removed (logged)."""
     listed = {file for entry in entries.values() for file in entry.get("files", [])}
     removed = sorted(path.name for path in folder.glob("*") if path.suffix in (".png", ".pdf") and path.is_file()
                      and path.name not in listed)

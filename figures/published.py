@@ -46,7 +46,7 @@ def digest(value) -> str:
 def folder_stamp(folder: Path) -> list:
     """[name, size, mtime] of every visible file of a table folder (hidden index and lock files aside)."""
     if not folder.is_dir():
-        return [folder.name, file_stamp(folder)]  # an old one-file table, or none
+        return [folder.name, file_stamp(folder)]  # no table folder (yet): its stamp says so
     return sorted([path.name, file_stamp(path)] for path in folder.iterdir() if not path.name.startswith("."))
 
 
@@ -113,8 +113,8 @@ def same_content(path: Path, recorded) -> bool:
 
 
 def figure_intact(folder: Path, entry: dict) -> bool:
-    """Whether every file of a figure's record entry holds what was drawn (an entry without contents, from
-    an older record, is not: its figure is drawn again)."""
+    """Whether every file of a figure's record entry holds what was drawn (an entry without contents, a damaged
+    record's, is not: its figure is drawn again)."""
     contents = entry.get("contents")
     if not isinstance(contents, dict):
         return False

@@ -226,8 +226,6 @@ def _figure_parts(drawn: dict, experiment_dir: Path) -> list[str]:
 def transfer_tasks(table: pd.DataFrame) -> dict[str, str]:
     """run id -> the transfer task its transfer_accuracy rows read, or why it has none (its other rows say why): the
     `transfer_task` column of the rows the report reads (one question: figures/publish.py question_rows)."""
-    if "transfer_task" not in table:
-        return {}
     transfer = table["metric"] == "transfer_accuracy"
     said = table[transfer | ~table["run_id"].isin(set(table.loc[transfer, "run_id"]))]
     return {run: ", ".join(sorted(set(tasks.dropna()))) for run, tasks in said.groupby("run_id")["transfer_task"]}

@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 import seaborn  # noqa: E402
 
 from findings.noise import seed_band  # noqa: E402
-from findings.recipes import (SETTINGS, recipe_column, setting_column, setting_words,  # noqa: E402, F401  (one owner)
+from findings.recipes import (SETTINGS, recipe_column, setting_words,  # noqa: E402, F401  (one owner)
                               settings_of, staged, transferred)
 from utils import atomic_write_bytes  # noqa: E402
 

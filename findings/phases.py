@@ -137,12 +137,6 @@ def reconstruction_turns(iterations: list, losses: list[float], tolerance: float
     return turns
 
 
-def reconstruction_phases(iterations: list, losses: list[float], tolerance: float) -> dict:
-    """{plateau_end, minimum, rise} of one curve (module docstring); NaN where a phase is absent."""
-    turns = reconstruction_turns(iterations, losses, tolerance)
-    return {name: turns[name] for name in ("plateau_end", "minimum", "rise")}
-
-
 def peak_turns(iterations: list, values: list[float], tolerance: float, name: str, must_fall: bool) -> dict:
     """{name, name_low, name_high, tolerance, reasons}: the smoothed maximum's band and raw peak, reported
     only if the curve rises more than τ above its start level and (`must_fall`) falls τ below it after."""

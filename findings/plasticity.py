@@ -28,7 +28,7 @@ def protocol(row: pd.Series, extra=()) -> str:
     other pretraining settings `extra` that vary among the warm-started runs drawn beside it (never pooled)."""
     if row["pretrain_fraction"] == 0:
         return "scratch"
-    stages = int(row["stages"]) if "stages" in row else 1
+    stages = int(row["stages"])
     parts = ["warm start" if stages == 1 else f"growing data, {stages + 1} stages"]
     if row["reset_last"]:
         parts.append(f"reset last {int(row['reset_last'])}")

@@ -85,22 +85,16 @@ def settings_of(row: pd.Series) -> Settings:
                                  else record_value(key, value) for key, value in record.items()})
 
 
-def setting_column(metrics: pd.DataFrame, name: str, default) -> pd.Series:
-    """A run setting's column, or its default where the table predates the setting."""
-    return metrics[name] if name in metrics else pd.Series(default, index=metrics.index)
-
-
 def staged(metrics: pd.DataFrame) -> pd.Series:
     """Rows of runs in a staged protocol (pretraining on a subset or on another dataset): conf/plasticity.py."""
-    return (setting_column(metrics, "pretrain_fraction", 0.0) > 0) | (setting_column(metrics, "pretrain_dataset", "same") != "same")
+    return (metrics["pretrain_fraction"] > 0) | (metrics["pretrain_dataset"] != "same")
 
 
 def transferred(metrics: pd.DataFrame) -> pd.Series:
     """Rows of children that start from a parent's checkpoint other than its end, or from another dataset's run
     (figures/transfer.py draws them; a warm-start figure would mix two protocols)."""
-    return staged(metrics) & (setting_column(metrics, "epochs", 1) > 0) & (
-        (setting_column(metrics, "start_from_iteration", "final") != "final")
-        | (setting_column(metrics, "pretrain_dataset", "same") != "same"))
+    return staged(metrics) & (metrics["epochs"] > 0) & (
+        (metrics["start_from_iteration"] != "final") | (metrics["pretrain_dataset"] != "same"))
 
 
 KIND_WORDS = {"scratch": "run(s) trained from scratch", "stage1": "stage-1 parent(s)", "stage": "later-stage run(s)",

@@ -16,9 +16,8 @@ from metrics.depth import effective_depth
 from metrics.moments import ClassMoments, cdnv, ncc_predictions
 from metrics.pooling import pool_to
 from metrics.ridge import L2_GRID, CrossMoments, choose_l2, ridge_fit, ridge_mse
-from metrics.transfer import colour_dominance
 
 __all__ = [
-    "L2_GRID", "ClassMoments", "CrossMoments", "cdnv", "choose_l2", "colour_dominance", "effective_depth",
+    "L2_GRID", "ClassMoments", "CrossMoments", "cdnv", "choose_l2", "effective_depth",
     "measure", "ncc_predictions", "pool_to", "ridge_fit", "ridge_mse",
 ]

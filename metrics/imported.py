@@ -542,7 +542,7 @@ def write_whole_run(experiment: ExperimentFolder, settings, states: dict[int, di
 
 def already_imported(run: RunFolder, iterations: list[int]) -> bool:
     """Whether `run` is there, whole (done, every checkpoint in its manifest); RunFolderError when a folder of
-    its name is there but not whole (written in place by an import of an older version that was stopped)."""
+    its name is there but not whole (an import renames a run into place whole: this one was changed since)."""
     if not run.path.exists():
         return False
     state, written = run.read_status().get("state"), sorted(run.checkpoint_entries())

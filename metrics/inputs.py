@@ -130,8 +130,8 @@ def load_model(folder: RunFolder, iteration: int, device, layers: str = "", feat
     (naming the file) also for a file that hashes right and loads but is not a checkpoint of ours."""
     checkpoint = folder.load_checkpoint(iteration, map_location=device)
     path = folder.checkpoint_path(iteration)
-    if not isinstance(checkpoint, dict) or not {"iteration", "epoch"} <= checkpoint.keys():
-        raise CorruptFile(f"{path} is not a checkpoint (no iteration and epoch); {REMAKE}")
+    if not isinstance(checkpoint, dict) or not {"iteration", "epoch", "stage"} <= checkpoint.keys():
+        raise CorruptFile(f"{path} is not a checkpoint (no iteration, epoch and stage); {REMAKE}")
     try:
         model = models.from_checkpoint(checkpoint, layer_paths(layers))
     except UnknownLayer as error:

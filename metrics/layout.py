@@ -69,13 +69,6 @@ class StoreLayout:
         """The lock an analysis process holds while it measures that cell."""
         return cell_path.with_suffix(".lock")
 
-    def cell_paths(self) -> list[Path]:
-        return sorted(self.experiment.metrics_path.glob("*/iteration_*.parquet"))
-
-    @staticmethod
-    def run_id_of_cell(path: Path) -> str:
-        return path.parent.name
-
     def cell_run_ids(self) -> list[str]:
         """The run ids that have a folder of cells, sorted."""
         try:

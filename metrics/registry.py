@@ -29,7 +29,7 @@ from metrics.moments import ClassMoments, cdnv
 from metrics.ridge import fitted_error, ridge_mse
 from metrics.statistics import LinearMap, need_options, need_versions
 
-ENGINE_VERSION = 2  # 2: statistics as plug-ins, one recipe per metric
+ENGINE_VERSION = 2  # in every recipe: bumped when the engine changes what any metric computes, so all are measured again
 SPLIT_ORDER = ("train", "test")
 
 
@@ -109,11 +109,9 @@ def option_names(metric: Metric) -> tuple[str, ...]:
 
 def chosen_options(metric: Metric, options) -> dict:
     """{option: value} of the analysis options that decide the metric's numbers: those it and its statistics
-    read, and `layers` when given (the family's own keep the recipes they had)."""
-    chosen = {option: getattr(options, option) for option in metric.depends_on()}
-    if getattr(options, "layers", ""):
-        chosen["layers"] = option_value(options, "layers")
-    return chosen
+    read, and `layers` (other layers, other rows)."""
+    return {**{option: getattr(options, option) for option in metric.depends_on()},
+            "layers": option_value(options, "layers")}
 
 
 def recipe(metric: Metric, options) -> str:
@@ -185,7 +183,7 @@ def _map_details(target: str):
     return lambda layer: {"l2": layer.maps[target].l2, "dimensions": layer.maps[target].dimensions}
 
 
-# Accuracies, version +1: each row carries its `examples` (findings/noise.py: a verdict's resolution is a few of them).
+# Accuracies: each row carries its `examples` (findings/noise.py: a verdict's resolution is a few of them).
 @register("ncc_accuracy", version=2, paper="Galanti et al., TMLR 2023 (IntermediateNC)", needs=("ncc",),
           examples=lambda layer: dict(layer.count))
 def ncc_accuracy(layer: LayerResults) -> dict[str, float]:
@@ -205,8 +203,8 @@ def probe_accuracy(layer: LayerResults) -> dict[str, float]:
     return _accuracy(layer.maps["classes"])
 
 
-# Version 2: colour dominance reads the normalised image, as LearnPhase's code does (version 1 summed
-# the raw uint8 pixels; that rule is the transfer task colour_dominance_raw now). Version 3: its examples column.
+# Colour dominance reads the normalised image, as LearnPhase's code does (the raw uint8 pixels' rule is the transfer
+# task colour_dominance_raw).
 @register("transfer_accuracy", version=3, paper="Schneider & Prabhushankar, AAAI 2024 (LearnPhase): transfer task",
           needs=("ridge_correct:transfer",), details=_map_details("transfer"), examples=_map_examples("transfer"))
 def transfer_accuracy(layer: LayerResults) -> dict[str, float]:

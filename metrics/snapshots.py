@@ -40,7 +40,7 @@ from metrics.layout import StoreLayout
 from metrics.similarity import cka_vectors, probe_subset
 from utils import atomic_write_bytes, atomic_write_json
 
-SNAPSHOT_VERSION = 2  # 2: the options it was taken under
+SNAPSHOT_VERSION = 2  # in every snapshot and the similarity parts' signature: bumped when what a snapshot holds changes
 SNAPSHOT_METRIC = "cka_previous_layer"  # the metric whose measurement writes the snapshot (its recipe is the snapshot's)
 
 
@@ -77,7 +77,7 @@ def snapshot_of(layers: dict, test, checkpoint: dict, recipe: str, options: str,
     if not features:
         return None
     indices = probe_subset(len(test.labels), subset_size)
-    return Snapshot(int(checkpoint["iteration"]), float(checkpoint["epoch"]), int(checkpoint.get("stage", 1)), recipe,
+    return Snapshot(int(checkpoint["iteration"]), float(checkpoint["epoch"]), int(checkpoint["stage"]), recipe,
                     options, checkpoint_sha256, indices.numpy(), test.labels.cpu()[indices].numpy(),
                     {name: values.numpy() for name, values in features.items()})
 
@@ -93,10 +93,12 @@ def snapshot_fresh(path: Path, recipe: str, checkpoint_sha256: str) -> bool:
 
 def read_snapshot(path: Path, meta_only: bool = False):
     """The snapshot at `path` (with meta_only, its meta dict alone: no array is read); CorruptFile naming
-    it when it cannot be read."""
+    it when it cannot be read or is of another SNAPSHOT_VERSION."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
             meta = json.loads(str(arrays["meta"]))
+            if meta["version"] != SNAPSHOT_VERSION:
+                raise ValueError(f"version {meta['version']}, not {SNAPSHOT_VERSION}")
             if meta_only:
                 return meta
             layers = {name: arrays[f"layer:{name}"] for name in meta["layers"]}

@@ -232,7 +232,7 @@ class RidgeMaps(Statistic):
     shared Gram on the fitting part and one on the held-out part (l2 chosen there), refitted on both."""
 
     kind = "ridge"
-    version = 2  # 2: products in float32 per batch on centred data, one Gram shared by every target
+    version = 2  # products in float32 per batch on centred data, one Gram shared by every target
     options = RIDGE_OPTIONS
 
     def __init__(self, arguments, context, precision=None):

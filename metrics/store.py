@@ -66,7 +66,7 @@ from utils import atomic_write_bytes, atomic_write_json, atomic_write_text, excl
 
 logger = logging.getLogger(__name__)
 KEY = ["run_id", "iteration", "layer", "metric", "split", "options"]
-STORE_VERSION = 3  # 3: rows of several options side by side. Bump when what a part holds changes: every part is rebuilt once
+STORE_VERSION = 3  # in every part's signature: bumped when what a part holds changes, so every part is rebuilt once
 INTEGER_COLUMNS = ("iteration", "stage", "layer_index")  # the cells' other numbers are float64 in the table
 
 
@@ -282,12 +282,8 @@ def update_run(experiment_dir: Path, run_id: str) -> str:
 
 
 def prepare_table(experiment: ExperimentFolder) -> None:
-    """The table folder exists; RunFolderError (one line, the fix) for a single-file table of an earlier
-    version of this lab, which is left as it is: the cells hold every value, so deleting it costs nothing."""
-    if experiment.table_path.is_file():
-        raise RunFolderError(f"{experiment.table_path} is a one-file table of an earlier version of this lab; delete "
-                             "it and run the same command: the table is rebuilt from the cells (nothing is measured "
-                             "again)")
+    """The table folder exists; FileExistsError naming it when a file stands in its place (left as it is: the
+    environment's fault, which analysis.py reports in one line, exit 1)."""
     experiment.table_path.mkdir(parents=True, exist_ok=True)
 
 

@@ -13,14 +13,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
-
-from data.transfer import (COLOURS, PARTNERS, TRANSFER_TASKS, TaskChoice, TransferTask, choose_task,
-                           colour_dominance_labels)
+from data.transfer import COLOURS, PARTNERS, TRANSFER_TASKS, TaskChoice, TransferTask, choose_task
 
 __all__ = ["COLOURS", "PARTNERS", "TRANSFER_TASKS", "TaskChoice", "TransferProbe", "TransferTask", "bind",
-           "choose_task", "colour_dominance", "colour_dominance_labels"]
+           "choose_task"]
 
 
 @dataclass(frozen=True)
@@ -47,18 +43,3 @@ def bind(task: TransferTask, train, test, dataset_classes: int, source: str = "o
     label = task.labeller(train.images, train.labels, train.mean, train.std)
     labelled = [dataclasses.replace(split, transfer_labels=label(split.images, split.labels)) for split in (train, test)]
     return TransferProbe(task.name, task.classes(dataset_classes), *labelled, source=source)
-
-
-def colour_dominance(images: Tensor) -> Tensor:
-    """int64 [B] in {0: red, 1: green, 2: blue}: argmax over channels of the images' sums, as given.
-
-    images [B, 3, H, W], uint8 or float. Integer images go to data.transfer.colour_dominance_labels
-    (exact int64 sums of the raw pixels: the colour_dominance_raw task); float images are summed in
-    float64, because its int64 cast would truncate pixels in [0, 1] to 0 — given the normalised
-    inputs, this is LearnPhase's own rule. Exact ties go to the first channel either way.
-    """
-    if not images.is_floating_point():
-        return colour_dominance_labels(images)
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"colour dominance needs RGB [B, 3, H, W] images, got {tuple(images.shape)}")
-    return images.to(torch.float64).sum(dim=(2, 3)).argmax(dim=1)

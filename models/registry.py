@@ -80,10 +80,6 @@ def from_checkpoint(checkpoint: dict, layers: list[str] | None = None):
     """The model of a checkpoint (as `RunFolder.load_checkpoint` returns it) with its weights, in eval
     mode on the checkpoint's device: it holds the settings, input shape and number of classes, so
     nothing else (no dataset) is needed (nanoGPT's habit)."""
-    if "input_shape" not in checkpoint or "num_classes" not in checkpoint:
-        raise ValueError(f"checkpoint of {checkpoint.get('run_id', 'an unknown run')} at iteration "
-                         f"{checkpoint.get('iteration')} predates self-describing checkpoints (format "
-                         f"{checkpoint.get('format_version', 1)}); train the run again into a new out_dir")
     model = build(Settings.from_record(checkpoint["settings"]), input_shape=tuple(checkpoint["input_shape"]),
                   num_classes=checkpoint["num_classes"])
     model.load_state_dict(checkpoint["model"])

@@ -199,15 +199,21 @@ def keyed(rows) -> dict:
     return {(row["layer"], row["metric"], row["split"]): row["value"] for row in rows}
 
 
+def auto_task(settings) -> str:
+    """The transfer task `transfer_task=auto` reads for the run's dataset (data/transfer.py choose_task)."""
+    return "brightness" if settings.dataset in ("mnist", "fashionmnist") else "colour_dominance"
+
+
 def run_frame(rows: list[dict], settings, stage: int, parent: str):
-    """A fabricated run's rows as metrics/store.py writes its table: run, stage, parent and epoch columns,
-    then every setting (lists as JSON text)."""
+    """A fabricated run's rows as metrics/store.py writes its table: run, stage, parent, transfer task and epoch
+    columns, then every setting (lists as JSON text)."""
     import json
 
     import pandas as pd
 
     frame = pd.DataFrame(rows)
     frame["run_id"], frame["stage"], frame["parent_run_id"] = settings.run_id, stage, parent
+    frame["transfer_task"] = auto_task(settings)
     frame["options"] = ""  # measured under the default analysis options
     frame["epoch"] = frame["iteration"] / 8 + (settings.pretrain_epochs if stage == 2 else 0)
     for key, value in settings.to_record().items():
@@ -217,21 +223,27 @@ def run_frame(rows: list[dict], settings, stage: int, parent: str):
 
 def fabricated_similarity():
     """A similarity table (metrics/snapshots.py) of two single-stage runs of depth 2 and 4: CKA falling with
-    the distance between layers, each layer converging to its final state over training."""
+    the distance between layers, each layer converging to its final state over training; with the settings
+    columns the store writes (lists as JSON text)."""
+    import json
+
     import pandas as pd
+
+    from conf import Settings
 
     rows = []
     layers = ["input", "block00", "block01", "logits"]
     for depth in (2, 4):
+        record = {key: json.dumps(value) if isinstance(value, list) else value
+                  for key, value in Settings(depth=depth).to_record().items()}
         for iteration in (0, 4, 16):
             for index, layer in enumerate(layers):
-                rows += [{"run_id": f"run{depth}", "depth": depth, "seed": 0, "pretrain_fraction": 0.0,
-                          "iteration": iteration, "kind": "layers", "layer": layer, "layer_index": index,
-                          "other_layer": other, "cka": 1 / (1 + abs(index - position)), "cka_debiased": 0.5}
+                common = {**record, "run_id": f"run{depth}", "iteration": iteration, "layer": layer,
+                          "layer_index": index, "cka_debiased": 0.5}
+                rows += [{**common, "kind": "layers", "other_layer": other, "cka": 1 / (1 + abs(index - position))}
                          for position, other in enumerate(layers)]
-                rows.append({"run_id": f"run{depth}", "depth": depth, "seed": 0, "pretrain_fraction": 0.0,
-                             "iteration": iteration, "kind": "to_final", "layer": layer, "layer_index": index,
-                             "other_layer": layer, "cka": min(1, 0.3 + iteration / 16 + 0.1 * index), "cka_debiased": 0.5})
+                rows.append({**common, "kind": "to_final", "other_layer": layer,
+                             "cka": min(1, 0.3 + iteration / 16 + 0.1 * index)})
     return pd.DataFrame(rows).assign(options="")
 
 
@@ -395,7 +407,7 @@ def curves_table(runs, examples: int = 1000):
                   "split": split, "value": float(values[position]),
                   "examples": examples if metric.endswith("accuracy") else None}
                  for (metric, split, layer, index), values in curves.items() for position, iteration in enumerate(iterations)]
-        settings_rows.append({"run_id": run_id, "stage": stage, "parent_run_id": parent,
+        settings_rows.append({"run_id": run_id, "stage": stage, "parent_run_id": parent, "transfer_task": auto_task(settings),
                               **{key: json.dumps(value) if isinstance(value, list) else value
                                  for key, value in settings.to_record().items()}})
     frame = pd.DataFrame(rows).merge(pd.DataFrame(settings_rows), on="run_id", how="left")

@@ -80,6 +80,14 @@ def foreign_weights(folder: RunFolder, iteration: int) -> bytes:
     return saved({**checkpoint, "model": {"weights": torch.zeros(3)}})
 
 
+def another_format(folder: RunFolder, iteration: int) -> bytes:
+    """The checkpoint with every field in place but another format's number: refused like any foreign file."""
+    from checkpointing import FORMAT_VERSION
+
+    checkpoint = torch.load(folder.checkpoint_path(iteration), weights_only=True)
+    return saved({**checkpoint, "format_version": FORMAT_VERSION - 1})
+
+
 def edit_settings(folder: RunFolder, change) -> None:
     record = json.loads(folder.settings_path.read_text())
     change(record)
@@ -108,15 +116,16 @@ def read_only_folder(path: Path, content: Path | None = None):
 # -- fault 3: features verifies the checkpoint -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", ["altered", "not_a_checkpoint", "foreign_weights"])
+@pytest.mark.parametrize("damage", ["altered", "not_a_checkpoint", "foreign_weights", "another_format"])
 def test_features_refuses_a_damaged_checkpoint_with_one_line(out_dir, tmp_path, damage):
     folder = run_folders(out_dir)[0]
     if damage == "altered":  # the manifest's sha256 no longer matches
         victim = folder.checkpoint_path(8)
         victim.write_bytes(victim.read_bytes()[:-10] + bytes(10))
     else:  # hashes right and loads, but rebuilds no model
-        payload = not_a_checkpoint() if damage == "not_a_checkpoint" else foreign_weights(folder, 8)
-        victim = replace_checkpoint(folder, 8, payload)
+        payloads = {"not_a_checkpoint": not_a_checkpoint, "foreign_weights": lambda: foreign_weights(folder, 8),
+                    "another_format": lambda: another_format(folder, 8)}
+        victim = replace_checkpoint(folder, 8, payloads[damage]())
     out = tmp_path / "feats.npz"
     result = run_cli("analysis.py", ["features", str(folder.path), "iteration=8", f"out={out}"])
     assert result.returncode == 2, result.stderr
@@ -124,9 +133,9 @@ def test_features_refuses_a_damaged_checkpoint_with_one_line(out_dir, tmp_path, 
     assert not out.exists()  # never exported values
 
 
-@pytest.mark.parametrize("missing", ["iteration", "epoch"])
+@pytest.mark.parametrize("missing", ["iteration", "epoch", "stage"])
 def test_a_checkpoint_without_the_fields_the_rows_need_is_corrupt(out_dir, missing):
-    """The measured rows carry the checkpoint's iteration and epoch: without them it is named, not a KeyError."""
+    """The measured rows carry the checkpoint's iteration, epoch and stage: without one it is named, not a KeyError."""
     from checkpointing import CorruptFile
 
     folder = run_folders(out_dir)[0]
@@ -216,8 +225,7 @@ def test_figures_without_a_table_or_rows_is_refused_with_one_line(tmp_path):
     experiment = experiment_of(tmp_path)
     missing = run_cli("analysis.py", ["figures", f"out_dir={tmp_path}"])
     assert missing.returncode == 2 and len(error_lines(missing)) == 1, missing.stderr
-    no_rows = pd.DataFrame(columns=[*store.KEY, "value"])  # what a merge of no cell writes
-    store.write_frame(experiment.table_path, no_rows)
+    store.merge(experiment.path)  # a merge of no cell: a table folder without parts
     empty = run_cli("analysis.py", ["figures", f"out_dir={tmp_path}"])
     assert empty.returncode == 2 and len(error_lines(empty)) == 1, empty.stderr
     assert str(experiment.table_path) in empty.stderr and not experiment.report_path.exists()

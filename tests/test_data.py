@@ -15,6 +15,7 @@ import torch.nn.functional as functional
 import data
 import fabricate
 from data import DataError, TrainingStream, apply_label_noise, load_dataset, normalize
+from data.transfer import colour_dominance_labels
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,7 @@ def test_synthetic_is_deterministic_per_seed_with_expected_shapes():
 
 def test_colour_dominance_is_balanced_and_independent_of_the_class():
     dataset = synthetic(synthetic_train_size=3000)
-    colours = data.colour_dominance_labels(dataset.train_images)
+    colours = colour_dominance_labels(dataset.train_images)
     overall = torch.bincount(colours, minlength=3).double() / len(colours)
     assert overall.min() >= 0.15, overall
     for label in range(dataset.num_classes):

@@ -128,30 +128,33 @@ def test_a_figure_of_many_files_is_drawn_part_by_part_in_the_workers(metrics, tm
     assert skipped == {"two_parts": "failed: RuntimeError: this part is broken"} and set(drawn) == {"ncc_by_layer"}
 
 
+PHASES = ("plateau_end", "minimum", "rise")
+
+
 def test_phase_detection_on_learnphase_sample_log():
-    from findings.phases import reconstruction_phases
+    from findings.phases import reconstruction_turns  # phase_table's reading of one curve
 
     # LearnPhase's README log (VGG-8, CIFAR-10): test reconstruction loss at iterations 0, 2, ..., 65536.
     iterations = [0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
     losses = [46.71, 46.55, 46.30, 45.62, 44.38, 43.48, 41.92, 40.32, 40.54, 41.72, 41.12, 44.30, 48.69, 54.74,
               57.76, 60.00, 62.18]
-    phases = reconstruction_phases(iterations, losses, tolerance=0.05)  # τ = 5 % of the 21.9 range = 1.09
-    assert phases == {"plateau_end": 8, "minimum": 128, "rise": 512}
-    flat = reconstruction_phases(iterations[:5], [1.0, 1.0, 1.0, 1.0, 1.0], tolerance=0.05)
-    assert all(math.isnan(value) for value in flat.values())
-    falling = reconstruction_phases(iterations[:5], [5.0, 4.0, 3.0, 2.0, 1.0], tolerance=0.05)
+    phases = reconstruction_turns(iterations, losses, tolerance=0.05)  # τ = 5 % of the 21.9 range = 1.09
+    assert [phases[name] for name in PHASES] == [8, 128, 512]
+    flat = reconstruction_turns(iterations[:5], [1.0, 1.0, 1.0, 1.0, 1.0], tolerance=0.05)
+    assert all(math.isnan(flat[name]) for name in PHASES)
+    falling = reconstruction_turns(iterations[:5], [5.0, 4.0, 3.0, 2.0, 1.0], tolerance=0.05)
     assert falling["plateau_end"] == 0 and falling["minimum"] == 16 and math.isnan(falling["rise"])
 
 
 def test_phase_boundaries_are_strict_inequalities():
     """τ = 5 % of the range 10 = 0.5: a loss exactly τ above the minimum has not risen yet (rise at index 4,
     not 3), and one exactly τ below the first value has not fallen yet (plateau ends at index 1, not 0)."""
-    from findings.phases import reconstruction_phases
+    from findings.phases import reconstruction_turns
 
     indices = [0, 1, 2, 3, 4]  # iterations equal to the indices: the results read as indices
-    assert reconstruction_phases(indices, [10, 5, 0, 0.5, 1], tolerance=0.05) == \
-        {"plateau_end": 0, "minimum": 2, "rise": 4}
-    flat_then_falls = reconstruction_phases(indices, [10, 9.5, 0, 0, 0], tolerance=0.05)
+    turns = reconstruction_turns(indices, [10, 5, 0, 0.5, 1], tolerance=0.05)
+    assert [turns[name] for name in PHASES] == [0, 2, 4]
+    flat_then_falls = reconstruction_turns(indices, [10, 9.5, 0, 0, 0], tolerance=0.05)
     assert (flat_then_falls["plateau_end"], flat_then_falls["minimum"]) == (1, 2)
     assert math.isnan(flat_then_falls["rise"])
 

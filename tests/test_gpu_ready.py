@@ -4,6 +4,7 @@ synchronisation per log flush and none per step; each epoch augmented in one bat
 exactly the batches of a per-batch augmentation."""
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -244,7 +245,7 @@ def test_steps_never_read_the_device_and_a_flush_reads_it_once(tmp_path, tiny_se
     assert counts["step"] == [(0, 0)] * 128
     assert counts["flush"] == [(0, 1)]  # at iteration 114
     assert counts["checkpoint flush"] == [(0, 2)] * 8  # iterations 1, 2, 4, 8, 16, 32, 64, 128
-    log = RunFolder(tmp_path).read_log()
+    log = [json.loads(line) for line in RunFolder(tmp_path).log_path.read_text().splitlines()]
     assert [record["iteration"] for record in log] == list(range(1, 129))
 
 

@@ -175,7 +175,8 @@ def test_told_facts_and_the_normalization_are_recorded_and_measured_with(tmp_pat
 def test_training_normalizes_with_the_statistics_a_run_names(tmp_path, tiny_settings, monkeypatch):
     own, execution = tiny_settings()
     named, _ = tiny_settings(f"normalization={IMAGENET}")
-    assert "normalization" not in own.identity() and named.identity()["normalization"] == IMAGENET  # ids kept
+    assert own.identity()["normalization"] == "dataset" and named.identity()["normalization"] == IMAGENET
+    assert own.run_id != named.run_id  # other inputs, another run
     statistics = data.channel_statistics(training.load_data(own, execution).train_images)
     assert torch.equal(training.load_data(own, execution).mean, statistics[0])
     used = []

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from data import colour_dominance_labels
-from metrics import (ClassMoments, CrossMoments, cdnv, choose_l2, colour_dominance, effective_depth,
-                     ncc_predictions, pool_to, ridge_fit, ridge_mse)
+from data.transfer import colour_dominance_labels
+from metrics import (ClassMoments, CrossMoments, cdnv, choose_l2, effective_depth, ncc_predictions, pool_to, ridge_fit,
+                     ridge_mse)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
@@ -234,13 +234,14 @@ def test_colour_dominance_on_crafted_images():
     images[3] = torch.tensor([[[255, 0], [0, 0]], [[90, 90], [90, 90]], [[10, 10], [10, 10]]])  # green by sum
     images[4] = torch.tensor([[[100, 100], [100, 100]], [[50, 50], [50, 50]], [[101, 100], [100, 100]]])
     expected = [0, 1, 2, 1, 2]
-    assert colour_dominance(images).tolist() == expected
-    assert colour_dominance(images.float() / 255).tolist() == expected  # float pixels in [0, 1]: no truncation
-    assert colour_dominance(images).dtype == torch.int64
+    unit = torch.zeros(3), torch.ones(3)  # normalised by mean 0 and std 1: pixels in [0, 1], no truncation
+    assert colour_dominance_labels(images).tolist() == expected  # the raw sums (colour_dominance_raw)
+    assert colour_dominance_labels(images, *unit).tolist() == expected  # the normalised ones (colour_dominance)
+    assert colour_dominance_labels(images).dtype == colour_dominance_labels(images, *unit).dtype == torch.int64
     random_images = torch.randint(0, 256, (64, 3, 5, 5), dtype=torch.uint8)
-    assert torch.equal(colour_dominance(random_images), colour_dominance_labels(random_images))
+    assert torch.equal(colour_dominance_labels(random_images, *unit), colour_dominance_labels(random_images))
     with pytest.raises(ValueError):
-        colour_dominance(torch.zeros(2, 4, 3, 3))
+        colour_dominance_labels(torch.zeros(2, 4, 3, 3, dtype=torch.uint8))
 
 
 def test_effective_depth_on_crafted_lists():

@@ -6,6 +6,8 @@ import pytest
 
 from conf import DATASETS, EXPERIMENTS, Cluster, Execution, Settings, SettingsError, help_text, parse_arguments
 from conf.cli import split_sweep
+from conf.global_settings import SYNTHETIC_ONLY
+from conf.plasticity import PLASTICITY_FIELDS
 
 
 def test_defaults_form_one_run_of_the_default_experiment():
@@ -52,6 +54,23 @@ def test_run_id_is_readable_and_a_hash_of_every_setting():
     assert Settings(arch="mlp", depth=3, width=64, seed=2).run_id == settings.run_id
     for name, value in [("lr", 0.01), ("weight_decay", 0.0), ("label_noise", 0.1), ("augment", True)]:
         assert dataclasses.replace(settings, **{name: value}).run_id != settings.run_id, name
+
+
+def test_the_run_id_holds_every_setting_that_applies_to_the_run():
+    """Only what does not apply to a run stays out of its id: the plasticity settings of a scratch run (it has no
+    stage 1), the synthetic-only ones of a real dataset, the sizes its arch does not take, module_sha256 of an arch
+    that is no module, imported_from of a run trained here. Every other setting is in it, at its default too."""
+    every = {item.name for item in dataclasses.fields(Settings)}
+    not_applying = {"module_sha256", "imported_from", "patch_size", "heads"}  # a convnet takes no ViT sizes
+    scratch = Settings()
+    assert set(scratch.identity()) == every - not_applying - set(PLASTICITY_FIELDS)
+    warm = Settings(pretrain_fraction=0.5, pretrain_epochs=2)
+    assert set(warm.identity()) == every - not_applying
+    assert warm.identity()["pretrain_dataset"] == "same" and warm.identity()["stages"] == 1
+    real = Settings(dataset="cifar10")
+    assert set(real.identity()) == every - not_applying - set(PLASTICITY_FIELDS) - set(SYNTHETIC_ONLY)
+    assert scratch.identity()["normalization"] == "dataset"
+    assert Settings(normalization="[0.5,0.5,0.5]/[0.25,0.25,0.25]").run_id != scratch.run_id
 
 
 def test_execution_options_never_enter_the_run_id():

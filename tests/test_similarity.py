@@ -11,7 +11,7 @@ import torch
 
 import analysis
 from conf.analysis import Analysis
-from metrics import engine
+from metrics import engine, snapshots
 from metrics.collapse import self_duality
 from metrics.layout import StoreLayout
 from metrics.similarity import cka_vectors, linear_cka, probe_subset
@@ -175,20 +175,25 @@ def test_similarity_compares_two_runs_and_a_run_with_itself(measured):
         assert len(completed.stderr.strip().splitlines()) == 1
 
 
-def test_a_lost_or_corrupt_snapshot_is_measured_again_alone(measured, monkeypatch):
+def test_a_lost_corrupt_or_other_version_snapshot_is_measured_again_alone(measured, monkeypatch):
     metrics_dir = measured / "default" / "metrics"
     run_id = sorted(path.name for path in metrics_dir.iterdir())[0]
     layout = StoreLayout(measured / "default")  # QUICK's snapshots: taken under probe_dimensions=32
-    lost, corrupt = (layout.snapshot_path(run_id, iteration, "probe_dimensions=32") for iteration in (4, 8))
+    lost, corrupt, other = (layout.snapshot_path(run_id, iteration, "probe_dimensions=32") for iteration in (4, 8, 2))
     lost.unlink()
     corrupt.write_bytes(b"not a zip")
+    taken = snapshots.read_snapshot(other)
+    with monkeypatch.context() as patch:  # the same snapshot, written as another SNAPSHOT_VERSION
+        patch.setattr(snapshots, "SNAPSHOT_VERSION", snapshots.SNAPSHOT_VERSION + 1)
+        snapshots.write_snapshot(other, taken)
     asked = []
     original = engine.measure_layers
     monkeypatch.setattr(engine, "measure_layers", lambda *a, **k: asked.append(k["metrics"]) or original(*a, **k))
     assert analysis.main([f"out_dir={measured}", *QUICK]) == 0
-    assert asked == [["cka_previous_layer"], ["cka_previous_layer"]]
+    assert asked == [["cka_previous_layer"]] * 3
     assert lost.exists() and np.load(corrupt)["layer:block00"].dtype == np.float16
-    assert analysis.main([f"out_dir={measured}", *QUICK]) == 0 and len(asked) == 2  # fresh now: nothing again
+    assert snapshots.read_snapshot(other).iteration == 2  # taken again under the current version
+    assert analysis.main([f"out_dir={measured}", *QUICK]) == 0 and len(asked) == 3  # fresh now: nothing again
 
 
 def test_the_cka_figures_render_from_a_similarity_table_and_skip_without_one(tmp_path):

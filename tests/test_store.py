@@ -1,6 +1,6 @@
 """The metrics table as per-run parts: rebuilt only where cells changed, read by pandas as one table
-of every fresh cell with its run's settings; bad settings and stale cells left out; the old
-single-file table refused. Cells are fabricated as benchmarks/store.py makes them (no training)."""
+of every fresh cell with its run's settings; bad settings and stale cells left out; a file in the table
+folder's place refused. Cells are fabricated as benchmarks/store.py makes them (no training)."""
 
 from __future__ import annotations
 
@@ -138,18 +138,21 @@ def test_stale_cells_are_left_out(experiment):
         experiment, RUNS, left_out=[other_recipe, StoreLayout(experiment).cell_path(run, 2)]), check_dtype=False)
 
 
-def test_an_old_single_file_table_is_refused_in_one_line_and_left_as_it_is(tmp_path):
-    """The table of an earlier version (one file, before per-run parts): no migration shim, a one-line refusal
-    naming the fix; deleting the file costs nothing, as the cells hold every value."""
-    from checkpointing import RunFolderError
+def test_a_file_where_the_table_folder_goes_is_refused_in_one_line_and_left_as_it_is(tmp_path):
+    """A file standing where the table's folder goes is the environment's fault: the merge stops with an OSError
+    naming it, which analysis.py prints as one line (exit 1), and leaves the file as it is; once it is moved away,
+    the merge builds the table from the cells (they hold every value)."""
+    from utils import describe_environment_error
 
     experiment = ExperimentFolder(tmp_path / "experiment")
     for settings in RUNS:
         fabricate_run(experiment, settings, ITERATIONS)
     store.write_frame(experiment.table_path, expected_rows(experiment, RUNS[:1]))
     before = experiment.table_path.read_bytes()
-    with pytest.raises(RunFolderError, match="one-file table of an earlier version of this lab; delete it"):
+    with pytest.raises(FileExistsError) as refused:
         store.merge(experiment.path)
+    line = describe_environment_error(refused.value)
+    assert str(experiment.table_path) in line and "a file of that name is in the way" in line and "\n" not in line
     assert experiment.table_path.read_bytes() == before
     experiment.table_path.unlink()
     assert store.merge(experiment.path).parts == len(RUNS)

@@ -70,7 +70,8 @@ def curves_of_log(run_dir) -> dict[str, list]:
     """What the run's log and manifest say, as TensorBoard holds it: train values at every iteration, test
     values at every checkpoint."""
     folder = RunFolder(run_dir)
-    log, checkpoints = folder.read_log(), sorted(folder.checkpoint_entries().items())
+    log = [json.loads(line) for line in folder.log_path.read_text().splitlines()]
+    checkpoints = sorted(folder.checkpoint_entries().items())
     curves = {tag: [(record["iteration"], as_stored(record[key])) for record in log]
               for key, tag in live_curves.TRAIN_TAGS.items()}
     curves.update({tag: [(iteration, as_stored(entry[key])) for iteration, entry in checkpoints]
@@ -280,7 +281,7 @@ def test_an_unwritable_curves_folder_is_one_warning_and_training_goes_on(tmp_pat
     off = tiny_settings("epochs=1", "tensorboard=false")[1]
     assert training.run(settings, plain.run(settings.run_id).path, off) == "done"
     assert digests(experiment.run(settings.run_id)) == digests(plain.run(settings.run_id))
-    assert experiment.run(settings.run_id).read_log() == plain.run(settings.run_id).read_log()
+    assert experiment.run(settings.run_id).log_path.read_bytes() == plain.run(settings.run_id).log_path.read_bytes()
 
 
 def test_a_full_disk_mid_run_is_one_warning_and_the_run_ends_as_without_curves(tmp_path, tiny_settings, caplog,
@@ -308,5 +309,5 @@ def test_a_full_disk_mid_run_is_one_warning_and_the_run_ends_as_without_curves(t
     monkeypatch.setattr(live_curves, "append", real_append)
     reference = RunFolder(tmp_path / "reference")
     assert training.run(settings, reference.path, tiny_settings("tensorboard=false")[1]) == "done"
-    assert digests(full) == digests(reference) and full.read_log() == reference.read_log()
+    assert digests(full) == digests(reference) and full.log_path.read_bytes() == reference.log_path.read_bytes()
     assert not (reference.path / "tensorboard").exists()
