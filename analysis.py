@@ -30,7 +30,7 @@ their state, the findings table, figures), `findings.csv` and `phases.csv`.
         (subset=probe: the probe snapshot's examples and pooled features instead)
     python analysis.py import DIR arch=... dataset=... [out_dir=...]
         checkpoints trained elsewhere (a folder of state dicts, the iteration in each file's name) become a
-        run that the analysis, figures and report read as any other (metrics/imported.py)
+        run that the analysis, figures and report read as any other (measuring/imported.py)
     python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=cka.csv]
         linear CKA of every layer of run A with the same layer of run B at matching checkpoints (from the
         probe snapshots; align=stage lines a warm-started run's stage 2 up with a run from scratch)
@@ -52,15 +52,15 @@ from conf.cpu_waiting import wait_briefly
 wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
 import pandas as pd  # noqa: E402
 
-from checkpointing import ExperimentFolder, RunFolderError
 from conf import Plan, SettingsError, parse_arguments
 from conf.errors import DataError
-from utils import describe_environment_error, ensure_writable_folder, one_line, resolve_device, setup_logging
+from folders import ExperimentFolder, RunFolderError
+from utils import describe_environment_error, ensure_writable_folder, one_line, setup_logging
 
 logger = logging.getLogger("analysis")
 # The subcommands beside measuring: their word, and the function that takes the rest of the command line.
-SUBCOMMANDS = {"features": "metrics.export:features_command", "import": "metrics.imported:import_command",
-               "similarity": "metrics.compare:similarity_command"}
+SUBCOMMANDS = {"features": "measuring.features:features_command", "import": "measuring.imported:import_command",
+               "similarity": "measuring.similarity:similarity_command"}
 
 
 def read_table(experiment_dir: str | Path, options: str | None = "") -> pd.DataFrame:
@@ -74,7 +74,7 @@ def read_table(experiment_dir: str | Path, options: str | None = "") -> pd.DataF
 
 def read_similarity(experiment_dir: str | Path, options: str | None = "") -> pd.DataFrame:
     """`analysis.read_similarity("outputs/demo")`: the experiment's layer-similarity table (linear CKA of the probe
-    snapshots: each layer with the next one and with itself at the run's final checkpoint; metrics/snapshots.py)
+    snapshots: each layer with the next one and with itself at the run's final checkpoint; measuring/snapshots.py)
     as one frame, with the runs' settings as columns; `options` as read_table's. SettingsError when it has not
     been measured yet, or not under these options."""
     return measured_table(ExperimentFolder(experiment_dir).similarity_path, options,
@@ -124,9 +124,10 @@ def left_out_note(outcome) -> str:
 def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int:
     """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped."""
     # here, not at the top: torch and the models load only to measure (`analysis.py figures` draws without them)
-    from measuring import analyse_runs, measurable, runs_of
-    from metrics import registry, snapshots, store
-    from slurm.analysis_job import apply_threads
+    from measuring import snapshots, store
+    from measuring.protocol import analyse_runs, measurable, runs_of
+    from metrics import registry
+    from measuring.protocol import apply_threads
 
     apply_threads(plan.execution)
     registry.select(plan.analysis.metrics)  # an unknown metric name is refused before anything is written
@@ -137,7 +138,7 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
         from slurm.analysis_job import submit_analysis
 
         return max(submit_analysis(plan, experiment.path, runs), report_skipped(skipped))
-    device = resolve_device(plan.execution)
+    device = plan.execution.torch_device()
     for folder in (experiment.path, experiment.metrics_path):  # read-only or full: say so before any work
         ensure_writable_folder(folder)
     outcome = analyse_runs(runs, experiment.path, plan, device)

@@ -1,10 +1,10 @@
 """python train.py [experiment=NAME|FILE.py] [key=value | key=a,b,c ...] — train a grid of runs, one after another.
 
-Writes `<out_dir>/<experiment>/runs/<run_id>/` per run (layout in checkpointing.py): log-spaced
+Writes `<out_dir>/<experiment>/runs/<run_id>/` per run (layout in folders/__init__.py): log-spaced
 checkpoints with a sha256 manifest, a per-iteration log and a status file. Runs that are done are
 skipped and partial ones resume exactly where they stopped (bit for bit on CPU). `--help` lists
 every key. Exit codes: 0 all runs done or diverged, 1 a run failed, 2 bad input (nothing written).
-The training loop itself is training.py; the launchers are slurm/.
+The training loop itself is training/loop.py; the launchers are slurm/.
 
 experiment= names a preset, a name of one's own (its own folder, the grid from the command line) or a
 preset file of one's own (path/to/my_study.py, relative to the working directory; conf/experiments.py).
@@ -19,13 +19,13 @@ from conf.cpu_waiting import wait_briefly
 
 wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
 import data  # noqa: E402
-from checkpointing import ExperimentFolder, RunFolderError
 from conf import Plan, Settings, SettingsError, grid_size, help_text, parse_arguments
 from conf.experiments import close_preset
+from folders import ExperimentFolder, RunFolderError
 from slurm import launch, runs
-from stages import check_fits
-from training import Interrupted, load_data
-from utils import describe_environment_error, ensure_writable_folder, resolve_device, setup_logging
+from training.loop import Interrupted, load_data
+from training.stages import check_fits
+from utils import describe_environment_error, ensure_writable_folder, setup_logging
 
 logger = logging.getLogger("train")
 ANNOUNCE_GRID_SIZE = 1000  # runs: building and pre-flighting a grid this size takes seconds, so say it first
@@ -50,7 +50,7 @@ def main(arguments: list[str]) -> int:
             print(runs.status_table(runs.observe(status_runs(plan, experiment), experiment.path, runs.queued_job_ids())))
             return 0
         if plan.cluster.launcher != "slurm":
-            resolve_device(plan.execution)
+            plan.execution.torch_device()
         dataset_of = lambda settings: load_data(settings, plan.execution)  # noqa: E731
         # pre-flight: every dataset readable, every subset, reset and start possible (children first: their
         # start is checked against the parent's length before the parent's own checks)

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conf import SettingsError
 
 if TYPE_CHECKING:  # torch loads where a tensor is saved or made: drawing figures never needs it (1.3 s)
     import torch
@@ -126,18 +125,6 @@ def exclusive_lock(path: str | Path, *, wait: bool = False):
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def resolve_device(execution) -> torch.device:
-    """The torch device `execution.device` names (auto: cuda when there is one); SettingsError (bad
-    input: exit 2) when cuda is asked for on a machine without it, as train.py and analysis.py say."""
-    import torch
-
-    if execution.device == "cuda" and not torch.cuda.is_available():
-        raise SettingsError("device='cuda' but no CUDA device is visible; accepted here: auto, cpu")
-    if execution.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(execution.device)
 
 
 ENVIRONMENT_FIXES = {  # errno -> what the user can do about it (one line, with the path, on stderr; exit 1)

@@ -21,8 +21,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
 import train  # noqa: E402
-from checkpointing import ExperimentFolder  # noqa: E402
 from conf import parse_arguments  # noqa: E402
+from folders import ExperimentFolder  # noqa: E402
 
 TARGET_SECONDS = 5.0
 CHECKPOINTS = (0, 1, 2, 4, 8, 16, 32, 64, 100)

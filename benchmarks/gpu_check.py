@@ -4,7 +4,7 @@ Prints six sections, each a short header and a markdown table (and writes the sa
 
 1. environment: the device, torch, CUDA, cuDNN, GPU memory, whether CUDA MPS is there, what `auto` turns on.
 2. throughput: ms/step, img/s, TFLOP/s and the fraction of 790 TFLOP/s (bf16 dense, H200) of the training
-   loop body (training.RunTraining.step + the log records, a flush every 50 steps) for MLP, CONV-3-64, VGG-8,
+   loop body (loop.RunTraining.step + the log records, a flush every 50 steps) for MLP, CONV-3-64, VGG-8,
    ResNet-18 and CONV-20-400 in fp32, bf16, bf16+channels_last (deterministic kernels, the default) and
    bf16+channels_last with the fastest kernels (deterministic=false).
 3. host syncs per training step, per whole run and per analysis of one checkpoint.
@@ -57,10 +57,10 @@ class Sizes:
 
     device: str
     models: dict[str, tuple[str, ...]]  # throughput: label -> the model's words (data words included)
-    chunk: int  # steps per timed chunk, ending on the log flush's one host sync (training.LOG_FLUSH_EVERY)
+    chunk: int  # steps per timed chunk, ending on the log flush's one host sync (loop.LOG_FLUSH_EVERY)
     chunks: int  # timed chunks per cell at most; the cell's ms/step is their median
     loop_run: tuple[str, ...]  # host syncs: the loop body's run
-    whole_run: tuple[str, ...]  # host syncs: a short run trained to its end by training.run
+    whole_run: tuple[str, ...]  # host syncs: a short run trained to its end by loop.run
     resume_run: tuple[str, ...]  # the SIGKILL resume check's run
     kill_at_batch: int  # the killed process SIGKILLs itself at its Nth batch (a counted event, not a clock)
     analysis_run: tuple[str, ...]  # the checkpoint's model and data for the analysis cost
@@ -183,10 +183,9 @@ def environment(sizes: Sizes, table: Table, clock: Clock) -> None:
 
     import torch
 
-    import devices
     from conf import Execution, Settings
-    from utils import resolve_device
-    device = resolve_device(Execution(device=sizes.device))
+    from training import devices
+    device = Execution(device=sizes.device).torch_device()
     recorded = devices.execution_environment(Settings(), Execution(device=sizes.device), device)
     table.header("item", "value")
     table.add("device (as a resume state records it)", recorded["device"])
@@ -225,24 +224,22 @@ def nvidia_smi(query: str) -> str:
 
 @contextlib.contextmanager
 def training_loop(words, root: Path, sizes: Sizes):
-    """A training.RunTraining of the run `words` describe, its folder under `root`, under the run's own
-    kernel choice (as training.run sets it): the real loop body, model, optimizer and batches."""
-    import devices
-    import training
-    from checkpointing import ExperimentFolder
-    from utils import resolve_device
+    """A loop.RunTraining of the run `words` describe, its folder under `root`, under the run's own
+    kernel choice (as loop.run sets it): the real loop body, model, optimizer and batches."""
+    from folders import ExperimentFolder
+    from training import devices, loop
     plan = plan_of(words, root, sizes)
     settings, execution = plan.grid[0], plan.execution
     folder = ExperimentFolder.of(root, plan.experiment).run(settings.run_id)
     folder.prepare(settings)
-    with devices.kernel_choice(resolve_device(execution), execution.deterministic):
-        yield training.RunTraining(settings, folder, execution, [])
+    with devices.kernel_choice(execution.torch_device(), execution.deterministic):
+        yield loop.RunTraining(settings, folder, execution, [])
 
 
 def train_chunk(run, steps: int) -> None:
     """`steps` steps of the loop body as RunTraining.train runs them between saves, then the log flush's
     one host synchronisation (StepRecords.take)."""
-    import devices
+    from training import devices
     records = devices.StepRecords(steps, run.device)
     for _ in range(steps):
         records.add(run.iteration + 1, *run.step())
@@ -429,18 +426,17 @@ def loop_syncs(sizes: Sizes, root: Path):
 
 
 def whole_run_syncs(sizes: Sizes, root: Path):
-    """(what was counted, units, their name, the counts) of a short run trained by training.run from its start to
+    """(what was counted, units, their name, the counts) of a short run trained by loop.run from its start to
     its end: steps, checkpoints (test evaluation, saves) and resume states."""
-    import training
-    from checkpointing import ExperimentFolder
-    from utils import resolve_device
+    from folders import ExperimentFolder
+    from training import loop
     plan = plan_of(sizes.whole_run, root, sizes)
     settings = plan.grid[0]
     folder = ExperimentFolder.of(root, plan.experiment).run(settings.run_id)
-    with counting_syncs(resolve_device(plan.execution)) as counts:
-        state = training.run(settings, folder.path, plan.execution, handle_signals=False)
+    with counting_syncs(plan.execution.torch_device()) as counts:
+        state = loop.run(settings, folder.path, plan.execution, handle_signals=False)
     iterations = folder.read_status().get("iteration", 0)
-    detail = f"training.run, its steps, {len(folder.checkpoint_entries())} checkpoints and their saves ({state})"
+    detail = f"loop.run, its steps, {len(folder.checkpoint_entries())} checkpoints and their saves ({state})"
     return detail, iterations, "iterations", counts
 
 
@@ -533,7 +529,7 @@ def resume_check(sizes: Sizes, table: Table, clock: Clock) -> None:
 
 def killed_at(sizes: Sizes, out_dir: Path, code: int) -> tuple[str, str]:
     """(how the killed process ended, the iteration of the state it left) from its run folder's status."""
-    from checkpointing import ExperimentFolder
+    from folders import ExperimentFolder
     plan = plan_of(sizes.resume_run, out_dir, sizes)
     status = ExperimentFolder.of(out_dir, plan.experiment).run(plan.grid[0].run_id).read_status()
     how = "by SIGKILL" if code == -signal.SIGKILL else f"NOT killed (exit code {code})"
@@ -543,7 +539,7 @@ def killed_at(sizes: Sizes, out_dir: Path, code: int) -> tuple[str, str]:
 
 def resume_row(sizes: Sizes, table: Table, root: Path, flag: bool, codes: dict, killed: tuple[str, str]) -> None:
     """One kernel choice's row, and the line `deterministic=...: bitwise equal: yes|no`."""
-    from checkpointing import ExperimentFolder
+    from folders import ExperimentFolder
     expected = {"reference": 0, "killed": -signal.SIGKILL, "resumed": 0}
     failed = {name: code for name, code in codes.items()
               if name.endswith(f"-{flag}") and code != expected[name.split("-")[0]]}
@@ -627,11 +623,10 @@ def analysis_inputs(sizes: Sizes, root: Path) -> AnalysisInputs:
 
     import data
     import models
+    from measuring.inputs import transfer_probe
     from metrics.engine import SplitData
-    from metrics.inputs import transfer_probe
-    from utils import resolve_device
     plan = plan_of(sizes.analysis_run, root, sizes, analysis=True)
-    settings, device = plan.grid[0], resolve_device(plan.execution)
+    settings, device = plan.grid[0], plan.execution.torch_device()
     dataset = data.load_dataset(settings, data_root=Path(plan.execution.data_root), download=False).to(device)
     train = SplitData(dataset.train_images, dataset.train_labels, dataset.mean, dataset.std)
     test = SplitData(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std)
@@ -695,7 +690,7 @@ def mps_messages():
 def parallel_runs(sizes: Sizes, table: Table, clock: Clock) -> None:
     """Total img/s of the same runs trained k at once (runs_in_parallel=k: slurm.job.train_pack_in_parallel)."""
     table.header("runs at once (k)", "processes × runs each", "wall s", "total img/s", "÷ k=1", "CUDA MPS", "runs done")
-    import training
+    from training import loop
     baseline, longest = None, 0.0  # k=1's img/s; the longest wall time so far (the next k should take less)
     for k in sizes.parallel_k:
         if clock.left() < 1.2 * longest + 10:
@@ -703,7 +698,7 @@ def parallel_runs(sizes: Sizes, table: Table, clock: Clock) -> None:
             continue
         try:
             wall, images, mps, outcomes = train_at_once(sizes, k)
-        except training.Interrupted as error:  # the section's time limit, forwarded to the runs: they saved
+        except loop.Interrupted as error:  # the section's time limit, forwarded to the runs: they saved
             raise SectionStopped(f"stopped by the section's time limit while k={k} trained ({error})") from None
         except Exception as error:
             table.add(k, "", f"error: {error_text(error)}", "", "", "", "")
@@ -724,7 +719,7 @@ def parallel_runs(sizes: Sizes, table: Table, clock: Clock) -> None:
 
 def train_at_once(sizes: Sizes, k: int) -> tuple[float, int, str, dict]:
     """(wall seconds, training images in all, what CUDA MPS did, {run_id: outcome}) of the runs in k processes."""
-    from checkpointing import ExperimentFolder
+    from folders import ExperimentFolder
     from slurm.job import train_pack_in_parallel
     seeds = ",".join(str(seed) for seed in range(sizes.parallel_runs))
     with tempfile.TemporaryDirectory(prefix=f"gpu-check-parallel-{k}-") as root:

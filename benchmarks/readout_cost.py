@@ -33,7 +33,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from checkpointing import ExperimentFolder  # noqa: E402
+from folders import ExperimentFolder  # noqa: E402
 
 TARGET_RATIO, TARGET_SECONDS = 1.5, 10.0
 # The demo's transfer story (conf/experiments.py DEMO_TRANSFER) with 10 starts: a parent and 20 short children.

@@ -37,11 +37,12 @@ import pyarrow.parquet as parquet
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from checkpointing import ExperimentFolder  # noqa: E402
 from conf import Settings  # noqa: E402
 from conf.analysis import Analysis  # noqa: E402
-from metrics import registry, store  # noqa: E402
-from metrics.layout import StoreLayout  # noqa: E402
+from folders import ExperimentFolder  # noqa: E402
+from measuring import store  # noqa: E402
+from measuring.layout import StoreLayout  # noqa: E402
+from metrics import registry
 
 LAYERS = ("input", "block00", "block01", "block02", "block03", "pooled", "logits")
 METRICS = ("ncc_accuracy", "cdnv", "probe_accuracy", "reconstruction_mse", "transfer_accuracy")

@@ -29,7 +29,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from checkpointing import ExperimentFolder  # noqa: E402  (torch loads here, in this process only: its children choose)
+from folders import ExperimentFolder  # noqa: E402  (torch loads here, in this process only: its children choose)
 
 TARGET_UNDER_LOAD, TARGET_IDLE = 1.2, 1.0
 RUN = ["arch=convnet", "depth=3", "width=32", "image_size=32", "synthetic_train_size=2048", "synthetic_test_size=512",

@@ -86,7 +86,7 @@ def analysis_of(text: str) -> Analysis:
 
 def asks_defaults(analysis: Analysis) -> bool:
     """Whether every option that decides a number is at its default: the call's rows are those whose `options`
-    column is '' (metrics/store.py)."""
+    column is '' (measuring/store.py)."""
     return not question_words(analysis)
 
 

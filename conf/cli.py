@@ -53,6 +53,11 @@ class Plan:
         return self.preset_source or self.experiment
 
 
+def describe_filter(overrides: tuple) -> str:
+    """The run settings typed on the command line, as typed: `depth=3,5 seed=0`."""
+    return " ".join(f"{key}={','.join(map(str, values))}" for key, values in overrides)
+
+
 def split_sweep(text: str) -> list[str]:
     """'0,0.2' -> ['0', '0.2']; '[60,120],[100]' -> ['[60,120]', '[100]'] (brackets protect commas)."""
     parts, depth, current = [], 0, ""

@@ -17,7 +17,7 @@ READMEs (LearnPhase, AAAI 2024; IntermediateNC, TMLR 2023) and of the plasticity
   entry of the same shape as those below, named as the file's stem (its folder). It is imported (it runs
   as code), checked (keys and values as run settings) and carried in the Plan by value: a Slurm job
   never reads the file again. The experiment folder records the file's absolute path
-  (checkpointing.ExperimentFolder.check_preset): another file of the same stem is refused there.
+  (folders.ExperimentFolder.check_preset): another file of the same stem is refused there.
 """
 
 import dataclasses
@@ -28,9 +28,9 @@ from pathlib import Path
 from types import ModuleType
 
 from conf.errors import SettingsError
-from conf.user_files import UserFileError, import_user_file
 from conf.global_settings import Settings
 from conf.global_settings import _check_value as check_value  # one field's type and range, as the command line's
+from conf.user_files import UserFileError, import_user_file
 
 DEFAULT_EXPERIMENT = "default"
 

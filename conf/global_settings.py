@@ -362,6 +362,17 @@ class Execution:
     def __post_init__(self):
         check_fields(self)
 
+    def torch_device(self):
+        """The torch device `device` names (auto: cuda when there is one); SettingsError (bad input: exit 2) when
+        cuda is asked for on a machine without it, as train.py and analysis.py say."""
+        import torch  # here: conf is read by commands that never load torch (analysis.py figures)
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise SettingsError("device='cuda' but no CUDA device is visible; accepted here: auto, cpu")
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
 
 def _type_of(item: dataclasses.Field) -> type:
     """The field's type, `int` of `int | None` (a real type: this package never uses `from __future__ import

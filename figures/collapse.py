@@ -14,8 +14,8 @@ import seaborn
 from matplotlib.ticker import MaxNLocator
 
 from figures.registry import Skip, figure
-from figures.style import (SEED_BAND, describe, heatmap, grouping_keys, legend_outside, native_scale, new_figure, panel_grid,
-                           recipe_groups, shared, staged, titled, varying)
+from figures.style import (SEED_BAND, heatmap, grouping_keys, legend_outside, native_scale, new_figure, panel_grid,
+                           recipe_groups, setting_words, shared, staged, titled, varying)
 
 KNOBS = ("label_noise", "weight_decay", "depth", "width", "lr", "arch")  # what IntermediateNC varies
 HIDDEN = ("input", "logits")  # not hidden layers: their NCC accuracy is the data's and the classifier's
@@ -136,7 +136,7 @@ def effective_depth(metrics: pd.DataFrame, readout) -> dict:
 
 
 def condition_label(row: pd.Series, keys: list[str]) -> str:
-    return describe(row, keys) or "all runs"
+    return setting_words(row, keys) or "all runs"
 
 
 def heatmap_rows(metrics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from checkpointing import ExperimentFolder
 from figures import FIGURES
+from folders import ExperimentFolder
 from utils import atomic_write_bytes
 
 WIDTH = 900  # pixels: legible on a README, small in the repository

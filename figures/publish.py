@@ -12,19 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from checkpointing import ExperimentFolder, RunFolderError
 from conf import DEFAULT_EXPERIMENT, EXPERIMENTS, Experiment, Plan, SettingsError
-from conf.global_settings import UNKNOWN
 from conf.analysis import asks_defaults, option_words, question_words
+from conf.cli import describe_filter
+from conf.global_settings import UNKNOWN
 from conf.plasticity import has_parent, parent_settings, run_kind
+from folders import ExperimentFolder, RunFolderError
 from utils import atomic_write_text, exclusive_lock
 
 logger = logging.getLogger(__name__)
-
-
-def describe_filter(overrides: tuple) -> str:
-    """The run settings typed on the command line, as typed: `depth=3,5 seed=0`."""
-    return " ".join(f"{key}={','.join(map(str, values))}" for key, values in overrides)
 
 
 def run_table(experiment_dir: Path) -> pd.DataFrame:

@@ -10,7 +10,7 @@ and findings/; the report adds the run table (states,
 iterations). The formats asked for (figure_formats=) are in no key: a figure that lacks one is drawn again, one
 that has more (PDFs made by an earlier call) is kept as it is.
 The tables are folders of parts that are only ever replaced whole, and only when their rows change
-(metrics/store.py), so each part's size and modification time stand for its content: a call with
+(measuring/store.py), so each part's size and modification time stand for its content: a call with
 nothing new reads a few stats and hashes the few files it wrote (below), reads no Parquet and draws nothing.
 
 The record lists each figure's files; after drawing, figures/publish.py removes every figure file of the
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from checkpointing import ExperimentFolder
+from folders import ExperimentFolder
 from utils import atomic_write_json, file_stamp, sha256_file
 
 # figures/ and the read-out they draw (findings/): a change to either draws the figures again

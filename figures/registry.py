@@ -51,7 +51,7 @@ def with_readout(function: Callable) -> Callable:
 
 def figure(name: str, paper: str, table: str = "metrics", readout: bool = False, parts: Callable | None = None):
     """Register a figure plug-in: `@figure("ncc_by_layer", "IntermediateNC Fig. 1")`; table="similarity" for
-    one drawn from the similarity table (metrics/snapshots.py); readout=True for one that marks the read-out's
+    one drawn from the similarity table (measuring/snapshots.py); readout=True for one that marks the read-out's
     turns (draw(table, readout): the numbers the report's sentences state); `parts` for one of several files,
     each drawn alone (parts(table[, readout]) -> keys; draw(table[, readout], part=key) -> that part's files)."""
     def register(function):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from checkpointing import ExperimentFolder
 from figures import FIGURES
+from folders import ExperimentFolder
 from utils import atomic_write_text
 
 # Every table fits the page (1400 px windows: tests/test_report_browser.py) however many settings vary: headers,

@@ -20,7 +20,7 @@ MAX_PANELS = 6  # conditions drawn per figure (the first ones, sorted); the rest
 PANELS_PER_ROW = 3
 NOT_CONDITIONS = ("seed", "data_seed")  # averaged over, never a panel of their own
 # Pooled, not Kornblith et al.'s full flattened features: the snapshots keep each layer pooled to at most
-# probe_dimensions (metrics/snapshots.py), and the two can differ by tenths (0.36 pooled vs 0.66 full, input vs a
+# probe_dimensions (measuring/snapshots.py), and the two can differ by tenths (0.36 pooled vs 0.66 full, input vs a
 # third conv layer): the label says which.
 CKA_LABEL = "linear CKA of pooled features (range: the data's)"
 

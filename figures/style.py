@@ -25,8 +25,8 @@ import pandas as pd  # noqa: E402
 import seaborn  # noqa: E402
 
 from findings.noise import seed_band  # noqa: E402
-from findings.recipes import (SETTINGS, recipe_column, setting_words,  # noqa: E402, F401  (one owner)
-                              settings_of, staged, transferred)
+from findings.recipes import (POOLED, SETTINGS, grouping_keys, recipe_column,  # noqa: E402, F401  (one owner)
+                              setting_words, settings_of, staged, transferred, varying)
 from utils import atomic_write_bytes  # noqa: E402
 
 seaborn.set_theme(context="paper", style="whitegrid", font_scale=1.1)
@@ -167,33 +167,11 @@ def save(figure, stem: Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
     return paths
 
 
-def varying(metrics: pd.DataFrame, candidates, exclude=("seed",)) -> list[str]:
-    """The settings among `candidates` that take more than one value in the table; null (a training setting an
-    imported run was not told, a size its arch does not take) is one value of its own: it differs from every
-    number, and two nulls are no sweep."""
-    return [key for key in candidates if key in metrics and key not in exclude
-            and recipe_column(metrics, key).nunique(dropna=False) > 1]
-
-
 # -- recipes: what a figure holds fixed ---------------------------------------------------------------------
 
-POOLED = ("seed",)  # seeds of one recipe are one line: their mean with a confidence band (SEED_BAND)
 # What a one-recipe figure names when nothing varies: enough to tell it from another experiment's figure (a size
 # the arch does not take left out, a training setting an imported run was not told said `unknown`).
 SUMMARY = ("dataset", "arch", "depth", "width", "optimizer", "lr", "epochs")
-
-
-def describe(row: pd.Series, keys) -> str:
-    """`key=value, ...` for the settings `keys` of one row: `lr=unknown` for a training setting an imported run
-    was not told, a model size its arch does not take (torchvision's depth and width) left out
-    (findings/recipes.py setting_words)."""
-    return setting_words(row, keys)
-
-
-def grouping_keys(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> list[str]:
-    """The settings (conf.Settings fields, then the columns `also`) that vary among `rows`, except the pooled
-    ones (seeds) and the ones the figure draws on an axis, as hue or as a facet (`plotted`)."""
-    return varying(rows, [*SETTINGS, *also], exclude=(*pooled, *plotted))
 
 
 def recipe_groups(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> list[tuple[str, pd.DataFrame]]:
@@ -205,8 +183,8 @@ def recipe_groups(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> lis
     keys = grouping_keys(rows, plotted, pooled, also)
     if rows.empty or not keys:
         summary = [key for key in SUMMARY if key in rows and key not in plotted]
-        return [(describe(rows.iloc[0], summary) if len(rows) else "no runs", rows)]
-    return [(describe(part.iloc[0], keys), part)
+        return [(setting_words(rows.iloc[0], summary) if len(rows) else "no runs", rows)]
+    return [(setting_words(part.iloc[0], keys), part)
             for _, part in rows.groupby([recipe_column(rows, key) for key in keys], sort=True, dropna=False)]
 
 

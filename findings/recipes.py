@@ -76,9 +76,26 @@ def recipe_column(frame: pd.DataFrame, key: str) -> pd.Series:
     return column.map(lambda value: shown_value(key, value)) if key == "imported_from" else column
 
 
+POOLED = ("seed",)  # seeds of one recipe are one line: their mean with a confidence band (figures/style.py SEED_BAND)
+
+
+def varying(metrics: pd.DataFrame, candidates, exclude=("seed",)) -> list[str]:
+    """The settings among `candidates` that take more than one value in the table; null (a training setting an
+    imported run was not told, a size its arch does not take) is one value of its own: it differs from every
+    number, and two nulls are no sweep."""
+    return [key for key in candidates if key in metrics and key not in exclude
+            and recipe_column(metrics, key).nunique(dropna=False) > 1]
+
+
+def grouping_keys(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> list[str]:
+    """The settings (conf.Settings fields, then the columns `also`) that vary among `rows`, except the pooled
+    ones (seeds) and the ones the figure draws on an axis, as hue or as a facet (`plotted`)."""
+    return varying(rows, [*SETTINGS, *also], exclude=(*pooled, *plotted))
+
+
 def settings_of(row: pd.Series) -> Settings:
     """A run's Settings from one of its table rows: the table holds list settings as JSON text
-    (metrics/store.py), numbers as numpy scalars, null as None or NaN (an unknown training setting, a size the
+    (measuring/store.py), numbers as numpy scalars, null as None or NaN (an unknown training setting, a size the
     arch does not take), whole numbers as floats in a column with nulls."""
     record = {name: row[name] for name in SETTINGS if name in row}
     return Settings.from_record({key: json.loads(value) if isinstance(value, str) and value.startswith("[")

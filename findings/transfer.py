@@ -21,7 +21,7 @@ import pandas as pd
 
 from findings import noise
 from findings.rows import finding, iteration_words, level_words, resolution_of
-from findings.recipes import missing, own_runs, recipe_labels, shown_value
+from findings.recipes import grouping_keys, missing, own_runs, recipe_labels, setting_words, shown_value
 
 # What a child's recipe is besides its start, and what tells a parent's recipe from its seeds'.
 START_KEYS = ("seed", "start_from_iteration", "start_phase_layer", "pretrain_checkpoint_extra", "stage")
@@ -55,24 +55,20 @@ def transfer_points(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def child_recipes(children: pd.DataFrame) -> pd.Series:
     """Fine-tuned or head-only, with every other child setting that varies (never pooled into one line)."""
-    from figures.style import describe, grouping_keys
-
     others = grouping_keys(children, plotted=(*START_KEYS, "stage2_train"))
     words = children["stage2_train"].map({"all": "fine-tune all", "head": "head only (frozen features)"})
     if not others:
         return words
-    return words + ", " + children.apply(lambda row: describe(row, others), axis=1)
+    return words + ", " + children.apply(lambda row: setting_words(row, others), axis=1)
 
 
 def parent_recipes(accuracy: pd.DataFrame, parents: set) -> dict:
     """parent run id -> its recipe in words (its settings but the seed: seeds of one recipe share a panel)."""
-    from figures.style import describe, grouping_keys
-
     rows = accuracy[accuracy["run_id"].isin(parents)].drop_duplicates("run_id").set_index("run_id")
     keys = [key for key in grouping_keys(rows) if key not in ("dataset", "arch", "depth")]
     names = {run: f"{row['arch']}{'' if missing(row['depth']) else '-' + str(shown_value('depth', row['depth']))} on "
                   f"{row['dataset']}" for run, row in rows.iterrows()}  # a torchvision builder's run has no depth (null)
-    return {run: f"{names[run]}, {describe(row, keys)}" if keys else names[run] for run, row in rows.iterrows()}
+    return {run: f"{names[run]}, {setting_words(row, keys)}" if keys else names[run] for run, row in rows.iterrows()}
 
 
 def transfer_questions(metrics: pd.DataFrame, runs: pd.DataFrame, stops: list[dict]) -> list[dict]:

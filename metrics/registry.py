@@ -134,7 +134,7 @@ def recipes(options) -> dict[str, str]:
 def options_text(metric: Metric, options) -> str:
     """The metric's options that differ from the defaults, as the command line's words (`layers=blocks.0,head
     transfer_task=brightness`, sorted; '' under the defaults): a row's `options` column. It tells the rows of one
-    question from another call's, which sit beside them in the cells and the table (metrics/store.py)."""
+    question from another call's, which sit beside them in the cells and the table (measuring/store.py)."""
     return option_words(options, option_names(metric))
 
 

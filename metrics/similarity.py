@@ -7,7 +7,7 @@ training and between runs, from each checkpoint's *probe snapshot*.
 
 The probe subset is a fixed, seeded draw of `probe_subset_size` test examples (`probe_subset`: the same
 indices for every run of a dataset, so runs can be compared); its pooled features (as the probes see them)
-are kept per checkpoint and layer as the snapshot (metrics/snapshots.py writes it, float16). CKA is computed
+are kept per checkpoint and layer as the snapshot (measuring/snapshots.py writes it, float16). CKA is computed
 from centred Gram matrices: K = X Xᵀ of the centred features (n × n, n the subset's size), so every pair of
 layers costs an n² inner product once each layer's Gram is formed.
 

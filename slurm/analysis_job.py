@@ -1,6 +1,6 @@
 """The analysis on Slurm: `python analysis.py experiment=NAME launcher=slurm` submits one array task per run.
 
-Each task measures its run's missing cells (measuring.analyse_runs) and rewrites that run's part of the
+Each task measures its run's missing cells (protocol.analyse_runs) and rewrites that run's part of the
 table alone, so no task's cost grows with the grid; the submitting process tidies the other parts first.
 """
 
@@ -9,30 +9,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import measuring
-from checkpointing import ExperimentFolder
 from conf import Execution, Plan, Settings
-from metrics import snapshots, store
-from utils import resolve_device, setup_logging
+from folders import ExperimentFolder
+from measuring import protocol, snapshots, store
+from utils import setup_logging
 
 
-def apply_threads(execution: Execution) -> None:
-    """`threads=N`: torch's CPU threads (0 keeps torch's default). On a busy machine torch's own
-    choice oversubscribes the cores and its threads spin-wait on each other (65 s instead of 10 s)."""
-    import torch
-
-    if execution.threads:
-        torch.set_num_threads(execution.threads)
-
-
-def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> measuring.Outcome:
+def analyse_job(settings_record: dict, experiment_dir: str, plan: Plan) -> protocol.Outcome:
     """One Slurm array task: one run's missing cells, then that run's part of the table only (each
     task writes its own part, so no task's cost grows with the grid)."""
     setup_logging(plan.execution.log_level)
-    apply_threads(plan.execution)
-    device = resolve_device(plan.execution)
+    protocol.apply_threads(plan.execution)
+    device = plan.execution.torch_device()
     settings = Settings.from_record(settings_record)
-    outcome = measuring.analyse_runs([settings], Path(experiment_dir), plan, device)
+    outcome = protocol.analyse_runs([settings], Path(experiment_dir), plan, device)
     store.update_run(Path(experiment_dir), settings.run_id)
     snapshots.update_similarity(Path(experiment_dir), [settings.run_id])
     return outcome

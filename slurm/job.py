@@ -1,6 +1,6 @@
-"""The unit of work every launcher runs: a pack of runs, one after another (training.run each).
+"""The unit of work every launcher runs: a pack of runs, one after another (loop.run each).
 
-On Slurm it is wrapped in `TrainJob`, a submitit `Checkpointable`. While a run trains, training.run's
+On Slurm it is wrapped in `TrainJob`, a submitit `Checkpointable`. While a run trains, loop.run's
 own handler holds SIGUSR2: the loop finishes its step, saves the resumable state and raises
 `Interrupted`. Only then is submitit's handler called, which pickles the job's *arguments* (the
 settings, never a state path), requeues this array element alone (`scontrol requeue 123_4`) and
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import submitit
 
-import training
-from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import Execution, Settings
 from data import DataError
+from folders import ExperimentFolder, RunFolder, RunFolderError
 from slurm import parallel
+from training import loop
 from utils import describe_environment_error, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ def train_pack(experiment_dir: str | Path, records: list[dict], execution_record
     for record in records:
         settings, folder = Settings.from_record(record), _folder(experiment_dir, record)
         try:
-            outcomes[settings.run_id] = training.run(settings, folder.path, execution, cpus=cpus)
-        except training.Interrupted:
+            outcomes[settings.run_id] = loop.run(settings, folder.path, execution, cpus=cpus)
+        except loop.Interrupted:
             raise
         except OSError as error:  # the environment (a full disk, say): resumable once it is fixed
             reason = describe_environment_error(error)
@@ -72,7 +72,7 @@ def train_share(spec_path: str) -> int:
         spec = json.loads(Path(spec_path).read_text())
         train_pack(spec["experiment_dir"], spec["records"], spec["execution"], spec["cpus"])
         return 0
-    except training.Interrupted as interrupted:
+    except loop.Interrupted as interrupted:
         parallel.ignore_stops()
         return 128 + interrupted.signal_number
 
@@ -94,7 +94,7 @@ def train_pack_in_parallel(experiment_dir: str | Path, records: list[dict], exec
                 state = _record_stop(folder, "interrupted", f"its training process ended with exit code {code}")
             outcomes[folder.run_id] = state if state in (*FINISHED, "interrupted") else "busy"
     if stop is not None:
-        raise training.Interrupted(stop)
+        raise loop.Interrupted(stop)
     return outcomes
 
 
@@ -128,14 +128,14 @@ class TrainJob(submitit.helpers.Checkpointable):
             if runs_in_parallel > 1 and len(records) > 1:
                 return train_pack_in_parallel(experiment_dir, records, execution_record, runs_in_parallel)
             return train_pack(experiment_dir, records, execution_record)
-        except training.Interrupted as interrupted:
+        except loop.Interrupted as interrupted:
             if interrupted.signal_number != signal.SIGUSR2:
                 raise  # SIGTERM: scancel or the end of the job; the state is saved, nothing to requeue
             for record in records:  # the pack's unfinished runs wait in the queue again, not "interrupted"
                 folder = _folder(experiment_dir, record)
                 if folder.read_status().get("state") not in FINISHED:
                     folder.write_status("queued", reason=f"requeued after SIGUSR2 ({interrupted})")
-            submitit_handler = signal.getsignal(signal.SIGUSR2)  # training.run restored it on the way out
+            submitit_handler = signal.getsignal(signal.SIGUSR2)  # loop.run restored it on the way out
             if callable(submitit_handler):
                 submitit_handler(signal.SIGUSR2, None)  # checkpoint() -> scontrol requeue -> exit
             raise

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import submitit
 
-import devices
-from checkpointing import ExperimentFolder
 from conf import Plan, SettingsError
 from conf.cluster import Cluster, sbatch_parameters
+from folders import ExperimentFolder
 from slurm.capacity import check_capacity, explain_refusal
 from slurm.job import TrainJob, train_pack
 from slurm.parallel import cpus_per_process, worker_pool
 from slurm.runs import RunView, observe, parent_view, queued_job_ids, to_launch, waves, with_parents
+from training import devices
 
 logger = logging.getLogger(__name__)
 REPOSITORY = Path(__file__).resolve().parent.parent

@@ -5,14 +5,14 @@ at once. Its pack (k × runs_per_job runs) is shared out round-robin; each child
 share one run after another (`slurm.job.train_share`), every run under its own lock in its own
 folder, so exact resume is untouched. Each child gets its own CUDA_VISIBLE_DEVICES (round-robin
 over the job's GPUs) and cores ÷ k torch threads at a run's first start (a resume keeps its run's
-count: training.run_threads). When two or more children share a GPU and the
+count: loop.run_threads). When two or more children share a GPU and the
 node has CUDA MPS, a control daemon with this job's own pipe and log folders runs while they train:
 under MPS the kernels of several processes run on the GPU at the same time, instead of the GPU
 switching between their contexts. Without MPS they still share it, time-sliced.
 
 Signals: while the children run, SIGUSR2/SIGTERM to the job's process are forwarded to every child
 (Slurm may signal the children directly too; a second copy changes nothing). Each child saves and
-stops; once all have, the caller raises `training.Interrupted` once, so the job is requeued once
+stops; once all have, the caller raises `loop.Interrupted` once, so the job is requeued once
 and every unfinished run of it resumes in the next start. `worker_pool` gives launcher=local's
 workers the same GPU spreading.
 """
@@ -32,8 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-import devices
-import training
+from training import devices, loop
 
 logger = logging.getLogger(__name__)
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -191,16 +190,16 @@ def spawn(spec: Path, environment: dict[str, str]) -> subprocess.Popen:
 
 
 def stop_at_once() -> None:
-    """In a child: SIGUSR2/SIGTERM that come outside training.run's own handler (while the child
-    starts, between runs) raise training.Interrupted at once, as nothing is unsaved there, instead of
-    being lost or killing the process (SIGUSR2's default); training.run puts this back on its way out.
+    """In a child: SIGUSR2/SIGTERM that come outside loop.run's own handler (while the child
+    starts, between runs) raise loop.Interrupted at once, as nothing is unsaved there, instead of
+    being lost or killing the process (SIGUSR2's default); loop.run puts this back on its way out.
     Raises once: a later copy (Slurm signals the children too) must not break the stop under way."""
     stopping: list[int] = []
 
     def stop(number, _frame):
         if not stopping:
             stopping.append(number)
-            raise training.Interrupted(number)
+            raise loop.Interrupted(number)
 
     for number in STOP_SIGNALS:
         signal.signal(number, stop)

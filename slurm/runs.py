@@ -14,9 +14,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from checkpointing import ExperimentFolder, RunFolder
 from conf import Settings
 from conf.plasticity import has_parent, parent_settings
+from folders import ExperimentFolder, RunFolder
 
 ACTIVE = ("queued", "running")  # a job holds the run: never launched twice
 RETRYABLE = ("failed", "diverged")  # launched again only with retry=failed

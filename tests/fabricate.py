@@ -205,7 +205,7 @@ def auto_task(settings) -> str:
 
 
 def run_frame(rows: list[dict], settings, stage: int, parent: str):
-    """A fabricated run's rows as metrics/store.py writes its table: run, stage, parent, transfer task and epoch
+    """A fabricated run's rows as measuring/store.py writes its table: run, stage, parent, transfer task and epoch
     columns, then every setting (lists as JSON text)."""
     import json
 
@@ -222,7 +222,7 @@ def run_frame(rows: list[dict], settings, stage: int, parent: str):
 
 
 def fabricated_similarity():
-    """A similarity table (metrics/snapshots.py) of two single-stage runs of depth 2 and 4: CKA falling with
+    """A similarity table (measuring/snapshots.py) of two single-stage runs of depth 2 and 4: CKA falling with
     the distance between layers, each layer converging to its final state over training; with the settings
     columns the store writes (lists as JSON text)."""
     import json
@@ -286,7 +286,7 @@ def figure_run(settings, iterations, parent: str = "", stage: int = 1, offset: f
                transfer_task: str = "colour_dominance"):
     """One run's rows of every metric a figure draws (both splits), layers input, block00.. (one per depth),
     logits, with the papers' shapes (values made up, smooth in layer and time; `offset` tells runs apart),
-    and the `transfer_task` column the analysis writes (metrics/store.py)."""
+    and the `transfer_task` column the analysis writes (measuring/store.py)."""
     import math
 
     layers = ["input", *(f"block{index:02d}" for index in range(settings.depth)), "logits"]
@@ -363,7 +363,7 @@ def recipe_table():
 
 
 def recipe_similarity():
-    """A similarity table (metrics/snapshots.py) of recipes A and B at depth 3 (two seeds each) and a stage-1 run
+    """A similarity table (measuring/snapshots.py) of recipes A and B at depth 3 (two seeds each) and a stage-1 run
     of B, each run's CKA a little different, with the settings columns the store writes."""
     import pandas as pd
 

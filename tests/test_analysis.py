@@ -186,12 +186,12 @@ def test_bad_analysis_input_exits_2(tmp_path, words, needle):
 
 
 def _measure_table(run_dir, batch_size: int, order=None):
+    from conf import Settings
     from conf.analysis import Analysis
+    from folders import RunFolder
+    from measuring.inputs import load_model, splits_of
     from metrics import engine
     from tests.conftest import read_json
-    from checkpointing import RunFolder
-    from conf import Settings
-    from metrics.inputs import load_model, splits_of
 
     settings = Settings.from_record(read_json(run_dir / "settings.json")["settings"])
     train, test, classes = splits_of(settings, RunFolder(run_dir), Path("datasets"), False, torch.device("cpu"))

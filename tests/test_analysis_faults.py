@@ -15,12 +15,13 @@ import pytest
 import torch
 
 import analysis
-from metrics.inputs import load_model
-from slurm import analysis_job
-from checkpointing import ExperimentFolder, RunFolder
 from conf import SettingsError, parse_arguments
-from metrics import engine, store
-from metrics.layout import StoreLayout
+from folders import ExperimentFolder, RunFolder
+from measuring import store
+from measuring.inputs import load_model
+from measuring.layout import StoreLayout
+from metrics import engine
+from slurm import analysis_job
 from tests.conftest import copied, run_cli, trained_and_measured
 
 RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]  # 5 checkpoints: 0 1 2 4 8
@@ -82,7 +83,7 @@ def foreign_weights(folder: RunFolder, iteration: int) -> bytes:
 
 def another_format(folder: RunFolder, iteration: int) -> bytes:
     """The checkpoint with every field in place but another format's number: refused like any foreign file."""
-    from checkpointing import FORMAT_VERSION
+    from folders import FORMAT_VERSION
 
     checkpoint = torch.load(folder.checkpoint_path(iteration), weights_only=True)
     return saved({**checkpoint, "format_version": FORMAT_VERSION - 1})
@@ -136,7 +137,7 @@ def test_features_refuses_a_damaged_checkpoint_with_one_line(out_dir, tmp_path, 
 @pytest.mark.parametrize("missing", ["iteration", "epoch", "stage"])
 def test_a_checkpoint_without_the_fields_the_rows_need_is_corrupt(out_dir, missing):
     """The measured rows carry the checkpoint's iteration, epoch and stage: without one it is named, not a KeyError."""
-    from checkpointing import CorruptFile
+    from folders import CorruptFile
 
     folder = run_folders(out_dir)[0]
     checkpoint = torch.load(folder.checkpoint_path(8), weights_only=True)

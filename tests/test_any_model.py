@@ -12,10 +12,10 @@ import torch
 
 import analysis
 import models
-from checkpointing import RunFolder
 from conf import Settings
+from folders import RunFolder
+from measuring.inputs import load_model, splits_of
 from metrics import measure, registry
-from metrics.inputs import load_model, splits_of
 from models.hooked import HookedModel, UnknownLayer
 from tests.conftest import read_json, refusal_lines, run_cli, tiny_words
 from tests.test_resume import checkpoint_digests, kill_at_call

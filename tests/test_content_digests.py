@@ -20,10 +20,10 @@ import pyarrow.parquet as parquet
 import pytest
 
 from benchmarks.store import RECIPES, cell_table, fabricate_run
-from checkpointing import ExperimentFolder
 from conf import Settings
-from metrics import store
-from metrics.layout import StoreLayout
+from folders import ExperimentFolder
+from measuring import store
+from measuring.layout import StoreLayout
 from tests.conftest import REPOSITORY, copied, run_cli, trained_and_measured
 
 RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]  # 5 checkpoints: 0 1 2 4 8
@@ -202,7 +202,7 @@ def test_an_edited_cell_is_pending_and_left_out_of_a_rebuilt_part(digested, capl
     sha = table.column("checkpoint_sha256")[0].as_py()
     assert store.pending(cell, sha, RECIPES, metrics) == []
     edit_one_value(cell)
-    with caplog.at_level(logging.WARNING, logger="metrics.store"):
+    with caplog.at_level(logging.WARNING, logger="measuring.store"):
         assert store.pending(cell, sha, RECIPES, metrics) == metrics
         os.utime(cell)  # now its stamp changed too: the part is rebuilt, without it
         assert store.merge(experiment.path).written == [SETTINGS.run_id]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from checkpointing import environment_differences
+from folders import environment_differences
 from tests.conftest import REPOSITORY, only_run_dir, read_json, tiny_words
 from tests.test_resume import checkpoint_digests
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import data
-from checkpointing import ExperimentFolder, checkpoint_schedule
 from conf import EXPERIMENTS, Settings, parse_arguments
-from conf.plasticity import run_kind, parent_settings
+from conf.plasticity import parent_settings, run_kind
+from folders import ExperimentFolder, checkpoint_schedule
 from tests import fabricate
 from tests.fabricate import fabricated_similarity, run_frame
 
@@ -219,7 +219,7 @@ def test_intermediate_nc_presets_follow_the_papers_recipe(name, arch, depths, no
 
 def test_plasticity_preset_is_scratch_vs_half_then_all_with_resets():
     from slurm.runs import with_parents
-    import stages
+    from training import stages
 
     grid = parse_arguments(["experiment=plasticity"]).grid
     runs = with_parents(grid)
@@ -252,8 +252,9 @@ def test_plasticity_preset_is_scratch_vs_half_then_all_with_resets():
 def test_demo_holds_the_three_stories():
     """The demo's grid holds the three stories, and its figures show them: effective depth against label noise
     and depth (collapse), scratch vs warm start vs warm start with a reset (plasticity)."""
-    import figures
     from matplotlib import pyplot
+
+    import figures
 
     grid = parse_arguments(["experiment=demo"]).grid
     assert {settings.dataset for settings in grid} == {"synthetic"}

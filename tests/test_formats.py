@@ -14,7 +14,7 @@ import pytest
 
 import analysis
 import train
-from checkpointing import ExperimentFolder
+from folders import ExperimentFolder
 from tests import fabricate
 
 TRAIN_EXAMPLES, TEST_EXAMPLES = 200, 50

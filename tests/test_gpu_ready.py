@@ -11,14 +11,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import devices
-import training
-from checkpointing import RunFolder
 from conf import Execution, Settings
 from data import TrainingStream, crop_and_flip, normalize
 from data import stream as stream_module
+from folders import RunFolder
 from tests.conftest import read_json
 from tests.test_resume import train_until_state
+from training import devices, loop
 from utils import seeded_generator, sha256_file
 
 
@@ -37,7 +36,7 @@ def test_each_resume_state_records_the_execution_environment(tmp_path, tiny_sett
     state = folder.load_resume_state()
     assert state["environment"] == devices.execution_environment(settings, execution, torch.device("cpu"))
     assert state["environment"]["device"].startswith("cpu (") and state["environment"]["cudnn"] is None
-    assert training.run(settings, tmp_path, execution) == "done"
+    assert loop.run(settings, tmp_path, execution) == "done"
     assert folder.read_lineage() == {"environment": state["environment"]}
     assert state["environment"]["threads"] == 1 and state["environment"]["cpu_kernels"] == devices.cpu_kernel_libraries()
     assert read_json(folder.status_path)["environment"] == state["environment"]
@@ -50,7 +49,7 @@ def test_a_resume_under_another_environment_is_warned_recorded_and_goes_on(tmp_p
     its values (the run ends bitwise equal to an uninterrupted one, as the real environment is the same
     here); the warning names what changed, and lineage.json and status.json keep the note."""
     settings, execution = tiny_settings("resume_every_seconds=0")
-    assert training.run(settings, tmp_path / "reference", execution) == "done"
+    assert loop.run(settings, tmp_path / "reference", execution) == "done"
     train_until_state(settings, execution, tmp_path / "resumed", monkeypatch, iteration=12)
     folder = RunFolder(tmp_path / "resumed")
     state = folder.load_resume_state()
@@ -58,7 +57,7 @@ def test_a_resume_under_another_environment_is_warned_recorded_and_goes_on(tmp_p
     state["environment"] = {**here, "device": "NVIDIA H200", "cudnn": 91002, "bf16": True}
     folder.save_resume_state(state)  # the state and its sha256, as a GPU run would have written them
     caplog.set_level("WARNING")
-    assert training.run(settings, folder.path, execution) == "done"
+    assert loop.run(settings, folder.path, execution) == "done"
     warning = next(record.getMessage() for record in caplog.records if "execution environment" in record.getMessage())
     assert "iteration 12" in warning and f"device NVIDIA H200 -> {here['device']}" in warning
     assert "bf16 True -> False" in warning and "cudnn 91002 -> None" in warning
@@ -87,7 +86,7 @@ def test_a_resume_keeps_its_threads_unless_threads_asks_and_an_asked_change_is_r
     train_until_state(settings, default, tmp_path, monkeypatch, iteration=12)  # threads=0: the recorded one
     assert folder.load_resume_state()["environment"]["threads"] == 1 and "environment_changes" not in folder.read_lineage()
     caplog.set_level("WARNING")
-    assert training.run(settings, tmp_path, dataclasses.replace(one, threads=2), cpus=1) == "done"
+    assert loop.run(settings, tmp_path, dataclasses.replace(one, threads=2), cpus=1) == "done"
     assert torch.get_num_threads() == before
     assert "threads 1 -> 2" in caplog.text
     assert folder.read_lineage()["environment_changes"] == [{"iteration": 12, "changed": {"threads": [1, 2]}}]
@@ -100,9 +99,9 @@ def test_a_first_start_takes_the_cpus_it_was_given(tmp_path, tiny_settings):
     """threads=0: a launcher's share (cpus=) or, with none, devices.cpus_given()."""
     settings, one = tiny_settings("epochs=1")
     default = dataclasses.replace(one, threads=0)
-    assert training.run(settings, tmp_path / "share", default, cpus=1) == "done"
+    assert loop.run(settings, tmp_path / "share", default, cpus=1) == "done"
     assert RunFolder(tmp_path / "share").recorded_threads() == 1
-    assert training.run(settings, tmp_path / "given", default) == "done"
+    assert loop.run(settings, tmp_path / "given", default) == "done"
     assert RunFolder(tmp_path / "given").recorded_threads() == devices.cpus_given()
 
 
@@ -238,10 +237,10 @@ def test_steps_never_read_the_device_and_a_flush_reads_it_once(tmp_path, tiny_se
             return result
         return wrapper
 
-    monkeypatch.setattr(training.RunTraining, "step", counted(lambda arguments: "step", training.RunTraining.step))
-    monkeypatch.setattr(training.RunTraining, "flush", counted(
-        lambda arguments: "checkpoint flush" if arguments[1] else "flush", training.RunTraining.flush))
-    assert training.run(settings, tmp_path, execution) == "done"
+    monkeypatch.setattr(loop.RunTraining, "step", counted(lambda arguments: "step", loop.RunTraining.step))
+    monkeypatch.setattr(loop.RunTraining, "flush", counted(
+        lambda arguments: "checkpoint flush" if arguments[1] else "flush", loop.RunTraining.flush))
+    assert loop.run(settings, tmp_path, execution) == "done"
     assert counts["step"] == [(0, 0)] * 128
     assert counts["flush"] == [(0, 1)]  # at iteration 114
     assert counts["checkpoint flush"] == [(0, 2)] * 8  # iterations 1, 2, 4, 8, 16, 32, 64, 128

@@ -16,7 +16,6 @@ import torch
 import analysis
 import data
 import models
-import training
 from conf import Settings, parse_arguments
 from conf.global_settings import TRAINING_FACTS
 from figures.publish import describe_differences, describe_grid, run_table, swept_words, varying_keys
@@ -24,6 +23,7 @@ from figures.style import recipe_groups, varying
 from findings.recipes import recipe_labels, run_rows
 from tests.conftest import only_run_dir, read_json
 from tests.test_any_model import QUICK, SMALL, fabricated_checkpoints
+from training import loop
 
 DATA = ["image_size=16", "synthetic_train_size=256", "synthetic_test_size=64"]  # no training facts: SMALL has two
 MODEL = ["arch=convnet", "depth=2", "width=8"]
@@ -76,7 +76,7 @@ def import_here(capsys, source: Path, out_dir: Path, *words: str) -> tuple[int, 
 
 
 def table_rows(*settings: Settings) -> pd.DataFrame:
-    """Rows as metrics.parquet holds runs' settings (metrics/store.py): a column per setting, lists as JSON text,
+    """Rows as metrics.parquet holds runs' settings (measuring/store.py): a column per setting, lists as JSON text,
     null where a setting is unknown or does not apply."""
     return pd.DataFrame([{"run_id": one.run_id, "metric": "ncc_accuracy",
                           **{key: json.dumps(value) if isinstance(value, list) else value
@@ -142,7 +142,7 @@ def test_an_unknown_setting_is_a_value_of_its_own_when_runs_are_grouped(tmp_path
 
 def run_table_of(folder: Path, *settings: Settings) -> pd.DataFrame:
     """figures/publish.py's run table of these runs, from their folders (settings.json alone) in `folder`."""
-    from checkpointing import ExperimentFolder
+    from folders import ExperimentFolder
 
     for one in settings:
         ExperimentFolder(folder).run(one.run_id).prepare(one)
@@ -177,13 +177,13 @@ def test_training_normalizes_with_the_statistics_a_run_names(tmp_path, tiny_sett
     named, _ = tiny_settings(f"normalization={IMAGENET}")
     assert own.identity()["normalization"] == "dataset" and named.identity()["normalization"] == IMAGENET
     assert own.run_id != named.run_id  # other inputs, another run
-    statistics = data.channel_statistics(training.load_data(own, execution).train_images)
-    assert torch.equal(training.load_data(own, execution).mean, statistics[0])
+    statistics = data.channel_statistics(loop.load_data(own, execution).train_images)
+    assert torch.equal(loop.load_data(own, execution).mean, statistics[0])
     used = []
     normalize = data.stream.normalize
     monkeypatch.setattr(data.stream, "normalize", lambda images, mean, std: used.append((mean.tolist(), std.tolist()))
                         or normalize(images, mean, std))
-    assert training.run(named, tmp_path / "run", execution, handle_signals=False) == "done"
+    assert loop.run(named, tmp_path / "run", execution, handle_signals=False) == "done"
     assert used and all(mean == pytest.approx([0.485, 0.456, 0.406]) and std == pytest.approx([0.229, 0.224, 0.225])
                         for mean, std in used)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import analysis
-import checkpointing
-from checkpointing import ExperimentFolder
-from metrics import imported
+import folders
+from folders import ExperimentFolder
+from measuring import imported
 from tests.conftest import REPOSITORY, read_json, run_cli
 from tests.test_any_model import IMPORT_SETTINGS, QUICK, fabricated_checkpoints
 
@@ -170,14 +170,14 @@ def test_an_unknown_arch_is_refused_in_one_line(tmp_path):
 KILL_AFTER_SECOND_CHECKPOINT = """
 import os, signal, sys
 sys.path.insert(0, {repository!r})
-import analysis, checkpointing
-real, count = checkpointing.RunFolder.save_checkpoint, [0]
+import analysis, folders
+real, count = folders.RunFolder.save_checkpoint, [0]
 def save_then_die(*arguments, **keywords):
     real(*arguments, **keywords)
     count[0] += 1
     if count[0] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-checkpointing.RunFolder.save_checkpoint = save_then_die
+folders.RunFolder.save_checkpoint = save_then_die
 sys.exit(analysis.main({words!r}))
 """
 
@@ -208,7 +208,7 @@ def test_a_killed_import_leaves_no_run_and_the_next_import_finishes_it(tmp_path,
 
 def test_a_full_disk_mid_import_is_one_line_exit_1_and_leaves_no_run(tmp_path, capsys, monkeypatch):
     source, out_dir = fabricated_checkpoints(tmp_path / "elsewhere"), tmp_path / "out"
-    real, count = checkpointing.atomic_torch_save, [0]
+    real, count = folders.atomic_torch_save, [0]
 
     def fills_the_disk(value, path):
         count[0] += 1
@@ -216,7 +216,7 @@ def test_a_full_disk_mid_import_is_one_line_exit_1_and_leaves_no_run(tmp_path, c
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(value, path)
 
-    monkeypatch.setattr(checkpointing, "atomic_torch_save", fills_the_disk)
+    monkeypatch.setattr(folders, "atomic_torch_save", fills_the_disk)
     code, _, stderr = import_here(capsys, source, out_dir)
     assert_one_line(code, stderr, "the disk is full", expected=1)
     assert experiment_of(out_dir).run_folders() == [] and list(experiment_of(out_dir).runs_path.glob("*")) == []

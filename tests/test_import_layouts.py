@@ -12,8 +12,8 @@ import torch
 
 import analysis
 import models
-from checkpointing import ExperimentFolder
 from conf import Settings
+from folders import ExperimentFolder
 from tests.test_any_model import IMPORT_SETTINGS
 
 ITERATIONS = (0, 16, 64)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from checkpointing import CurvesFolder, ExperimentFolder, RunFolder
+from folders import CurvesFolder, ExperimentFolder, RunFolder
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-# checkpointing.py names what is inside an experiment or run folder; the store names the files inside its
-# own folders (cells, snapshots, the tables' parts and locks), which the experiment folder gives it.
-OWNERS = {REPOSITORY / "checkpointing.py", REPOSITORY / "metrics" / "layout.py"}
+# folders/ names what is inside an experiment or run folder; the store names the files inside its own folders
+# (cells, snapshots, the tables' parts and locks), which the experiment folder gives it.
+OWNERS = {REPOSITORY / "folders" / "__init__.py", REPOSITORY / "folders" / "curves.py",
+          REPOSITORY / "measuring" / "layout.py"}
 LONGEST_FUNCTION = 60  # lines, docstring included
 
 
@@ -58,7 +59,7 @@ def spelled_names(path: Path, files: set[str], folders: set[str]) -> list[str]:
 
 
 def test_no_file_name_of_the_folders_is_spelled_outside_their_owner():
-    """checkpointing.py alone names what is inside an experiment or run folder, and metrics/layout.py the
+    """folders/ alone names what is inside an experiment or run folder, and measuring/layout.py the
     store's files inside the folders that one gives it (DESIGN: one owner each)."""
     files, folders = folder_names()
     assert {"settings.json", "manifest.json", "metrics.parquet", "label_noise.json"} <= files
@@ -123,9 +124,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
 
 
 def test_no_import_circle():
-    """Arrows point one way (DESIGN): train -> training, slurm; slurm -> training; utils never imports data."""
+    """Arrows point one way (docs/design.md): train -> slurm -> training; no module imports one that imports it."""
     graph = import_graph()
-    assert "training" in graph["slurm.job"] and "slurm.launch" in graph["train"]
+    assert "training.loop" in graph["slurm.job"] and "slurm.launch" in graph["train"]
     assert find_cycle(graph) == []
 
 
@@ -133,7 +134,65 @@ def test_the_circle_check_finds_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
 
 
-@pytest.mark.parametrize("module", ["train", "training", "analysis", "slurm.job", "utils", "data", "checkpointing"])
+# The rooms (docs/design.md, the README's code map): the top level is the user's three scripts and one package per
+# stage. Each room may import the rooms named here and no other: the stages follow the data (settings -> a run
+# folder -> measured rows -> read-out -> figures), and a stage never reaches into a later one.
+SCRIPTS = {"train", "analysis", "utils"}
+ROOMS = {
+    "utils": set(),  # file and process primitives: imports nothing of the project
+    "conf": set(),  # settings, command lines, errors: torch-free
+    "models": {"conf"},
+    "data": {"conf", "utils"},
+    "folders": {"conf", "utils"},  # the run folder's owner: every path and side file
+    "metrics": {"conf", "data", "models", "utils"},  # tensors in, rows out: no file of a run read or written
+    "training": {"conf", "data", "folders", "models", "utils"},  # never the measuring, the read-out or figures
+    "measuring": {"conf", "data", "folders", "metrics", "models", "utils"},  # never figures, findings or training
+    "findings": {"conf"},  # the read-out: tables in, sentences out
+    "figures": {"conf", "findings", "folders", "utils"},  # drawing and the report: never torch's stages
+    "slurm": {"conf", "data", "folders", "measuring", "training", "utils"},
+    "train": {"conf", "data", "folders", "slurm", "training", "utils"},
+    "analysis": {"conf", "figures", "folders", "measuring", "metrics", "slurm", "utils"},
+    "studies": {"conf"},
+}
+
+
+def room_of(module: str) -> str:
+    return module.split(".")[0]
+
+
+def crossings(graph: dict[str, set[str]]) -> list[str]:
+    """`module -> target` for every import from one room into a room it may not import (ROOMS)."""
+    return sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                  if room_of(module) in ROOMS and room_of(target) != room_of(module)
+                  and room_of(target) not in ROOMS[room_of(module)])
+
+
+def test_the_top_level_is_the_scripts_and_one_package_per_stage():
+    """`ls` is the map: the user's scripts and a package per stage, nothing else that runs (benchmarks and tests
+    aside); every package opens with a docstring that says what it holds."""
+    top = {path.stem for path in REPOSITORY.glob("*.py")}
+    packages = {path.parent.name for path in REPOSITORY.glob("*/__init__.py")} - {"tests"}
+    assert top == SCRIPTS
+    assert packages == set(ROOMS) - SCRIPTS - {"studies"}
+    for package in packages:
+        assert ast.get_docstring(ast.parse((REPOSITORY / package / "__init__.py").read_text())), package
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    """Training never imports measuring, measuring never imports figures, metrics read no run folder, utils
+    imports nothing of the project (ROOMS)."""
+    graph = {module: targets for module, targets in import_graph().items() if room_of(module) != "benchmarks"}
+    assert {room_of(module) for module in graph} <= set(ROOMS)
+    assert crossings(graph) == []
+
+
+def test_the_room_check_finds_a_crossing():
+    assert crossings({"training.loop": {"measuring.store", "folders"}, "utils": {"conf"}}) == [
+        "training.loop -> measuring.store", "utils -> conf"]
+
+
+@pytest.mark.parametrize("module", ["train", "training.loop", "analysis", "slurm.job", "utils", "data", "folders",
+                                    "measuring.protocol", "findings", "figures.publish"])
 def test_each_entry_module_imports_first_in_a_fresh_interpreter(module):
     """`python -c "import X"`: whichever module is imported first, nothing is half-initialised."""
     import subprocess
@@ -157,4 +216,4 @@ def test_no_function_is_longer_than_a_screen():
 
 def test_the_cli_and_training_files_stay_small():
     assert len((REPOSITORY / "train.py").read_text().splitlines()) <= 150
-    assert len((REPOSITORY / "training.py").read_text().splitlines()) <= 300
+    assert len((REPOSITORY / "training" / "loop.py").read_text().splitlines()) <= 300

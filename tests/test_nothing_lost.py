@@ -1,6 +1,6 @@
 """Nothing lost by asking another question: analysis calls with other `layers=`, `metrics=`, options and run filters
 add their rows beside what earlier calls measured (their options in the rows' `options` column and recipe) and
-never delete any (metrics/store.py). Checked with the tables before and after three differently-optioned calls."""
+never delete any (measuring/store.py). Checked with the tables before and after three differently-optioned calls."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ import pytest
 
 import analysis
 import train
-from checkpointing import ExperimentFolder
 from conf import help_text, parse_arguments
+from folders import ExperimentFolder
 from tests.conftest import REPOSITORY, read_json, refusal_lines, run_cli, tiny_words
 
 EXAMPLE = REPOSITORY / "studies" / "example_study.py"

@@ -51,7 +51,7 @@ def test_a_signal_to_the_parent_alone_stops_every_child_after_it_saved(tmp_path)
     cannot get it from anywhere else), and train_pack_in_parallel must stop only after both saved."""
     from conf import parse_arguments
     from slurm.job import train_pack_in_parallel
-    from training import Interrupted
+    from training.loop import Interrupted
 
     plan = parse_arguments(tiny_words(tmp_path, *LONG, "epochs=100", "seed=0,1"))
     signaller = threading.Thread(target=lambda: (wait_until_training(tmp_path, runs=2),

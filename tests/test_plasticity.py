@@ -85,7 +85,7 @@ def test_shrink_and_perturb_follows_its_formula_and_spares_the_reset_modules():
 
 
 def test_stage1_subset_has_the_requested_size_and_is_drawn_from_the_seed():
-    """Stage 1 of the two-stage protocol: stage_indices' first stage (stages=1, stage=1), as stages.py draws it."""
+    """Stage 1 of the two-stage protocol: stage_indices' first stage (stages=1, stage=1), as training/stages.py draws it."""
     labels = torch.arange(1000) % 10
     half = data.stage_indices(labels, fraction=0.5, kind="examples", seed=0, num_classes=10)
     assert len(half) == 500 and torch.equal(half, half.unique())  # sorted, no repeats

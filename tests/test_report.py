@@ -155,7 +155,7 @@ def test_a_redraw_leaves_exactly_the_figures_the_report_shows(grid_experiment, t
     import json
 
     import analysis
-    from checkpointing import ExperimentFolder
+    from folders import ExperimentFolder
 
     experiment = ExperimentFolder(copy_experiment(grid_experiment, tmp_path))
     record = json.loads(experiment.publication_path.read_text())
@@ -177,7 +177,7 @@ def test_pdfs_are_drawn_on_request_and_kept_until_their_figure_changes(grid_expe
     """PNGs by default (the report's); figure_formats=png,pdf draws a PDF beside each, which the report links and
     the plain calls after it keep; a figure drawn again (its table or filter changed) loses its stale PDF."""
     import analysis
-    from checkpointing import ExperimentFolder
+    from folders import ExperimentFolder
 
     experiment = ExperimentFolder(copy_experiment(grid_experiment, tmp_path))
     out_dir = f"out_dir={experiment.path.parent}"
@@ -202,7 +202,7 @@ def test_pdfs_are_drawn_on_request_and_kept_until_their_figure_changes(grid_expe
 
 def test_drawing_the_figures_never_loads_torch(grid_experiment, tmp_path):
     """`analysis.py figures` reads the table and draws: torch (1.3 s of a 10 s budget) and the models stay unloaded."""
-    from checkpointing import ExperimentFolder
+    from folders import ExperimentFolder
 
     experiment = ExperimentFolder(copy_experiment(grid_experiment, tmp_path))
     experiment.publication_path.unlink()  # no record: every figure and the report are drawn again

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpointing import ExperimentFolder
+from folders import ExperimentFolder
 from tests.test_report import copy_experiment, grid_experiment  # noqa: F401  (grid_experiment: the fixture)
 
 WINDOW_WIDTH = 1400  # pixels: a laptop's browser window

@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
-import training
-from checkpointing import RunFolder
+from folders import RunFolder
 from tests.conftest import REPOSITORY, read_json, run_cli, tiny_words
+from training import loop
 from utils import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -27,12 +27,12 @@ WORDS = ["synthetic_train_size=1024", "epochs=4", "augment=true", "label_noise=0
 #                                      (settings, manifest, checkpoint, resume state, hash, status...): the
 #                                      worst moment of a save;
 #   data.stream.TrainingStream.batch   in the middle of a training step, between two saves;
-#   checkpointing.RunFolder.append_log with half a log line written, as a kill inside write() leaves it.
+#   folders.RunFolder.append_log with half a log line written, as a kill inside write() leaves it.
 # Counted events, not clocks: where each kill lands does not depend on how fast or busy the machine is.
 KILL_AT_CALL = """
 import json, os, signal, sys
 sys.path.insert(0, {repository!r})
-import checkpointing, data.stream
+import folders, data.stream
 owner, name, n, half_line = {owner}, {name!r}, {n}, {half_line}
 real, count = getattr(owner, name), [0]
 def hooked(*arguments, **keywords):
@@ -54,7 +54,7 @@ sys.exit(train.main({words!r}))
 # last kill on any machine (70 here).
 KILLS = [*(("os", "replace", n, False) for n in (3, 7, 12, 20, 33)),
          *(("data.stream.TrainingStream", "batch", n, False) for n in (5, 17, 29)),
-         ("checkpointing.RunFolder", "append_log", 9, True)]
+         ("folders.RunFolder", "append_log", 9, True)]
 
 
 def checkpoint_digests(out_dir):
@@ -191,7 +191,7 @@ def train_until_state(settings, execution, run_dir, monkeypatch, iteration: int)
     with monkeypatch.context() as patch:
         patch.setattr(RunFolder, "save_resume_state", save_then_stop)
         with pytest.raises(Stop):
-            training.run(settings, run_dir, execution)
+            loop.run(settings, run_dir, execution)
 
 
 def test_a_resume_state_that_loads_but_fails_its_sha256_is_skipped(tmp_path, tiny_settings, monkeypatch, one_thread):
@@ -199,7 +199,7 @@ def test_a_resume_state_that_loads_but_fails_its_sha256_is_skipped(tmp_path, tin
     not the bytes its .sha256 names) is skipped: the older good state is used and the run ends bitwise equal."""
     settings, execution = tiny_settings("resume_every_seconds=0")
     stranger, _ = tiny_settings("resume_every_seconds=0", "seed=1")
-    assert training.run(settings, tmp_path / "reference", execution) == "done"
+    assert loop.run(settings, tmp_path / "reference", execution) == "done"
     train_until_state(settings, execution, tmp_path / "interrupted", monkeypatch, iteration=12)
     train_until_state(stranger, execution, tmp_path / "stranger", monkeypatch, iteration=12)
     folder = RunFolder(tmp_path / "interrupted")
@@ -207,7 +207,7 @@ def test_a_resume_state_that_loads_but_fails_its_sha256_is_skipped(tmp_path, tin
     assert sha256_file(foreign) != sha256_file(newest)
     shutil.copyfile(foreign, newest)
     assert folder.load_resume_state()["iteration"] == 11
-    assert training.run(settings, folder.path, execution) == "done"
+    assert loop.run(settings, folder.path, execution) == "done"
     reference = RunFolder(tmp_path / "reference")
     assert digests(folder) == digests(reference)  # every checkpoint, byte for byte
     assert folder.log_path.read_text() == reference.log_path.read_text()

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import training
-from checkpointing import RunFolder, RunFolderError
+from folders import RunFolder, RunFolderError
 from tests.conftest import REPOSITORY, only_run_dir, read_json, run_cli, tiny_words
+from training import loop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -92,12 +92,12 @@ def test_a_resume_state_that_passes_its_hash_but_does_not_load_falls_back(tmp_pa
     """Fault 4: a state whose sha256 matches but that torch cannot load failed the run for good."""
     settings, execution = tiny_settings("resume_every_seconds=0")
     folder = RunFolder(tmp_path)
-    with pytest.raises(training.Interrupted):  # stop after a few saves, as a kill would
+    with pytest.raises(loop.Interrupted):  # stop after a few saves, as a kill would
         _train_until(settings, folder, execution, iteration=12)
     newest = max(folder.resume.glob("state_*.pt"))
     newest.write_bytes(b"not a torch file at all")
     newest.with_suffix(".sha256").write_text(__import__("hashlib").sha256(newest.read_bytes()).hexdigest() + "\n")
-    assert training.run(settings, tmp_path, execution) == "done"
+    assert loop.run(settings, tmp_path, execution) == "done"
     assert "unusable" in caplog.text
     assert folder_bytes(tmp_path) == reference
 
@@ -106,13 +106,13 @@ def test_a_resume_state_that_loads_but_does_not_fit_falls_back(tmp_path, tiny_se
     """A state that loads but whose weights do not fit the model (another tool's file) is skipped too."""
     settings, execution = tiny_settings("resume_every_seconds=0")
     folder = RunFolder(tmp_path)
-    with pytest.raises(training.Interrupted):
+    with pytest.raises(loop.Interrupted):
         _train_until(settings, folder, execution, iteration=12)
     newest = max(folder.resume.glob("state_*.pt"))
     iteration = int(newest.stem.split("_")[1])
     folder.save_resume_state({"iteration": iteration, "model": {"nonsense": torch.zeros(3)}, "optimizer": {},
                               "torch_rng": torch.get_rng_state()})
-    assert training.run(settings, tmp_path, execution) == "done"
+    assert loop.run(settings, tmp_path, execution) == "done"
     assert "does not fit" in caplog.text
     assert folder_bytes(tmp_path) == reference
 
@@ -124,24 +124,24 @@ def _train_until(settings, folder: RunFolder, execution, iteration: int) -> None
     def save_then_stop(self, state):
         original(self, state)
         if state["iteration"] >= iteration:
-            raise training.Interrupted(15)
+            raise loop.Interrupted(15)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(RunFolder, "save_resume_state", save_then_stop)
-        training.run(settings, folder.path, execution)
+        loop.run(settings, folder.path, execution)
 
 
 def test_an_edited_settings_file_is_refused_not_mislabelled(tmp_path, tiny_settings):
     """Fault 10: an edited settings.json would label results with settings they were not trained with."""
     settings, execution = tiny_settings()
-    assert training.run(settings, tmp_path, execution) == "done"
+    assert loop.run(settings, tmp_path, execution) == "done"
     record = read_json(tmp_path / "settings.json")
     record["settings"]["lr"] = 0.5
     (tmp_path / "settings.json").write_text(__import__("json").dumps(record))
     with pytest.raises(RunFolderError, match="was edited"):
         RunFolder(tmp_path).read_settings()
     with pytest.raises(RunFolderError, match="other settings"):
-        training.run(settings, tmp_path, execution)
+        loop.run(settings, tmp_path, execution)
 
 
 @pytest.mark.parametrize("broken, message", [("{not json", "not valid JSON"),

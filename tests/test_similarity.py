@@ -1,4 +1,4 @@
-"""Representation similarity (metrics/similarity.py, metrics/snapshots.py, metrics/compare.py) and NC3
+"""Representation similarity (metrics/similarity.py, measuring/snapshots.py, measuring/similarity.py) and NC3
 (metrics/collapse.py): CKA against float64 NumPy references written from the papers' formulas, the probe
 snapshot end to end (written, exported, compared, measured again when lost), and the CKA figures."""
 
@@ -11,9 +11,10 @@ import torch
 
 import analysis
 from conf.analysis import Analysis
-from metrics import engine, snapshots
+from measuring import snapshots
+from measuring.layout import StoreLayout
+from metrics import engine
 from metrics.collapse import self_duality
-from metrics.layout import StoreLayout
 from metrics.similarity import cka_vectors, linear_cka, probe_subset
 from tests.conftest import run_cli, tiny_words
 from tests.fabricate import class_images, fabricated_similarity, keyed, tiny_mlp

@@ -213,7 +213,7 @@ def test_warm_started_children_wait_for_their_shared_stage1_job(slurm, tmp_path)
 
 
 def test_transfer_children_on_another_dataset_wait_for_their_parents_job(slurm, tmp_path):
-    from checkpointing import RunFolder
+    from folders import RunFolder
     from tests import fabricate
 
     fabricate.fabricate_mnist(tmp_path / "data", 64, 32, seed=1)

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from checkpointing import ExperimentFolder
 from conf.cluster import Cluster
+from folders import ExperimentFolder
 from slurm.capacity import Node, capacity_refusal, explain_refusal, parse_node, parse_records
 from tests.conftest import REPOSITORY, run_cli, tiny_words
 from tests.test_slurm import slurm  # noqa: F401  (the fixture: the cluster already up, or started once)

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from benchmarks.store import RECIPES, checkpoint_sha256, fabricate_run, write_cell
-from checkpointing import ExperimentFolder
 from conf import Settings
 from conf.analysis import Analysis
-from metrics import registry, store
-from metrics.layout import StoreLayout
+from folders import ExperimentFolder
+from measuring import store
+from measuring.layout import StoreLayout
+from metrics import registry
 from tests.conftest import REPOSITORY
 
 ITERATIONS = [0, 1, 2]
@@ -161,7 +162,7 @@ def test_a_file_where_the_table_folder_goes_is_refused_in_one_line_and_left_as_i
 CONCURRENT = """
 import sys
 from benchmarks.store import write_cell
-from checkpointing import ExperimentFolder
+from folders import ExperimentFolder
 from metrics import registry, store
 experiment = ExperimentFolder(sys.argv[1])
 for iteration in range(10, 16):

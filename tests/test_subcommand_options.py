@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import analysis
-from checkpointing import ExperimentFolder
+from folders import ExperimentFolder
 from tests.test_any_model import IMPORT_SETTINGS, QUICK, fabricated_checkpoints
 
 COMMON = ["download=false", "threads=1", "log_level=WARNING", "progress=off"]

@@ -1,4 +1,4 @@
-"""Live curves (live_curves.py): training's and the analysis's TensorBoard event files, read back with
+"""Live curves (training/curves.py, measuring/curves.py, folders/curves.py): training's and the analysis's TensorBoard event files, read back with
 tensorboard's own reader. A resumed run shows every step once, with an uninterrupted run's values, to a
 TensorBoard started afterwards and to one that was already showing the steps the kill left behind."""
 
@@ -17,11 +17,13 @@ from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalar
 from tensorboard.plugins.scalar.scalars_plugin import ScalarsPlugin
 
 import analysis
-import live_curves
-import training
-from checkpointing import CurvesFolder, ExperimentFolder, RunFolder
+from folders import ExperimentFolder, RunFolder
+from folders.curves import CurvesFolder, encode, scalar_event
+from measuring.curves import write_layer_curves
 from tests.conftest import only_run_dir, run_cli, tiny_words
 from tests.test_resume import checkpoint_digests, digests, kill_at_call, train_until_state
+from training import curves as training_curves
+from training import loop
 
 # iterations 1..24, checkpoints at 0, 1, 2, 4, 8, 16, 24; resume states at the checkpoints only (the last aside)
 SPARSE_STATES = ["resume_every_seconds=3600"]
@@ -73,9 +75,9 @@ def curves_of_log(run_dir) -> dict[str, list]:
     log = [json.loads(line) for line in folder.log_path.read_text().splitlines()]
     checkpoints = sorted(folder.checkpoint_entries().items())
     curves = {tag: [(record["iteration"], as_stored(record[key])) for record in log]
-              for key, tag in live_curves.TRAIN_TAGS.items()}
+              for key, tag in training_curves.TRAIN_TAGS.items()}
     curves.update({tag: [(iteration, as_stored(entry[key])) for iteration, entry in checkpoints]
-                   for key, tag in live_curves.TEST_TAGS.items()})
+                   for key, tag in training_curves.TEST_TAGS.items()})
     return curves
 
 
@@ -88,7 +90,7 @@ def test_training_writes_every_iteration_and_checkpoint_in_one_file_per_start(tm
     settings, execution = tiny_settings()
     experiment = ExperimentFolder(tmp_path / "default")
     run = experiment.run(settings.run_id)
-    assert training.run(settings, run.path, execution) == "done"
+    assert loop.run(settings, run.path, execution) == "done"
     curves = experiment.curves(settings.run_id)
     assert curves.path == tmp_path / "default" / "tensorboard" / settings.run_id
     assert [path.name for path in curves.start_files()] == ["events.out.tfevents.000001.from_00000000"]
@@ -104,9 +106,9 @@ def test_a_resume_after_a_clean_stop_appends_a_second_file(tmp_path, tiny_settin
     restarted: two files, every step once, the values of a run never stopped."""
     settings, execution = tiny_settings("resume_every_seconds=0")
     reference, stopped = (ExperimentFolder(tmp_path / name) for name in ("reference", "stopped"))
-    assert training.run(settings, reference.run(settings.run_id).path, execution) == "done"
+    assert loop.run(settings, reference.run(settings.run_id).path, execution) == "done"
     train_until_state(settings, execution, stopped.run(settings.run_id).path, monkeypatch, iteration=12)
-    assert training.run(settings, stopped.run(settings.run_id).path, execution) == "done"
+    assert loop.run(settings, stopped.run(settings.run_id).path, execution) == "done"
     curves = stopped.curves(settings.run_id)
     assert [path.name for path in curves.start_files()] == ["events.out.tfevents.000001.from_00000000",
                                                              "events.out.tfevents.000002.from_00000012"]
@@ -127,13 +129,13 @@ def test_sigkill_past_the_last_state_drops_those_steps_and_the_resumed_ones_matc
     assert expected == curves_of_log(only_run_dir(reference_dir))
     words = tiny_words(interrupted_dir, *SPARSE_STATES)
     # states at 1, 2, 4, 8: the 5th save (iteration 16) is where the kill lands, its events already written
-    assert kill_at_call(words, "checkpointing.RunFolder", "save_resume_state", 5, False) == -signal.SIGKILL
+    assert kill_at_call(words, "folders.RunFolder", "save_resume_state", 5, False) == -signal.SIGKILL
     curves = curves_folder(interrupted_dir)
     (first,) = curves.start_files()
     live = EventAccumulator(str(curves.path), size_guidance={"scalars": 0})
     assert [step for step, _ in read_curves(curves.path, accumulator=live)["train/loss"]] == list(range(1, 17))
     with open(first, "ab") as handle:  # a kill inside a write leaves a record cut short
-        handle.write(live_curves.encode([live_curves.scalar_event(17, {"train/loss": 1.0})])[:20])
+        handle.write(encode([scalar_event(17, {"train/loss": 1.0})])[:20])
     # resumed at 8; killed at its 3rd batch (iteration 11), before any flush: its file holds no value
     assert kill_at_call(words, "data.stream.TrainingStream", "batch", 3, False) == -signal.SIGKILL
     final = run_cli("train.py", words)
@@ -198,8 +200,8 @@ def test_each_metric_and_split_is_one_chart_with_a_line_per_layer_in_the_models_
     each with a line per layer of each run; the lines' tags, sorted as TensorBoard sorts tags (as text),
     come in the model's order, features.2 before features.10."""
     deep, shallow = CurvesFolder(tmp_path / "deep"), CurvesFolder(tmp_path / "shallow")
-    live_curves.write_layer_curves(deep, layer_rows(vgg_layers(12), [0, 1, 2]))
-    live_curves.write_layer_curves(shallow, layer_rows(vgg_layers(3), [0, 1, 2]))
+    write_layer_curves(deep, layer_rows(vgg_layers(12), [0, 1, 2]))
+    write_layer_curves(shallow, layer_rows(vgg_layers(3), [0, 1, 2]))
     charts = custom_scalars(tmp_path)
     assert list(charts) == ["layer/ncc_accuracy/train", "layer/ncc_accuracy/test", "layer/cdnv/train",
                             "layer/cdnv/test", "layer/effective_depth/train"]
@@ -225,7 +227,7 @@ def test_a_model_of_hundreds_of_layers_keeps_one_chart_and_its_order(tmp_path, d
     """416 layers (a layer index of three digits) and 1200 (four): still one chart, the lines in the model's order."""
     curves = CurvesFolder(tmp_path / "wide")
     layers = [f"blocks.{number}" for number in range(depth)]
-    live_curves.write_layer_curves(curves, layer_rows(layers, [0, 1], metrics=("ncc_accuracy",), splits=("test",)))
+    write_layer_curves(curves, layer_rows(layers, [0, 1], metrics=("ncc_accuracy",), splits=("test",)))
     charts = custom_scalars(tmp_path)
     assert list(charts) == ["layer/ncc_accuracy/test", "layer/effective_depth/train"]
     digits = max(3, len(str(depth - 1)))
@@ -239,10 +241,10 @@ def test_a_second_analysis_call_rewrites_the_curves_without_a_point_twice(tmp_pa
     new: one event file each time, every point once on disk (restart markers ignored) and as TensorBoard shows it."""
     curves = CurvesFolder(tmp_path / "run")
     layers = vgg_layers(12)
-    live_curves.write_layer_curves(curves, layer_rows(layers, [0, 1], metrics=("ncc_accuracy",)))
+    write_layer_curves(curves, layer_rows(layers, [0, 1], metrics=("ncc_accuracy",)))
     grown = layer_rows(layers, [0, 1, 2])
     for _ in range(2):
-        live_curves.write_layer_curves(curves, grown)
+        write_layer_curves(curves, grown)
     assert [path.name for path in curves.layer_files()] == ["events.out.tfevents.000003.layers"]
     on_disk = read_curves(curves.layers_path, purge=False)
     assert on_disk == read_curves(curves.layers_path)
@@ -261,7 +263,7 @@ def test_tensorboard_false_writes_no_event_file(tmp_path):
 
 def warnings_of(caplog) -> list[str]:
     return [record.getMessage() for record in caplog.records
-            if record.name == "live_curves" and record.levelno == logging.WARNING]
+            if record.name in ("training.curves", "measuring.curves") and record.levelno == logging.WARNING]
 
 
 def test_an_unwritable_curves_folder_is_one_warning_and_training_goes_on(tmp_path, tiny_settings, caplog, one_thread):
@@ -271,15 +273,15 @@ def test_an_unwritable_curves_folder_is_one_warning_and_training_goes_on(tmp_pat
     experiment, plain = ExperimentFolder(tmp_path / "default"), ExperimentFolder(tmp_path / "plain")
     experiment.path.mkdir()
     experiment.tensorboard_path.write_text("in the way\n")
-    with caplog.at_level(logging.WARNING, logger="live_curves"):
-        assert training.run(settings, experiment.run(settings.run_id).path, execution) == "done"
+    with caplog.at_level(logging.WARNING):
+        assert loop.run(settings, experiment.run(settings.run_id).path, execution) == "done"
         (warning,) = warnings_of(caplog)
         assert settings.run_id in warning and "training goes on" in warning and "\n" not in warning
         caplog.clear()
         assert analysis.main([f"out_dir={tmp_path}", *QUICK_ANALYSIS, "metrics=ncc_accuracy"]) == 0
         assert len(warnings_of(caplog)) == 1
     off = tiny_settings("epochs=1", "tensorboard=false")[1]
-    assert training.run(settings, plain.run(settings.run_id).path, off) == "done"
+    assert loop.run(settings, plain.run(settings.run_id).path, off) == "done"
     assert digests(experiment.run(settings.run_id)) == digests(plain.run(settings.run_id))
     assert experiment.run(settings.run_id).log_path.read_bytes() == plain.run(settings.run_id).log_path.read_bytes()
 
@@ -289,7 +291,7 @@ def test_a_full_disk_mid_run_is_one_warning_and_the_run_ends_as_without_curves(t
     """The disk fills at the third write of events: one warning, no event written after it, and the run (a
     folder of its own, outside an experiment: its curves in <run_dir>/tensorboard/) ends bitwise equal."""
     settings, execution = tiny_settings()
-    calls, real_append = [0], live_curves.append
+    calls, real_append = [0], training_curves.append
 
     def filling_up(path, events):
         calls[0] += 1
@@ -297,17 +299,17 @@ def test_a_full_disk_mid_run_is_one_warning_and_the_run_ends_as_without_curves(t
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real_append(path, events)
 
-    monkeypatch.setattr(live_curves, "append", filling_up)
+    monkeypatch.setattr(training_curves, "append", filling_up)
     full = RunFolder(tmp_path / "full")
-    with caplog.at_level(logging.WARNING, logger="live_curves"):
-        assert training.run(settings, full.path, execution) == "done"
+    with caplog.at_level(logging.WARNING):
+        assert loop.run(settings, full.path, execution) == "done"
     (warning,) = warnings_of(caplog)
     assert warning.startswith("full: ") and "No space left on device" in warning  # the folder's name: its run id
     assert calls[0] == 3  # given up at the first failure
     assert full.curves().path == full.path / "tensorboard"
     assert set(read_curves(full.curves().path)) == {"test/loss", "test/accuracy"}  # iteration 0's, then full
-    monkeypatch.setattr(live_curves, "append", real_append)
+    monkeypatch.setattr(training_curves, "append", real_append)
     reference = RunFolder(tmp_path / "reference")
-    assert training.run(settings, reference.path, tiny_settings("tensorboard=false")[1]) == "done"
+    assert loop.run(settings, reference.path, tiny_settings("tensorboard=false")[1]) == "done"
     assert digests(full) == digests(reference) and full.log_path.read_bytes() == reference.log_path.read_bytes()
     assert not (reference.path / "tensorboard").exists()

@@ -1,4 +1,4 @@
-"""training.run(): schedule and manifest, self-describing checkpoints, divergence, corrupt files, bad input."""
+"""loop.run(): schedule and manifest, self-describing checkpoints, divergence, corrupt files, bad input."""
 
 import dataclasses
 import json
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import models
-import training
-from checkpointing import RunFolder, RunFolderError, checkpoint_schedule
 from conf import Settings
+from folders import RunFolder, RunFolderError, checkpoint_schedule
 from tests.conftest import read_json, run_cli, tiny_words
+from training import loop
 from utils import sha256_file
 
 
@@ -23,19 +23,19 @@ def test_schedule_is_zero_powers_of_two_final_and_extras():
 
 def test_learning_rate_schedules():
     settings = Settings(lr=1.0, lr_schedule="multistep", lr_milestones=(2, 4), lr_gamma=0.1, epochs=6)
-    assert [training.learning_rate(settings, epoch * 10, 10) for epoch in range(6)] == pytest.approx(
+    assert [loop.learning_rate(settings, epoch * 10, 10) for epoch in range(6)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01])
     warm = dataclasses.replace(settings, warmup_iterations=4)
-    assert [training.learning_rate(warm, i, 10) for i in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1, 1])
+    assert [loop.learning_rate(warm, i, 10) for i in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1, 1])
     cosine = dataclasses.replace(settings, lr_schedule="cosine", lr_milestones=())
-    assert training.learning_rate(cosine, 0, 10) == 1 and training.learning_rate(cosine, 30, 10) == pytest.approx(0.5)
+    assert loop.learning_rate(cosine, 0, 10) == 1 and loop.learning_rate(cosine, 30, 10) == pytest.approx(0.5)
     constant = dataclasses.replace(settings, lr_schedule="constant")
-    assert training.learning_rate(constant, 59, 10) == 1
+    assert loop.learning_rate(constant, 59, 10) == 1
 
 
 def test_a_run_writes_its_schedule_manifest_log_and_status(tmp_path, tiny_settings):
     settings, execution = tiny_settings()
-    assert training.run(settings, tmp_path, execution) == "done"
+    assert loop.run(settings, tmp_path, execution) == "done"
     folder = RunFolder(tmp_path)
     manifest = read_json(folder.manifest_path)
     assert manifest["schedule"] == [0, 1, 2, 4, 8, 16, 24]
@@ -56,7 +56,7 @@ def test_a_run_writes_its_schedule_manifest_log_and_status(tmp_path, tiny_settin
 
 def test_a_checkpoint_alone_rebuilds_the_model(tmp_path, tiny_settings):
     settings, execution = tiny_settings()
-    training.run(settings, tmp_path, execution)
+    loop.run(settings, tmp_path, execution)
     checkpoint = torch.load(tmp_path / "checkpoints" / "iteration_00000024.pt", weights_only=True)
     assert checkpoint["iteration"] == 24 and checkpoint["epoch"] == 3.0 and checkpoint["run_id"] == settings.run_id
     rebuilt_settings = Settings.from_record(checkpoint["settings"])
@@ -73,7 +73,7 @@ def test_training_learns_the_synthetic_task(tmp_path, tiny_settings, one_thread)
     # far from both chance and what is reached, so another CPU's rounding cannot cross them.
     settings, execution = tiny_settings("epochs=20", "synthetic_train_size=1024", "synthetic_test_size=512",
                                         "width=16")
-    assert training.run(settings, tmp_path, execution) == "done"
+    assert loop.run(settings, tmp_path, execution) == "done"
     manifest = read_json(tmp_path / "manifest.json")
     accuracies = [entry["test_accuracy"] for entry in sorted(manifest["files"].values(), key=lambda e: e["iteration"])]
     assert accuracies[0] < 0.25 and accuracies[-1] > 0.5, accuracies
@@ -84,9 +84,9 @@ def test_training_learns_the_synthetic_task(tmp_path, tiny_settings, one_thread)
 
 def test_a_done_run_is_skipped(tmp_path, tiny_settings):
     settings, execution = tiny_settings()
-    training.run(settings, tmp_path, execution)
+    loop.run(settings, tmp_path, execution)
     before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")}
-    assert training.run(settings, tmp_path, execution) == "done"
+    assert loop.run(settings, tmp_path, execution) == "done"
     assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")} == before
 
 
@@ -95,12 +95,12 @@ def test_a_folder_with_other_settings_is_refused(tmp_path, tiny_settings):
     other, _ = tiny_settings("seed=7")
     RunFolder(tmp_path).prepare(other)
     with pytest.raises(RunFolderError, match="other settings"):
-        training.run(settings, tmp_path, execution)
+        loop.run(settings, tmp_path, execution)
 
 
 def test_label_noise_is_exact_and_recorded(tmp_path, tiny_settings):
     settings, execution = tiny_settings("label_noise=0.25")
-    training.run(settings, tmp_path, execution)
+    loop.run(settings, tmp_path, execution)
     record = read_json(tmp_path / "label_noise.json")
     assert len(record["indices"]) == round(0.25 * 256)
     assert all(original != noisy for original, noisy in zip(record["original"], record["noisy"]))
@@ -108,7 +108,7 @@ def test_label_noise_is_exact_and_recorded(tmp_path, tiny_settings):
 
 def test_divergence_stops_the_run_with_its_iteration(tmp_path, tiny_settings):
     settings, execution = tiny_settings("lr=1e30", "batch_norm=false", "loss=mse")
-    assert training.run(settings, tmp_path, execution) == "diverged"
+    assert loop.run(settings, tmp_path, execution) == "diverged"
     status = read_json(tmp_path / "status.json")
     assert status["state"] == "diverged" and "non-finite" in status["reason"]
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -149,13 +149,13 @@ def test_a_resume_state_that_loads_but_fails_its_sha256_is_skipped(tmp_path, cap
 
 def test_a_corrupt_checkpoint_is_reported_and_remade_identically(tmp_path, tiny_settings, caplog):
     settings, execution = tiny_settings()
-    training.run(settings, tmp_path, execution)
+    loop.run(settings, tmp_path, execution)
     folder = RunFolder(tmp_path)
     original = read_json(folder.manifest_path)["files"]
     victim = folder.checkpoint_path(4)
     victim.write_bytes(b"garbage" + victim.read_bytes()[7:])
     folder.write_status("interrupted")
-    assert training.run(settings, tmp_path, execution) == "done"
+    assert loop.run(settings, tmp_path, execution) == "done"
     assert "iteration_00000004.pt is missing or corrupt" in caplog.text
     assert read_json(folder.manifest_path)["files"] == original
     assert sha256_file(victim) == original[victim.name]["sha256"]
@@ -187,6 +187,6 @@ def test_a_run_another_process_is_training_is_left_alone(tmp_path, tiny_settings
     settings, execution = tiny_settings()
     with exclusive_lock(tmp_path / ".lock") as mine:  # as another process training this run holds it
         assert mine
-        assert training.run(settings, tmp_path, execution) == "busy"
+        assert loop.run(settings, tmp_path, execution) == "busy"
         assert sorted(path.name for path in tmp_path.iterdir()) == [".lock"]  # nothing touched
-    assert training.run(settings, tmp_path, execution) == "done"
+    assert loop.run(settings, tmp_path, execution) == "done"

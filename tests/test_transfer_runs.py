@@ -1,4 +1,4 @@
-"""Transfer from any checkpoint and growing data (conf/plasticity.py, stages.py): a parent trained once
+"""Transfer from any checkpoint and growing data (conf/plasticity.py, training/stages.py): a parent trained once
 on one dataset serves children on another from several iterations; start=phase reads the phase
 table; Berariu et al.'s App. A.3 stages follow the appendix; every bad input is one line, exit 2."""
 
@@ -12,15 +12,14 @@ import pytest
 import torch
 
 import data
-import stages
-import training
-from checkpointing import ExperimentFolder, RunFolder
 from conf import Execution, SettingsError, parse_arguments
 from conf.plasticity import parent_settings, run_kind
+from folders import ExperimentFolder, RunFolder
 from slurm.runs import with_parents
 from tests import fabricate
 from tests.conftest import read_json, run_cli
 from tests.test_resume import train_until_state
+from training import loop, stages
 
 # 192 training images of 28 px, batch 32: 6 iterations per epoch; the parent trains 4 epochs (24 iterations).
 TRANSFER = ["arch=convnet", "depth=2", "width=8", "batch_size=32", "lr=0.05", "dataset=fashionmnist",
@@ -45,7 +44,7 @@ def train_grid(plan) -> dict:
     experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
     trained = {}
     for settings in with_parents(plan.grid):
-        assert training.run(settings, experiment.run(settings.run_id).path, plan.execution) == "done"
+        assert loop.run(settings, experiment.run(settings.run_id).path, plan.execution) == "done"
         trained[settings.run_id] = (settings, experiment.run(settings.run_id))
     return trained
 
@@ -90,9 +89,9 @@ def test_a_killed_child_resumes_bitwise(transfer_grid, tmp_path, monkeypatch, on
     parent_settings_, parent = trained[parent_settings(child).run_id]
     runs = tmp_path / "default" / "runs"
     execution = dataclasses.replace(plan.execution, out_dir=str(tmp_path), resume_every_seconds=0.0)
-    assert training.run(parent_settings_, runs / parent.path.name, execution) == "done"
+    assert loop.run(parent_settings_, runs / parent.path.name, execution) == "done"
     train_until_state(child, execution, runs / child.run_id, monkeypatch, iteration=13)  # 5 steps in: a counted event
-    assert training.run(child, runs / child.run_id, execution) == "done"
+    assert loop.run(child, runs / child.run_id, execution) == "done"
     resumed = RunFolder(runs / child.run_id)
     assert resumed.read_manifest()["files"] == reference.read_manifest()["files"]
     assert resumed.log_path.read_text() == reference.log_path.read_text()
@@ -118,7 +117,7 @@ def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_th
                                       f"every run,{runs},logits,3,,,,2,24\n"
                                       "other,another-run,block01,2,2,4,8,4,24\n")
     try:
-        assert training.run(child, experiment.run(child.run_id).path, plan.execution) == "done"
+        assert loop.run(child, experiment.run(child.run_id).path, plan.execution) == "done"
         lineage = experiment.run(child.run_id).read_lineage()
         assert lineage["parent_iteration"] == 8 and "block01" in lineage["start_rule"]  # the last hidden layer's peak
         named = dataclasses.replace(child, start_phase_layer="block00")
@@ -128,22 +127,21 @@ def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_th
 
 
 def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_grid, tmp_path, one_thread):
-    import measuring
     from conf.analysis import Analysis
-    from metrics import snapshots, store
+    from measuring import protocol, snapshots, store
 
     plan, _ = transfer_grid
     experiment = ExperimentFolder.of(tmp_path, plan.experiment)  # a copy: the grid's folder stays unmeasured
     shutil.copytree(ExperimentFolder.of(plan.execution.out_dir, plan.experiment).runs_path, experiment.runs_path)
     runs = {folder.run_id: (folder.read_settings(), sorted(folder.checkpoint_entries()))
             for folder in experiment.run_folders()}
-    children = {run_id for run_id, (settings, _) in runs.items() if measuring.transfer_child(settings)}
+    children = {run_id for run_id, (settings, _) in runs.items() if protocol.transfer_child(settings)}
     assert children and set(runs) - children and max(len(runs[run_id][1]) for run_id in children) > 2
 
-    def analyse(*words) -> tuple[measuring.Outcome, store.Merged]:  # analysis.py's measuring, without the figures
+    def analyse(*words) -> tuple[protocol.Outcome, store.Merged]:  # analysis.py's measuring, without the figures
         analysis = parse_arguments([f"data_root={plan.execution.data_root}", "download=false", "tensorboard=false",
                                     "metrics=classifier_accuracy,ncc_accuracy", "progress=off", *words], analysis=True)
-        outcome = measuring.analyse_runs([settings for settings, _ in runs.values()], experiment.path, analysis,
+        outcome = protocol.analyse_runs([settings for settings, _ in runs.values()], experiment.path, analysis,
                                          torch.device("cpu"))
         return outcome, store.merge(experiment.path)
 
@@ -168,13 +166,13 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
     analyse("child_checkpoints=all")
     assert measured() == every and metrics_of(children) == {"classifier_accuracy", "ncc_accuracy"}
     # the words that trained the children name their dataset only; their parent is measured and read with them
-    chosen, _ = measuring.runs_of(experiment, (("dataset", ("fashionmnist",)),))
+    chosen, _ = protocol.runs_of(experiment, (("dataset", ("fashionmnist",)),))
     assert {settings.run_id for settings in chosen} == set(runs)
     # the children's layer similarity is left out with their middle checkpoints: under ends no snapshot is taken
     for run_id in children:
         settings = runs[run_id][0]
-        assert measuring.metrics_to_measure(settings, Analysis()) == ["classifier_accuracy"]
-        assert snapshots.SNAPSHOT_METRIC in measuring.metrics_to_measure(settings, Analysis(child_checkpoints="all"))
+        assert protocol.metrics_to_measure(settings, Analysis()) == ["classifier_accuracy"]
+        assert snapshots.SNAPSHOT_METRIC in protocol.metrics_to_measure(settings, Analysis(child_checkpoints="all"))
 
 
 def test_growing_data_follows_the_appendix_and_trains_each_stage_once(tmp_path, one_thread):

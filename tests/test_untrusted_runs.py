@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import analysis
-import stages
-from checkpointing import CorruptFile, ExperimentFolder, RunFolder
-from metrics.inputs import load_model
+from folders import CorruptFile, ExperimentFolder, RunFolder
+from measuring.inputs import load_model
 from tests.conftest import refusal_lines, run_cli, tiny_words
+from training import stages
 
 SMALL = ["image_size=8", "synthetic_train_size=128", "synthetic_test_size=64", "epochs=1", "width=4"]
 QUICK = ["probe_dimensions=32", "log_level=WARNING", "threads=1", "figures=false"]

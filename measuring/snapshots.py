@@ -2,7 +2,7 @@
 
 A snapshot, `<out_dir>/<experiment>/metrics/<run_id>/iteration_<8 digits>.snapshot.npz`, is written beside
 the checkpoint's cell when `cka_previous_layer` is measured; under other analysis options (`layers=`,
-`probe_dimensions=`, ...) in a file of its own beside it (metrics/layout.py), so no call replaces another's. It
+`probe_dimensions=`, ...) in a file of its own beside it (measuring/layout.py), so no call replaces another's. It
 holds:
 
     meta                 JSON text: iteration, epoch, stage, the recipe of cka_previous_layer and its options
@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from checkpointing import CorruptFile, ExperimentFolder
-from metrics.layout import StoreLayout
+from folders import CorruptFile, ExperimentFolder
+from measuring.layout import StoreLayout
 from metrics.similarity import cka_vectors, probe_subset
 from utils import atomic_write_bytes, atomic_write_json
 
@@ -146,7 +146,7 @@ def usable_snapshots(experiment: ExperimentFolder, run_id: str, listed, options:
     checkpoints still listed with the same sha256 (`listed` None: no manifest to check against), of the analysis
     options `options` (None: every options); an unreadable one is left out (it is measured again: analysis.py
     treats it as missing)."""
-    from metrics.store import current_recipe
+    from measuring.store import current_recipe
 
     kept = []
     for path in StoreLayout(experiment).run_snapshot_paths(run_id):
@@ -177,7 +177,7 @@ def similarity_rows(snapshots: list[Snapshot]) -> pd.DataFrame:
 def update_similarity(experiment_dir: Path, run_ids=None) -> int:
     """Bring each run's part of similarity.parquet up to date with its current snapshots, of every options;
     returns the rows of the parts brought up to date. A run whose snapshots did not change costs a few stats."""
-    from metrics.store import current_recipe_cache, file_stamp, listed_checkpoints, settings_columns, up_to_date
+    from measuring.store import current_recipe_cache, file_stamp, listed_checkpoints, settings_columns, up_to_date
 
     experiment = ExperimentFolder(experiment_dir)
     layout, total = StoreLayout(experiment), 0

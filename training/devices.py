@@ -11,8 +11,8 @@ optimizer (fused kernels on CUDA).
     records = StepRecords(capacity=50, device=device); records.add(iteration, lr, loss, accuracy)
     records.take()                                                       # one host synchronisation
 
-Bitwise exact resume holds on the same environment; training.py warns and the run folder records it when
-a run resumes under another one (checkpointing.environment_differences).
+Bitwise exact resume holds on the same environment; training/loop.py warns and the run folder records it when
+a run resumes under another one (folders.environment_differences).
 """
 
 from __future__ import annotations

@@ -20,16 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checkpointing import RunFolder
 from conf import Execution, SettingsError
 from conf.analysis import Analysis
 from conf.subcommands import FEATURE_EXECUTION, FeatureOptions, parse_subcommand
+from folders import RunFolder
+from measuring.inputs import load_model, splits_of
 from metrics.engine import SplitData
-from metrics.inputs import load_model, splits_of
 from metrics.pooling import pool_to
 from metrics.similarity import SNAPSHOT_DTYPE, probe_subset
-from utils import atomic_write_bytes, ensure_writable_folder, resolve_device, setup_logging
-
+from utils import atomic_write_bytes, ensure_writable_folder, setup_logging
 
 FEATURES_USAGE = ("usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz "
                   "[subset=all|probe] [features_at=post_activation|pre_activation] [execution options: device=cpu "
@@ -66,11 +65,11 @@ def features_command(arguments: list[str]) -> int:
     """`features RUN_DIR iteration=N split=train|test out=FILE.npz` — labels + one array per layer."""
     folder, options, execution, analysis = feature_options(arguments)
     setup_logging(execution.log_level)
-    from slurm.analysis_job import apply_threads  # here, as analysis.py does: it loads the measuring
+    from measuring.protocol import apply_threads  # here, as analysis.py does: it loads the measuring
 
     apply_threads(execution)
     iteration = options.iteration
-    device = resolve_device(execution)
+    device = execution.torch_device()
     out = writable_file(Path(options.out))
     settings = folder.read_settings()
     _, model = load_model(folder, iteration, device)  # verified against its sha256 before any value is computed

@@ -1,8 +1,8 @@
 """training.run(settings, run_dir, execution) — train one run to its end, resuming exactly where it stopped.
 
 The one resumable training loop (train.py is its command line; slurm/ imports this module). Writes the run folder
-(layout in checkpointing.py): log-spaced checkpoints with a sha256 manifest, a per-iteration log (its live curves
-too: live_curves.py) and a status file, bit for bit the same whether or not the run was interrupted."""
+(layout in folders/__init__.py): log-spaced checkpoints with a sha256 manifest, a per-iteration log (its live curves
+too: training/curves.py) and a status file, bit for bit the same whether or not the run was interrupted."""
 
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ import torch
 import torch.nn.functional as functional
 
 import data
-import devices
-import live_curves
 import models
-import stages
-from checkpointing import RunFolder, RunFolderError, checkpoint_schedule
 from conf import Execution, Settings
 from conf.plasticity import has_parent, run_kind
-from utils import derive_seed, exclusive_lock, progress_bar, resolve_device
+from folders import RunFolder, RunFolderError, checkpoint_schedule
+from training import devices, stages
+from training.curves import CurvesRunFolder
+from utils import derive_seed, exclusive_lock, progress_bar
 
 logger = logging.getLogger("training")
 LOG_FLUSH_EVERY = 50  # iterations between host syncs for the log (and the divergence check)
@@ -107,7 +106,7 @@ def run(settings: Settings, run_dir: str | Path, execution: Execution = Executio
     re-makes them bit for bit (training is deterministic). `cpus`: the CPUs a launcher gave this process
     (a local worker's or a parallel child's share; 0 = devices.cpus_given()), which a first start takes
     as its thread count unless threads= says otherwise; a resume keeps the count it started with."""
-    folder = live_curves.CurvesRunFolder(run_dir, execution)  # a RunFolder whose log is drawn as live curves too
+    folder = CurvesRunFolder(run_dir, execution)  # a RunFolder whose log is drawn as live curves too
     if settings.imported_from:  # analysis.py import wrote its checkpoints: there is no training to resume
         raise RunFolderError(f"run {settings.run_id} was imported (analysis.py import), not trained here; import "
                              "its checkpoints again to re-make it")
@@ -125,7 +124,7 @@ def run(settings: Settings, run_dir: str | Path, execution: Execution = Executio
         threads = devices.choose_threads(settings.run_id, execution.threads, folder.recorded_threads(),
                                          cpus or devices.cpus_given())
         with devices.cpu_threads(threads), \
-                devices.kernel_choice(resolve_device(execution), execution.deterministic):
+                devices.kernel_choice(execution.torch_device(), execution.deterministic):
             return RunTraining(settings, folder, execution, damaged).train(handle_signals)
 
 
@@ -135,7 +134,7 @@ class RunTraining:
 
     def __init__(self, settings: Settings, folder: RunFolder, execution: Execution, damaged: list[int]):
         self.settings, self.folder, self.execution = settings, folder, execution
-        self.device = resolve_device(execution)
+        self.device = execution.torch_device()
         self.environment = devices.execution_environment(settings, execution, self.device)
         self.dataset = load_data(settings, execution).to(self.device)
         self.stage, self.stream = self._stream()

@@ -71,9 +71,9 @@ import torch
 
 import data
 import models
-from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import SettingsError, parse_arguments
 from conf.global_settings import MODEL_SIZES, TRAINING_FACTS
+from folders import ExperimentFolder, RunFolder, RunFolderError
 from utils import one_line, setup_logging
 
 SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -115,7 +115,7 @@ def import_command(arguments: list[str]) -> int:
     folder = Path(arguments[0])
     plan = parse_arguments(arguments[1:], analysis=True)
     setup_logging(plan.execution.log_level)
-    from slurm.analysis_job import apply_threads  # here, as analysis.py does: it loads the measuring
+    from measuring.protocol import apply_threads  # here, as analysis.py does: it loads the measuring
 
     apply_threads(plan.execution)
     if len(plan.grid) != 1:

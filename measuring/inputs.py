@@ -15,8 +15,8 @@ import torch
 
 import data
 import models
-from checkpointing import CorruptFile, RunFolder, RunFolderError
 from conf import Plan, Settings, SettingsError
+from folders import CorruptFile, RunFolder, RunFolderError
 from metrics import transfer as transfer_metrics
 from metrics.engine import SplitData
 from models import user_module

@@ -10,13 +10,13 @@ Nothing else in the project spells a file name inside these folders (tests/test_
         import.lock                            held while an import stages a run: imports take turns
         preset.json                            a preset file's absolute path (experiment=FILE.py), written when
                                                its grid first trains: one study a folder (check_preset)
-        metrics/<run_id>/iteration_*.parquet   one checkpoint's metrics (the files inside: metrics/layout.py)
+        metrics/<run_id>/iteration_*.parquet   one checkpoint's metrics (the files inside: measuring/layout.py)
         metrics.parquet                        the merged table users read
         figures/  report.html  phases.csv      drawn from the table (figures/); figures/.published.json says from
                                                what, so a call with nothing new draws nothing
         slurm/<job id>/                        submitit's job logs and pickles
         tensorboard/<run_id>/                  CurvesFolder: live curves (`tensorboard --logdir <out_dir>/<experiment>`)
-            events.out.tfevents.000001.from_00000000   training's (live_curves.py), one per start, named by the
+            events.out.tfevents.000001.from_00000000   training's (training/curves.py), one per start, named by the
                                                start's number and the iteration it goes on from; on every start the
                                                earlier ones are cut back to that iteration
             layers/events.out.tfevents.000001.layers   the analysis's per-layer metrics, rewritten whole
@@ -58,8 +58,16 @@ import time
 from pathlib import Path
 
 from conf import Settings, SettingsError
-from utils import (atomic_torch_save, atomic_write_json, atomic_write_text, exclusive_lock, remove_stale_temporaries,
-                   sha256_file, torch_load)
+from folders.curves import CurvesFolder
+from utils import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    exclusive_lock,
+    remove_stale_temporaries,
+    sha256_file,
+    torch_load,
+)
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # written in every checkpoint and manifest; a checkpoint of another format is refused (load_checkpoint)
@@ -131,7 +139,7 @@ class ExperimentFolder:
 
     The analysis's folders are named here — `metrics/` (one cell per checkpoint), the table
     `metrics.parquet/` and `similarity.parquet/` (folders of per-run parts that pandas.read_parquet opens as
-    one) — and the files inside them by their owner, the store (metrics/layout.py)."""
+    one) — and the files inside them by their owner, the store (measuring/layout.py)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -213,43 +221,6 @@ class ExperimentFolder:
         except BaseException:  # a full disk, a bad file, Ctrl-C: leave nothing that looks like a run
             shutil.rmtree(staging.path, ignore_errors=True)
             raise
-
-
-class CurvesFolder:
-    """`tensorboard/<run_id>/`: one TensorBoard run of training's curves, and `layers/` another, of the
-    analysis's per-layer metrics. TensorBoard reads every file whose name holds `tfevents`, in name order:
-    the numbers in the names keep that order the order of writing."""
-
-    EVENT_FILES = "events.out.tfevents.*"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.layers_path = self.path / "layers"
-
-    def start_files(self) -> list[Path]:
-        """Training's event files, one per start, in the order they were written."""
-        return sorted(self.path.glob(self.EVENT_FILES))
-
-    def start_file(self, number: int, iteration: int) -> Path:
-        """The event file of the `number`th start of training, which goes on from `iteration`."""
-        return self.path / f"events.out.tfevents.{number:06d}.from_{iteration:08d}"
-
-    def layer_files(self) -> list[Path]:
-        return sorted(self.layers_path.glob(self.EVENT_FILES))
-
-    def layer_file(self, number: int) -> Path:
-        """The `number`th writing of the per-layer metrics (each holds them all; the older ones are removed)."""
-        return self.layers_path / f"events.out.tfevents.{number:06d}.layers"
-
-    @staticmethod
-    def number_of(path: Path) -> int:
-        return int(path.name.split(".")[3])
-
-    @staticmethod
-    def staging_file(path: Path) -> Path:
-        """Where an event file is written before it is renamed into place: a name without `tfevents`
-        (TensorBoard reads every file whose name holds it), unique to the writer."""
-        return path.with_name(f".{path.name.replace('tfevents', 'staging')}-{os.getpid()}-{time.monotonic_ns()}")
 
 
 class RunFolder:

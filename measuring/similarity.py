@@ -1,6 +1,6 @@
 """python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=FILE.csv] [options=...] — linear CKA (and
 debiased CKA) of every layer of run A with the same layer of run B, at matching checkpoints, from their
-probe snapshots (measured by `python analysis.py`; metrics/snapshots.py).
+probe snapshots (measured by `python analysis.py`; measuring/snapshots.py).
 
 align=iteration (default) matches checkpoints of the same iteration; align=stage matches them by epochs
 since the run's last stage began, so a warm-started run's stage 2 lines up with a run from scratch
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from checkpointing import ExperimentFolder, RunFolder
 from conf import SettingsError
 from conf.analysis import analysis_of
-from metrics import registry
 from conf.subcommands import CompareOptions, parse_subcommand
-from metrics.snapshots import SNAPSHOT_METRIC, Snapshot, usable_snapshots, vectors_of
+from folders import ExperimentFolder, RunFolder
+from measuring.snapshots import SNAPSHOT_METRIC, Snapshot, usable_snapshots, vectors_of
+from metrics import registry
 from utils import atomic_write_text, ensure_writable_folder, setup_logging
 
 USAGE = ("usage: python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=FILE.csv] [options=...] "
@@ -114,7 +114,7 @@ def similarity_command(arguments: list[str]) -> int:
     runs, options, execution = parse_subcommand("similarity", arguments, ("RUN_DIR_A", "RUN_DIR_B"), CompareOptions,
                                                 USAGE)
     setup_logging(execution.log_level)
-    from slurm.analysis_job import apply_threads  # here, as analysis.py does: it loads the measuring
+    from measuring.protocol import apply_threads  # here, as analysis.py does: it loads the measuring
 
     apply_threads(execution)
     align = options.align

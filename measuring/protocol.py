@@ -5,10 +5,10 @@ classifier's accuracy (what the transfer read takes), unless `child_checkpoints=
 `metrics_to_measure`); the checkpoints and metrics left out are not pending, so a second call still finds nothing
 new.
 
-The per-checkpoint protocol of the analysis, as training.py is training's: for each checkpoint, which
+The per-checkpoint protocol of the analysis, as training/loop.py is training's: for each checkpoint, which
 metrics are pending under their recipes -> the cell's lock -> the verified checkpoint's model -> the
 engine (metrics/engine.py: one pass per split) -> the probe snapshot -> the cell, combined with what it
-held and written atomically (metrics/store.py). analysis.py (its command line) and slurm/analysis_job.py
+held and written atomically (measuring/store.py). analysis.py (its command line) and slurm/analysis_job.py
 (one array task per run) call it; `metrics.measure` is the same engine on tensors, without the files.
 """
 
@@ -22,15 +22,17 @@ import pandas as pd
 import torch
 
 import data
-import live_curves
-from checkpointing import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
-from conf import Plan, Settings, SettingsError
+from conf import Execution, Plan, Settings, SettingsError
+from conf.cli import describe_filter
 from conf.plasticity import run_kind
-from metrics import engine, registry, snapshots, store
+from folders import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
+from measuring import snapshots, store
+from measuring.curves import update_layer_curves
+from measuring.inputs import check_module_file, hooked_layers_problem, load_model, splits_of, transfer_probe
+from measuring.layout import StoreLayout
+from metrics import engine, registry
 from metrics import transfer as transfer_metrics
-from metrics.layout import StoreLayout
 from models.hooked import LayerRunsTwice
-from metrics.inputs import check_module_file, hooked_layers_problem, load_model, splits_of, transfer_probe
 from utils import one_line, progress_bar
 
 logger = logging.getLogger("analysis")  # the analysis's lines, whichever module writes them
@@ -72,6 +74,13 @@ class RunInputs:
     transfer_task: str = ""  # the task and its images, or `none (why)`: a column of every row (the report reads it)
 
 
+def apply_threads(execution: Execution) -> None:
+    """`threads=N`: torch's CPU threads (0 keeps torch's default). On a busy machine torch's own
+    choice oversubscribes the cores and its threads spin-wait on each other (65 s instead of 10 s)."""
+    if execution.threads:
+        torch.set_num_threads(execution.threads)
+
+
 def recipes(plan: Plan) -> dict[str, str]:
     """{metric: recipe} of every registered metric under the plan's analysis options: what decides a
     metric's numbers besides the checkpoint. A metric's rows computed under another recipe are stale."""
@@ -108,8 +117,6 @@ def runs_of(experiment: ExperimentFolder, overrides: tuple) -> tuple[list[Settin
               if all(getattr(settings, key) in values for key, values in overrides)]
     chosen += ancestors(chosen, readable)
     if overrides and not chosen:
-        from figures.publish import describe_filter
-
         present = "; ".join(f"{key} {', '.join(sorted({str(getattr(settings, key)) for settings in readable}))}"
                             for key, _ in overrides)
         detail = f"the runs there have {present}" if readable else "no run there has usable settings"
@@ -293,7 +300,7 @@ def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no
         for iteration in entries:
             store.note(layout.cell_path(settings.run_id, iteration), "transfer_task", no_transfer[settings.dataset],
                        options)
-    live_curves.update_layer_curves(experiment, settings.run_id, plan.execution, outcome.measured)
+    update_layer_curves(experiment, settings.run_id, plan.execution, outcome.measured)
     return outcome
 
 

@@ -57,11 +57,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as parquet
 
-from checkpointing import ExperimentFolder, RunFolder, RunFolderError
 from conf import Settings
 from conf.analysis import Analysis
+from folders import ExperimentFolder, RunFolder, RunFolderError
+from measuring.layout import StoreLayout
 from metrics import registry
-from metrics.layout import StoreLayout
 from utils import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, file_stamp
 
 logger = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
-"""The names of the analysis's own files, inside the folders an experiment gives it (checkpointing.py's
+"""The names of the analysis's own files, inside the folders an experiment gives it (folders/__init__.py's
 ExperimentFolder names those folders: metrics/, metrics.parquet/, similarity.parquet/):
 
     metrics/<run_id>/iteration_00000256.parquet       one checkpoint's metric rows (a cell)
-    metrics/<run_id>/iteration_00000256.sha256        the sha256 of the cell's bytes as written (metrics/store.py)
-    metrics/<run_id>/iteration_00000256.snapshot.npz  its probe snapshot (metrics/snapshots.py) under the default
+    metrics/<run_id>/iteration_00000256.sha256        the sha256 of the cell's bytes as written (measuring/store.py)
+    metrics/<run_id>/iteration_00000256.snapshot.npz  its probe snapshot (measuring/snapshots.py) under the default
                                                       options; under others, .snapshot-<hash of the options>.npz
     metrics/<run_id>/iteration_00000256.lock          held while a process measures that cell
     metrics.parquet/<run_id>.parquet                  one run's fresh rows + its settings as columns
@@ -22,7 +22,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from checkpointing import ExperimentFolder
+from folders import ExperimentFolder
 
 
 class StoreLayout:
@@ -32,11 +32,11 @@ class StoreLayout:
         self.experiment = experiment if isinstance(experiment, ExperimentFolder) else ExperimentFolder(experiment)
 
     def cell_path(self, run_id: str, iteration: int) -> Path:
-        """The metrics of one checkpoint (metrics/store.py)."""
+        """The metrics of one checkpoint (measuring/store.py)."""
         return self.experiment.metrics_path / run_id / f"iteration_{iteration:08d}.parquet"
 
     def snapshot_path(self, run_id: str, iteration: int, options: str = "") -> Path:
-        """One checkpoint's probe snapshot: the probe subset's pooled features per layer (metrics/snapshots.py)."""
+        """One checkpoint's probe snapshot: the probe subset's pooled features per layer (measuring/snapshots.py)."""
         return self.cell_snapshot_path(self.cell_path(run_id, iteration), options)
 
     @staticmethod
@@ -61,7 +61,7 @@ class StoreLayout:
     @staticmethod
     def cell_digest_path(cell_path: Path) -> Path:
         """The sha256 of the cell's bytes as the analysis wrote them: a cell whose bytes no longer match it was
-        changed after it was measured (metrics/store.py). Not `iteration_*.parquet`: no cell glob lists it."""
+        changed after it was measured (measuring/store.py). Not `iteration_*.parquet`: no cell glob lists it."""
         return cell_path.with_suffix(".sha256")
 
     @staticmethod

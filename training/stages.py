@@ -26,11 +26,11 @@ import torch
 from torch import Tensor
 
 import data
-import devices
 import models
-from checkpointing import ExperimentFolder, RunFolder, RunFolderError, checkpoint_schedule
 from conf import Settings, SettingsError
 from conf.plasticity import has_parent, parent_settings, run_kind, start_iteration_number
+from folders import ExperimentFolder, RunFolder, RunFolderError, checkpoint_schedule
+from training import devices
 from utils import derive_seed
 
 
