@@ -53,9 +53,8 @@ wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once 
 import pandas as pd  # noqa: E402
 
 from conf import Plan, SettingsError, parse_arguments
-from conf.errors import DataError
-from folders import ExperimentFolder, RunFolderError
-from utils import describe_environment_error, ensure_writable_folder, one_line, setup_logging
+from folders import ExperimentFolder
+from utils import command_shell, ensure_writable_folder, setup_logging
 
 logger = logging.getLogger("analysis")
 # The subcommands beside measuring: their word, and the function that takes the rest of the command line.
@@ -85,7 +84,7 @@ def measured_table(path: Path, options: str | None, fix: str) -> pd.DataFrame:
     """The rows under `options` (None: all) of the table folder at `path` as one frame; SettingsError naming it
     and `fix` when it does not exist or holds no row under those options."""
     from conf.analysis import analysis_of
-    from figures.publish import question_rows, read_parquet_again_if_changed
+    from findings.table import question_rows, read_parquet_again_if_changed
 
     try:
         table = read_parquet_again_if_changed(path)
@@ -190,18 +189,12 @@ def run_command(arguments: list[str]) -> int:
 
 
 def main(arguments: list[str]) -> int:
-    """Exit codes: 0 done, 1 a file was skipped or the environment failed (a read-only or full
-    folder), 2 bad input (nothing written)."""
+    """`python analysis.py [figures|features|similarity|import] [key=value ...]`; see --help. Exit codes: 0 done, 1 a
+    file was skipped or the environment failed (a read-only or full folder), 2 bad input (nothing written)
+    (utils.command_shell)."""
     if any(argument in ("-h", "--help", "help") for argument in arguments):
         return show_help()
-    try:
-        return run_command(arguments)
-    except (SettingsError, DataError, RunFolderError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
-    except OSError as error:  # the environment: a full disk, a read-only or misnamed folder
-        print(f"error: {describe_environment_error(error)}", file=sys.stderr)
-        return 1
+    return command_shell(run_command, arguments)
 
 
 if __name__ == "__main__":

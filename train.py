@@ -12,63 +12,58 @@ preset file of one's own (path/to/my_study.py, relative to the working directory
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from conf.cpu_waiting import wait_briefly
 
 wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
-import data  # noqa: E402
-from conf import Plan, Settings, SettingsError, grid_size, help_text, parse_arguments
+from conf import Plan, Settings, grid_size, help_text, parse_arguments
 from conf.experiments import close_preset
 from folders import ExperimentFolder, RunFolderError
 from slurm import launch, runs
-from training.loop import Interrupted, load_data
+from training.loop import load_data
 from training.stages import check_fits
-from utils import describe_environment_error, ensure_writable_folder, setup_logging
+from utils import command_shell, ensure_writable_folder, setup_logging
 
-logger = logging.getLogger("train")
 ANNOUNCE_GRID_SIZE = 1000  # runs: building and pre-flighting a grid this size takes seconds, so say it first
 
 
 def main(arguments: list[str]) -> int:
-    """`python train.py [status] [experiment=NAME|FILE.py] [key=value ...]`; see --help."""
+    """`python train.py [status] [experiment=NAME|FILE.py] [key=value ...]`; see --help. Exit codes: 0 done, 1 the
+    environment failed (a full disk, a read-only folder), 2 bad input (nothing written), 128 + N stopped by
+    signal N with the state saved (utils.command_shell)."""
     if any(argument in ("-h", "--help", "help") for argument in arguments):
         print(help_text())
         return 0
+    return command_shell(train_command, arguments)
+
+
+def train_command(arguments: list[str]) -> int:
+    """`python train.py [status] [key=value ...]`: check the grid (bad input before anything is written), then
+    show its status or launch it."""
     show_status = bool(arguments) and arguments[0] == "status"
     words = arguments[1:] if show_status else arguments
-    try:
-        size = grid_size(words)  # counted without building it: a grid over max_runs is refused at once
-        if size >= ANNOUNCE_GRID_SIZE:
-            print(f"building and checking a grid of up to {size:,} runs ...", file=sys.stderr, flush=True)
-        plan = parse_arguments(words)
-        setup_logging(plan.execution.log_level)
-        experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
-        experiment.check_preset(plan.preset_source)  # another study's folder (a preset file of the same stem)
-        if show_status:
-            print(runs.status_table(runs.observe(status_runs(plan, experiment), experiment.path, runs.queued_job_ids())))
-            return 0
-        if plan.cluster.launcher != "slurm":
-            plan.execution.torch_device()
-        dataset_of = lambda settings: load_data(settings, plan.execution)  # noqa: E731
-        # pre-flight: every dataset readable, every subset, reset and start possible (children first: their
-        # start is checked against the parent's length before the parent's own checks)
-        for settings in reversed(runs.with_parents(plan.grid)):
-            check_fits(settings, dataset_of(settings), dataset_of, experiment)
-        announce_new_experiment(plan, experiment)
-        ensure_writable_folder(experiment.runs_path)  # after the input checks: bad input writes nothing
-        experiment.record_preset(plan.preset_source)
-        return launch.launch(plan)
-    except (SettingsError, data.DataError, RunFolderError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # the environment: a full disk, a read-only or misnamed folder
-        print(f"error: {describe_environment_error(error)}", file=sys.stderr)
-        return 1
-    except Interrupted as error:
-        logger.warning("%s; the state is saved: run the same command to resume", error)
-        return 128 + error.signal_number
+    size = grid_size(words)  # counted without building it: a grid over max_runs is refused at once
+    if size >= ANNOUNCE_GRID_SIZE:
+        print(f"building and checking a grid of up to {size:,} runs ...", file=sys.stderr, flush=True)
+    plan = parse_arguments(words)
+    setup_logging(plan.execution.log_level)
+    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
+    experiment.check_preset(plan.preset_source)  # another study's folder (a preset file of the same stem)
+    if show_status:
+        print(runs.status_table(runs.observe(status_runs(plan, experiment), experiment.path, runs.queued_job_ids())))
+        return 0
+    if plan.cluster.launcher != "slurm":
+        plan.execution.torch_device()
+    dataset_of = lambda settings: load_data(settings, plan.execution)  # noqa: E731
+    # pre-flight: every dataset readable, every subset, reset and start possible (children first: their
+    # start is checked against the parent's length before the parent's own checks)
+    for settings in reversed(runs.with_parents(plan.grid)):
+        check_fits(settings, dataset_of(settings), dataset_of, experiment)
+    announce_new_experiment(plan, experiment)
+    ensure_writable_folder(experiment.runs_path)  # after the input checks: bad input writes nothing
+    experiment.record_preset(plan.preset_source)
+    return launch.launch(plan)
 
 
 def status_runs(plan: Plan, experiment: ExperimentFolder) -> tuple[Settings, ...]:

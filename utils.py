@@ -190,6 +190,36 @@ def progress_bar(mode: str, total: int, initial: int, description: str, unit: st
     return tqdm(total=total, initial=initial, desc=description, unit=unit, leave=False)
 
 
+class InputError(Exception):
+    """Bad input: a word, a file or a folder the user gave cannot be used. Its message is the one line naming it
+    and the fix; the command exits 2 having written nothing (conf's SettingsError and DataError, folders'
+    RunFolderError are ones)."""
+
+
+class Stopped(Exception):
+    """A signal stopped the command once its state was saved: it exits 128 + the signal's number, as a shell
+    reports a signalled process (training's Interrupted is one)."""
+
+    signal_number: int
+
+
+def command_shell(body, arguments: list[str]) -> int:
+    """`sys.exit(command_shell(main_body, sys.argv[1:]))` — every command's one mapping of an exception to what the
+    user sees and its exit code: bad input one line and 2, the environment (a full disk, a read-only folder) one
+    line with the fix and 1, a signal after the state was saved a warning and 128 + its number."""
+    try:
+        return body(arguments)
+    except InputError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {describe_environment_error(error)}", file=sys.stderr)
+        return 1
+    except Stopped as error:
+        logging.getLogger("command").warning("%s; the state is saved: run the same command to resume", error)
+        return 128 + error.signal_number
+
+
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),

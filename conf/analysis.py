@@ -12,7 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from conf.errors import SettingsError
-from conf.global_settings import DATASETS, check_fields, parse_value, setting
+from conf.global_settings import DATASETS, check_fields, setting
+from conf.words import field_readers, read_key_values
 
 # The options that choose what and how fast, and decide no number: in no metric's recipe (tests/test_metrics.py
 # checks). A call that changes only these asks the default question.
@@ -75,12 +76,11 @@ def analysis_of(text: str) -> Analysis:
     """The analysis options that words such as a row's `options` column name (`layers=blocks.0,blocks.1
     probe_dimensions=256`; the defaults for the others); SettingsError naming a word that is not one."""
     fields = {item.name: item for item in dataclasses.fields(Analysis)}
-    values = {}
-    for word in text.split():
-        name, _, value = word.partition("=")
-        if name not in fields:
-            raise SettingsError(f"{word!r} is not an analysis option; accepted: {', '.join(fields)} as name=value")
-        values[name] = parse_value(fields[name], value)
+
+    def refuse(name: str) -> SettingsError:
+        return SettingsError(f"{name!r} is not an analysis option; accepted: {', '.join(fields)} as name=value")
+
+    values = read_key_values(text.split(), {"analysis": field_readers(fields)}, refuse)["analysis"]
     return Analysis(**values)
 
 

@@ -21,9 +21,9 @@ from conf.analysis import Analysis
 from conf.cluster import Cluster
 from conf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS, Experiment, read_experiment
 from conf.plasticity import PRETRAINING_DEFAULTS, canonical_scratch, with_start_checkpoints
-from conf.global_settings import Execution, Settings, SettingsError, describe_accepted, parse_value, show_default
+from conf.words import field_readers, read_key_values
+from conf.global_settings import SETTING_FIELDS, Execution, Settings, SettingsError, describe_accepted, show_default
 
-RUN_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
 EXECUTION_FIELDS = {item.name: item for item in dataclasses.fields(Execution)}
 CLUSTER_FIELDS = {item.name: item for item in dataclasses.fields(Cluster)}
 ANALYSIS_FIELDS = {item.name: item for item in dataclasses.fields(Analysis)}
@@ -73,7 +73,7 @@ def split_sweep(text: str) -> list[str]:
 
 
 def _unknown_key(key: str, command: str, analysis: bool) -> SettingsError:
-    known = ["experiment", *RUN_FIELDS, *EXECUTION_FIELDS, *CLUSTER_FIELDS, *(ANALYSIS_FIELDS if analysis else ())]
+    known = ["experiment", *SETTING_FIELDS, *EXECUTION_FIELDS, *CLUSTER_FIELDS, *(ANALYSIS_FIELDS if analysis else ())]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return SettingsError(f"unknown key {key!r}; {hint}see `python {command} --help` for the accepted keys")
@@ -93,25 +93,16 @@ class CommandLine:
 
 def read_command_line(arguments: list[str], *, analysis: bool = False) -> CommandLine:
     """Command-line words -> CommandLine (SettingsError on any bad word). `analysis`: analysis.py's keys too."""
-    experiment_name, preset = DEFAULT_EXPERIMENT, EXPERIMENTS[DEFAULT_EXPERIMENT]
-    run_values, execution_values, cluster_values, analysis_values = {}, {}, {}, {}
     command = "analysis.py" if analysis else "train.py"
-    for argument in arguments:
-        key, separator, text = argument.partition("=")
-        if not separator or not key:
-            raise SettingsError(f"cannot read {argument!r}; write key=value (see `python {command} --help`)")
-        if key == "experiment":
-            experiment_name, preset = read_experiment(text)
-        elif key in RUN_FIELDS:
-            run_values[key] = [parse_value(RUN_FIELDS[key], part) for part in split_sweep(text)]
-        elif key in EXECUTION_FIELDS:
-            execution_values[key] = parse_value(EXECUTION_FIELDS[key], text)
-        elif key in CLUSTER_FIELDS:
-            cluster_values[key] = parse_value(CLUSTER_FIELDS[key], text)
-        elif analysis and key in ANALYSIS_FIELDS:
-            analysis_values[key] = parse_value(ANALYSIS_FIELDS[key], text)
-        else:
-            raise _unknown_key(key, command, analysis)
+    groups = {"experiment": {"experiment": read_experiment}, "run": field_readers(SETTING_FIELDS, split_sweep),
+              "execution": field_readers(EXECUTION_FIELDS), "cluster": field_readers(CLUSTER_FIELDS),
+              "analysis": field_readers(ANALYSIS_FIELDS) if analysis else {}}
+    values = read_key_values(arguments, groups, lambda key: _unknown_key(key, command, analysis),
+                             f" (see `python {command} --help`)")
+    default = DEFAULT_EXPERIMENT, EXPERIMENTS[DEFAULT_EXPERIMENT]
+    experiment_name, preset = values["experiment"].get("experiment", default)
+    run_values, execution_values, cluster_values, analysis_values = (values[group] for group in (
+        "run", "execution", "cluster", "analysis"))
     # the options are validated here, before the grid: a bad one is refused before a large grid is built
     return CommandLine(experiment_name, preset, run_values, Execution(**execution_values), Cluster(**cluster_values),
                        Analysis(**analysis_values))
@@ -201,7 +192,7 @@ def help_text() -> str:
               f"  {'path/to/my_study.py':<22} a preset of your own: a file that defines EXPERIMENT = Experiment(\"my_study\", "
               "\"what it studies\", {\"depth\": [2, 4]}) (from conf.experiments import Experiment), an entry as "
               "conf/experiments.py's, named as the file's stem (its folder; docs/experiments.md#choosing-an-experiment)"]
-    for title, fields in (("run settings (they define the run id)", RUN_FIELDS),
+    for title, fields in (("run settings (they define the run id)", SETTING_FIELDS),
                           ("execution options (never part of the run id)", EXECUTION_FIELDS),
                           ("launch options (never part of the run id; site defaults in conf/cluster.py)", CLUSTER_FIELDS)):
         lines += ["", f"{title}:"]

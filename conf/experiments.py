@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 
 from conf.errors import SettingsError
-from conf.global_settings import Settings
+from conf.global_settings import SETTING_FIELDS
 from conf.global_settings import _check_value as check_value  # one field's type and range, as the command line's
 from conf.user_files import UserFileError, import_user_file
 
@@ -125,7 +125,6 @@ EXPERIMENTS = {
     )
 }
 
-RUN_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
 OWN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a folder name on any file system, never hidden
 PRESET_FILE_SUFFIX = ".py"
 PRESET_FILE_EXAMPLE = 'EXPERIMENT = Experiment("{stem}", "what it studies", {{"depth": [2, 4]}})'
@@ -201,8 +200,8 @@ def check_preset(text: str, path: Path, experiment) -> None:
 
 def check_preset_value(prefix: str, key, value) -> None:
     """One key of a preset file's grid: a run setting, its value (or each swept value) valid."""
-    if key not in RUN_FIELDS:
-        close = difflib.get_close_matches(str(key), RUN_FIELDS, n=1)
+    if key not in SETTING_FIELDS:
+        close = difflib.get_close_matches(str(key), SETTING_FIELDS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise SettingsError(f"{prefix}: {key!r} is no run setting; {hint}see `python train.py --help`")
     values = value if isinstance(value, list) else [value]
@@ -210,6 +209,6 @@ def check_preset_value(prefix: str, key, value) -> None:
         raise SettingsError(f"{prefix}: {key} sweeps no value ([]); give it one value or a list of some")
     for one in values:
         try:
-            check_value(RUN_FIELDS[key], one)
+            check_value(SETTING_FIELDS[key], one)
         except SettingsError as error:
             raise SettingsError(f"{prefix}: {error}") from None

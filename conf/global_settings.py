@@ -334,6 +334,11 @@ def check_normalization(settings: "Settings") -> None:
     object.__setattr__(settings, "normalization", canonical)
 
 
+# name -> field of every run setting, in the dataclass's order: the one list of them (the command line, the presets,
+# the store's column types and the read-out all read it).
+SETTING_FIELDS = {item.name: item for item in dataclasses.fields(Settings)}
+
+
 @dataclass(frozen=True)
 class Execution:
     """Where and how runs execute. Never part of the run id: the same run on a laptop or a cluster

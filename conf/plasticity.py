@@ -48,6 +48,13 @@ def run_kind(settings) -> str:
     return "stage1" if settings.stage == 0 else "stage"
 
 
+def transfers(settings) -> bool:
+    """Whether a child starts from a parent's checkpoint other than its end, or from another dataset's run: a
+    transfer child (LearnPhase's transfer read, figures/transfer.py), measured at its ends only by default."""
+    return run_kind(settings) == "child" and (settings.start_from_iteration != "final"
+                                              or settings.pretrain_dataset != "same")
+
+
 def start_iteration_number(settings) -> int | None:
     """The iteration a child names in `start_from_iteration` (None for final and phase)."""
     text = settings.start_from_iteration

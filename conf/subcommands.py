@@ -17,7 +17,8 @@ import difflib
 from dataclasses import dataclass
 
 from conf.errors import SettingsError
-from conf.global_settings import Execution, check_fields, parse_value, setting
+from conf.global_settings import Execution, check_fields, setting
+from conf.words import field_readers, read_key_values
 
 EXECUTION_FIELDS = {item.name: item for item in dataclasses.fields(Execution)}
 
@@ -68,17 +69,10 @@ def parse_subcommand(command: str, arguments: list[str], positional: tuple[str, 
     if len(words) != len(positional):
         raise SettingsError(f"{command} needs {' '.join(positional)}, got {len(words)} word(s) without '='; {usage}")
     fields = {item.name: item for item in dataclasses.fields(options_class)}
-    values, execution = {}, dict(execution_defaults or {})
-    for argument in arguments:
-        if "=" not in argument:
-            continue
-        key, value = argument.split("=", 1)
-        if key in fields:
-            values[key] = parse_value(fields[key], value)
-        elif key in EXECUTION_FIELDS:
-            execution[key] = parse_value(EXECUTION_FIELDS[key], value)
-        else:
-            raise unknown_key(key, fields, usage)
+    typed = read_key_values([argument for argument in arguments if "=" in argument],
+                            {"options": field_readers(fields), "execution": field_readers(EXECUTION_FIELDS)},
+                            lambda key: unknown_key(key, fields, usage))
+    values, execution = typed["options"], {**(execution_defaults or {}), **typed["execution"]}
     return words, options_class(**values), Execution(**execution)
 
 

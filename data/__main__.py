@@ -4,15 +4,18 @@ import sys
 from pathlib import Path
 
 import data
-from utils import describe_environment_error, setup_logging
+from utils import command_shell, setup_logging
 
 
 def main(arguments: list[str]) -> int:
-    """`python -m data download NAME [NAME ...] [data_root=PATH]`."""
-    usage = "usage: python -m data download NAME [NAME ...] [data_root=PATH]"
+    """`python -m data download NAME [NAME ...] [data_root=PATH]` (exit codes as utils.command_shell's)."""
+    return command_shell(download_command, arguments)
+
+
+def download_command(arguments: list[str]) -> int:
+    """Download each dataset named, or refuse the command line in one line (exit 2) before any download."""
     if not arguments or arguments[0] != "download" or len(arguments) < 2:
-        print(usage, file=sys.stderr)
-        return 2
+        raise data.DataError("usage: python -m data download NAME [NAME ...] [data_root=PATH]")
     data_root = Path("datasets")
     names = []
     for argument in arguments[1:]:
@@ -22,19 +25,10 @@ def main(arguments: list[str]) -> int:
             names.append(argument)
     unknown = [name for name in names if name not in data.TORCHVISION_DATASETS]
     if unknown:
-        print(f"error: unknown dataset {unknown[0]!r}; accepted: {', '.join(data.TORCHVISION_DATASETS)}",
-              file=sys.stderr)
-        return 2
+        raise data.DataError(f"unknown dataset {unknown[0]!r}; accepted: {', '.join(data.TORCHVISION_DATASETS)}")
     setup_logging()
     for name in names:
-        try:
-            data.download(name, data_root=data_root)
-        except data.DataError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        except OSError as error:  # the environment: a read-only or full data_root
-            print(f"error: {describe_environment_error(error)}", file=sys.stderr)
-            return 1
+        data.download(name, data_root=data_root)
         print(f"{name}: ready under {data_root}")
     return 0
 

@@ -1,6 +1,6 @@
 """Intermediate neural collapse (Galanti et al., TMLR 2023; IntermediateNC): NCC accuracy and CDNV by layer.
 
-Figures: NCC train accuracy vs layer at the end of training, one line per depth, one panel per recipe
+Figures: NCC train accuracy vs layer at the end of training, one line per depth, one panel per condition
 (their Fig. 1); the same for CDNV; effective depth vs each knob that varies (label noise, weight decay,
 depth, width, lr), one line per family of runs that differ in that knob only; layer x iteration
 heatmaps of NCC accuracy and CDNV per run. Only single-stage runs: staged ones have their own figures.
@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 from figures.registry import Skip, figure
 from figures.style import (SEED_BAND, heatmap, grouping_keys, legend_outside, native_scale, new_figure, panel_grid,
-                           recipe_groups, setting_words, shared, staged, titled, varying)
+                           condition_groups, setting_words, shared, staged, titled, varying)
 
 KNOBS = ("label_noise", "weight_decay", "depth", "width", "lr", "arch")  # what IntermediateNC varies
 HIDDEN = ("input", "logits")  # not hidden layers: their NCC accuracy is the data's and the classifier's
@@ -46,14 +46,14 @@ def hidden_layers(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _by_layer(metrics: pd.DataFrame, metric: str, label: str, log: bool):
-    """One panel per recipe (every setting but depth and seed held fixed, its title says which), one line per
-    depth: IntermediateNC's Fig. 1 compares depths of one recipe, never a depth of another width or optimizer."""
+    """One panel per condition (every setting but depth and seed held fixed, its title says which), one line per
+    depth: IntermediateNC's Fig. 1 compares depths of one condition, never a depth of another width or optimizer."""
     rows = hidden_layers(final_rows(metrics, metric))
-    groups = recipe_groups(rows, plotted=("depth",))
+    groups = condition_groups(rows, plotted=("depth",))
     drawing, axes = panel_grid(len(groups))
-    shared(axes, x=True, y=True)  # recipes side by side: one layer axis, one value range
+    shared(axes, x=True, y=True)  # conditions side by side: one layer axis, one value range
     for axis, (fixed, part) in zip(axes, groups):
-        sized = part["depth"].notna().any()  # a torchvision builder's recipe has no depth (null): one line, no legend
+        sized = part["depth"].notna().any()  # a torchvision builder's condition has no depth (null): one line, no legend
         seaborn.lineplot(part, x="hidden layer", y="value", hue="depth" if sized else None, marker="o",
                          errorbar=SEED_BAND, palette="viridis" if sized else None, legend="full", ax=axis)
         axis.set_ylabel(label)
@@ -82,18 +82,18 @@ def cdnv_by_layer(metrics: pd.DataFrame) -> dict:
 def controlled(rows: pd.DataFrame, knob: str) -> pd.DataFrame:
     """The rows of runs that differ in `knob` only (seeds aside), each such family labelled in `condition` by
     what it holds fixed (among the families kept): an effect read off one knob is not confounded by others."""
-    families = [part for _, part in recipe_groups(rows, plotted=(knob,)) if part[knob].nunique() > 1]
+    families = [part for _, part in condition_groups(rows, plotted=(knob,)) if part[knob].nunique() > 1]
     if not families:
         return rows.iloc[0:0]
     kept = pd.concat(families, ignore_index=True)
-    return pd.concat([part.assign(condition=fixed) for fixed, part in recipe_groups(kept, plotted=(knob,))],
+    return pd.concat([part.assign(condition=fixed) for fixed, part in condition_groups(kept, plotted=(knob,))],
                      ignore_index=True)
 
 
 def collapsed_rows(metrics: pd.DataFrame, readout) -> tuple[pd.DataFrame, list[str]]:
-    """The paper's effective depth (effective_depth_literal) of each single-stage run whose recipe collapses at an
+    """The paper's effective depth (effective_depth_literal) of each single-stage run whose condition collapses at an
     intermediate layer in every seed, at the checkpoint the read-out reads it (findings/depth.py); and the
-    recipes left out, with their verdict (no intermediate collapse, not every seed)."""
+    conditions left out, with their verdict (no intermediate collapse, not every seed)."""
     from findings.rows import INTERMEDIATE
 
     depth = readout.table[readout.table["question"] == "effective_depth"]
@@ -104,21 +104,21 @@ def collapsed_rows(metrics: pd.DataFrame, readout) -> tuple[pd.DataFrame, list[s
     at = {run: row["checkpoint"] for _, row in kept.iterrows() for run in row["runs"].split()}
     rows = single_stage(metrics[metrics["metric"] == "effective_depth_literal"])
     rows = rows[rows["run_id"].map(at).eq(rows["iteration"])]
-    return rows, [f"{row['recipe']}: {row['verdict']}" for _, row in depth[depth["verdict"] != INTERMEDIATE].iterrows()]
+    return rows, [f"{row['condition']}: {row['verdict']}" for _, row in depth[depth["verdict"] != INTERMEDIATE].iterrows()]
 
 
 @figure("effective_depth", "IntermediateNC (effective depth)", readout=True)
 def effective_depth(metrics: pd.DataFrame, readout) -> dict:
-    """The paper's ε-effective depth vs each knob, of the recipes that collapse at an intermediate layer in
+    """The paper's ε-effective depth vs each knob, of the conditions that collapse at an intermediate layer in
     every seed, at the read-out's checkpoint: at the output layer, or where no layer reaches ε, there is no
     depth to draw (the report's findings say which). A categorical knob gets points, no line between them."""
     rows, left_out = collapsed_rows(metrics, readout)
     if rows.empty:
-        raise Skip("no recipe collapses at an intermediate layer in every seed (" + "; ".join(left_out) + ")")
+        raise Skip("no condition collapses at an intermediate layer in every seed (" + "; ".join(left_out) + ")")
     panels = [(knob, controlled(rows, knob)) for knob in varying(rows, KNOBS)]
     panels = [(knob, part) for knob, part in panels if len(part)]
     if not panels:
-        raise Skip("no two recipes that collapse at an intermediate layer differ in one of " + ", ".join(KNOBS) + " only")
+        raise Skip("no two conditions that collapse at an intermediate layer differ in one of " + ", ".join(KNOBS) + " only")
     drawing, axes = new_figure(len(panels))
     shared(axes, y=True)  # one effective-depth range across the knobs (x: a different knob per panel)
     for axis, (knob, part) in zip(axes, panels):
@@ -140,7 +140,7 @@ def condition_label(row: pd.Series, keys: list[str]) -> str:
 
 
 def heatmap_rows(metrics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """(the NCC and CDNV train rows of each recipe's first seed among the runs that trained from their own start,
+    """(the NCC and CDNV train rows of each condition's first seed among the runs that trained from their own start,
     the keys that tell those runs apart); Skip when there are none."""
     every = metrics[metrics["metric"].isin(["ncc_accuracy", "cdnv"]) & (metrics["split"] == "train")]
     rows = every[every["parent_run_id"].fillna("") == ""]
@@ -148,7 +148,7 @@ def heatmap_rows(metrics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         raise Skip("every NCC and CDNV row is of a child run (it continues its parent's curve)" if len(every)
                    else "no NCC or CDNV rows in the table")
     keys = grouping_keys(rows)
-    first_seeds = [group[group["seed"] == group["seed"].min()] for _, group in recipe_groups(rows)]
+    first_seeds = [group[group["seed"] == group["seed"].min()] for _, group in condition_groups(rows)]
     return pd.concat(first_seeds), keys
 
 
@@ -159,7 +159,7 @@ def heatmap_runs(metrics: pd.DataFrame) -> list[str]:
 
 @figure("collapse_heatmaps", "IntermediateNC (NCC and CDNV over training)", parts=heatmap_runs)
 def collapse_heatmaps(metrics: pd.DataFrame, part: str | None = None) -> dict:
-    """One figure per run of each recipe's first seed (a run is one recipe: nothing pooled): NCC train accuracy and
+    """One figure per run of each condition's first seed (a run is one condition: nothing pooled): NCC train accuracy and
     log10 CDNV, layer x iteration, titled with the settings that tell it from the other runs (`part`: that run's
     only). Runs that trained from their own start only: a child's curve continues its parent's, and a transfer
     child is measured at its two ends by default (child_checkpoints=ends), no course over training to draw."""

@@ -3,9 +3,9 @@ TMLR 2023), and the plasticity diagnostics (dormant units, Sokar et al. 2023; ef
 warm-start experiment (Berariu et al. 2021).
 
 Figures: NC1 at the end of training vs hidden layer, one line per depth (as IntermediateNC's Fig. 1
-does for NCC), one panel per recipe; NC1 and NC2 of the last hidden layer vs iteration, one line per
-recipe; dormant fraction and effective rank of the last hidden layer vs epochs since the switch,
-scratch vs warm start vs reset-k, one row of panels per recipe (figures/style.py: recipe_groups).
+does for NCC), one panel per condition; NC1 and NC2 of the last hidden layer vs iteration, one line per
+condition; dormant fraction and effective rank of the last hidden layer vs epochs since the switch,
+scratch vs warm start vs reset-k, one row of panels per condition (figures/style.py: condition_groups).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import seaborn
 from figures.collapse import HIDDEN, _by_layer, single_stage
 from figures.plasticity import SWITCH_LABEL, present, protocol_colours, protocol_groups, switch_curves
 from figures.registry import Skip, figure
-from figures.style import (SEED_BAND, iteration_axis, legend_below, legend_outside, new_figure, recipe_groups, shared,
+from figures.style import (SEED_BAND, iteration_axis, legend_below, legend_outside, new_figure, condition_groups, shared,
                            titled, x_labelled)
 
 PAPYAN = "Papyan, Han & Donoho, PNAS 2020"
@@ -53,14 +53,14 @@ def nc1_by_layer(metrics: pd.DataFrame) -> dict:
 @figure("nc_over_training", f"{PAPYAN}, Fig. 6-7 (NC1, NC2 over training)")
 def nc_over_training(metrics: pd.DataFrame) -> dict:
     """NC1 (log) and NC2 (equinorm, equiangularity) of each run's last hidden layer vs iteration, one panel per
-    metric, one line per recipe (seeds pooled): all fall towards 0 as the features collapse (Papyan et al.)."""
+    metric, one line per condition (seeds pooled): all fall towards 0 as the features collapse (Papyan et al.)."""
     names = [metric for metric, _, _ in TRAINING_PANELS]
     require(metrics, names)
     rows = single_stage(metrics)
     rows = last_hidden_layer(rows[rows["metric"].isin(names) & (rows["split"] == "train")])
     if rows.empty:
         raise Skip("no NC1 / NC2 train rows of a hidden layer from single-stage runs in the table")
-    groups = recipe_groups(rows)  # a line per recipe: every setting that varies, seeds pooled
+    groups = condition_groups(rows)  # a line per condition: every setting that varies, seeds pooled
     rows = pd.concat([part.assign(condition=fixed) for fixed, part in groups])
     many = len(groups) > 1
     panels = [panel for panel in TRAINING_PANELS if (rows["metric"] == panel[0]).any()]
@@ -75,8 +75,8 @@ def nc_over_training(metrics: pd.DataFrame) -> dict:
             axis.set_yscale("log")
         if axis.get_legend():
             axis.get_legend().remove()  # one for the figure
-    if many:  # one entry per recipe, each a long description: under the panels, across the figure's width
-        legend_below(drawing, axes[0], "recipe")
+    if many:  # one entry per condition, each a long description: under the panels, across the figure's width
+        legend_below(drawing, axes[0], "condition")
     held = "" if many else f"\n{groups[0][0]}"
     titled(drawing, f"Neural collapse of the last hidden layer over training (NC1, NC2){held}", 10)
     return {"nc_over_training": drawing}
@@ -93,7 +93,7 @@ def diagnostic_curves(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
                                   "Kumar et al., ICLR 2021 (feature rank)")
 def plasticity_diagnostics(metrics: pd.DataFrame) -> dict:
     """Dormant fraction and effective rank of the last hidden layer vs epochs since the switch to all data
-    (stage 1 at negative epochs), scratch vs warm start vs reset-k: one row of panels per recipe."""
+    (stage 1 at negative epochs), scratch vs warm start vs reset-k: one row of panels per condition."""
     names = [metric for metric, _ in DIAGNOSTIC_PANELS]
     if not (metrics["pretrain_fraction"] > 0).any():
         raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
@@ -103,7 +103,7 @@ def plasticity_diagnostics(metrics: pd.DataFrame) -> dict:
     groups = protocol_groups(curves)
     drawing, axes = new_figure(len(panels), len(groups), width=5.0)
     shared(axes, x=True)  # one epochs-since-switch axis
-    for column in range(len(panels)):  # recipes compared down a column: one range per diagnostic
+    for column in range(len(panels)):  # conditions compared down a column: one range per diagnostic
         shared(axes[column::len(panels)], y=True)
     palette = protocol_colours(groups)
     for row, (fixed, part) in enumerate(groups):

@@ -3,7 +3,7 @@
 A warm-started run's curve is its earlier stages' checkpoints followed by its own, on an axis of
 epochs since the switch to all the data (earlier stages at negative epochs, as in the paper's Fig. 11;
 growing data's n + 1 stages all drawn). Every setting besides the pretraining protocol and the seed
-is held fixed within a panel (style.recipe_groups): one panel per recipe, its title says which.
+is held fixed within a panel (style.condition_groups): one panel per condition, its title says which.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import seaborn
 from conf.plasticity import PLASTICITY_FIELDS
 from figures.registry import Skip, figure
 from findings.plasticity import protocol, scratch_twin  # the table's reading: one owner
+from findings.conditions import children
 from figures.style import (SEED_BAND, SETTINGS, legend_outside, native_scale, new_figure, panel_grid,
-                           recipe_groups, shared, staged, titled, transferred, varying,
+                           condition_groups, shared, titled, transferred, varying,
                            x_labelled)
 
 SHAPE = ("depth", "width", "arch")  # the network's size: the appendix's ResNet-18 family
@@ -34,16 +35,16 @@ def accuracy_curves(metrics: pd.DataFrame) -> pd.DataFrame:
 def switch_curves(metrics: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
     """The chosen rows (`accuracy`: one value per run and checkpoint) of every scratch run and every
     warm-started child, the rows of its earlier stages prepended (a chain of growing-data stages: all of
-    them) under the child's run id and settings (they are the start of its curve, and of its recipe), with
+    them) under the child's run id and settings (they are the start of its curve, and of its condition), with
     `epochs since switch` (to all the data: the last stage). Transfer children and their siblings (the
     children of a parent that has one: figures/transfer.py draws them) are left out: their parents learnt
-    another task, stopped early, or trained for the transfer story's recipe."""
+    another task, stopped early, or trained for the transfer story's condition."""
     transfer_parents = set(accuracy.loc[transferred(accuracy), "parent_run_id"])
-    children = staged(accuracy) & (accuracy["epochs"] > 0)
+    some_child = children(accuracy).any()
     accuracy = accuracy[~transferred(accuracy) & ~accuracy["parent_run_id"].isin(transfer_parents)]
-    if not (staged(accuracy) & (accuracy["epochs"] > 0)).any():
+    if not children(accuracy).any():
         raise Skip("every warm-started run is a transfer child or a sibling of one (the transfer figure draws them)"
-                   if children.any() else "no warm-started runs (pretrain_fraction > 0) in this experiment")
+                   if some_child else "no warm-started runs (pretrain_fraction > 0) in this experiment")
     parts = []
     for run, rows in accuracy.groupby("run_id"):
         first = rows.iloc[0]
@@ -68,12 +69,12 @@ def switch_curves(metrics: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame
 
 
 def protocol_groups(curves: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """[(what the group holds fixed, its curves with `protocol`)]: one group per recipe of the network, data
-    and training (every setting but the pretraining ones and the seed: recipe_groups), each with warm-started
-    runs (a scratch-only recipe belongs to other stories). Full-data and subset runs, or two widths, are two
+    """[(what the group holds fixed, its curves with `protocol`)]: one group per condition of the network, data
+    and training (every setting but the pretraining ones and the seed: condition_groups), each with warm-started
+    runs (a scratch-only condition belongs to other stories). Full-data and subset runs, or two widths, are two
     groups, never one "scratch" and one "warm start" line (Berariu et al. compare a warm start with its own
     from-scratch twin)."""
-    groups = [(fixed, part) for fixed, part in recipe_groups(curves, plotted=PLASTICITY_FIELDS)
+    groups = [(fixed, part) for fixed, part in condition_groups(curves, plotted=PLASTICITY_FIELDS)
               if (part["pretrain_fraction"] > 0).any()]
     if not groups:
         raise Skip("no warm-started runs (pretrain_fraction > 0) in this experiment")
@@ -88,7 +89,7 @@ def protocol_groups(curves: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def protocol_colours(groups) -> dict:
     """Colour each protocol alike in every panel (seaborn's own order is each panel's order of appearance, so
-    one protocol would change colour from one recipe to the next), keyed by name: a `palette`."""
+    one protocol would change colour from one condition to the next), keyed by name: a `palette`."""
     names = sorted({name for _, part in groups for name in part["protocol"].unique()})
     return dict(zip(names, seaborn.color_palette(n_colors=len(names))))
 
@@ -100,10 +101,10 @@ def present(palette: dict, part: pd.DataFrame) -> list[str]:
 
 @figure("plasticity_curves", "Berariu et al. 2021, Fig. 6 and 11")
 def plasticity_curves(metrics: pd.DataFrame) -> dict:
-    """Test accuracy vs epochs since the switch to all data, one line per protocol, one panel per recipe."""
+    """Test accuracy vs epochs since the switch to all data, one line per protocol, one panel per condition."""
     groups = protocol_groups(accuracy_curves(metrics))
     drawing, axes = panel_grid(len(groups), width=5.0)
-    shared(axes, x=True, y=True)  # recipes side by side: one accuracy range, one epochs axis
+    shared(axes, x=True, y=True)  # conditions side by side: one accuracy range, one epochs axis
     palette = protocol_colours(groups)
     for axis, (fixed, part) in zip(axes, groups):
         seaborn.lineplot(part, x="epochs since switch", y="value", hue="protocol", errorbar=SEED_BAND, marker="o",
@@ -113,7 +114,7 @@ def plasticity_curves(metrics: pd.DataFrame) -> dict:
         axis.set_ylabel("test accuracy (fraction)")  # fitted to the data: a gap of one point stays visible
         titled(axis, fixed, 8)
         legend_outside(axis, title="protocol")
-    titled(drawing, "Warm start vs scratch (Berariu et al. 2021); each panel one recipe", 10)
+    titled(drawing, "Warm start vs scratch (Berariu et al. 2021); each panel one condition", 10)
     return {"plasticity_curves": drawing}
 
 
@@ -138,12 +139,12 @@ def gap_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 @figure("warm_start_gap", "Berariu et al. 2021, Fig. 6 (depth and width)")
 def warm_start_gap(metrics: pd.DataFrame) -> dict:
-    """The warm-start gap vs depth and vs width (whichever vary), one row of panels per recipe of the rest."""
+    """The warm-start gap vs depth and vs width (whichever vary), one row of panels per condition of the rest."""
     gap = gap_table(metrics)
     knobs = varying(gap, SHAPE) or [next(key for key in SHAPE if gap[key].notna().all())]  # arch: no depth (torchvision)
-    groups = recipe_groups(gap, plotted=SHAPE)
+    groups = condition_groups(gap, plotted=SHAPE)
     drawing, axes = new_figure(len(knobs), len(groups))
-    shared(axes, y=True)  # one gap range for every recipe and knob (x: a knob's values, not shared)
+    shared(axes, y=True)  # one gap range for every condition and knob (x: a knob's values, not shared)
     for row, (fixed, part) in enumerate(groups):
         for column, knob in enumerate(knobs):
             axis = axes[row * len(knobs) + column]

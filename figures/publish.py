@@ -5,7 +5,6 @@ Called by analysis.py after measuring (unless figures=false), and by its `figure
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -13,9 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from conf import DEFAULT_EXPERIMENT, EXPERIMENTS, Experiment, Plan, SettingsError
-from conf.analysis import asks_defaults, option_words, question_words
+from conf.analysis import asks_defaults
 from conf.cli import describe_filter
-from conf.global_settings import UNKNOWN
+from findings.table import describe_question, question_rows, read_parquet_again_if_changed
+from conf.global_settings import SETTING_FIELDS, UNKNOWN
 from conf.plasticity import has_parent, parent_settings, run_kind
 from folders import ExperimentFolder, RunFolderError
 from utils import atomic_write_text, exclusive_lock
@@ -47,7 +47,7 @@ def run_table(experiment_dir: Path) -> pd.DataFrame:
                      "reason": str(status.get("reason", "")),
                      **{key: json.dumps(value) if isinstance(value, list) else value
                         for key, value in settings.to_record().items()}, **dict.fromkeys(settings.unknown(), UNKNOWN),
-                     "imported_from": "imported" if settings.imported_from else ""})  # its files' hash: no recipe
+                     "imported_from": "imported" if settings.imported_from else ""})  # its files' hash: no condition
     return pd.DataFrame(rows)
 
 
@@ -124,7 +124,7 @@ def describe_grid(experiment: str | Experiment | None, runs: pd.DataFrame) -> st
 def swept_words(runs: pd.DataFrame) -> str:
     """`depth (2, 4), label_noise (0.0, 0.2), seed (0, 1)`: every setting that takes more than one value among the
     runs, with its values (a key the experiment names but these runs hold fixed is not listed)."""
-    from findings.recipes import record_value
+    from findings.conditions import record_value
 
     keys = varying_keys(runs)  # whole numbers as such: depth 2, not the 2.0 of a column with gaps
     words = [f"{key} ({', '.join(sorted({str(record_value(key, value)) for value in runs[key].dropna()}))})"
@@ -136,10 +136,9 @@ def describe_differences(run: pd.Series) -> str:
     """The settings of one run that differ from the defaults: `depth=2, width=8`; of an imported run, `imported`
     and the training settings it was not told, `depth=2, imported; lr, epochs unknown` (never their defaults); a
     size its arch does not take is left out."""
-    from conf import Settings
-    from findings.recipes import missing
+    from findings.conditions import missing
 
-    defaults = {item.name: item.default for item in dataclasses.fields(Settings)}
+    defaults = {name: item.default for name, item in SETTING_FIELDS.items()}
     unknown = [key for key in defaults if key in run and run[key] == UNKNOWN]
     changed = [("imported" if key == "imported_from" else f"{key}={run[key]}") for key, default in defaults.items()
                if key in run and key not in unknown and not missing(run[key])
@@ -155,18 +154,7 @@ def same_value(first, second) -> bool:
         return str(first) == str(second)
 
 
-def read_parquet_again_if_changed(path: Path) -> pd.DataFrame:
-    """The table (a folder of per-run parts) as one frame. A part removed by an
-    analysis between the listing and the reading is a FileNotFoundError: read the folder once more."""
-    try:
-        return pd.read_parquet(path)
-    except FileNotFoundError:
-        if not path.exists():
-            raise
-        return pd.read_parquet(path)
-
-
-def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
+def rows_to_draw(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
     """The table's rows of the runs the command line's run settings choose; SettingsError (one line,
     nothing drawn, the report and phases.csv left as they are) when there are none to draw."""
     from pyarrow import ArrowException
@@ -191,22 +179,6 @@ def read_table(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame:
     if plan.overrides and not len(metrics):
         raise SettingsError(f"no row of {path} matches {describe_filter(plan.overrides)}; nothing was drawn")
     return metrics
-
-
-def question_rows(table: pd.DataFrame, analysis) -> pd.DataFrame:
-    """The table's rows of one question: each row measured under the analysis options `analysis` gives the options
-    its numbers depend on (its `depends_on` column; its `options` column says those it was measured under). The
-    tables (metrics.parquet, similarity.parquet) hold every call's rows side by side; the figures, the read-out and
-    analysis.read_table read one question, so no key appears twice. No registry needed: drawing loads no torch."""
-    if asks_defaults(analysis):
-        return table[table["options"] == ""]
-    asked = {names: option_words(analysis, names.split()) for names in table["depends_on"].unique()}
-    return table[table["options"] == table["depends_on"].map(asked)]
-
-
-def describe_question(analysis) -> str:
-    """"the default analysis options", or the options that decide numbers as the command line's words."""
-    return question_words(analysis) or "the default analysis options"
 
 
 def with_ancestors(chosen: pd.DataFrame, every: pd.DataFrame) -> pd.DataFrame:
@@ -278,7 +250,7 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
     from figures.report import TROUBLED_STATES, eval_mode_lags, transfer_tasks, troubled_runs, write_report  # seaborn
     from findings.readout import readout
 
-    metrics = read_table(experiment, plan)
+    metrics = rows_to_draw(experiment, plan)
     found = readout(metrics)  # one read-out: the figures, phases.csv, findings.csv and the report all show it
     drawn, skipped, entries = redraw(experiment, plan, metrics, inputs, record.get("figures", {}), found)
     atomic_write_text(experiment.phases_path, found.phases.to_csv(index=False))

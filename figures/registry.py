@@ -20,7 +20,7 @@ class FigureSpec:
     table: str = "metrics"  # which table it is drawn from: metrics.parquet, or similarity.parquet (CKA)
     readout: bool = False  # drawn with the read-out too (findings/readout.py): its turns are the report's
     # table (and read-out) -> the keys of its files, each drawn on its own by draw(..., part=key): a figure of many
-    # files (one per run, per six recipes) is shared out among the drawing processes instead of falling to one
+    # files (one per run, per six conditions) is shared out among the drawing processes instead of falling to one
     parts: Callable[..., list] | None = None
 
     def pieces(self, table: pd.DataFrame, readout) -> list:

@@ -54,7 +54,7 @@ def _table(frame: pd.DataFrame) -> str:
 def varying_settings(runs: pd.DataFrame, ignore=("run_id", "state", "iteration", "kind", "parent", "reason")) -> pd.DataFrame:
     """key -> the values it takes across the runs, for the keys that take more than one (`unknown` one of them; a
     size an arch does not take none; whole numbers as such: depth 2, not the 2.0 of a column with gaps)."""
-    from findings.recipes import record_value
+    from findings.conditions import record_value
 
     rows = [{"setting": key, "values": ", ".join(sorted({str(record_value(key, value)) for value in runs[key].dropna()}))}
             for key in runs.columns if key not in ignore and runs[key].dropna().astype(str).nunique() > 1]
@@ -128,19 +128,19 @@ def troubled_runs(runs: pd.DataFrame, measured: set[str] | None = None, filter_w
     return troubled
 
 
-SHORT_LABEL = 48  # characters: a longer recipe is named R1, R2, … in the findings table, spelt out in its legend
+SHORT_LABEL = 48  # characters: a longer condition is named R1, R2, … in the findings table, spelt out in its legend
 
 
-def short_labels(recipes) -> dict:
-    """recipe -> its label in the findings table: the recipe itself when short (up to SHORT_LABEL characters:
+def short_labels(conditions) -> dict:
+    """condition -> its label in the findings table: the condition itself when short (up to SHORT_LABEL characters:
     three key=value pairs), else R1, R2, … in order."""
     labels, count = {}, 0
-    for recipe in dict.fromkeys(recipes):
-        if len(recipe) <= SHORT_LABEL:
-            labels[recipe] = recipe
+    for condition in dict.fromkeys(conditions):
+        if len(condition) <= SHORT_LABEL:
+            labels[condition] = condition
         else:
             count += 1
-            labels[recipe] = f"R{count}"
+            labels[condition] = f"R{count}"
     return labels
 
 
@@ -157,14 +157,14 @@ def estimate_cell(row: pd.Series) -> str:
 
 
 def findings_table(table: pd.DataFrame, labels: dict) -> str:
-    """One row per finding: story, recipe (short label), question, the estimate with its interval over
+    """One row per finding: story, condition (short label), question, the estimate with its interval over
     seeds, the seed count, the checkpoint it is read at and the verdict."""
-    rows = ["<tr><th>story</th><th>recipe</th><th>question</th><th>estimate [97.5 % interval]</th><th>seeds</th>"
+    rows = ["<tr><th>story</th><th>condition</th><th>question</th><th>estimate [97.5 % interval]</th><th>seeds</th>"
             "<th>at iteration</th><th>verdict</th></tr>"]
     for _, row in table.iterrows():
         at = "–" if row["checkpoint"] != row["checkpoint"] else f"{row['checkpoint']:g}" + (
             f" vs {row['compared_to']:g}" if row["compared_to"] == row["compared_to"] else "")
-        cells = (row["story"].split(" (")[0], labels[row["recipe"]], row["question"].replace("_", " "),
+        cells = (row["story"].split(" (")[0], labels[row["condition"]], row["question"].replace("_", " "),
                  estimate_cell(row), str(int(row["seeds"])), at, row["verdict"])
         rows.append("<tr>" + "".join(f"<td>{_text(str(cell))}</td>" for cell in cells) + "</tr>")
     return "<table class='findings-table'>" + "".join(rows) + "</table>"
@@ -173,17 +173,17 @@ def findings_table(table: pd.DataFrame, labels: dict) -> str:
 def findings_section(table: pd.DataFrame, troubled: list[tuple] = (), unfinished: set = frozenset(),
                      lagging: dict | None = None) -> str:
     """The report's first section: the findings table (findings/readout.py's rows), the legend of its short
-    recipe labels, one short sentence per finding grouped by story (marked when some of its runs are not
+    condition labels, one short sentence per finding grouped by story (marked when some of its runs are not
     done), then each run that failed, diverged or was skipped, with why ((run id, state, reason)), then each run
     whose eval-mode accuracy lags its batch statistics ({run id: phrase}: eval_mode_lags)."""
     parts = ["<h2>Findings</h2>"]
     if len(table):
-        labels = short_labels(table["recipe"])
+        labels = short_labels(table["condition"])
         parts.append(findings_table(table, labels))
-        legend = [(label, recipe) for recipe, label in labels.items() if label != recipe]
+        legend = [(label, condition) for condition, label in labels.items() if label != condition]
         if legend:
-            parts.append("<p class='note'>Recipes: " + "; ".join(f"<b>{html.escape(label)}</b> = {html.escape(recipe)}"
-                                                                  for label, recipe in legend) + "</p>")
+            parts.append("<p class='note'>Conditions: " + "; ".join(f"<b>{html.escape(label)}</b> = {html.escape(condition)}"
+                                                                  for label, condition in legend) + "</p>")
         parts.append("<p class='note'>A direction is stated only when the 97.5 % t-interval over seeds excludes no "
                      "difference by more than three test examples (docs/experiments.md#reading-the-results); one "
                      "seed gets its value and no direction.</p>")
@@ -191,7 +191,7 @@ def findings_section(table: pd.DataFrame, troubled: list[tuple] = (), unfinished
             parts.append(f"<h3>{html.escape(story)}</h3><ul class='findings'>")
             for row in group:
                 late = len(set(row["runs"].split()) & set(unfinished))
-                text = f"{labels[row['recipe']]}: {row['statement']}." + (
+                text = f"{labels[row['condition']]}: {row['statement']}." + (
                     f" ({late} of its runs not done: read at their newest measured checkpoint.)" if late else "")
                 parts.append(f"<li>{html.escape(text)}</li>")
             parts.append("</ul>")
@@ -225,7 +225,7 @@ def _figure_parts(drawn: dict, experiment_dir: Path) -> list[str]:
 
 def transfer_tasks(table: pd.DataFrame) -> dict[str, str]:
     """run id -> the transfer task its transfer_accuracy rows read, or why it has none (its other rows say why): the
-    `transfer_task` column of the rows the report reads (one question: figures/publish.py question_rows)."""
+    `transfer_task` column of the rows the report reads (one question: findings/table.py question_rows)."""
     transfer = table["metric"] == "transfer_accuracy"
     said = table[transfer | ~table["run_id"].isin(set(table.loc[transfer, "run_id"]))]
     return {run: ", ".join(sorted(set(tasks.dropna()))) for run, tasks in said.groupby("run_id")["transfer_task"]}
@@ -289,14 +289,14 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
 
 
 # The phase table's columns a reader needs (phases.csv beside the report keeps them all: bands, spreads, reasons).
-PHASE_SHOWN = ("recipe", "layer", "seeds", "plateau_end", "minimum", "minimum_low", "minimum_high", "rise",
+PHASE_SHOWN = ("condition", "layer", "seeds", "plateau_end", "minimum", "minimum_low", "minimum_high", "rise",
                "transfer_peak", "transfer_peak_low", "transfer_peak_high", "classifier_best", "missing_reason")
 
 
 def phase_parts(phases: pd.DataFrame, file_name: str) -> list[str]:
     shown = [column for column in PHASE_SHOWN if column in phases]
-    return ["<h2>Learning phases (LearnPhase), per recipe</h2>",
-            "<p class='note'>On each recipe's seed-mean curves, at the checkpoints every seed has: the iterations "
+    return ["<h2>Learning phases (LearnPhase), per condition</h2>",
+            "<p class='note'>On each condition's seed-mean curves, at the checkpoints every seed has: the iterations "
             "where each layer's test reconstruction loss leaves its plateau, reaches its minimum and rises again, "
             "the transfer-probe peak and the classifier's best. Each turn is found on a 3-point running median "
             "with a tolerance τ of 5 % of the curve's range and carries its band (_low, _high); a turn the curve "

@@ -2,7 +2,7 @@
 
 Figures: layer × layer CKA at the end of training; layer × checkpoint CKA with the layer's own final state
 ("convergence to final": lower layers settle first, if they do — Raghu et al., NeurIPS 2017's bottom-up
-convergence). One panel per recipe of the single-stage runs (style.recipe_groups: every setting that
+convergence). One panel per condition of the single-stage runs (style.condition_groups: every setting that
 varies, seeds averaged), titled with what it holds fixed; the colour range fits the data (CKA is in
 [0, 1], but a fixed 0-1 range hides differences of a few points).
 """
@@ -13,7 +13,7 @@ import pandas as pd
 
 from figures.collapse import single_stage
 from figures.registry import Skip, figure
-from figures.style import heatmap, panel_grid, recipe_groups, titled
+from figures.style import heatmap, panel_grid, condition_groups, titled
 
 KORNBLITH = "Kornblith, Norouzi, Lee & Hinton, ICML 2019"
 MAX_PANELS = 6  # conditions drawn per figure (the first ones, sorted); the rest are in similarity.parquet
@@ -26,8 +26,8 @@ CKA_LABEL = "linear CKA of pooled features (range: the data's)"
 
 
 def conditions(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(what it holds fixed, rows) per recipe (seeds and data seeds averaged later), the first MAX_PANELS."""
-    return recipe_groups(rows, pooled=NOT_CONDITIONS)[:MAX_PANELS]
+    """(what it holds fixed, rows) per condition (seeds and data seeds averaged later), the first MAX_PANELS."""
+    return condition_groups(rows, pooled=NOT_CONDITIONS)[:MAX_PANELS]
 
 
 def layer_order(rows: pd.DataFrame) -> list[str]:

@@ -1,7 +1,7 @@
 """One look for every figure: seaborn's paper theme, log-scaled iterations, PNG (and PDF) written atomically, and
-the recipe groups every figure draws apart.
+the condition groups every figure draws apart.
 
-    for fixed, rows in recipe_groups(metrics, plotted=("depth",)):   # one panel per recipe, depth as hue
+    for fixed, rows in condition_groups(metrics, plotted=("depth",)):   # one panel per condition, depth as hue
         ...; titled(axis, fixed)                                    # what it holds fixed, wrapped to fit
 
 Panels that compare arms of one quantity share its axis (`shared`); legends sit beside the data
@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 import seaborn  # noqa: E402
 
 from findings.noise import seed_band  # noqa: E402
-from findings.recipes import (POOLED, SETTINGS, grouping_keys, recipe_column,  # noqa: E402, F401  (one owner)
+from findings.conditions import (POOLED, SETTINGS, grouping_keys, condition_column,  # noqa: E402, F401  (one owner)
                               setting_words, settings_of, staged, transferred, varying)
 from utils import atomic_write_bytes  # noqa: E402
 
@@ -98,7 +98,7 @@ def shared(axes, x: bool = False, y: bool = False) -> None:
 
 def legend_outside(axis, **options) -> None:
     """The axis's legend to the right of its data area (constrained layout makes room), never over the curves:
-    its entries wrapped to LEGEND_WIDTH (a recipe description would squeeze the panel to nothing), the figure
+    its entries wrapped to LEGEND_WIDTH (a condition description would squeeze the panel to nothing), the figure
     made taller where the legend is taller than its panel (`room_for`)."""
     handles, labels = axis.get_legend_handles_labels()
     legend = axis.legend(handles, [fitted(label, LEGEND_WIDTH, 7) for label in labels], fontsize=7, title_fontsize=7,
@@ -117,7 +117,7 @@ def room_for(legend, axis) -> None:
 
 def legend_below(drawing, axis, title: str, columns: int = 3, fontsize: float = 7) -> None:
     """Move `axis`'s legend under every panel of `drawing`, for entries too long to sit beside one panel
-    (recipe descriptions): in `columns` columns, each entry wrapped to a column's width, the figure made
+    (condition descriptions): in `columns` columns, each entry wrapped to a column's width, the figure made
     taller by the legend's height so the panels keep theirs."""
     handles, labels = axis.get_legend_handles_labels()
     if axis.get_legend():
@@ -167,25 +167,25 @@ def save(figure, stem: Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
     return paths
 
 
-# -- recipes: what a figure holds fixed ---------------------------------------------------------------------
+# -- conditions: what a figure holds fixed ---------------------------------------------------------------------
 
-# What a one-recipe figure names when nothing varies: enough to tell it from another experiment's figure (a size
+# What a one-condition figure names when nothing varies: enough to tell it from another experiment's figure (a size
 # the arch does not take left out, a training setting an imported run was not told said `unknown`).
 SUMMARY = ("dataset", "arch", "depth", "width", "optimizer", "lr", "epochs")
 
 
-def recipe_groups(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> list[tuple[str, pd.DataFrame]]:
+def condition_groups(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> list[tuple[str, pd.DataFrame]]:
     """[(what the group holds fixed, its rows)], one group per combination of every setting that varies among
     `rows` besides `plotted` and `pooled` (grouping_keys), sorted by those values. A figure draws each group in
-    its own panel (or figure) and titles it with the description, so no line pools two recipes (two widths,
-    optimizers or data sizes read as one curve). With a single recipe, the description names its SUMMARY. Null is
+    its own panel (or figure) and titles it with the description, so no line pools two conditions (two widths,
+    optimizers or data sizes read as one curve). With a single condition, the description names its SUMMARY. Null is
     a value of its own (`varying`): an imported run of unknown lr is never grouped with a trained run's lr."""
     keys = grouping_keys(rows, plotted, pooled, also)
     if rows.empty or not keys:
         summary = [key for key in SUMMARY if key in rows and key not in plotted]
         return [(setting_words(rows.iloc[0], summary) if len(rows) else "no runs", rows)]
     return [(setting_words(part.iloc[0], keys), part)
-            for _, part in rows.groupby([recipe_column(rows, key) for key in keys], sort=True, dropna=False)]
+            for _, part in rows.groupby([condition_column(rows, key) for key in keys], sort=True, dropna=False)]
 
 
 def wrapped(text: str, width: int = 70) -> str:

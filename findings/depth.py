@@ -1,15 +1,15 @@
-"""The IntermediateNC questions: each recipe's ε-effective depth, and how it moves along a swept key.
+"""The IntermediateNC questions: each condition's ε-effective depth, and how it moves along a swept key.
 
-    rows = depth_questions(metrics, runs)   # effective_depth per recipe, effective_depth_trend per key and family
+    rows = depth_questions(metrics, runs)   # effective_depth per condition, effective_depth_trend per key and family
 
 Galanti et al.'s own definition (metrics/depth.py effective_depth_literal): the first layer whose NCC train
-error is at most ε, read per seed at the last checkpoint every seed of the recipe has. It is an
+error is at most ε, read per seed at the last checkpoint every seed of the condition has. It is an
 intermediate collapse only at a layer below the output; at the output layer, or where no layer reaches
-ε (label noise, an untrained net at chance), the recipe has "no intermediate collapse", with the layer
+ε (label noise, an untrained net at chance), the condition has "no intermediate collapse", with the layer
 named — never a depth. The lab's relative variant (within ε of the last layer's accuracy) always names
 some layer, even for a net that never collapses, so no verdict rests on it.
 
-A trend is read only along a numeric key, within a family of recipes that differ in that key alone, and
+A trend is read only along a numeric key, within a family of conditions that differ in that key alone, and
 only where every arm collapses at an intermediate layer in every seed: the change from the lowest to the
 highest value, paired by seed, with DEPTH_RESOLUTION (half a layer: depths are whole layers) as its
 resolution. A categorical key (arch, optimizer) is listed side by side, with no direction.
@@ -21,14 +21,14 @@ import pandas as pd
 
 from findings import noise
 from findings.rows import INTERMEDIATE, MIXED, NO_INTERMEDIATE, SIDE_BY_SIDE, finding, level_words
-from findings.recipes import (distinguishing_keys, own_runs, recipe_column, recipe_labels, scope_words, setting_words,
+from findings.conditions import (distinguishing_keys, own_runs, condition_column, condition_labels, scope_words, setting_words,
                               varying_keys)
 
 DEPTH_RESOLUTION = 0.5  # layers
 
 
 def per_seed(literal: dict, ncc: dict, runs: list[str]) -> pd.DataFrame:
-    """One row per run of a recipe at the last checkpoint all of them have: `depth` (the paper's, NaN when no
+    """One row per run of a condition at the last checkpoint all of them have: `depth` (the paper's, NaN when no
     layer reaches ε), `layer` (its name), `last` (the output layer's index) and the best NCC train accuracy.
     `literal`, `ncc`: run id -> its effective_depth_literal rows, its NCC train accuracy rows."""
     runs = [run for run in runs if run in literal]
@@ -48,14 +48,14 @@ def per_seed(literal: dict, ncc: dict, runs: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def depth_row(recipe: str, seeds: pd.DataFrame, scope: str) -> dict:
-    """The effective_depth row of one recipe (module docstring)."""
+def depth_row(condition: str, seeds: pd.DataFrame, scope: str) -> dict:
+    """The effective_depth row of one condition (module docstring)."""
     intermediate = seeds["depth"].notna() & (seeds["depth"] < seeds["last"])
     common = dict(scope=scope, unit="layer index", checkpoint=seeds["iteration"].iloc[0], runs=seeds["run_id"])
     estimate = noise.over_seeds(seeds["depth"].where(intermediate), DEPTH_RESOLUTION)
     if intermediate.all():
         layers = ", ".join(sorted(set(seeds["layer"])))
-        return finding("effective_depth", recipe, estimate, INTERMEDIATE,
+        return finding("effective_depth", condition, estimate, INTERMEDIATE,
                        f"intermediate collapse at {layers}: effective depth {level_words(seeds['depth'])}",
                        layer=layers, **common)
     at_output = seeds[seeds["depth"] == seeds["last"]]
@@ -67,46 +67,46 @@ def depth_row(recipe: str, seeds: pd.DataFrame, scope: str) -> dict:
         parts.append(f"no layer reaches NCC train error ≤ ε in {len(undefined)} of {len(seeds)} seeds (best NCC "
                      f"train accuracy {best['best_accuracy']:.3g}, at {best['best_layer']})")
     if intermediate.any():
-        return finding("effective_depth", recipe, estimate, MIXED,
+        return finding("effective_depth", condition, estimate, MIXED,
                        f"{int(intermediate.sum())} of {len(seeds)} seeds collapse at an intermediate layer; "
                        + "; ".join(parts) + ": no depth stated", **common)
-    return finding("effective_depth", recipe, None, NO_INTERMEDIATE, "no intermediate collapse: " + "; ".join(parts),
+    return finding("effective_depth", condition, None, NO_INTERMEDIATE, "no intermediate collapse: " + "; ".join(parts),
                    **common)
 
 
 def depth_questions(metrics: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
-    """effective_depth per recipe of the runs that trained from their own start, then the trends."""
+    """effective_depth per condition of the runs that trained from their own start, then the trends."""
     own = own_runs(runs)
     own = own[own["run_id"].isin(metrics.loc[metrics["metric"] == "effective_depth_literal", "run_id"])]
     if not len(own):
         return []
-    labels = recipe_labels(own_runs(runs), runs)  # the phases' labels: one name per recipe in every question
+    labels = condition_labels(own_runs(runs), runs)  # the phases' labels: one name per condition in every question
     chosen = metrics[metrics["run_id"].isin(own["run_id"])]
     literal = dict(tuple(chosen.loc[chosen["metric"] == "effective_depth_literal", ["run_id", "iteration", "value"]]
                          .groupby("run_id")))
     ncc = chosen[(chosen["metric"] == "ncc_accuracy") & (chosen["split"] == "train")]
     ncc = dict(tuple(ncc[["run_id", "iteration", "layer", "layer_index", "value"]].groupby("run_id")))
     rows, levels = [], {}
-    for recipe, part in own.groupby(own["run_id"].map(labels), sort=True):
+    for condition, part in own.groupby(own["run_id"].map(labels), sort=True):
         seeds = per_seed(literal, ncc, list(part["run_id"]))
         if len(seeds):
-            rows.append(depth_row(recipe, seeds, scope_words(part, runs)))
-            levels[recipe] = (rows[-1]["verdict"], seeds.assign(seed=seeds["run_id"].map(part.set_index("run_id")["seed"])))
+            rows.append(depth_row(condition, seeds, scope_words(part, runs)))
+            levels[condition] = (rows[-1]["verdict"], seeds.assign(seed=seeds["run_id"].map(part.set_index("run_id")["seed"])))
     scratch = own[own["kind"] == "scratch"]  # a stage-1 parent trains on a subset: another protocol
     return rows + trend_rows(scratch, labels, levels)
 
 
 def trend_rows(runs: pd.DataFrame, labels: dict, levels: dict) -> list[dict]:
-    """One effective_depth_trend row per swept key and family of recipes that differ in that key alone."""
+    """One effective_depth_trend row per swept key and family of conditions that differ in that key alone."""
     rows, keys, named = [], varying_keys(runs), distinguishing_keys(runs)
     for key in keys:
         fixed = [other for other in keys if other != key]
-        families = (runs.groupby([recipe_column(runs, other) for other in fixed], dropna=False, sort=True) if fixed
-                    else [((), runs)])  # imported_from as imported or not: two imports of one recipe are its seeds
+        families = (runs.groupby([condition_column(runs, other) for other in fixed], dropna=False, sort=True) if fixed
+                    else [((), runs)])  # imported_from as imported or not: two imports of one condition are its seeds
         for _, family in families:
             family = family[family[key].notna()]  # null (an unknown lr, a size the arch does not take) has no place on it
             if family[key].astype(str).nunique() > 1:
-                # named by the other keys that tell recipes apart (every other key is held too: the family's)
+                # named by the other keys that tell conditions apart (every other key is held too: the family's)
                 held = setting_words(family.iloc[0], [name for name in named if name != key])
                 rows.append(trend_row(key, f"along {key}" + (f" at {held}" if held else ""), family, labels, levels))
     return rows
@@ -116,7 +116,7 @@ def numeric(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
-def trend_row(key: str, recipe: str, family: pd.DataFrame, labels: dict, levels: dict) -> dict:
+def trend_row(key: str, condition: str, family: pd.DataFrame, labels: dict, levels: dict) -> dict:
     """Effective depth along `key` within one family (module docstring)."""
     arms = []
     for value, part in family.groupby(key, sort=True):
@@ -126,11 +126,11 @@ def trend_row(key: str, recipe: str, family: pd.DataFrame, labels: dict, levels:
                        for value, verdict, seeds in arms)
     common = dict(key=key, unit="layers", runs=family["run_id"])
     if not numeric(family[key]):
-        return finding("effective_depth_trend", recipe, None, SIDE_BY_SIDE,
+        return finding("effective_depth_trend", condition, None, SIDE_BY_SIDE,
                        f"effective depth by {key} (categorical, no direction): {listed}", **common)
     undefined = [str(value) for value, verdict, _ in arms if verdict != INTERMEDIATE]
     if undefined:
-        return finding("effective_depth_trend", recipe, None, noise.UNDEFINED,
+        return finding("effective_depth_trend", condition, None, noise.UNDEFINED,
                        f"no trend with {key}: not every seed collapses at an intermediate layer at {key}="
                        f"{', '.join(undefined)} ({listed})", reason="not every arm defined", **common)
     (low_value, _, low), (high_value, _, high) = arms[0], arms[-1]
@@ -140,6 +140,6 @@ def trend_row(key: str, recipe: str, family: pd.DataFrame, labels: dict, levels:
              noise.NO_DIFFERENCE: f"no measurable change of effective depth with {key}",
              noise.ONE_SEED: f"effective depth along {key} (1 seed: no direction stated)"}.get(estimate.verdict,
                                                                                          f"no trend with {key}")
-    return finding("effective_depth_trend", recipe, estimate, estimate.verdict,
+    return finding("effective_depth_trend", condition, estimate, estimate.verdict,
                    f"{words}: {key}={low_value} → {high_value} changes it by {estimate.words('layers')} ({listed})",
                    checkpoint=low["iteration"].iloc[0], **common)

@@ -10,7 +10,7 @@ with the 2–6 seeds a study has, the seeds' min–max would cover the true mean
 (the chance that it lies between two draws) and a bootstrap resamples too few values to be wider than
 the spread it sees; the t-interval covers it as often as it says under normal seed noise, and is honestly
 wide for few seeds (t = 25.5 for 2, 6.2 for 3, 3.2 for 6). 97.5 % rather than 95 %: a report states a
-verdict per recipe and question, and at 95 % a question with no effect gets a direction in 5 % of
+verdict per condition and question, and at 95 % a question with no effect gets a direction in 5 % of
 studies, the very limit the read-out is held to (tests/test_readout.py measures it over 200 null grids
 per question); at 97.5 % that is 2.5 %, with room for seed noise heavier-tailed than normal. A direction ("higher", "lower") is stated only when the interval excludes 0 by
 more than `resolution`, the smallest difference the measurement can tell (a few test examples for an

@@ -1,11 +1,11 @@
 """The learning phases of Schneider & Prabhushankar (LearnPhase, AAAI 2024), read from the metrics table.
 
-    seeds = seed_phase_table(metrics, labels)   # one row per (recipe, layer): the seed-mean curve's phases
-    advice = stop_table(seeds)                  # one row per recipe: its last hidden layer, "stop pre-training here"
+    seeds = seed_phase_table(metrics, labels)   # one row per (condition, layer): the seed-mean curve's phases
+    advice = stop_table(seeds)                  # one row per condition: its last hidden layer, "stop pre-training here"
     table = phase_table(metrics)                # one row per (run_id, layer): each seed's own phases
 
-The read-out (findings/readout.py) combines seeds one way: these rules on the mean curve over a recipe's
-seeds (labels: findings/recipes.py), at the checkpoints every seed has; its verdicts then ask whether the
+The read-out (findings/readout.py) combines seeds one way: these rules on the mean curve over a condition's
+seeds (labels: findings/conditions.py), at the checkpoints every seed has; its verdicts then ask whether the
 seeds' own values at those checkpoints differ by more than their noise (findings/noise.py).
 
 A layer's linear-decoder reconstruction loss (test split) over training is (i) near constant, (ii)
@@ -51,7 +51,7 @@ hidden layer (the one a transfer task would reuse): stop at its transfer-probe p
 finds at the end of phase (ii) or early in (iii); its band says how early one may stop for a probe
 within τ of its best.
 
-Seeds: `seed_phase_table` averages each recipe's curves over its seeds (at the checkpoints every
+Seeds: `seed_phase_table` averages each condition's curves over its seeds (at the checkpoints every
 seed has) and applies the same rules to the mean curve, so every turn it names is a checkpoint.
 """
 
@@ -202,8 +202,8 @@ def phase_table(metrics: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values(["run_id", "layer_index"]).reset_index(drop=True)
 
 
-def stop_table(phases: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
-    """One row per recipe (of seed_phase_table; per run with by="run_id", of phase_table): the last hidden
+def stop_table(phases: pd.DataFrame, by: str = "condition") -> pd.DataFrame:
+    """One row per condition (of seed_phase_table; per run with by="run_id", of phase_table): the last hidden
     layer's phases and `stop_pretraining_at` (its transfer peak), with its band."""
     hidden = phases[~phases["layer"].isin(["input", "logits"])]
     last = hidden.loc[hidden.groupby(by)["layer_index"].idxmax()] if len(hidden) else hidden
@@ -216,24 +216,24 @@ def stop_table(phases: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
 # ---- seeds: one way of combining them ---------------------------------------------------------------
 
 def seed_mean_table(metrics: pd.DataFrame, labels: dict) -> pd.DataFrame:
-    """The table with each recipe's runs replaced by their mean over seeds (run_id = the recipe's label,
-    `labels`: run id -> recipe), kept at the checkpoints every seed of the recipe has; `seeds` counts them."""
-    rows = metrics.assign(recipe=metrics["run_id"].map(labels))
-    seeds = rows.groupby("recipe")["run_id"].nunique()
-    keys = ["recipe", "layer", "layer_index", "metric", "split", "iteration"]
+    """The table with each condition's runs replaced by their mean over seeds (run_id = the condition's label,
+    `labels`: run id -> condition), kept at the checkpoints every seed of the condition has; `seeds` counts them."""
+    rows = metrics.assign(condition=metrics["run_id"].map(labels))
+    seeds = rows.groupby("condition")["run_id"].nunique()
+    keys = ["condition", "layer", "layer_index", "metric", "split", "iteration"]
     mean = rows.groupby(keys, dropna=False).agg(value=("value", "mean"), runs=("run_id", "nunique")).reset_index()
-    mean = mean[mean["runs"] == mean["recipe"].map(seeds)]
-    return mean.assign(run_id=mean["recipe"], seeds=mean["recipe"].map(seeds)).drop(columns=["runs"])
+    mean = mean[mean["runs"] == mean["condition"].map(seeds)]
+    return mean.assign(run_id=mean["condition"], seeds=mean["condition"].map(seeds)).drop(columns=["runs"])
 
 
 def seed_phase_table(metrics: pd.DataFrame, labels: dict, tolerance: float = 0.05) -> pd.DataFrame:
-    """One row per (recipe, layer): the phases of the seed-mean curves (same rules as phase_table), with the
-    recipe's `runs` (", "-joined) and `seeds`. `labels`: run id -> recipe. Seeds are combined this one way:
+    """One row per (condition, layer): the phases of the seed-mean curves (same rules as phase_table), with the
+    condition's `runs` (", "-joined) and `seeds`. `labels`: run id -> condition. Seeds are combined this one way:
     no turn is a median or a spread of the seeds' own turns (those would name iterations no checkpoint has)."""
     mean = seed_mean_table(metrics, labels)
-    table = phase_table(mean, tolerance).rename(columns={"run_id": "recipe"})
-    members = pd.Series(labels).rename_axis("run_id").reset_index(name="recipe")
-    members = members[members["run_id"].isin(metrics["run_id"])].groupby("recipe")["run_id"]
-    table.insert(1, "runs", table["recipe"].map(members.agg(lambda runs: ", ".join(sorted(runs)))))
-    table.insert(2, "seeds", table["recipe"].map(members.nunique()))
+    table = phase_table(mean, tolerance).rename(columns={"run_id": "condition"})
+    members = pd.Series(labels).rename_axis("run_id").reset_index(name="condition")
+    members = members[members["run_id"].isin(metrics["run_id"])].groupby("condition")["run_id"]
+    table.insert(1, "runs", table["condition"].map(members.agg(lambda runs: ", ".join(sorted(runs)))))
+    table.insert(2, "seeds", table["condition"].map(members.nunique()))
     return table

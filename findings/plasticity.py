@@ -1,10 +1,10 @@
 """The plasticity questions (Berariu et al. 2021): does a warm start end worse, and does an intervention help.
 
-    rows = plasticity_questions(metrics, runs)   # warm_start_gap per warm-start recipe, intervention per intervention
+    rows = plasticity_questions(metrics, runs)   # warm_start_gap per warm-start condition, intervention per intervention
 
-warm_start_gap: per plain warm-start recipe, its final test accuracy minus its from-scratch twin's (the same
-recipe without pre-training: scratch_twin), paired by seed. intervention: per reset /
-shrink-and-perturb recipe, its final test accuracy minus the plain warm start's of the same seed. A verdict
+warm_start_gap: per plain warm-start condition, its final test accuracy minus its from-scratch twin's (the same
+condition without pre-training: scratch_twin), paired by seed. intervention: per reset /
+shrink-and-perturb condition, its final test accuracy minus the plain warm start's of the same seed. A verdict
 needs the interval over seeds to exclude 0 by more than three test examples (findings/noise.py).
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 from conf.plasticity import PRETRAINING_DEFAULTS
 from findings import noise
 from findings.rows import finding, level_words, resolution_of, verdict_words
-from findings.recipes import recipe_labels, settings_of
+from findings.conditions import condition_labels, settings_of
 
 INTERVENTION_DEFAULTS = {"reset_last": 0, "shrink": 1.0, "perturb": 0.0}  # a plain warm start's
 
@@ -53,7 +53,7 @@ def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def warm_children(runs: pd.DataFrame) -> pd.DataFrame:
     """The warm-started children (the last stage, not a transfer child nor a sibling of one: figures/transfer.py's)."""
-    from findings.recipes import transferred
+    from findings.conditions import transferred
 
     children = runs[runs["kind"] == "child"]
     transfer_parents = set(children.loc[transferred(children), "parent_run_id"])
@@ -61,18 +61,18 @@ def warm_children(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def pairs_of(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per warm child: its recipe, seed, accuracy, the plain warm start and scratch twin it pairs with."""
+    """One row per warm child: its condition, seed, accuracy, the plain warm start and scratch twin it pairs with."""
     children = warm_children(runs)
-    labels, rows = recipe_labels(children, runs), []
+    labels, rows = condition_labels(children, runs), []
     for _, row in children.iterrows():
         plain = dataclasses.replace(settings_of(row), **INTERVENTION_DEFAULTS).run_id
-        rows.append({"run_id": row["run_id"], "recipe": labels[row["run_id"]], "protocol": protocol(row),
+        rows.append({"run_id": row["run_id"], "condition": labels[row["run_id"]], "protocol": protocol(row),
                      "seed": row["seed"], "plain": plain, "scratch": scratch_twin(row)})
     return pd.DataFrame(rows)
 
 
 def plasticity_questions(metrics: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
-    """warm_start_gap per plain warm-start recipe, then intervention per reset/shrink-perturb recipe."""
+    """warm_start_gap per plain warm-start condition, then intervention per reset/shrink-perturb condition."""
     pairs = pairs_of(metrics, runs)
     if not len(pairs):
         return []
@@ -81,7 +81,7 @@ def plasticity_questions(metrics: pd.DataFrame, runs: pd.DataFrame) -> list[dict
     resolution = resolution_of(final)
     get = lambda runs: [accuracy.get(run, math.nan) for run in runs]  # noqa: E731
     rows = []
-    for recipe, part in pairs[pairs["run_id"] == pairs["plain"]].groupby("recipe", sort=True):
+    for condition, part in pairs[pairs["run_id"] == pairs["plain"]].groupby("condition", sort=True):
         gap = noise.over_seeds([a - b for a, b in zip(get(part["run_id"]), get(part["scratch"]))], resolution)
         words = verdict_words(gap, "warm start ends better than training from scratch",
                               "warm start ends worse than training from scratch", "warm start vs training from scratch")
@@ -89,17 +89,17 @@ def plasticity_questions(metrics: pd.DataFrame, runs: pd.DataFrame) -> list[dict
                 f"{level_words(get(part['run_id']), bounds=(0, 1))}, scratch "
                 f"{level_words(get(part['scratch']), bounds=(0, 1))})" if gap.seeds else
                 "no from-scratch twin of the same seed in the table (add pretrain_fraction=0 to the grid): no gap")
-        rows.append(finding("warm_start_gap", recipe, gap, gap.verdict, text, unit="test accuracy",
+        rows.append(finding("warm_start_gap", condition, gap, gap.verdict, text, unit="test accuracy",
                             checkpoint=max(iteration.get(run, math.nan) for run in part["run_id"]),
                             runs=[*part["run_id"], *(run for run in part["scratch"] if run in accuracy)]))
-    for recipe, part in pairs[pairs["run_id"] != pairs["plain"]].groupby("recipe", sort=True):
+    for condition, part in pairs[pairs["run_id"] != pairs["plain"]].groupby("condition", sort=True):
         change = noise.over_seeds([a - b for a, b in zip(get(part["run_id"]), get(part["plain"]))], resolution)
         what = part["protocol"].iloc[0]
         words = verdict_words(change, f"{what} ends better than the plain warm start",
                               f"{what} ends worse than the plain warm start", f"{what} vs the plain warm start")
         text = (f"{words}, {change.words('points', 100)}" if change.seeds else
                 f"{what}: no plain warm start of the same seed in the table (add reset_last=0 to the grid)")
-        rows.append(finding("intervention", recipe, change, change.verdict, text, unit="test accuracy",
+        rows.append(finding("intervention", condition, change, change.verdict, text, unit="test accuracy",
                             checkpoint=max(iteration.get(run, math.nan) for run in part["run_id"]),
                             runs=[*part["run_id"], *(run for run in part["plain"] if run in accuracy)]))
     return rows

@@ -1,6 +1,6 @@
 """One row of the read-out and its words: the columns, the verdict vocabulary, a level or an interval in words.
 
-    row = finding("warm_start_gap", recipe, estimate, estimate.verdict, statement, unit="test accuracy")
+    row = finding("warm_start_gap", condition, estimate, estimate.verdict, statement, unit="test accuracy")
 
 Every question module (learning.py, depth.py, plasticity.py, transfer.py) builds its rows here; readout.py
 joins them into findings.csv (its COLUMNS).
@@ -23,11 +23,11 @@ STORIES = {"stop_pretraining": "Learning phases (LearnPhase)", "transfer_start":
            "warm_start_gap": "Warm start and resets (Berariu et al.)",
            "intervention": "Warm start and resets (Berariu et al.)"}
 READ = ("reconstruction_mse", "transfer_accuracy", "classifier_accuracy", "ncc_accuracy", "effective_depth_literal")
-COLUMNS = ("story", "question", "recipe", "scope", "layer", "key", "estimate", "low", "high", "seeds", "resolution",
+COLUMNS = ("story", "question", "condition", "scope", "layer", "key", "estimate", "low", "high", "seeds", "resolution",
            "unit", "checkpoint", "compared_to", "verdict", "statement", "reason", "runs")
 
 
-def finding(question: str, recipe: str, estimate: noise.Estimate | None, verdict: str, statement: str, *,
+def finding(question: str, condition: str, estimate: noise.Estimate | None, verdict: str, statement: str, *,
             scope: str = "", layer: str = "", key: str = "", unit: str = "", checkpoint=math.nan,
             compared_to=math.nan, reason: str = "", runs=()) -> dict:
     """One row of the read-out (COLUMNS)."""
@@ -36,7 +36,7 @@ def finding(question: str, recipe: str, estimate: noise.Estimate | None, verdict
     numbers = ({"estimate": estimate.estimate, "low": estimate.low, "high": estimate.high, "seeds": estimate.seeds,
                 "resolution": estimate.resolution} if estimate is not None else
                dict.fromkeys(("estimate", "low", "high", "resolution"), math.nan) | {"seeds": 0})
-    return {"story": STORIES[question], "question": question, "recipe": recipe, "scope": scope, "layer": layer,
+    return {"story": STORIES[question], "question": question, "condition": condition, "scope": scope, "layer": layer,
             "key": key, **numbers, "unit": unit, "checkpoint": checkpoint, "compared_to": compared_to,
             "verdict": verdict, "statement": statement, "reason": reason, "runs": " ".join(sorted(runs))}
 

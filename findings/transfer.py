@@ -1,10 +1,10 @@
 """LearnPhase's transfer question, answered by the children: does stopping pre-training early help them?
 
     points = transfer_points(metrics)                  # one row per child: parent, start iteration, final accuracy
-    rows = transfer_questions(metrics, runs, stops)    # transfer_start per parent recipe and child recipe
+    rows = transfer_questions(metrics, runs, stops)    # transfer_start per parent condition and child condition
 
-Per parent recipe (its seeds) and child recipe (fine-tuned or head-only, with every other child setting that
-varies): the children's final test accuracy started at the parent recipe's stop (its stop_pretraining
+Per parent condition (its seeds) and child condition (fine-tuned or head-only, with every other child setting that
+varies): the children's final test accuracy started at the parent condition's stop (its stop_pretraining
 checkpoint, findings/learning.py, or the start trained nearest to it on the log scale, within a factor
 NEAR; never the start at 0), at the latest start (the parent's
 end when a child starts there), and at the best start, each a level over seeds. The verdict compares the
@@ -21,9 +21,9 @@ import pandas as pd
 
 from findings import noise
 from findings.rows import finding, iteration_words, level_words, resolution_of
-from findings.recipes import grouping_keys, missing, own_runs, recipe_labels, setting_words, shown_value
+from findings.conditions import grouping_keys, missing, own_runs, condition_labels, setting_words, shown_value
 
-# What a child's recipe is besides its start, and what tells a parent's recipe from its seeds'.
+# What a child's condition is besides its start, and what tells a parent's condition from its seeds'.
 START_KEYS = ("seed", "start_from_iteration", "start_phase_layer", "pretrain_checkpoint_extra", "stage")
 
 
@@ -34,8 +34,8 @@ def classifier_test(metrics: pd.DataFrame) -> pd.DataFrame:
 def transfer_points(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per child of a parent that has a transfer child: its settings, `parent_run_id`,
     `start_iteration` (its first measured checkpoint), `final_accuracy` (test, at its last), `examples`,
-    `child recipe` and `parent recipe` (empty when there is none)."""
-    from findings.recipes import transferred
+    `child condition` and `parent condition` (empty when there is none)."""
+    from findings.conditions import transferred
 
     accuracy = classifier_test(metrics)
     parents = set(accuracy.loc[transferred(accuracy), "parent_run_id"])
@@ -46,14 +46,14 @@ def transfer_points(metrics: pd.DataFrame) -> pd.DataFrame:
     rows = ordered.groupby("run_id").last()  # the last checkpoint's accuracy, with the run's settings
     rows["start_iteration"] = ordered.groupby("run_id")["iteration"].first()
     rows = rows.rename(columns={"value": "final_accuracy"}).reset_index()
-    rows["child recipe"] = child_recipes(rows)
+    rows["child condition"] = child_conditions(rows)
     # a parent outside the table (a command-line filter that keeps its children only) still names its panel
-    rows["parent recipe"] = rows["parent_run_id"].map(parent_recipes(accuracy, parents)).fillna(
+    rows["parent condition"] = rows["parent_run_id"].map(parent_conditions(accuracy, parents)).fillna(
         "a parent not in the table (" + rows["parent_run_id"].str.rsplit("-", n=1).str[0] + ")")
     return rows
 
 
-def child_recipes(children: pd.DataFrame) -> pd.Series:
+def child_conditions(children: pd.DataFrame) -> pd.Series:
     """Fine-tuned or head-only, with every other child setting that varies (never pooled into one line)."""
     others = grouping_keys(children, plotted=(*START_KEYS, "stage2_train"))
     words = children["stage2_train"].map({"all": "fine-tune all", "head": "head only (frozen features)"})
@@ -62,8 +62,8 @@ def child_recipes(children: pd.DataFrame) -> pd.Series:
     return words + ", " + children.apply(lambda row: setting_words(row, others), axis=1)
 
 
-def parent_recipes(accuracy: pd.DataFrame, parents: set) -> dict:
-    """parent run id -> its recipe in words (its settings but the seed: seeds of one recipe share a panel)."""
+def parent_conditions(accuracy: pd.DataFrame, parents: set) -> dict:
+    """parent run id -> its condition in words (its settings but the seed: seeds of one condition share a panel)."""
     rows = accuracy[accuracy["run_id"].isin(parents)].drop_duplicates("run_id").set_index("run_id")
     keys = [key for key in grouping_keys(rows) if key not in ("dataset", "arch", "depth")]
     names = {run: f"{row['arch']}{'' if missing(row['depth']) else '-' + str(shown_value('depth', row['depth']))} on "
@@ -72,17 +72,17 @@ def parent_recipes(accuracy: pd.DataFrame, parents: set) -> dict:
 
 
 def transfer_questions(metrics: pd.DataFrame, runs: pd.DataFrame, stops: list[dict]) -> list[dict]:
-    """One transfer_start row per parent recipe and child recipe (module docstring); `stops`: the
-    stop_pretraining rows, whose recipes are labelled among the runs that trained from their own start."""
+    """One transfer_start row per parent condition and child condition (module docstring); `stops`: the
+    stop_pretraining rows, whose conditions are labelled among the runs that trained from their own start."""
     points = transfer_points(metrics)
     if points.empty:
         return []
-    labels = recipe_labels(own_runs(runs), runs)
-    stop_at = {row["recipe"]: row for row in stops}
+    labels = condition_labels(own_runs(runs), runs)
+    stop_at = {row["condition"]: row for row in stops}
     rows = []
-    for (parent, child), part in points.groupby(["parent recipe", "child recipe"], sort=True):
-        recipes = {labels.get(run) for run in part["parent_run_id"]}
-        stop = stop_at.get(next(iter(recipes))) if len(recipes) == 1 else None
+    for (parent, child), part in points.groupby(["parent condition", "child condition"], sort=True):
+        conditions = {labels.get(run) for run in part["parent_run_id"]}
+        stop = stop_at.get(next(iter(conditions))) if len(conditions) == 1 else None
         rows.append(transfer_row(f"{parent} → {child}", part, stop))
     return rows
 
@@ -99,8 +99,8 @@ def near_start(starts: list, peak: float):
     return min(candidates, key=lambda start: (abs(math.log(start / peak)), start), default=None)
 
 
-def transfer_row(recipe: str, part: pd.DataFrame, stop: dict | None) -> dict:
-    """The transfer_start row of one parent recipe and child recipe (module docstring)."""
+def transfer_row(condition: str, part: pd.DataFrame, stop: dict | None) -> dict:
+    """The transfer_start row of one parent condition and child condition (module docstring)."""
     by_start = part.pivot_table(index="seed", columns="start_iteration", values="final_accuracy", aggfunc="first")
     starts, latest = sorted(by_start.columns), max(by_start.columns)
     best = max(starts, key=lambda start: by_start[start].mean())
@@ -112,11 +112,11 @@ def transfer_row(recipe: str, part: pd.DataFrame, stop: dict | None) -> dict:
         why = stop["statement"] if stop is not None else (
             "the parent runs have no phases in the table: measure them with the children (a filter such as "
             "dataset= that matches only the children leaves them out)")
-        return finding("transfer_start", recipe, None, noise.UNDEFINED, f"no stop to test ({why}); {levels}",
+        return finding("transfer_start", condition, None, noise.UNDEFINED, f"no stop to test ({why}); {levels}",
                        reason="no stop", **common)
     nearest = near_start(starts, peak)
     if nearest is None or nearest == latest:
-        return finding("transfer_start", recipe, None, noise.UNDEFINED,
+        return finding("transfer_start", condition, None, noise.UNDEFINED,
                        f"no child started near the parent's stop ({iteration_words(peak)}; starts within a factor "
                        f"{NEAR} of it, before the latest) to compare; {levels}", reason="no start near the stop", **common)
     change = noise.over_seeds((by_start[nearest] - by_start[latest]).dropna(), resolution_of(part))
@@ -126,6 +126,6 @@ def transfer_row(recipe: str, part: pd.DataFrame, stop: dict | None) -> dict:
     confirmed = "" if stop["verdict"] not in (noise.NO_DIFFERENCE, noise.UNDEFINED) else ", a peak not beyond noise"
     started = (f"children from the stop ({iteration_words(nearest)}, nearest the parent's probe peak at "
                f"{peak:g}{confirmed}): {level_words(by_start[nearest], bounds=(0, 1))}")
-    return finding("transfer_start", recipe, change, change.verdict,
+    return finding("transfer_start", condition, change, change.verdict,
                    (f"{verdict} (by {change.words('points', 100)})" if change.verdict in noise.DIRECTIONS else
                     f"{verdict}, {change.words('points', 100)}") + f": {started}; {levels}", checkpoint=nearest, **common)

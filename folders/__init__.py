@@ -59,7 +59,7 @@ from pathlib import Path
 
 from conf import Settings, SettingsError
 from folders.curves import CurvesFolder
-from utils import (
+from utils import (InputError, 
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -115,7 +115,7 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-class RunFolderError(Exception):
+class RunFolderError(InputError):
     """A file of a run folder that cannot be used: unreadable, or contradicting the run id. The
     message is one line naming the file and what to do."""
 

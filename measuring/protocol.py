@@ -1,6 +1,6 @@
 """measuring.analyse_runs(runs, experiment_dir, plan, device) — measure every checkpoint of these runs that lacks a metric.
 
-A transfer child (`transfer_child`) is measured at its first and last checkpoints only, and there only for its
+A transfer child (conf/plasticity.py `transfers`) is measured at its first and last checkpoints only, and there only for its
 classifier's accuracy (what the transfer read takes), unless `child_checkpoints=all` (`checkpoints_to_measure`,
 `metrics_to_measure`); the checkpoints and metrics left out are not pending, so a second call still finds nothing
 new.
@@ -24,7 +24,7 @@ import torch
 import data
 from conf import Execution, Plan, Settings, SettingsError
 from conf.cli import describe_filter
-from conf.plasticity import run_kind
+from conf.plasticity import transfers
 from folders import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
 from measuring import snapshots, store
 from measuring.curves import update_layer_curves
@@ -245,16 +245,9 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
         logger.info("%s iteration %d measured", inputs.settings.run_id, checkpoint["iteration"])
 
 
-def transfer_child(settings: Settings) -> bool:
-    """Whether the run starts from a parent's checkpoint other than its end, or from another dataset's run: the
-    runs whose rows figures/style.py `transferred` picks (a child of conf/plasticity.py with either setting)."""
-    return run_kind(settings) == "child" and (settings.start_from_iteration != "final"
-                                              or settings.pretrain_dataset != "same")
-
-
 # What LearnPhase's transfer read takes from a transfer child (findings/transfer.py): its classifier's test accuracy
 # at its last checkpoint, and its start (its first checkpoint's iteration). Its layers' metrics feed no figure and
-# no finding (children have no phases: findings/recipes.py) and cost 0.5 s a checkpoint against 0.08 s.
+# no finding (children have no phases: findings/conditions.py) and cost 0.5 s a checkpoint against 0.08 s.
 CHILD_METRICS = ("classifier_accuracy",)
 
 
@@ -262,7 +255,7 @@ def metrics_to_measure(settings: Settings, analysis) -> list[str]:
     """The metrics `analysis.metrics` selects that a run's checkpoints get: a transfer child's, under
     child_checkpoints=ends, only those the transfer read takes (CHILD_METRICS); every one otherwise."""
     names = registry.select(analysis.metrics)
-    if analysis.child_checkpoints == "all" or not transfer_child(settings):
+    if analysis.child_checkpoints == "all" or not transfers(settings):
         return names
     return [name for name in names if name in CHILD_METRICS]
 
@@ -271,7 +264,7 @@ def checkpoints_to_measure(settings: Settings, entries: dict[int, dict], child_c
     """The checkpoint entries the analysis measures: a transfer child's first and last only under
     child_checkpoints=ends (figures/transfer.py reads its start and end accuracy, nothing between), every
     one otherwise. A child still training has its newest checkpoint as its last (measured again at its end)."""
-    if child_checkpoints == "all" or not transfer_child(settings) or len(entries) <= 2:
+    if child_checkpoints == "all" or not transfers(settings) or len(entries) <= 2:
         return entries
     return {iteration: entries[iteration] for iteration in (min(entries), max(entries))}
 

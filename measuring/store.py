@@ -25,7 +25,7 @@ lists now (a run folder that is gone keeps its cells' rows, without settings), u
 now for the row's options (`registry.current_recipe`: a row of an older version of a metric is left out until
 a call under the same options measures it again). It does not depend on the call: an analysis under other
 options, of other metrics or of one run adds rows and takes none away. The figures and `analysis.read_table`
-read one question of it: the rows under one set of options (figures/publish.py `question_rows`). A run whose
+read one question of it: the rows under one set of options (findings/table.py `question_rows`). A run whose
 settings file is unusable is left out (logged), as is a cell that does not read.
 
 Cost: a run's part is rebuilt only when its signature changed: the metrics' versions, and the size and
@@ -57,7 +57,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as parquet
 
-from conf import Settings
+from conf.global_settings import SETTING_FIELDS
 from conf.analysis import Analysis
 from folders import ExperimentFolder, RunFolder, RunFolderError
 from measuring.layout import StoreLayout
@@ -415,7 +415,7 @@ def settings_type(default) -> pa.DataType:
     return pa.large_string()  # text, and lists as JSON text
 
 
-SETTINGS_TYPES = {field.name: settings_type(field.default) for field in dataclasses.fields(Settings)}
+SETTINGS_TYPES = {name: settings_type(field.default) for name, field in SETTING_FIELDS.items()}
 
 
 def settings_columns(run: RunFolder, table_path: Path) -> dict[str, tuple] | None:

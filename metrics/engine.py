@@ -27,14 +27,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import data
 from conf.analysis import Analysis, check_heldout_split
 from metrics.moments import one_hot
-from metrics.registry import METRICS, LayerResults, select
+from metrics.registry import METRICS, SPLITS, LayerResults, select
 from metrics.ridge import Target
 from metrics.similarity import PROBE_KINDS, probe_subset
 from metrics.statistics import STATISTICS, Batch, Context, RidgeMaps, Statistic, closure
 from metrics.transfer import TransferProbe
 from utils import seeded_generator
 
-SPLITS = ("train", "test")
 # The decoder from the input to itself is the identity: it measures nothing, so it is not fitted.
 SKIPPED_TARGETS = {"input": ("image",)}
 

@@ -30,7 +30,7 @@ from metrics.ridge import fitted_error, ridge_mse
 from metrics.statistics import LinearMap, need_options, need_versions
 
 ENGINE_VERSION = 2  # in every recipe: bumped when the engine changes what any metric computes, so all are measured again
-SPLIT_ORDER = ("train", "test")
+SPLITS = ("train", "test")  # every metric is measured on both, in this order (the rows and the engine's passes)
 
 
 @dataclass
@@ -226,7 +226,7 @@ def reconstruction_mse(layer: LayerResults) -> dict[str, float]:
     if "train" not in values:  # the closed form's own data: its error in O(DK) (metrics/ridge.py)
         train = decoder.moments["train"]
         values["train"] = fitted_error(train, decoder.weights, decoder.l2).item() / (train.count * train.targets)
-    return dict(sorted(values.items(), key=lambda item: SPLIT_ORDER.index(item[0])))
+    return dict(sorted(values.items(), key=lambda item: SPLITS.index(item[0])))
 
 
 @register("classifier_loss", version=1, paper="the network's own cross-entropy", needs=("classifier",))

@@ -318,21 +318,21 @@ def figure_run(settings, iterations, parent: str = "", stage: int = 1, offset: f
     return frame
 
 
-RECIPE_A = {"dataset": "synthetic", "width": 32, "optimizer": "sgd", "lr": 0.02}  # share depth 3 with B
-RECIPE_B = {"dataset": "synthetic", "width": 16, "optimizer": "adam", "lr": 0.001}
-RECIPE_C = {**RECIPE_A, "optimizer": "adam"}  # A but its optimizer: no knob of IntermediateNC's tells them apart
+CONDITION_A = {"dataset": "synthetic", "width": 32, "optimizer": "sgd", "lr": 0.02}  # share depth 3 with B
+CONDITION_B = {"dataset": "synthetic", "width": 16, "optimizer": "adam", "lr": 0.001}
+CONDITION_C = {**CONDITION_A, "optimizer": "adam"}  # A but its optimizer: no knob of IntermediateNC's tells them apart
 
 
-def warm_start_family(iterations, child_iterations, seeds=(0, 1), **recipe):
-    """Scratch, its stage-1 parent and two children (plain warm start, reset last 2) per seed, on `recipe`."""
+def warm_start_family(iterations, child_iterations, seeds=(0, 1), **condition):
+    """Scratch, its stage-1 parent and two children (plain warm start, reset last 2) per seed, on `condition`."""
     from conf import Settings
     from conf.plasticity import parent_settings
 
     frames = []
     for seed in seeds:
-        frames.append(figure_run(Settings(**recipe, seed=seed, epochs=4), iterations, offset=-0.05))
+        frames.append(figure_run(Settings(**condition, seed=seed, epochs=4), iterations, offset=-0.05))
         for reset in (0, 2):
-            child = Settings(**recipe, seed=seed, epochs=4, pretrain_epochs=4, pretrain_fraction=0.5, reset_last=reset)
+            child = Settings(**condition, seed=seed, epochs=4, pretrain_epochs=4, pretrain_fraction=0.5, reset_last=reset)
             parent = parent_settings(child)
             if reset == 0:
                 frames.append(figure_run(parent, iterations[:6]))
@@ -340,21 +340,21 @@ def warm_start_family(iterations, child_iterations, seeds=(0, 1), **recipe):
     return frames
 
 
-def recipe_table():
-    """A metrics table of every figure family, where recipes share settings a figure plots: recipes A (width 32,
+def condition_table():
+    """A metrics table of every figure family, where conditions share settings a figure plots: conditions A (width 32,
     SGD), B (width 16, Adam) and C (A with Adam) at depths 3 and 5 (two seeds each); warm start vs scratch
     (with stage-1 parents and reset-2 children) on 2000 and on 1000 synthetic training images with different
-    checkpoint grids, at depth 3 and width 16 as recipe B; and the transfer table's MNIST parents and
+    checkpoint grids, at depth 3 and width 16 as condition B; and the transfer table's MNIST parents and
     Fashion-MNIST children."""
     import pandas as pd
 
     from conf import Settings
 
     iterations = [0, 1, 2, 4, 8, 16, 32, 64, 128]
-    recipes = ((RECIPE_A, 0.0), (RECIPE_B, -0.04), (RECIPE_C, 0.03))
-    frames = [figure_run(Settings(**recipe, depth=depth, seed=seed), iterations, offset=offset)
-              for recipe, offset in recipes for depth in (3, 5) for seed in (0, 1)]
-    warm = {**RECIPE_B, "depth": 3, "image_size": 16}
+    conditions = ((CONDITION_A, 0.0), (CONDITION_B, -0.04), (CONDITION_C, 0.03))
+    frames = [figure_run(Settings(**condition, depth=depth, seed=seed), iterations, offset=offset)
+              for condition, offset in conditions for depth in (3, 5) for seed in (0, 1)]
+    warm = {**CONDITION_B, "depth": 3, "image_size": 16}
     frames += warm_start_family(iterations, [16 + step for step in (0, 1, 2, 4, 8, 16)], synthetic_train_size=2000,
                                 **warm)
     frames += warm_start_family(iterations, [16 + step for step in (0, 3, 6, 12, 24)], synthetic_train_size=1000,
@@ -362,15 +362,15 @@ def recipe_table():
     return pd.concat([*frames, transfer_table()], ignore_index=True)
 
 
-def recipe_similarity():
-    """A similarity table (measuring/snapshots.py) of recipes A and B at depth 3 (two seeds each) and a stage-1 run
+def condition_similarity():
+    """A similarity table (measuring/snapshots.py) of conditions A and B at depth 3 (two seeds each) and a stage-1 run
     of B, each run's CKA a little different, with the settings columns the store writes."""
     import pandas as pd
 
     from conf import Settings
 
-    runs = [Settings(**recipe, depth=3, seed=seed) for recipe in (RECIPE_A, RECIPE_B) for seed in (0, 1)]
-    runs.append(Settings(**RECIPE_B, depth=3, pretrain_fraction=0.5, pretrain_epochs=4, epochs=0))
+    runs = [Settings(**condition, depth=3, seed=seed) for condition in (CONDITION_A, CONDITION_B) for seed in (0, 1)]
+    runs.append(Settings(**CONDITION_B, depth=3, pretrain_fraction=0.5, pretrain_epochs=4, epochs=0))
     layers = ["input", "block00", "block01", "block02", "logits"]
     rows = []
     for number, settings in enumerate(runs):

@@ -86,8 +86,8 @@ def test_every_figure_type_renders_from_a_fabricated_table(metrics, tmp_path):
         for path in paths:
             head = path.read_bytes()[:8]
             assert head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF"), path
-    # a row per recipe of the runs with phases (4 of depth x label noise, the plasticity scratch run and its
-    # stage-1 parent; no child: findings/recipes.py), seeds pooled, six rows to a figure
+    # a row per condition of the runs with phases (4 of depth x label noise, the plasticity scratch run and its
+    # stage-1 parent; no child: findings/conditions.py), seeds pooled, six rows to a figure
     assert [path.name for path in drawn["learning_phases"]] == ["learning_phases.png", "learning_phases.pdf"]
     assert not list(tmp_path.glob("*.tmp-*"))
 
@@ -103,7 +103,7 @@ def test_a_figure_that_the_table_cannot_feed_says_why(metrics, tmp_path):
 
 
 def test_a_figure_of_many_files_is_drawn_part_by_part_in_the_workers(metrics, tmp_path, monkeypatch):
-    """The heatmaps (a file per run) and learning_phases (a file per six recipes) are shared out a file to a
+    """The heatmaps (a file per run) and learning_phases (a file per six conditions) are shared out a file to a
     process: the same files as one process draws; a part that fails fails its figure alone."""
     import figures
     from figures.registry import FigureSpec
@@ -183,7 +183,7 @@ def test_report_lists_runs_figures_and_phases(metrics, tmp_path):
     path = write_report(tmp_path, "Experiment test", "fabricated", runs, drawn, {"x": "why not"}, readout(metrics),
                         ["1 run(s) not done"])
     page = path.read_text()
-    assert "figures/ncc_by_layer.png" in page and "why not" in page and "Learning phases (LearnPhase), per recipe" in page
+    assert "figures/ncc_by_layer.png" in page and "why not" in page and "Learning phases (LearnPhase), per condition" in page
     assert page.index("<h2>Findings</h2>") < page.index("<table class='findings-table'>") < page.index("<h2>Figures</h2>")
     assert "<td>depth</td>" in page and all(run in page for run in runs["run_id"])
 
@@ -203,7 +203,7 @@ def test_learnphase_preset_matches_the_seed_and_checkpoints_at_powers_of_two():
     ("intermediate_nc_mlp", "mlp", {3, 5, 8, 12, 16, 20}, {0.0}),
     ("intermediate_nc_noise", "convnet", {8}, {0.0, 0.1, 0.2, 0.3, 0.5}),
 ])
-def test_intermediate_nc_presets_follow_the_papers_recipe(name, arch, depths, noise):
+def test_intermediate_nc_presets_follow_the_papers_condition(name, arch, depths, noise):
     grid = parse_arguments([f"experiment={name}"]).grid
     assert {settings.depth for settings in grid} == depths and {settings.label_noise for settings in grid} == noise
     for settings in grid:

@@ -140,7 +140,7 @@ def test_the_circle_check_finds_a_circle():
 SCRIPTS = {"train", "analysis", "utils"}
 ROOMS = {
     "utils": set(),  # file and process primitives: imports nothing of the project
-    "conf": set(),  # settings, command lines, errors: torch-free
+    "conf": {"utils"},  # settings, command lines, errors (utils.InputError): torch-free
     "models": {"conf"},
     "data": {"conf", "utils"},
     "folders": {"conf", "utils"},  # the run folder's owner: every path and side file
@@ -151,7 +151,7 @@ ROOMS = {
     "figures": {"conf", "findings", "folders", "utils"},  # drawing and the report: never torch's stages
     "slurm": {"conf", "data", "folders", "measuring", "training", "utils"},
     "train": {"conf", "data", "folders", "slurm", "training", "utils"},
-    "analysis": {"conf", "figures", "folders", "measuring", "metrics", "slurm", "utils"},
+    "analysis": {"conf", "figures", "findings", "folders", "measuring", "metrics", "slurm", "utils"},
     "studies": {"conf"},
 }
 

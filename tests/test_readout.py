@@ -12,7 +12,7 @@ from findings import noise
 from findings.readout import readout
 from tests import fabricate
 
-GRIDS = 200  # recipes per harness table: each recipe is one grid with its own seeds
+GRIDS = 200  # conditions per harness table: each condition is one grid with its own seeds
 SEEDS = 6
 # The noise the verdict reads: the seed-to-seed standard deviation of the compared difference (2 points). Each of
 # the two accuracies compared carries SIGMA / sqrt(2) of its own, at every checkpoint.
@@ -30,7 +30,7 @@ def stated(table: pd.DataFrame, question: str, grids: int = GRIDS) -> float:
 
 
 def phase_grid(effect: float, seed: int) -> pd.DataFrame:
-    """GRIDS recipes (lr tells them apart) of SEEDS seeds each: a probe flat at 0.7 with RUN_NOISE per checkpoint,
+    """GRIDS conditions (lr tells them apart) of SEEDS seeds each: a probe flat at 0.7 with RUN_NOISE per checkpoint,
     plus a peak of `effect` at iteration 16 that falls back by the end (0: no peak, no stop to advise)."""
     rng = np.random.default_rng(seed)
     shape = np.array([0, 0, 0, 0.3, 0.7, 1.0, 0.6, 0.2, 0.0]) * effect
@@ -41,7 +41,7 @@ def phase_grid(effect: float, seed: int) -> pd.DataFrame:
 
 
 def peaks(table: pd.DataFrame) -> tuple[float, float]:
-    """(the share of recipes whose seed-mean curve shows a peak by the τ rule alone, the share whose peak the
+    """(the share of conditions whose seed-mean curve shows a peak by the τ rule alone, the share whose peak the
     seeds confirm: its rise and fall beyond their noise, findings/learning.py)."""
     rows = table[table["question"] == "stop_pretraining"]
     shown = rows["checkpoint"].notna()
@@ -59,7 +59,7 @@ def test_a_flat_probe_gets_no_stop_advice_and_a_planted_peak_does():
 
 
 def grid_lr(grid: int) -> float:
-    """The setting that tells a harness table's recipes apart (each recipe one grid)."""
+    """The setting that tells a harness table's conditions apart (each condition one grid)."""
     return round(0.01 + 0.0001 * grid, 6)
 
 
@@ -69,7 +69,7 @@ def final_curve(value: float, iterations=(16, 32)) -> dict:
 
 
 def warm_start_grid(gap: float, recovered: float, seed: int, grids: int = GRIDS) -> pd.DataFrame:
-    """GRIDS recipes of SEEDS seeds: scratch ends at 0.8, the plain warm start `gap` below it, the reset-2 child
+    """GRIDS conditions of SEEDS seeds: scratch ends at 0.8, the plain warm start `gap` below it, the reset-2 child
     `recovered` above the plain warm start, each with RUN_NOISE of its own."""
     rng = np.random.default_rng(seed)
     runs = []
@@ -99,7 +99,7 @@ PEAKED = [0.70, 0.70, 0.71, 0.74, 0.78, 0.82, 0.78, 0.74, 0.72]  # a probe that 
 
 
 def transfer_grid(helps: float, seed: int, grids: int = GRIDS, starts=(0, 16, 128)) -> pd.DataFrame:
-    """GRIDS parent recipes (MNIST, SEEDS seeds, their probe peaking at 16) and their fine-tuned Fashion-MNIST
+    """GRIDS parent conditions (MNIST, SEEDS seeds, their probe peaking at 16) and their fine-tuned Fashion-MNIST
     children from `starts`; the children end at 0.8 with RUN_NOISE, those started at 16 `helps` higher."""
     from conf.plasticity import parent_settings
 
@@ -188,7 +188,7 @@ def test_runs_that_never_collapse_have_no_depth_and_no_trend():
 
 def test_the_papers_depth_at_the_output_layer_is_no_intermediate_collapse_and_chance_is_none():
     found = readout(depth_table([({"depth": 6}, AT_OUTPUT), ({"depth": 7}, CHANCE), ({"depth": 8}, COLLAPSED)]))
-    words = rows_of(found, "effective_depth").set_index("recipe")
+    words = rows_of(found, "effective_depth").set_index("condition")
     assert words.loc["depth=6", "verdict"] == "no intermediate collapse" and "output layer (logits)" in words.loc["depth=6", "statement"]
     assert "defined" not in words.loc["depth=6", "statement"]
     assert words.loc["depth=7", "verdict"] == "no intermediate collapse" and "no layer reaches" in words.loc["depth=7", "statement"]
@@ -292,7 +292,7 @@ def test_children_have_no_phases_anywhere_and_a_parents_subset_is_said(tmp_path)
     assert "is of a child run" in skipped["learning_phases"] and "staged run" in skipped["ncc_by_layer"]
 
 
-def test_the_transfer_figure_marks_the_parent_recipes_stop_as_the_table_states_it():
+def test_the_transfer_figure_marks_the_parent_conditions_stop_as_the_table_states_it():
     import figures
 
     metrics = transfer_grid(3 * SIGMA, seed=11, grids=1)

@@ -25,13 +25,13 @@ from conf.plasticity import has_parent, run_kind
 from folders import RunFolder, RunFolderError, checkpoint_schedule
 from training import devices, stages
 from training.curves import CurvesRunFolder
-from utils import derive_seed, exclusive_lock, progress_bar
+from utils import Stopped, derive_seed, exclusive_lock, progress_bar
 
 logger = logging.getLogger("training")
 LOG_FLUSH_EVERY = 50  # iterations between host syncs for the log (and the divergence check)
 
 
-class Interrupted(Exception):
+class Interrupted(Stopped):
     """SIGTERM or SIGUSR2 arrived; the resumable state was saved first."""
 
     def __init__(self, signal_number: int):

@@ -154,16 +154,16 @@ def chosen_iteration(settings: Settings, parent: RunFolder, parent_total: int) -
 
 
 def phase_start(settings: Settings, experiment: ExperimentFolder, parent_id: str) -> tuple[int, str]:
-    """start_from_iteration=phase: the parent's 'stop pre-training here' (its recipe's transfer-probe peak on
+    """start_from_iteration=phase: the parent's 'stop pre-training here' (its condition's transfer-probe peak on
     the seed-mean curve, LearnPhase) at `start_phase_layer` or its last hidden layer, from the analysis's
-    phases.csv: the same iteration the report states for that recipe.
+    phases.csv: the same iteration the report states for that condition.
     SettingsError (one line, with the command to run) when the parent's phases are not measured."""
     fix = (f"train the parent, then run `python analysis.py experiment={experiment.path.name} ...` (it writes "
            f"{experiment.phases_path.name}), or start from final or an iteration number")
     rows = []
     if experiment.phases_path.exists():
         with open(experiment.phases_path, newline="") as handle:
-            # one row per recipe and layer, on the seed-mean curves (findings/phases.py): the parent's recipe's
+            # one row per condition and layer, on the seed-mean curves (findings/phases.py): the parent's condition's
             rows = [row for row in csv.DictReader(handle) if parent_id in row.get("runs", "").split(", ")]
     hidden = [row for row in rows if row["layer"] not in ("input", "logits")]
     if settings.start_phase_layer:

@@ -1,7 +1,7 @@
-"""Which runs a finding speaks of: recipes (every setting but the seed), their short labels, and the scope.
+"""Which runs a finding speaks of: conditions (every setting but the seed), their short labels, and the scope.
 
     runs = run_rows(metrics)                   # one row per run: its settings and kind (scratch, stage1, stage, child)
-    labels = recipe_labels(runs)               # run id -> "depth=4, label_noise=0.2" (the keys that vary among them)
+    labels = condition_labels(runs)               # run id -> "depth=4, label_noise=0.2" (the keys that vary among them)
     scope_words(runs, all_runs)                # "2 stage-1 parent(s) of the table's 22 runs; a stage-1 parent trains …"
     setting_words(row, ["arch", "depth", "lr"]) # "arch=torchvision:resnet18, lr=unknown": a size it does not take left out
 
@@ -16,16 +16,17 @@ questions read the other runs only, and say so when that is not every run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 
 from conf import Settings
-from conf.global_settings import MODEL_SIZES, UNKNOWN
+from conf.global_settings import MODEL_SIZES, SETTING_FIELDS, UNKNOWN
+from conf.plasticity import pretrains, run_kind, transfers
 
-SETTINGS = tuple(field.name for field in dataclasses.fields(Settings))
-WHOLE = {field.name for field in dataclasses.fields(Settings) if field.default.__class__ is int}  # int settings
+SETTINGS = tuple(SETTING_FIELDS)
+WHOLE = {name for name, field in SETTING_FIELDS.items() if field.default.__class__ is int}  # int settings
 
 
 def missing(value) -> bool:
@@ -45,7 +46,7 @@ def record_value(name: str, value):
 
 def shown_value(name: str, value):
     """A setting's value as a label shows it (record_value): `unknown` for null, imported_from as `imported` or
-    `trained here` (the files' hash tells two imports apart as a seed does: it is no recipe of its own)."""
+    `trained here` (the files' hash tells two imports apart as a seed does: it is no condition of its own)."""
     if missing(value):
         return UNKNOWN
     if name == "imported_from":
@@ -69,14 +70,14 @@ def setting_words(row: pd.Series, keys) -> str:
     return ", ".join(words)
 
 
-def recipe_column(frame: pd.DataFrame, key: str) -> pd.Series:
-    """A settings column as recipes compare it: as it is (null a value of its own), but imported_from as whether
-    the run was imported (shown_value): two imports of one recipe are two of its seeds."""
+def condition_column(frame: pd.DataFrame, key: str) -> pd.Series:
+    """A settings column as conditions compare it: as it is (null a value of its own), but imported_from as whether
+    the run was imported (shown_value): two imports of one condition are two of its seeds."""
     column = frame[key]
     return column.map(lambda value: shown_value(key, value)) if key == "imported_from" else column
 
 
-POOLED = ("seed",)  # seeds of one recipe are one line: their mean with a confidence band (figures/style.py SEED_BAND)
+POOLED = ("seed",)  # seeds of one condition are one line: their mean with a confidence band (figures/style.py SEED_BAND)
 
 
 def varying(metrics: pd.DataFrame, candidates, exclude=("seed",)) -> list[str]:
@@ -84,7 +85,7 @@ def varying(metrics: pd.DataFrame, candidates, exclude=("seed",)) -> list[str]:
     imported run was not told, a size its arch does not take) is one value of its own: it differs from every
     number, and two nulls are no sweep."""
     return [key for key in candidates if key in metrics and key not in exclude
-            and recipe_column(metrics, key).nunique(dropna=False) > 1]
+            and condition_column(metrics, key).nunique(dropna=False) > 1]
 
 
 def grouping_keys(rows: pd.DataFrame, plotted=(), pooled=POOLED, also=()) -> list[str]:
@@ -102,25 +103,43 @@ def settings_of(row: pd.Series) -> Settings:
                                  else record_value(key, value) for key, value in record.items()})
 
 
+# The settings conf/plasticity.py's run kinds read: a frame's rows are told apart by the same rules as a run.
+KIND_COLUMNS = ("pretrain_fraction", "pretrain_dataset", "epochs", "stage", "start_from_iteration")
+
+
+def per_run(frame: pd.DataFrame, rule) -> pd.Series:
+    """`rule(settings)` (a conf/plasticity.py run-kind rule) for every row, read from its KIND_COLUMNS; one call per
+    distinct set of them."""
+    columns = [column for column in KIND_COLUMNS if column in frame]
+    seen: dict[tuple, object] = {}
+    values = [seen[key] if key in seen else seen.setdefault(key, rule(SimpleNamespace(**dict(zip(columns, key)))))
+              for key in frame[columns].itertuples(index=False, name=None)]
+    return pd.Series(values, index=frame.index, dtype=object)
+
+
 def staged(metrics: pd.DataFrame) -> pd.Series:
     """Rows of runs in a staged protocol (pretraining on a subset or on another dataset): conf/plasticity.py."""
-    return (metrics["pretrain_fraction"] > 0) | (metrics["pretrain_dataset"] != "same")
+    return per_run(metrics, pretrains).astype(bool)
+
+
+def children(metrics: pd.DataFrame) -> pd.Series:
+    """Rows of children: runs that start from a parent's checkpoint (conf/plasticity.py run_kind "child")."""
+    return per_run(metrics, lambda settings: run_kind(settings) == "child").astype(bool)
 
 
 def transferred(metrics: pd.DataFrame) -> pd.Series:
-    """Rows of children that start from a parent's checkpoint other than its end, or from another dataset's run
-    (figures/transfer.py draws them; a warm-start figure would mix two protocols)."""
-    return staged(metrics) & (metrics["epochs"] > 0) & (
-        (metrics["start_from_iteration"] != "final") | (metrics["pretrain_dataset"] != "same"))
+    """Rows of transfer children (conf/plasticity.py transfers): figures/transfer.py draws them; a warm-start figure
+    would mix two protocols."""
+    return per_run(metrics, transfers).astype(bool)
 
 
 KIND_WORDS = {"scratch": "run(s) trained from scratch", "stage1": "stage-1 parent(s)", "stage": "later-stage run(s)",
               "child": "child run(s)"}
 
 
-def recipe_keys(frame: pd.DataFrame) -> list[str]:
+def condition_keys(frame: pd.DataFrame) -> list[str]:
     """The run settings (conf.Settings fields) in the table, but the seed: runs that agree on all of them
-    are seeds of one recipe."""
+    are seeds of one condition."""
     return [name for name in SETTINGS if name in frame and name != "seed"]
 
 
@@ -131,8 +150,8 @@ def as_text(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
-    """The recipe keys that take more than one value among `runs` (one row per run)."""
-    keys = recipe_keys(runs)
+    """The condition keys that take more than one value among `runs` (one row per run)."""
+    keys = condition_keys(runs)
     counts = as_text(runs[keys]).nunique() if keys else pd.Series(dtype=int)
     return [key for key in keys if counts[key] > 1]
 
@@ -140,8 +159,6 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
 def run_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per run: its settings as the table holds them and `kind`, conf.plasticity.run_kind's rule on
     the columns (scratch: no pretraining; child: pretraining and epochs of its own; else a stage)."""
-    from conf.plasticity import run_kind
-
     runs = metrics.drop_duplicates("run_id").reset_index(drop=True)
     column = lambda name, default: runs[name] if name in runs else pd.Series(default, index=runs.index)  # noqa: E731
     pretrains = (column("pretrain_fraction", 0.0) > 0) | (column("pretrain_dataset", "same") != "same")
@@ -157,25 +174,25 @@ def own_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def distinguishing_keys(runs: pd.DataFrame) -> list[str]:
-    """The fewest varying keys that tell the recipes among `runs` apart (greedy: each step adds the key that
-    separates the most recipes), in settings order. A table that holds several grids (the demo's three stories)
+    """The fewest varying keys that tell the conditions among `runs` apart (greedy: each step adds the key that
+    separates the most conditions), in settings order. A table that holds several grids (the demo's three stories)
     varies a dozen keys together; naming them all made every label a paragraph."""
     keys = varying_keys(runs)
-    recipes = {tuple(values) for values in as_text(runs[keys]).to_numpy()}  # the distinct recipes, as tuples
+    conditions = {tuple(values) for values in as_text(runs[keys]).to_numpy()}  # the distinct conditions, as tuples
 
-    def told_apart(columns: list[str]) -> int:  # how many recipes these keys alone tell apart
+    def told_apart(columns: list[str]) -> int:  # how many conditions these keys alone tell apart
         positions = [keys.index(key) for key in columns]
-        return len({tuple(recipe[position] for position in positions) for recipe in recipes})
+        return len({tuple(condition[position] for position in positions) for condition in conditions})
 
     chosen: list[str] = []
-    while keys and (told_apart(chosen) if chosen else 1) < len(recipes):
+    while keys and (told_apart(chosen) if chosen else 1) < len(conditions):
         chosen.append(max((key for key in keys if key not in chosen), key=lambda key: told_apart([*chosen, key])))
     return [key for key in keys if key in chosen]
 
 
-def recipe_labels(runs: pd.DataFrame, all_runs: pd.DataFrame | None = None) -> dict:
-    """run id -> its recipe in words: the distinguishing keys among `runs` (`depth=4, label_noise=0.2`). With one
-    recipe: "every run", or what the runs are when they are not all of `all_runs` ("the 2 stage-1 parents")."""
+def condition_labels(runs: pd.DataFrame, all_runs: pd.DataFrame | None = None) -> dict:
+    """run id -> its condition in words: the distinguishing keys among `runs` (`depth=4, label_noise=0.2`). With one
+    condition: "every run", or what the runs are when they are not all of `all_runs` ("the 2 stage-1 parents")."""
     keys = distinguishing_keys(runs)
     alone = "every run" if all_runs is None or len(runs) == len(all_runs) else "the " + kind_words(runs)
     return {row["run_id"]: setting_words(row, keys) or alone for _, row in runs.iterrows()}

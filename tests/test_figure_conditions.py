@@ -1,9 +1,9 @@
-"""No figure mixes recipes: every line (a seaborn call and one hue level of it) and every heatmap is drawn from
-runs of one recipe (their settings but the seed and the keys drawn on x or as hue), a figure says what it holds
+"""No figure mixes conditions: every line (a seaborn call and one hue level of it) and every heatmap is drawn from
+runs of one condition (their settings but the seed and the keys drawn on x or as hue), a figure says what it holds
 fixed, the transfer probe's axis names the task measured, and a single-valued integer knob gets a discrete axis.
 
-The figures are drawn from a fabricated table where recipes share what a figure plots (tests/fabricate.py:
-recipe_table): two recipes at the same depths, warm start vs scratch on two data sizes, and a transfer story.
+The figures are drawn from a fabricated table where conditions share what a figure plots (tests/fabricate.py:
+condition_table): two conditions at the same depths, warm start vs scratch on two data sizes, and a transfer story.
 """
 
 import pandas as pd
@@ -14,16 +14,16 @@ import figures
 from findings.readout import readout
 from figures.style import SETTINGS, native_scale
 from findings.transfer import START_KEYS
-from tests.fabricate import figure_run, recipe_similarity, recipe_table, warm_start_family
+from tests.fabricate import figure_run, condition_similarity, condition_table, warm_start_family
 
 # An axis that stands for settings: transfer_curve's x is where each child started (start_from_iteration, ...).
 DERIVED = {"start_iteration": START_KEYS}
-TELLING = ("width", "optimizer", "synthetic_train_size")  # what tells the fabricated recipes apart
+TELLING = ("width", "optimizer", "synthetic_train_size")  # what tells the fabricated conditions apart
 
 
 @pytest.fixture(scope="module")
 def metrics() -> pd.DataFrame:
-    return recipe_table()
+    return condition_table()
 
 
 def record_drawing(monkeypatch) -> list:
@@ -47,7 +47,7 @@ def record_drawing(monkeypatch) -> list:
     return calls
 
 
-def mixed_recipes(data: pd.DataFrame, x, hue) -> list[str]:
+def mixed_conditions(data: pd.DataFrame, x, hue) -> list[str]:
     """The settings that vary within one hue level of one call (seed, x, hue and what x stands for aside)."""
     plotted = {"seed", x, hue, *DERIVED.get(x, ())}
     keys = [key for key in SETTINGS if key in data and key not in plotted]
@@ -57,9 +57,9 @@ def mixed_recipes(data: pd.DataFrame, x, hue) -> list[str]:
 
 
 @pytest.mark.parametrize("name", list(figures.FIGURES))
-def test_no_line_of_any_figure_mixes_two_recipes(metrics, monkeypatch, name):
+def test_no_line_of_any_figure_mixes_two_conditions(metrics, monkeypatch, name):
     spec = figures.FIGURES[name]
-    table = metrics if spec.table == "metrics" else recipe_similarity()
+    table = metrics if spec.table == "metrics" else condition_similarity()
     arguments = (table, readout(table)) if spec.readout else (table,)  # the read-out's own pivots are not drawing
     calls = record_drawing(monkeypatch)
     drawings = spec.draw(*arguments)  # Skip fails the test
@@ -68,8 +68,8 @@ def test_no_line_of_any_figure_mixes_two_recipes(metrics, monkeypatch, name):
     assert drawn, f"{name} drew nothing the test could read"
     for what, data, x, hue in drawn:
         missing = [key for key in TELLING if key not in data and key not in (x, hue)]
-        assert not missing, f"{name}: a {what} of rows without {missing}: the recipes cannot be told apart"
-        assert not mixed_recipes(data, x, hue), (name, what, mixed_recipes(data, x, hue)[:5])
+        assert not missing, f"{name}: a {what} of rows without {missing}: the conditions cannot be told apart"
+        assert not mixed_conditions(data, x, hue), (name, what, mixed_conditions(data, x, hue)[:5])
     pyplot_close(drawings)
 
 
@@ -95,7 +95,7 @@ def test_the_probe_axis_names_the_task_measured():
     assert gray_drawing.axes[1].get_ylabel().replace("\n", " ").startswith("brightness probe accuracy")
     assert "colour" not in gray_drawing.axes[1].get_ylabel()
     (both,) = figures.FIGURES["learning_phases"].draw(pd.concat([grayscale, colour], ignore_index=True)).values()
-    labels = sorted(both.axes[row * 3 + 1].get_ylabel().replace("\n", " ") for row in (0, 1))  # a row per recipe
+    labels = sorted(both.axes[row * 3 + 1].get_ylabel().replace("\n", " ") for row in (0, 1))  # a row per condition
     assert [label.split(" probe")[0] for label in labels] == ["brightness", "colour-dominance"]
     pyplot_close({"gray": gray_drawing, "both": both})
 
@@ -124,7 +124,7 @@ def pyplot_close(drawings: dict) -> None:
 
 # -- read in a minute: titles inside the figure, legends off the data, compared panels on one range ------------
 
-# Two recipes that differ in 15 settings (descriptions of ~250 characters: wider than any panel or figure), and a
+# Two conditions that differ in 15 settings (descriptions of ~250 characters: wider than any panel or figure), and a
 # third one that is LONG_A but for its weight decay (effective depth vs weight_decay: a second panel)
 LONG_A = {"dataset": "synthetic", "width": 32, "optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
           "batch_size": 128, "lr_schedule": "multistep", "label_noise": 0.1, "image_size": 16, "loss": "ce",
@@ -151,20 +151,20 @@ def long_metrics() -> pd.DataFrame:
     from conf import Settings
 
     iterations = [0, 1, 2, 4, 8, 16, 32, 64, 128]
-    frames = [figure_run(Settings(**recipe, depth=depth, seed=seed), iterations, offset=offset)
-              for recipe, offset in ((LONG_A, 0.0), (LONG_B, -0.04), (LONG_C, 0.03)) for depth in (3, 5) for seed in (0, 1)]
-    for recipe in (LONG_A, LONG_B):
-        frames += warm_start_family(iterations, [16, 17, 18, 20, 24, 32], **recipe, depth=3)
+    frames = [figure_run(Settings(**condition, depth=depth, seed=seed), iterations, offset=offset)
+              for condition, offset in ((LONG_A, 0.0), (LONG_B, -0.04), (LONG_C, 0.03)) for depth in (3, 5) for seed in (0, 1)]
+    for condition in (LONG_A, LONG_B):
+        frames += warm_start_family(iterations, [16, 17, 18, 20, 24, 32], **condition, depth=3)
     return pd.concat(frames, ignore_index=True)
 
 
 @pytest.fixture(scope="module")
 def long_similarity() -> pd.DataFrame:
-    """recipe_similarity's recipes A and B relabelled as LONG_A and LONG_B (the figures group by these columns)."""
-    similarity = recipe_similarity()
-    for recipe in (LONG_A, LONG_B):
-        rows = similarity["width"] == recipe["width"]
-        for key, value in recipe.items():
+    """condition_similarity's conditions A and B relabelled as LONG_A and LONG_B (the figures group by these columns)."""
+    similarity = condition_similarity()
+    for condition in (LONG_A, LONG_B):
+        rows = similarity["width"] == condition["width"]
+        for key, value in condition.items():
             similarity.loc[rows, key] = value
     return similarity
 
