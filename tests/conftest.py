@@ -53,6 +53,99 @@ def copied(out_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(out_dir, tmp_path / "out"))
 
 
+# The tiny experiments several modules read, trained (and measured) once per session; each test works on its own
+# copy (`copied`), so no test sees another's changes. 8x8 images: 5 checkpoints a run (iterations 0 1 2 4 8).
+SMALL_RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]
+SMALL_QUICK = ["probe_dimensions=32", "log_level=WARNING", "threads=1"]  # threads is in no recipe: the cells are
+# fresh for a call without it (tests/test_analysis.py's QUICK)
+
+
+def trained_only(out_dir: Path, run: list[str]) -> Path:
+    trained = run_cli("train.py", tiny_words(out_dir, *run))
+    assert trained.returncode == 0, trained.stderr
+    return out_dir
+
+
+def measured_copy(trained: Path, tmp_path_factory, name: str) -> Path:
+    """A copy of the trained out_dir, measured under SMALL_QUICK: every figure, the report and phases.csv drawn."""
+    out_dir = copied(trained, tmp_path_factory.mktemp(name))
+    analysed = run_cli("analysis.py", [f"out_dir={out_dir}", *SMALL_QUICK])
+    assert analysed.returncode == 0, analysed.stderr
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def one_run_trained(tmp_path_factory) -> Path:
+    """One SMALL_RUN run (seed 0, no label noise), trained, not measured."""
+    return trained_only(tmp_path_factory.mktemp("one_run_trained"), SMALL_RUN)
+
+
+@pytest.fixture(scope="session")
+def one_run_measured(one_run_trained, tmp_path_factory) -> Path:
+    """one_run_trained measured (a copy): every checkpoint, figures, report and phases."""
+    return measured_copy(one_run_trained, tmp_path_factory, "one_run_measured")
+
+
+@pytest.fixture(scope="session")
+def two_runs_trained(tmp_path_factory) -> Path:
+    """Two SMALL_RUN runs, label_noise=0 (one_run_trained's run) and 0.25, trained, not measured."""
+    return trained_only(tmp_path_factory.mktemp("two_runs_trained"), [*SMALL_RUN, "label_noise=0,0.25"])
+
+
+@pytest.fixture(scope="session")
+def two_runs_measured(two_runs_trained, tmp_path_factory) -> Path:
+    """two_runs_trained measured (a copy): every checkpoint of both runs, figures, report and phases."""
+    return measured_copy(two_runs_trained, tmp_path_factory, "two_runs_measured")
+
+
+@pytest.fixture
+def in_process(capsys):
+    """`in_process("analysis.py", words)`: the script's main(words) in this process, read as run_cli's result
+    (returncode, stdout, stderr) without starting an interpreter (seconds each on a busy 2-CPU machine). Its
+    stderr holds what the subprocess would print there: the log records at the command line's log_level
+    (setup_logging's basicConfig configures logging as in a fresh interpreter: pytest's own log handlers are
+    set aside during the call) and Python's warnings under the interpreter's default filters. The output
+    printed before the call is dropped; the working folder (the repository, as run_cli's), the logging set-up,
+    the warning filters and torch's thread count are restored after each call."""
+    import logging
+    import warnings
+
+    import torch
+
+    import analysis
+    import train
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    def run(script: str, words: list[str]) -> subprocess.CompletedProcess:
+        main = {"analysis.py": analysis.main, "train.py": train.main}[script]
+        capsys.readouterr()
+        root, folder, threads = logging.getLogger(), os.getcwd(), torch.get_num_threads()
+        handlers, level = root.handlers[:], root.level
+        root.handlers = []
+        os.chdir(REPOSITORY)
+        try:
+            with warnings.catch_warnings():
+                warnings.resetwarnings()
+                warnings.simplefilter("default")
+                for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                    warnings.simplefilter("ignore", category)
+                warnings.showwarning = show
+                returncode = main(list(words))
+        finally:
+            for handler in root.handlers:
+                handler.close()
+            root.handlers = handlers
+            root.setLevel(level)
+            os.chdir(folder)
+            torch.set_num_threads(threads)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess([script, *words], returncode, out, err)
+
+    return run
+
+
 def refusal_lines(stderr: str) -> list[str]:
     """stderr's lines but the notices naming a user's module file as it is imported (models/user_module.py says
     it every time, before the refusal or the work): a refusal is one line besides them."""

@@ -24,6 +24,8 @@ from metrics import engine
 from slurm import analysis_job
 from tests.conftest import copied, run_cli, trained_and_measured
 
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
+
 RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]  # 5 checkpoints: 0 1 2 4 8
 QUICK = ["probe_dimensions=32", "log_level=WARNING", "threads=1"]
 
@@ -118,7 +120,7 @@ def read_only_folder(path: Path, content: Path | None = None):
 
 
 @pytest.mark.parametrize("damage", ["altered", "not_a_checkpoint", "foreign_weights", "another_format"])
-def test_features_refuses_a_damaged_checkpoint_with_one_line(out_dir, tmp_path, damage):
+def test_features_refuses_a_damaged_checkpoint_with_one_line(out_dir, tmp_path, in_process, damage):
     folder = run_folders(out_dir)[0]
     if damage == "altered":  # the manifest's sha256 no longer matches
         victim = folder.checkpoint_path(8)
@@ -128,7 +130,7 @@ def test_features_refuses_a_damaged_checkpoint_with_one_line(out_dir, tmp_path, 
                     "another_format": lambda: another_format(folder, 8)}
         victim = replace_checkpoint(folder, 8, payloads[damage]())
     out = tmp_path / "feats.npz"
-    result = run_cli("analysis.py", ["features", str(folder.path), "iteration=8", f"out={out}"])
+    result = in_process("analysis.py", ["features", str(folder.path), "iteration=8", f"out={out}"])
     assert result.returncode == 2, result.stderr
     assert len(error_lines(result)) == 1 and str(victim) in result.stderr, result.stderr
     assert not out.exists()  # never exported values
@@ -162,13 +164,13 @@ def break_one_file_of_each_kind(out_dir: Path) -> tuple[RunFolder, dict[str, Pat
     return good, broken
 
 
-def test_one_bad_file_is_skipped_by_name_and_the_rest_is_measured_merged_and_drawn(out_dir):
+def test_one_bad_file_is_skipped_by_name_and_the_rest_is_measured_merged_and_drawn(out_dir, in_process):
     experiment = experiment_of(out_dir)
     good, broken = break_one_file_of_each_kind(out_dir)
     shutil.rmtree(experiment.metrics_path / good.run_id)  # the good run's cells are measured anew
     for drawn in (experiment.report_path, experiment.phases_path):
         drawn.unlink()
-    result = run_cli("analysis.py", [f"out_dir={out_dir}", *QUICK])
+    result = in_process("analysis.py", [f"out_dir={out_dir}", *QUICK])
     assert result.returncode == 1, result.stderr
     assert "1 run(s): 3 checkpoint(s) measured" in result.stdout and "2 corrupt" in result.stdout, result.stdout
     listed = result.stderr[result.stderr.index("error: 5 file(s) skipped"):].splitlines()[1:]
@@ -200,34 +202,34 @@ def snapshot(paths) -> dict:
     return {file: (file.read_bytes(), file.stat().st_mtime_ns) for file in files}
 
 
-def test_a_filter_that_matches_no_run_changes_nothing(out_dir):
+def test_a_filter_that_matches_no_run_changes_nothing(out_dir, in_process):
     experiment = experiment_of(out_dir)
     kept = [experiment.report_path, experiment.phases_path, experiment.table_path]
     before = snapshot(kept)
     for words in ([f"out_dir={out_dir}", "depth=99", *QUICK], ["figures", f"out_dir={out_dir}", "depth=99"]):
-        result = run_cli("analysis.py", words)
+        result = in_process("analysis.py", words)
         assert result.returncode == 2, result.stderr
         assert len(error_lines(result)) == 1 and "depth=99" in result.stderr, result.stderr
         assert snapshot(kept) == before
 
 
 @pytest.mark.parametrize("layout", ["no_folder", "empty_runs_folder"])
-def test_an_out_dir_without_runs_is_refused_naming_the_folder(tmp_path, layout):
+def test_an_out_dir_without_runs_is_refused_naming_the_folder(tmp_path, in_process, layout):
     experiment = experiment_of(tmp_path / "mistyped")
     if layout == "empty_runs_folder":
         experiment.runs_path.mkdir(parents=True)
-    result = run_cli("analysis.py", [f"out_dir={tmp_path / 'mistyped'}", *QUICK])
+    result = in_process("analysis.py", [f"out_dir={tmp_path / 'mistyped'}", *QUICK])
     assert result.returncode == 2 and len(error_lines(result)) == 1, result.stderr
     assert str(experiment.runs_path) in result.stderr
     assert not experiment.table_path.exists()
 
 
-def test_figures_without_a_table_or_rows_is_refused_with_one_line(tmp_path):
+def test_figures_without_a_table_or_rows_is_refused_with_one_line(tmp_path, in_process):
     experiment = experiment_of(tmp_path)
-    missing = run_cli("analysis.py", ["figures", f"out_dir={tmp_path}"])
+    missing = in_process("analysis.py", ["figures", f"out_dir={tmp_path}"])
     assert missing.returncode == 2 and len(error_lines(missing)) == 1, missing.stderr
     store.merge(experiment.path)  # a merge of no cell: a table folder without parts
-    empty = run_cli("analysis.py", ["figures", f"out_dir={tmp_path}"])
+    empty = in_process("analysis.py", ["figures", f"out_dir={tmp_path}"])
     assert empty.returncode == 2 and len(error_lines(empty)) == 1, empty.stderr
     assert str(experiment.table_path) in empty.stderr and not experiment.report_path.exists()
 
@@ -236,38 +238,39 @@ def test_figures_without_a_table_or_rows_is_refused_with_one_line(tmp_path):
 
 
 def test_an_out_dir_that_is_a_file_is_one_line_exit_1(tmp_path):
+    """Through `python analysis.py` as typed (the module's other refusals run main() in this process)."""
     (tmp_path / "a_file").write_text("")
     result = run_cli("analysis.py", [f"out_dir={tmp_path / 'a_file'}", *QUICK])
     assert result.returncode == 1 and len(error_lines(result)) == 1, result.stderr
     assert str(tmp_path / "a_file") in result.stderr and "is a file" in result.stderr
 
 
-def test_a_read_only_out_dir_is_one_line_exit_1(measured, tmp_path):
+def test_a_read_only_out_dir_is_one_line_exit_1(measured, tmp_path, in_process):
     with read_only_folder(tmp_path / "read_only", content=measured) as read_only:
         assert len(run_folders(read_only)) == 4
         new_recipe = "heldout_fraction=0.2"  # every cell stale: there is work to do
-        result = run_cli("analysis.py", [f"out_dir={read_only}", *QUICK, new_recipe])
+        result = in_process("analysis.py", [f"out_dir={read_only}", *QUICK, new_recipe])
     assert result.returncode == 1 and len(error_lines(result)) == 1, result.stderr
     assert "read-only" in result.stderr and str(experiment_of(read_only).path) in result.stderr
 
 
 @pytest.mark.parametrize("where", ["a_folder", "read_only_folder"])
-def test_features_out_that_cannot_be_written_is_one_line_exit_1(out_dir, tmp_path, where):
+def test_features_out_that_cannot_be_written_is_one_line_exit_1(out_dir, tmp_path, in_process, where):
     folder = run_folders(out_dir)[0]
     with contextlib.ExitStack() as stack:
         if where == "a_folder":
             out, needle = tmp_path, "that is a folder"
         else:
             out, needle = stack.enter_context(read_only_folder(tmp_path / "read_only")) / "feats.npz", "read-only"
-        result = run_cli("analysis.py", ["features", str(folder.path), "iteration=8", f"out={out}"])
+        result = in_process("analysis.py", ["features", str(folder.path), "iteration=8", f"out={out}"])
     assert result.returncode == 1 and len(error_lines(result)) == 1, result.stderr
     assert needle in result.stderr and str(out if where == "a_folder" else out.parent) in result.stderr
 
 
-def test_features_checks_the_device_as_train_does(out_dir, tmp_path):
+def test_features_checks_the_device_as_train_does(out_dir, tmp_path, in_process):
     folder = run_folders(out_dir)[0]
-    result = run_cli("analysis.py", ["features", str(folder.path), "iteration=8", "device=tpu",
-                                     f"out={tmp_path / 'feats.npz'}"])
+    result = in_process("analysis.py", ["features", str(folder.path), "iteration=8", "device=tpu",
+                                        f"out={tmp_path / 'feats.npz'}"])
     assert result.returncode == 2 and len(error_lines(result)) == 1, result.stderr
     assert "device='tpu'" in result.stderr and "auto, cpu, cuda" in result.stderr
     assert not (tmp_path / "feats.npz").exists()

@@ -20,6 +20,8 @@ from models.hooked import HookedModel, UnknownLayer
 from tests.conftest import read_json, refusal_lines, run_cli, tiny_words
 from tests.test_resume import checkpoint_digests, kill_at_call
 
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
+
 SMALL = ["image_size=16", "synthetic_train_size=256", "synthetic_test_size=64", "batch_size=32", "epochs=1"]
 QUICK = ["probe_dimensions=64", "log_level=WARNING", "probe_subset_size=64"]
 USER_MODULE = '''
@@ -150,7 +152,6 @@ def test_hooks_are_removed_after_every_pass_and_on_error():
         HookedModel(module, ["lin"])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["torchvision:mobilenet_v3_small", "vit"])
 def test_sigkill_at_a_counted_batch_resumes_bitwise(tmp_path, arch):
     words = [*SMALL, "epochs=2", f"arch={arch}", "depth=2", "width=16", "heads=2", "resume_every_seconds=0"]
@@ -163,29 +164,31 @@ def test_sigkill_at_a_counted_batch_resumes_bitwise(tmp_path, arch):
 
 
 @pytest.mark.parametrize("arch, needle", [
-    ("torchvision:resnet19", "arch=torchvision:resnet19 is unknown to torchvision"),
+    ("torchvision:resnet19", "arch=torchvision:resnet19 is unknown to torchvision"),  # through `python train.py`
     ("module:{file}:Missing", "has no class Missing; accepted: one of its nn.Module classes (TinyNet, WrongInput)"),
     ("module:{file}:NOT_A_MODULE", "NOT_A_MODULE is not an nn.Module subclass"),
     ("module:{file}:WrongInput", "its forward pass fails on the dataset's 3x16x16 images"),
     ("module:{missing}:TinyNet", "cannot be read (No such file or directory)"),
 ])
-def test_bad_models_are_refused_in_one_line(tmp_path, user_file, arch, needle):
+def test_bad_models_are_refused_in_one_line(tmp_path, user_file, in_process, arch, needle):
+    """The first case through `python train.py` as typed; the others by its main() in this process."""
+    run = run_cli if arch == "torchvision:resnet19" else in_process
     arch = arch.format(file=user_file, missing=tmp_path / "nothing.py")
-    result = run_cli("train.py", tiny_words(tmp_path, *SMALL, f"arch={arch}"))
+    result = run("train.py", tiny_words(tmp_path, *SMALL, f"arch={arch}"))
     assert result.returncode == 2 and needle in result.stderr, result.stderr
     assert len(refusal_lines(result.stderr)) == 1 and not (tmp_path / "default").exists()
 
 
-def test_unknown_layers_and_a_changed_module_file_are_refused(measured, user_file, tmp_path):
-    result = run_cli("analysis.py", [f"out_dir={measured}", "arch=torchvision:resnet18", "layers=layer1,layer9",
-                                     "metrics=ncc_accuracy", *QUICK])
+def test_unknown_layers_and_a_changed_module_file_are_refused(measured, user_file, tmp_path, in_process):
+    result = in_process("analysis.py", [f"out_dir={measured}", "arch=torchvision:resnet18", "layers=layer1,layer9",
+                                        "metrics=ncc_accuracy", *QUICK])
     assert result.returncode == 2 and "no module 'layer9'" in result.stderr and "layer1" in result.stderr
     changed = tmp_path / "out"
     copy = tmp_path / "my_models.py"
     copy.write_text(user_file.read_text())
     assert run_cli("train.py", tiny_words(changed, *SMALL, f"arch=module:{copy}:TinyNet", "width=8")).returncode == 0
     copy.write_text(user_file.read_text() + "\n# edited\n")
-    result = run_cli("analysis.py", [f"out_dir={changed}", *QUICK])
+    result = in_process("analysis.py", [f"out_dir={changed}", *QUICK])
     assert result.returncode == 1 and "changed since the run was made" in result.stderr
     assert not list((changed / "default").glob("metrics/*/*.parquet"))  # nothing measured
 
@@ -203,7 +206,7 @@ def fabricated_checkpoints(folder: Path, widths=(8, 8, 8), name="step_{}.pt") ->
 IMPORT_SETTINGS = ["arch=convnet", "depth=2", "width=8", *SMALL]
 
 
-def test_an_imported_folder_of_state_dicts_is_analysed(tmp_path):
+def test_an_imported_folder_of_state_dicts_is_analysed(tmp_path, in_process):
     source = fabricated_checkpoints(tmp_path / "elsewhere")
     result = run_cli("analysis.py", ["import", str(source), *IMPORT_SETTINGS, f"out_dir={tmp_path}"])
     assert result.returncode == 0, result.stderr
@@ -217,7 +220,7 @@ def test_an_imported_folder_of_state_dicts_is_analysed(tmp_path):
     trained_here = Settings(arch="convnet", depth=2, width=8, image_size=16, synthetic_train_size=256,
                             synthetic_test_size=64, batch_size=32, epochs=1)
     assert run.name != trained_here.run_id  # the same settings trained here are another run
-    measured = run_cli("analysis.py", [f"out_dir={tmp_path}", "threads=1", *QUICK])
+    measured = in_process("analysis.py", [f"out_dir={tmp_path}", "threads=1", *QUICK])  # the report: figures on
     assert measured.returncode == 0, measured.stderr
     table = analysis.read_table(tmp_path / "default")
     assert sorted(table["iteration"].unique()) == [0, 16, 64] and "ncc_accuracy" in set(table["metric"])
@@ -229,14 +232,14 @@ def test_an_imported_folder_of_state_dicts_is_analysed(tmp_path):
     ("mixed", "is of another architecture than the first file (first differing key: blocks.0.conv.weight)"),
     ("misfit", "does not fit the arch=convnet model of these settings: it has stem.first.conv.weight of shape (16, 3, 2, 2), the model's is (8, 3, 2, 2)"),
 ])
-def test_bad_imports_are_refused_in_one_line_and_write_nothing(tmp_path, case, needle):
+def test_bad_imports_are_refused_in_one_line_and_write_nothing(tmp_path, in_process, case, needle):
     source = tmp_path / "elsewhere"
     if case == "empty":
         source.mkdir()
         (source / "notes.txt").write_text("no checkpoints here")
     else:
         fabricated_checkpoints(source, widths=(8, 16, 8) if case == "mixed" else (16, 16, 16))
-    result = run_cli("analysis.py", ["import", str(source), *IMPORT_SETTINGS, f"out_dir={tmp_path / 'out'}"])
+    result = in_process("analysis.py", ["import", str(source), *IMPORT_SETTINGS, f"out_dir={tmp_path / 'out'}"])
     assert result.returncode == 2 and needle in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 

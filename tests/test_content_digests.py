@@ -2,7 +2,8 @@
 is drawn or written again by the next call (it does not say "nothing new"), and a metrics cell edited after it
 was measured (its modification time restored) is named on stderr, left out of the table and measured again.
 
-One tiny run is trained and analysed once per module; each CLI test works on its own copy of it. The store's
+One tiny run is trained and analysed once per session (conftest's one_run_measured); each CLI test works on its
+own copy of it, the commands run by their main() in this process. The store's
 own cases fabricate cells as benchmarks/store.py does (no training)."""
 
 from __future__ import annotations
@@ -24,22 +25,16 @@ from conf import Settings
 from folders import ExperimentFolder
 from measuring import store
 from measuring.layout import StoreLayout
-from tests.conftest import REPOSITORY, copied, run_cli, trained_and_measured
+from tests.conftest import REPOSITORY, SMALL_QUICK, copied
 
-RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]  # 5 checkpoints: 0 1 2 4 8
-QUICK = ["probe_dimensions=32", "log_level=WARNING", "threads=1"]
-
-
-@pytest.fixture(scope="module")
-def measured(tmp_path_factory):
-    """An out_dir with one run, every checkpoint measured, figures, report and phases drawn."""
-    return trained_and_measured(tmp_path_factory.mktemp("digests"), RUN, QUICK)
+QUICK = SMALL_QUICK  # the options one_run_measured was measured under: probe_dimensions=32, one thread
 
 
 @pytest.fixture
-def out_dir(measured, tmp_path):
-    """This test's own copy of the measured out_dir (stamps kept, as the original's)."""
-    return copied(measured, tmp_path)
+def out_dir(one_run_measured, tmp_path):
+    """This test's own copy of the measured out_dir (one run of SMALL_RUN, 5 checkpoints: 0 1 2 4 8; every
+    checkpoint measured, figures, report and phases drawn; stamps kept, as the original's)."""
+    return copied(one_run_measured, tmp_path)
 
 
 def experiment_of(out_dir: Path) -> ExperimentFolder:
@@ -94,7 +89,7 @@ def edit_one_value(path: Path) -> tuple[int, float, float]:
 # -- figures, phases.csv and the report ---------------------------------------------------------------------
 
 
-def test_an_emptied_figure_is_drawn_again(out_dir):
+def test_an_emptied_figure_is_drawn_again(out_dir, in_process):
     """A PNG truncated to 0 bytes is not "up to date": its figure alone is drawn again."""
     experiment = experiment_of(out_dir)
     files = figure_files(experiment)
@@ -103,17 +98,17 @@ def test_an_emptied_figure_is_drawn_again(out_dir):
     others = [path for figure, paths in files.items() if figure != name for path in paths]
     before = modification_times(others)
     victim.write_bytes(b"")
-    result = run_cli("analysis.py", ["figures", f"out_dir={out_dir}", *QUICK])
+    result = in_process("analysis.py", ["figures", f"out_dir={out_dir}", *QUICK])
     assert result.returncode == 0, result.stderr
     assert "nothing new" not in result.stdout
     assert victim.stat().st_size > 0 and victim.read_bytes().startswith(b"\x89PNG")
     assert f"1 redrawn ({name})" in result.stdout
     assert modification_times(others) == before  # the other figures are kept as drawn
-    again = run_cli("analysis.py", ["figures", f"out_dir={out_dir}", *QUICK])
+    again = in_process("analysis.py", ["figures", f"out_dir={out_dir}", *QUICK])
     assert again.stdout.startswith("nothing new"), again.stdout
 
 
-def test_an_edited_report_and_an_emptied_phases_table_are_written_again(out_dir):
+def test_an_edited_report_and_an_emptied_phases_table_are_written_again(out_dir, in_process):
     """report.html edited in place (same size, modification time restored) and phases.csv emptied: the next
     `analysis.py` writes both again, from the table, and draws no figure."""
     experiment = experiment_of(out_dir)
@@ -121,23 +116,23 @@ def test_an_edited_report_and_an_emptied_phases_table_are_written_again(out_dir)
     figures = modification_times(path for paths in figure_files(experiment).values() for path in paths)
     same_size_edit(experiment.report_path, lambda text: text.replace("<h2>", "<H2>", 1))
     experiment.phases_path.write_bytes(b"")
-    result = run_cli("analysis.py", [f"out_dir={out_dir}", *QUICK])
+    result = in_process("analysis.py", [f"out_dir={out_dir}", *QUICK])
     assert result.returncode == 0, result.stderr
     assert "nothing new" not in result.stdout
     assert "0 redrawn" in result.stdout and modification_times(figures) == figures
     assert "<H2>" not in experiment.report_path.read_text()
     assert experiment.phases_path.read_bytes() == phases
-    again = run_cli("analysis.py", ["figures", f"out_dir={out_dir}", *QUICK])
+    again = in_process("analysis.py", ["figures", f"out_dir={out_dir}", *QUICK])
     assert again.stdout.startswith("nothing new"), again.stdout
 
 
-def test_nothing_new_still_holds_when_nothing_was_touched(out_dir):
+def test_nothing_new_still_holds_when_nothing_was_touched(out_dir, in_process):
     """The content check costs no false alarm: an untouched folder is "nothing new", and nothing is written."""
     experiment = experiment_of(out_dir)
     watched = [experiment.report_path, experiment.phases_path,
                *(path for paths in figure_files(experiment).values() for path in paths)]
     before = modification_times(watched)
-    result = run_cli("analysis.py", ["figures", f"out_dir={out_dir}", *QUICK])
+    result = in_process("analysis.py", ["figures", f"out_dir={out_dir}", *QUICK])
     assert result.returncode == 0 and result.stdout.startswith("nothing new"), result.stdout + result.stderr
     assert modification_times(watched) == before
     # and it stays cheap: no Parquet read, nothing drawn (importing figures/ loads matplotlib already: the
@@ -156,7 +151,7 @@ def test_nothing_new_still_holds_when_nothing_was_touched(out_dir):
 # -- metrics cells ----------------------------------------------------------------------------------------
 
 
-def test_a_cell_edited_after_it_was_measured_is_named_and_measured_again(out_dir):
+def test_a_cell_edited_after_it_was_measured_is_named_and_measured_again(out_dir, in_process):
     """One value of a cell changed (its modification time restored): `analysis.py` names the cell on stderr,
     measures it again (exit 0: it was measured again in this call), and neither the cell nor the table holds
     the edited value."""
@@ -165,7 +160,7 @@ def test_a_cell_edited_after_it_was_measured_is_named_and_measured_again(out_dir
     cell = StoreLayout(experiment).cell_path(run_id, 4)
     row, true_value, edited_value = edit_one_value(cell)
     key = pd.read_parquet(cell).iloc[row][store.KEY].to_dict()
-    result = run_cli("analysis.py", [f"out_dir={out_dir}", *QUICK])
+    result = in_process("analysis.py", [f"out_dir={out_dir}", *QUICK])
     assert result.returncode == 0, result.stderr
     assert cell.name in result.stderr and "changed after it was measured" in result.stderr, result.stderr
     assert "1 checkpoint(s) measured" in result.stdout, result.stdout
@@ -174,7 +169,7 @@ def test_a_cell_edited_after_it_was_measured_is_named_and_measured_again(out_dir
     table = pd.read_parquet(experiment.table_path).set_index(store.KEY)
     assert table.loc[tuple(key.values()), "value"] != edited_value
     assert table.loc[tuple(key.values()), "value"] == pytest.approx(true_value)
-    again = run_cli("analysis.py", [f"out_dir={out_dir}", *QUICK])
+    again = in_process("analysis.py", [f"out_dir={out_dir}", *QUICK])
     assert again.stdout.startswith("nothing new") and "changed after" not in again.stderr, again.stdout + again.stderr
 
 

@@ -12,6 +12,8 @@ from folders import environment_differences
 from tests.conftest import REPOSITORY, only_run_dir, read_json, tiny_words
 from tests.test_resume import checkpoint_digests
 
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
+
 WORDS = ["arch=convnet", "depth=2", "width=16", "epochs=2", "threads=2"]  # two threads: waiting can matter
 POLICIES = {"the lab's default": {}, "spin (ACTIVE)": {"OMP_WAIT_POLICY": "ACTIVE"},
             "sleep (PASSIVE)": {"OMP_WAIT_POLICY": "PASSIVE"}, "libgomp's default": {"GOMP_SPINCOUNT": "300000"}}

@@ -11,6 +11,8 @@ import analysis
 from conf import SettingsError
 from tests.conftest import copied, trained_and_measured
 
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
+
 RUN = ["image_size=8", "depth=1,2", "width=4", "epochs=2", "synthetic_train_size=128"]  # 2 runs, 5 checkpoints each
 QUIET = ["log_level=WARNING", "threads=1", "figures=false"]
 KEY = ["run_id", "iteration", "layer", "metric", "split", "options"]

@@ -16,7 +16,9 @@ import analysis
 import train
 from conf import help_text, parse_arguments
 from folders import ExperimentFolder
-from tests.conftest import REPOSITORY, read_json, refusal_lines, run_cli, tiny_words
+from tests.conftest import REPOSITORY, copied, read_json, refusal_lines, run_cli, tiny_words
+
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
 
 EXAMPLE = REPOSITORY / "studies" / "example_study.py"
 QUICK_ANALYSIS = ["metrics=ncc_accuracy", "probe_dimensions=32", "log_level=WARNING", "threads=1", "progress=off"]
@@ -32,29 +34,37 @@ def run_settings(out_dir: Path, experiment: str) -> list[dict]:
             for folder in ExperimentFolder.of(out_dir, experiment).run_folders()]
 
 
-def test_a_name_of_ones_own_trains_into_its_own_folder_and_analysis_finds_it(tmp_path):
-    trained = run_cli("train.py", tiny_words(tmp_path, "experiment=noise_sweep", "label_noise=0.2"))
+@pytest.fixture(scope="module")
+def noise_sweep(tmp_path_factory) -> tuple[Path, str]:
+    """A name of one's own trained once per module: (its out_dir, train.py's stderr); tests copy the out_dir."""
+    out_dir = tmp_path_factory.mktemp("noise_sweep")
+    trained = run_cli("train.py", tiny_words(out_dir, "experiment=noise_sweep", "label_noise=0.2"))
     assert trained.returncode == 0, trained.stderr
-    assert f"new experiment 'noise_sweep': the grid from the command line, in {tmp_path / 'noise_sweep'}" in trained.stderr
-    assert os.listdir(tmp_path) == ["noise_sweep"]  # not default/
-    (settings,) = run_settings(tmp_path, "noise_sweep")
+    return out_dir, trained.stderr
+
+
+def test_a_name_of_ones_own_trains_into_its_own_folder_and_analysis_finds_it(noise_sweep, tmp_path, in_process):
+    trained, stderr = noise_sweep
+    assert f"new experiment 'noise_sweep': the grid from the command line, in {trained / 'noise_sweep'}" in stderr
+    assert os.listdir(trained) == ["noise_sweep"]  # not default/
+    (settings,) = run_settings(trained, "noise_sweep")
     assert settings["settings"]["label_noise"] == 0.2 and settings["settings"]["width"] == 8  # the command line's
-    analysed = run_cli("analysis.py", [f"out_dir={tmp_path}", "experiment=noise_sweep", *QUICK_ANALYSIS, "figures=false"])
+    out_dir = copied(trained, tmp_path)
+    analysed = in_process("analysis.py", [f"out_dir={out_dir}", "experiment=noise_sweep", *QUICK_ANALYSIS, "figures=false"])
     assert analysed.returncode == 0, analysed.stderr
-    assert analysed.stdout.startswith("1 run(s): ") and ExperimentFolder.of(tmp_path, "noise_sweep").table_path.is_dir()
+    assert analysed.stdout.startswith("1 run(s): ") and ExperimentFolder.of(out_dir, "noise_sweep").table_path.is_dir()
 
 
-def test_status_of_a_name_of_ones_own_lists_the_runs_its_folder_holds(tmp_path, capsys):
+def test_status_of_a_name_of_ones_own_lists_the_runs_its_folder_holds(noise_sweep, tmp_path, capsys):
     """No run settings typed: the folder's runs, whichever command line trained them (the default grid's run,
     never trained here, is not listed); with run settings typed, that grid's runs."""
-    trained = run_cli("train.py", tiny_words(tmp_path, "experiment=noise_sweep", "label_noise=0.2"))
-    assert trained.returncode == 0, trained.stderr
-    (run_id,) = [folder.run_id for folder in ExperimentFolder.of(tmp_path, "noise_sweep").run_folders()]
-    assert train.main(["status", "experiment=noise_sweep", f"out_dir={tmp_path}"]) == 0
+    out_dir = copied(noise_sweep[0], tmp_path)  # this test's own copy of the trained out_dir
+    (run_id,) = [folder.run_id for folder in ExperimentFolder.of(out_dir, "noise_sweep").run_folders()]
+    assert train.main(["status", "experiment=noise_sweep", f"out_dir={out_dir}"]) == 0
     shown = capsys.readouterr().out
     assert any(line.startswith(run_id) and " done " in line for line in shown.splitlines()), shown
     assert parse_arguments(["experiment=noise_sweep"]).grid[0].run_id not in shown  # the command line's default run
-    assert train.main(["status", "experiment=noise_sweep", f"out_dir={tmp_path}", "label_noise=0.1"]) == 0
+    assert train.main(["status", "experiment=noise_sweep", f"out_dir={out_dir}", "label_noise=0.1"]) == 0
     assert run_id not in capsys.readouterr().out  # another grid, not trained: its run is new
 
 
@@ -96,15 +106,15 @@ def test_a_preset_file_trains_its_grid_into_the_folder_of_its_stem(example_train
     assert os.listdir(example_trained) == ["example_study"]
 
 
-def test_status_and_analysis_take_the_preset_file(example_trained):
+def test_status_and_analysis_take_the_preset_file(example_trained, in_process):
     words = [f"out_dir={example_trained}", "experiment=studies/example_study.py"]  # relative to the repository here
-    status = run_cli("train.py", ["status", *words])
+    status = in_process("train.py", ["status", *words])  # main() in the repository folder, as run_cli's
     assert status.returncode == 0, status.stderr
     assert status.stdout.count(" done ") == 2, status.stdout
-    measured = run_cli("analysis.py", [*words, *QUICK_ANALYSIS, "figures=false"])
+    measured = in_process("analysis.py", [*words, *QUICK_ANALYSIS, "figures=false"])
     assert measured.returncode == 0, measured.stderr
     assert measured.stdout.startswith("2 run(s): "), measured.stdout
-    drawn = run_cli("analysis.py", ["figures", *words, "log_level=WARNING"])
+    drawn = in_process("analysis.py", ["figures", *words, "log_level=WARNING"])
     assert drawn.returncode == 0, drawn.stderr
     report = ExperimentFolder.of(example_trained, "example_study").report_path.read_text()
     assert "Experiment example_study" in report and "CONV-L-8 of depth 1 and 2 on 256 embedded synthetic" in report

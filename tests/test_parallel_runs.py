@@ -17,10 +17,19 @@ import torch
 
 from slurm.parallel import gpu_environments, share_out, visible_gpus
 from tests.conftest import REPOSITORY, read_json, tiny_words
-from tests.test_slurm import runs_of, slurm, slurm_logs, submit, wait_for_jobs  # noqa: F401 (slurm: the fixture)
+from tests.test_slurm import (  # noqa: F401 (fixtures)
+    runs_of,
+    signal_pending,
+    slurm,
+    slurm_logs,
+    stop_when_training,
+    submit,
+    wait_for_jobs,
+    wait_until,
+)
 
-# 62 steps per epoch; 6 epochs (about 8 s on one thread) are long enough that a signal sent once a run
-# has saved its first state finds it training. The Slurm grid adds a 1-epoch run behind each long one.
+# 62 steps per epoch. The Slurm grid's 6-epoch runs (372 steps) are stopped at their first saved state, before the
+# signal (tests.test_slurm.stop_when_training); the grid adds a 1-epoch run behind each long one.
 LONG = ["depth=3", "width=16", "synthetic_train_size=2000", "resume_every_seconds=3600"]
 NODE = ["gpus=0", "cpus=2", "mem_gb=0", "time=10"]  # the test node: 2 CPUs, no GPU; one thread per child
 
@@ -83,7 +92,10 @@ def wait_until_training(out_dir, runs: int, timeout: float = 180) -> list:
 
 
 @pytest.mark.slow
-def test_one_job_trains_runs_at_once_and_a_requeue_resumes_them_bitwise(slurm, tmp_path):  # noqa: F811
+def test_one_job_trains_runs_at_once_and_a_requeue_resumes_them_bitwise(slurm, tmp_path,  # noqa: F811
+                                                                     stop_when_training):  # noqa: F811
+    from conf import parse_arguments
+
     grid = [*LONG, "epochs=6,1", "seed=0,1"]  # long s0, long s1, short s0, short s1
     # no threads= in the job: each child takes its share of the job's 2 CPUs (1), which the reference asks for
     shared = [word for word in tiny_words(tmp_path / "cluster", *grid) if word != "threads=1"]
@@ -91,8 +103,16 @@ def test_one_job_trains_runs_at_once_and_a_requeue_resumes_them_bitwise(slurm, t
     assert "submitted 1 job(s) for 4 run(s)" in first.stdout
     runs = runs_of(tmp_path / "cluster")
     (job_id,) = {read_json(run / "job.json")["job_id"] for run in runs}
-    interrupted = wait_until_training(tmp_path / "cluster", runs=2)  # one per child: they train at once
+    # the two long runs, one per child (each child trains its long run first): both stopped at their first saved
+    # state, so the signal finds both mid-run on any machine (stop_when_training); they go on once it is pending
+    interrupted = [tmp_path / "cluster" / "default" / "runs" / settings.run_id
+                   for settings in parse_arguments(shared).grid[:2]]
+    children = stop_when_training(*interrupted)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # as Slurm does before a time limit
+    for child in children:  # from Slurm to every process of the job, and forwarded by the job's own
+        wait_until(lambda child=child: signal_pending(child, signal.SIGUSR2), 60, f"SIGUSR2 not delivered to {child}")
+    for child in children:
+        os.kill(child, signal.SIGCONT)
     reference = subprocess.Popen([sys.executable, str(REPOSITORY / "train.py"), *tiny_words(tmp_path / "reference", *grid)],
                                  cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for_jobs(tmp_path / "cluster")

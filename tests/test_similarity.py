@@ -16,7 +16,7 @@ from measuring.layout import StoreLayout
 from metrics import engine
 from metrics.collapse import self_duality
 from metrics.similarity import cka_vectors, linear_cka, probe_subset
-from tests.conftest import run_cli, tiny_words
+from tests.conftest import copied, run_cli, tiny_words
 from tests.fabricate import class_images, fabricated_similarity, keyed, tiny_mlp
 
 RUN = ["image_size=8", "depth=1", "width=4", "epochs=2", "synthetic_train_size=128"]
@@ -123,20 +123,28 @@ def test_nc3_is_nan_with_one_present_class():
     assert math.isnan(self_duality(torch.randn(3, 4), sums, counts))
 
 
+@pytest.fixture(scope="module")
+def measured_pair(tmp_path_factory):
+    """Two runs (seeds 0 and 1: their weights differ from the start) trained and measured once per module."""
+    out_dir = tmp_path_factory.mktemp("pair")
+    assert run_cli("train.py", tiny_words(out_dir, *RUN, "seed=0,1")).returncode == 0
+    assert analysis.main([f"out_dir={out_dir}", *QUICK]) == 0
+    return out_dir
+
+
 @pytest.fixture
-def measured(tmp_path):
-    assert run_cli("train.py", tiny_words(tmp_path, *RUN, "seed=0,1")).returncode == 0
-    assert analysis.main([f"out_dir={tmp_path}", *QUICK]) == 0
-    return tmp_path
+def measured(measured_pair, tmp_path):
+    """This test's own copy of the measured pair."""
+    return copied(measured_pair, tmp_path)
 
 
-def test_snapshots_the_similarity_table_and_the_export_agree(measured):
+def test_snapshots_the_similarity_table_and_the_export_agree(measured, in_process):
     experiment = measured / "default"
     table = pd.read_parquet(experiment / "similarity.parquet")
     run_dir = sorted((experiment / "runs").iterdir())[0]
     out = measured / "probe.npz"
-    completed = run_cli("analysis.py", ["features", str(run_dir), "iteration=8", "subset=probe",
-                                        "probe_dimensions=32", f"out={out}"])
+    completed = in_process("analysis.py", ["features", str(run_dir), "iteration=8", "subset=probe",
+                                           "probe_dimensions=32", f"out={out}"])
     assert completed.returncode == 0, completed.stderr
     exported = np.load(out)
     assert len(exported["indices"]) == 64  # the whole tiny test split (probe_subset_size 1024 > 64)
@@ -153,25 +161,25 @@ def test_snapshots_the_similarity_table_and_the_export_agree(measured):
     assert {"depth", "seed"} <= set(table.columns)
 
 
-def test_similarity_compares_two_runs_and_a_run_with_itself(measured):
+def test_similarity_compares_two_runs_and_a_run_with_itself(measured, in_process):
     first, second = sorted((measured / "default" / "runs").iterdir())
     out, under = measured / "cka.csv", "options=probe_dimensions=32"  # the snapshots QUICK measured
-    refused = run_cli("analysis.py", ["similarity", str(first), str(first), "options="])  # the defaults': none taken
+    refused = in_process("analysis.py", ["similarity", str(first), str(first), "options="])  # the defaults': none taken
     assert refused.returncode == 2 and "it has snapshots under options=probe_dimensions=32" in refused.stderr
-    alone = run_cli("analysis.py", ["similarity", str(first), str(second)])  # auto: the one set both runs have
+    alone = in_process("analysis.py", ["similarity", str(first), str(second)])  # auto: the one set both runs have
     assert alone.returncode == 0 and "snapshots under probe_dimensions=32:" in alone.stdout, alone.stderr
-    completed = run_cli("analysis.py", ["similarity", str(first), str(first), f"out={out}", under])
+    completed = in_process("analysis.py", ["similarity", str(first), str(first), f"out={out}", under])
     assert completed.returncode == 0, completed.stderr
     itself = pd.read_csv(out)
     assert np.allclose(itself["cka"], 1) and set(itself["iteration"]) == {0, 1, 2, 4, 8}
-    completed = run_cli("analysis.py", ["similarity", str(first), str(second), f"out={out}", under])
+    completed = in_process("analysis.py", ["similarity", str(first), str(second), f"out={out}", under])
     other = pd.read_csv(out)
     assert completed.returncode == 0 and (other[other["layer"] != "input"]["cka"] < 1 - 1e-6).all()
     assert "block00" in completed.stdout
     for words, message in ((["similarity", str(first)], "similarity needs RUN_DIR_A RUN_DIR_B"),
                            (["similarity", str(first), str(second), "align=epoch"], "align='epoch'"),
                            (["similarity", str(first), str(measured), under], "not a run folder")):
-        completed = run_cli("analysis.py", words)
+        completed = in_process("analysis.py", words)
         assert completed.returncode == 2 and message in completed.stderr
         assert len(completed.stderr.strip().splitlines()) == 1
 
@@ -223,11 +231,11 @@ def test_the_cka_figures_say_their_features_are_pooled():
             pyplot.close(drawing)
 
 
-def test_probe_subset_size_zero_keeps_no_snapshot_and_measures_nothing_twice(tmp_path, monkeypatch):
-    assert run_cli("train.py", tiny_words(tmp_path, *RUN, "epochs=1")).returncode == 0
-    words = [f"out_dir={tmp_path}", *QUICK, "probe_subset_size=0"]
+def test_probe_subset_size_zero_keeps_no_snapshot_and_measures_nothing_twice(one_run_trained, tmp_path, monkeypatch):
+    out_dir = copied(one_run_trained, tmp_path)  # one RUN run, trained once per session, not measured
+    words = [f"out_dir={out_dir}", *QUICK, "probe_subset_size=0"]
     assert analysis.main(words) == 0
-    experiment = tmp_path / "default"
+    experiment = out_dir / "default"
     assert not list(experiment.rglob("*.snapshot.npz"))
     assert "cka_previous_layer" not in set(pd.read_parquet(experiment / "metrics.parquet")["metric"])
     asked = []

@@ -163,7 +163,8 @@ CONCURRENT = """
 import sys
 from benchmarks.store import write_cell
 from folders import ExperimentFolder
-from metrics import registry, store
+from measuring import store
+from metrics import registry
 experiment = ExperimentFolder(sys.argv[1])
 for iteration in range(10, 16):
     write_cell(experiment, sys.argv[2], iteration, seed=int(sys.argv[3]))

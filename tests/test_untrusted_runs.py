@@ -17,6 +17,8 @@ from measuring.inputs import load_model
 from tests.conftest import refusal_lines, run_cli, tiny_words
 from training import stages
 
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
+
 SMALL = ["image_size=8", "synthetic_train_size=128", "synthetic_test_size=64", "epochs=1", "width=4"]
 QUICK = ["probe_dimensions=32", "log_level=WARNING", "threads=1", "figures=false"]
 # A file that, once imported, leaves a trace: what a crafted checkpoint would make the analysis execute.
@@ -133,10 +135,10 @@ def test_a_checkpoint_whose_settings_differ_from_the_run_is_refused_by_the_analy
     assert similar.returncode == 0 and not marker.exists(), similar.stderr
 
 
-def test_a_checkpoint_whose_settings_differ_is_refused_by_features_and_by_a_child_run(crafted, tmp_path):
+def test_a_checkpoint_whose_settings_differ_is_refused_by_features_and_by_a_child_run(crafted, tmp_path, in_process):
     run_dir, marker, iteration = crafted
-    result = run_cli("analysis.py", ["features", str(run_dir), f"iteration={iteration}", "split=test",
-                                     f"out={tmp_path / 'features.npz'}"])
+    result = in_process("analysis.py", ["features", str(run_dir), f"iteration={iteration}", "split=test",
+                                        f"out={tmp_path / 'features.npz'}"])
     assert not marker.exists() and result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "first differing key: arch" in result.stderr
     assert not (tmp_path / "features.npz").exists()
@@ -177,12 +179,12 @@ def test_a_module_file_is_named_on_one_line_each_time_it_is_imported(module_runs
     assert len(notices) == 1 and "runs as code" in notices[0], result.stderr
 
 
-def test_a_layer_that_runs_twice_skips_that_run_and_measures_the_others(module_runs, tmp_path):
+def test_a_layer_that_runs_twice_skips_that_run_and_measures_the_others(module_runs, tmp_path, in_process):
     import shutil
 
     out = tmp_path / "out"
     shutil.copytree(module_runs[0], out)
-    result = run_cli("analysis.py", [f"out_dir={out}", "layers=body.relu", *QUICK])
+    result = in_process("analysis.py", [f"out_dir={out}", "layers=body.relu", *QUICK])
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     skipped = [line for line in result.stderr.splitlines() if "ran 2 times" in line]
     assert skipped and "shared" in skipped[0] and "skipped" in skipped[0], result.stderr
@@ -195,12 +197,12 @@ def test_a_layer_that_runs_twice_skips_that_run_and_measures_the_others(module_r
     (["layers=body.relu,body.relu"], "names body.relu twice"),
     (["layers=body.nothing"], "no module 'body.nothing'"),
 ])
-def test_bad_layers_are_refused_before_anything_is_written(module_runs, tmp_path, words, needle):
+def test_bad_layers_are_refused_before_anything_is_written(module_runs, tmp_path, in_process, words, needle):
     import shutil
 
     out = tmp_path / "out"
     shutil.copytree(module_runs[0], out)
-    result = run_cli("analysis.py", [f"out_dir={out}", *words, *QUICK])
+    result = in_process("analysis.py", [f"out_dir={out}", *words, *QUICK])
     assert result.returncode == 2 and needle in result.stderr, result.stderr
     assert len(refusal_lines(result.stderr)) == 1, result.stderr
     assert not (out / "default" / "metrics").exists() and not (out / "default" / "metrics.parquet").exists()
@@ -211,10 +213,10 @@ def test_bad_layers_are_refused_before_anything_is_written(module_runs, tmp_path
     ("{file}:Broken", "Broken.__init__ fails (RuntimeError: cannot build)"),
     ("{text}:Shared", "is not a Python file"),
 ])
-def test_bad_user_modules_are_refused_by_the_pre_flight(module_file, tmp_path, target, needle):
+def test_bad_user_modules_are_refused_by_the_pre_flight(module_file, tmp_path, in_process, target, needle):
     text = tmp_path / "shared_models.txt"
     text.write_text(module_file.read_text())
     arch = "module:" + target.format(file=module_file, text=text)
-    result = run_cli("train.py", tiny_words(tmp_path, *SMALL, f"arch={arch}"))
+    result = in_process("train.py", tiny_words(tmp_path, *SMALL, f"arch={arch}"))
     assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert len(refusal_lines(result.stderr)) == 1 and not (tmp_path / "default").exists(), result.stderr
