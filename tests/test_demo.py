@@ -1,6 +1,8 @@
 """The demo, reduced (clean labels, one seed), end to end: train -> analysis -> figures -> report, and the
 three stories' shapes read from the metrics table (not from the pictures)."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pandas as pd
 import pytest
 
@@ -9,6 +11,12 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 # stage2_train=all: the transfer story's fine-tuned children only (5 starts), the head-only ones are its twins
 REDUCED = ["experiment=demo", "label_noise=0", "seed=0", "stage2_train=all", "threads=1", "progress=off"]
+# Two cores at work, the outputs bitwise those of one process doing it all: the runs trained by two local workers
+# (launcher=local; each run is a pure function of its settings and its one thread), the checkpoints measured by two
+# analysis.py processes at once, each filtered to its own runs (the collapse runs, depth 2 and 4, cost about what the
+# other ten do) with figures=false; then the plain command finds every cell fresh, merges, and draws.
+TRAIN_IN_PARALLEL = ["launcher=local", "workers=2"]
+MEASURE_IN_PARALLEL = (["depth=2,4", "figures=false"], ["depth=3", "figures=false"])
 
 
 def final(rows: pd.DataFrame) -> pd.DataFrame:
@@ -17,10 +25,14 @@ def final(rows: pd.DataFrame) -> pd.DataFrame:
 
 def test_reduced_demo_shows_phases_collapse_and_the_warm_start_gap(tmp_path):
     words = [*REDUCED, f"out_dir={tmp_path}"]
-    trained = run_cli("train.py", words, timeout=900)
+    trained = run_cli("train.py", [*words, *TRAIN_IN_PARALLEL], timeout=900)
     assert trained.returncode == 0, trained.stderr
     # 2 collapse + scratch, stage 1, 2 children + the transfer parent and its 5 children
     assert "12 run(s) of experiment 'demo' trained: 12 done" in trained.stdout
+    with ThreadPoolExecutor(len(MEASURE_IN_PARALLEL)) as pool:
+        shares = list(pool.map(lambda share: run_cli("analysis.py", [*words, *share], timeout=900),
+                               MEASURE_IN_PARALLEL))
+    assert all(share.returncode == 0 for share in shares), [share.stderr[-2000:] for share in shares]
     analysed = run_cli("analysis.py", words, timeout=900)
     assert analysed.returncode == 0, analysed.stderr
     experiment = tmp_path / "demo"
@@ -52,7 +64,7 @@ def test_reduced_demo_shows_phases_collapse_and_the_warm_start_gap(tmp_path):
     assert loss.argmin() < len(loss) - 2  # the minimum comes well before the end
     transfer = top[top["metric"] == "transfer_accuracy"]["value"].to_numpy()
     assert transfer[-1] < transfer.max() - 0.1, transfer
-    phases = pd.read_csv(experiment / "phases.csv")  # per recipe, on the seed-mean curve (one seed here)
+    phases = pd.read_csv(experiment / "phases.csv")  # per condition, on the seed-mean curve (one seed here)
     top_phases = phases[phases["runs"].str.split(", ").map(lambda runs: run in runs) & (phases["layer"] == "block03")].iloc[0]
     assert top_phases["minimum"] < top_phases["rise"] <= top["iteration"].max()
     # the probe holds its start level (a rise of ~0.015, inside the 5 % tolerance) and then falls: no peak is
@@ -84,7 +96,7 @@ def test_reduced_demo_shows_phases_collapse_and_the_warm_start_gap(tmp_path):
     findings = report[report.index("<h2>Findings</h2>"):report.index("<h2>Figures</h2>")]
     assert findings.index("<table class='findings-table'>") < findings.index("<h3>")  # the table opens the report
     assert "intermediate collapse" in findings and "transfer start" in findings and "warm start gap" in findings
-    # one seed per recipe: values, never a direction (findings/noise.py), in the table and in the sentences alike
+    # one seed per condition: values, never a direction (findings/noise.py), in the table and in the sentences alike
     read = pd.read_csv(experiment / "findings.csv")
     assert (read["seeds"] <= 1).all() and not read["verdict"].isin(["higher", "lower"]).any()
     assert "1 seed: no direction stated" in findings and "ends worse" not in findings and "helps (by" not in findings

@@ -19,7 +19,7 @@ from conf import Settings
 from conf.analysis import Analysis
 from figures.report import EVAL_MODE_MARGIN, eval_mode_lags, run_cell
 from metrics import engine
-from tests.conftest import run_cli, tiny_words
+from tests.conftest import tiny_words
 from tests.fabricate import class_images, keyed, tiny_mlp
 
 BATCH_STATISTICS = "classifier_accuracy_batch_statistics"
@@ -147,16 +147,16 @@ USER_MODULE = '''
 TRAINING = ["synthetic_train_size=512", "synthetic_test_size=128", "epochs=8", "synthetic_classes=4", "width=16"]
 
 
-def test_the_report_names_the_lagging_run_with_its_checkpoint_and_both_accuracies(tmp_path):
+def test_the_report_names_the_lagging_run_with_its_checkpoint_and_both_accuracies(tmp_path, in_process):
     """Two nets that differ in their BatchNorm momentum alone, trained and analysed as a user would: the report's
     Findings name the one whose running statistics lag, with the numbers of the table, and not the other."""
     module = tmp_path / "batch_norm_nets.py"
     module.write_text(textwrap.dedent(USER_MODULE))
     out_dir = tmp_path / "out"
     archs = f"arch=module:{module}:LaggingNet,module:{module}:HealthyNet"
-    result = run_cli("train.py", [*tiny_words(out_dir, *TRAINING), archs])
+    result = in_process("train.py", [*tiny_words(out_dir, *TRAINING), archs])
     assert result.returncode == 0, result.stderr
-    result = run_cli("analysis.py", [f"out_dir={out_dir}", "threads=1", "log_level=WARNING",
+    result = in_process("analysis.py", [f"out_dir={out_dir}", "threads=1", "log_level=WARNING",
                                      f"metrics=classifier_accuracy,{BATCH_STATISTICS}"])
     assert result.returncode == 0, result.stderr
     table = analysis.read_table(out_dir / "default")

@@ -17,6 +17,8 @@ import train
 from folders import ExperimentFolder
 from tests import fabricate
 
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
+
 TRAIN_EXAMPLES, TEST_EXAMPLES = 200, 50
 RUN = ["arch=convnet", "depth=1", "width=4", "epochs=1", "batch_size=100", "threads=1", "progress=off",
        "log_level=WARNING", "download=false"]

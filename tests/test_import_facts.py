@@ -19,8 +19,8 @@ import models
 from conf import Settings, parse_arguments
 from conf.global_settings import TRAINING_FACTS
 from figures.publish import describe_differences, describe_grid, run_table, swept_words, varying_keys
-from figures.style import recipe_groups, varying
-from findings.recipes import recipe_labels, run_rows
+from figures.style import condition_groups, varying
+from findings.conditions import condition_labels, run_rows
 from tests.conftest import only_run_dir, read_json
 from tests.test_any_model import QUICK, SMALL, fabricated_checkpoints
 from training import loop
@@ -106,9 +106,9 @@ def test_an_import_records_unknown_training_settings_and_every_label_says_unknow
     assert analysis.main([f"out_dir={tmp_path}", "threads=1", *QUICK]) == 0
     table = analysis.read_table(tmp_path / "default")
     assert table[["lr", "epochs", "batch_size", "epoch"]].isna().all().all() and table["optimizer"].isna().all()
-    ((title, _),) = recipe_groups(table[table["metric"] == "ncc_accuracy"])  # a one-recipe figure's title
+    ((title, _),) = condition_groups(table[table["metric"] == "ncc_accuracy"])  # a one-condition figure's title
     assert "optimizer=unknown, lr=unknown, epochs=unknown" in title and "0.02" not in title, title
-    assert set(recipe_labels(run_rows(table)).values()) == {"every run"}
+    assert set(condition_labels(run_rows(table)).values()) == {"every run"}
     page = (tmp_path / "default" / "report.html").read_text()
     header = page[page.index("<p class='description'>"):].split("</p>")[0]
     assert "depth=2, width=8, imported; label_noise, augment, loss, optimizer, lr," in header and "unknown" in header
@@ -120,16 +120,16 @@ def test_an_unknown_setting_is_a_value_of_its_own_when_runs_are_grouped(tmp_path
     told = imported(lr=0.02)
     # two imported runs of unknown lr are not an lr sweep
     twins = table_rows(unknown_lr, other_unknown_lr)
-    assert "lr" not in varying(twins, ["lr", "epochs"]) and len(recipe_groups(twins)) == 1
+    assert "lr" not in varying(twins, ["lr", "epochs"]) and len(condition_groups(twins)) == 1
     assert "lr" not in varying_keys(run_table_of(tmp_path / "twins", unknown_lr, other_unknown_lr))
     # an imported run of unknown lr never joins a trained run of lr=0.02; its label says unknown
     mixed = table_rows(trained, unknown_lr)
-    assert "lr" in varying(mixed, ["lr"]) and len(recipe_groups(mixed, plotted=("epochs", "optimizer"))) == 2
-    labels = recipe_labels(run_rows(mixed))
+    assert "lr" in varying(mixed, ["lr"]) and len(condition_groups(mixed, plotted=("epochs", "optimizer"))) == 2
+    labels = condition_labels(run_rows(mixed))
     assert labels == {trained.run_id: "label_noise=0.0", unknown_lr.run_id: "label_noise=unknown"}
     # told every training setting but its lr: the lr alone tells it from the trained run, and says unknown
     all_but_lr = imported(**{name: getattr(trained, name) for name in TRAINING_FACTS if name != "lr"})
-    assert recipe_labels(run_rows(table_rows(trained, all_but_lr))) == {trained.run_id: "lr=0.02",
+    assert condition_labels(run_rows(table_rows(trained, all_but_lr))) == {trained.run_id: "lr=0.02",
                                                                         all_but_lr.run_id: "lr=unknown"}
     # told lr=0.02, it is a trained run's lr: grouped with it along everything it was told
     assert "lr" not in varying(table_rows(trained, told), ["lr"])
@@ -165,7 +165,7 @@ def test_told_facts_and_the_normalization_are_recorded_and_measured_with(tmp_pat
     normalize = data.normalize
     monkeypatch.setattr(data, "normalize", lambda images, mean, std: used.append((mean.tolist(), std.tolist()))
                         or normalize(images, mean, std))
-    assert analysis.main([f"out_dir={tmp_path}", "threads=1", *QUICK]) == 0
+    assert analysis.main([f"out_dir={tmp_path}", "threads=1", "figures=false", *QUICK]) == 0  # the table is read
     means, stds = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     assert used and all(mean == pytest.approx(means) and std == pytest.approx(stds) for mean, std in used)
     table = analysis.read_table(tmp_path / "default")
@@ -231,9 +231,9 @@ def test_a_torchvision_run_carries_no_depth_or_width(tmp_path, capsys, one_threa
     mobilenet, shallow, deep = (Settings(arch="torchvision:mobilenet_v3_small"), Settings(arch="convnet", depth=2),
                                 Settings(arch="convnet", depth=4))
     rows = table_rows(mobilenet, shallow, deep)
-    assert recipe_labels(run_rows(rows)) == {mobilenet.run_id: "arch=torchvision:mobilenet_v3_small",
+    assert condition_labels(run_rows(rows)) == {mobilenet.run_id: "arch=torchvision:mobilenet_v3_small",
                                              shallow.run_id: "depth=2", deep.run_id: "depth=4"}
-    titles = [title for title, _ in recipe_groups(rows, plotted=("depth",))]
+    titles = [title for title, _ in condition_groups(rows, plotted=("depth",))]
     assert titles == ["arch=convnet, width=32, batch_norm=True", "arch=torchvision:mobilenet_v3_small"], titles
 
 

@@ -2,8 +2,8 @@
 link to /dev/zero would be read forever), what is read is bounded, index.json is checked before it is
 trusted, a killed or starved import leaves no run behind, and bad input ends in one line, exit 2.
 
-The source folders hold three tiny state dicts made in-process; the CLI runs in a subprocess only where a
-hang or a kill must be contained (with a timeout: a hang fails the test instead of stalling the suite)."""
+The source folders hold three tiny state dicts made in-process; the CLI runs in a process of its own only where a
+hang or a kill must be contained (with a time limit: a hang fails the test instead of stalling the suite)."""
 
 import errno
 import json
@@ -22,6 +22,9 @@ from folders import ExperimentFolder
 from measuring import imported
 from tests.conftest import REPOSITORY, read_json, run_cli
 from tests.test_any_model import IMPORT_SETTINGS, QUICK, fabricated_checkpoints
+from tests.test_resume import fork_server
+
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
 
 PROMPT = 60  # seconds: an import of three tiny files takes a few; a hang takes forever
 
@@ -66,8 +69,26 @@ def odd_entry(path: Path, kind: str) -> None:
 ODD_KINDS = [("fifo", "FIFO"), ("dev_zero", "character device"), ("folder", "folder")]
 
 
+@pytest.fixture(scope="module")
+def contained():
+    """`contained(words)`: `python analysis.py <words>` in a process of its own, ended after PROMPT seconds (a hang
+    fails the test instead of stalling the suite), forked from one interpreter that imported analysis.py once
+    (tests/test_resume.py's fork_server): the module's processes pay one interpreter start, not one each."""
+    with fork_server() as run:
+        yield lambda words: run("analysis.py", words, seconds=PROMPT)
+
+
+def import_contained(kind: str, contained, in_process, words: list[str]) -> subprocess.CompletedProcess:
+    """`python analysis.py <words>` where reading the odd entry by mistake would hang (a FIFO, /dev/zero): in a
+    process of its own with a time limit; in this process where it cannot (a folder fails at once)."""
+    if kind == "folder":
+        return in_process("analysis.py", words)
+    return contained(words)
+
+
 @pytest.mark.parametrize("kind, named", ODD_KINDS)
-def test_an_entry_that_is_not_a_regular_file_is_named_and_the_checkpoints_imported(tmp_path, kind, named):
+def test_an_entry_that_is_not_a_regular_file_is_named_and_the_checkpoints_imported(tmp_path, contained, in_process,
+                                                                                   kind, named):
     """Only regular files are checkpoints (a symlink to one too): the odd entry is named on stderr, the rest
     imported, exit 0, promptly."""
     source = fabricated_checkpoints(tmp_path / "elsewhere")
@@ -76,26 +97,26 @@ def test_an_entry_that_is_not_a_regular_file_is_named_and_the_checkpoints_import
     (source / "step_16.pt").rename(kept / "step_16.pt")
     (source / "step_16.pt").symlink_to(kept / "step_16.pt")  # a link to a regular file is a checkpoint
     odd_entry(source / "step_32.pt", kind)
-    result = run_cli("analysis.py", import_words(source, tmp_path / "out"), timeout=PROMPT)
+    result = import_contained(kind, contained, in_process, import_words(source, tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert "step_32.pt" in result.stderr and named in result.stderr and "Traceback" not in result.stderr
     assert imported_iterations(tmp_path / "out") == [0, 16, 64]
 
 
 @pytest.mark.parametrize("kind, named", ODD_KINDS)
-def test_a_folder_of_nothing_but_odd_entries_is_refused_in_one_line(tmp_path, kind, named):
+def test_a_folder_of_nothing_but_odd_entries_is_refused_in_one_line(tmp_path, contained, in_process, kind, named):
     source = tmp_path / "elsewhere"
     source.mkdir()
     odd_entry(source / "step_2.pt", kind)
-    result = run_cli("analysis.py", import_words(source, tmp_path / "out"), timeout=PROMPT)
+    result = import_contained(kind, contained, in_process, import_words(source, tmp_path / "out"))
     assert_one_line(result.returncode, result.stderr, "step_2.pt")
     assert named in result.stderr and not (tmp_path / "out").exists()
 
 
-def test_an_index_that_is_a_fifo_is_refused_not_read(tmp_path):
+def test_an_index_that_is_a_fifo_is_refused_not_read(tmp_path, contained):
     source = fabricated_checkpoints(tmp_path / "elsewhere")
     os.mkfifo(source / "index.json")
-    result = run_cli("analysis.py", import_words(source, tmp_path / "out"), timeout=PROMPT)
+    result = contained(import_words(source, tmp_path / "out"))
     assert_one_line(result.returncode, result.stderr, "index.json")
     assert "FIFO" in result.stderr and not (tmp_path / "out").exists()
 
@@ -159,6 +180,7 @@ def test_an_iteration_beyond_the_bound_in_a_file_name_is_refused(tmp_path, capsy
 
 
 def test_an_unknown_arch_is_refused_in_one_line(tmp_path):
+    """Through `python analysis.py` itself: the refusals above, on the real command line."""
     source = fabricated_checkpoints(tmp_path / "elsewhere")
     result = run_cli("analysis.py", [*import_words(source, tmp_path / "out"), "arch=nosuch"], timeout=PROMPT)
     assert_one_line(result.returncode, result.stderr, "arch='nosuch' is unknown")

@@ -10,7 +10,9 @@ from conf import Cluster, SettingsError, parse_arguments
 from conf.cluster import sbatch_parameters, time_in_minutes
 from slurm.launch import check_submission, make_executor, pack_runs, split_arrays
 from slurm.runs import observe, observed_state, status_table, to_launch
-from tests.conftest import read_json, run_cli, tiny_words
+from tests.conftest import read_json, tiny_words
+
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
 
 
 def test_packing_and_array_splitting():
@@ -129,21 +131,21 @@ def test_what_is_launched_again(tmp_path):
     assert "5_1" in table
 
 
-def test_local_workers_train_a_grid_in_parallel_and_skip_done_runs(tmp_path):
+def test_local_workers_train_a_grid_in_parallel_and_skip_done_runs(tmp_path, in_process):
     words = tiny_words(tmp_path, "depth=1,2", "seed=0,1", "launcher=local", "workers=2")
-    first = run_cli("train.py", words)
+    first = in_process("train.py", words)  # the workers are processes of their own all the same (spawned)
     assert first.returncode == 0, first.stderr
     assert "4 run(s) of experiment 'default' trained: 4 done" in first.stdout
     runs = sorted((tmp_path / "default" / "runs").iterdir())
     assert [read_json(run / "status.json")["state"] for run in runs] == ["done"] * 4
     assert len({read_json(run / "status.json")["pid"] for run in runs}) >= 2  # really other processes
-    again = run_cli("train.py", words)
+    again = in_process("train.py", words)
     assert "skipping 4 done run(s)" in again.stdout and "0 run(s)" in again.stdout
 
 
-def test_status_command_lists_every_run(tmp_path):
-    assert run_cli("train.py", tiny_words(tmp_path, "depth=1,2", "lr=0.05,1e30", "batch_norm=false")).returncode == 0
-    result = run_cli("train.py", ["status", *tiny_words(tmp_path, "depth=1,2", "lr=0.05,1e30", "batch_norm=false")])
+def test_status_command_lists_every_run(tmp_path, in_process):
+    assert in_process("train.py", tiny_words(tmp_path, "depth=1,2", "lr=0.05,1e30", "batch_norm=false")).returncode == 0
+    result = in_process("train.py", ["status", *tiny_words(tmp_path, "depth=1,2", "lr=0.05,1e30", "batch_norm=false")])
     assert result.returncode == 0
     assert "4 run(s): 2 diverged, 2 done" in result.stdout
     assert "non-finite training loss at iteration" in result.stdout

@@ -4,9 +4,6 @@ stage-1 run, reset of the last k modules, shrink-and-perturb, lineage, and exact
 import copy
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -15,7 +12,8 @@ import data
 import models
 from conf import Settings, SettingsError, parse_arguments
 from conf.plasticity import run_kind, parent_settings
-from tests.conftest import REPOSITORY, read_json, run_cli, tiny_words
+from tests.conftest import read_json, tiny_words
+from tests.test_resume import kill_server
 
 # 8 iterations per epoch on all 256 examples, 4 on the 128 of a half subset.
 WARM = ["pretrain_fraction=0.5", "pretrain_epochs=2", "epochs=2"]
@@ -137,8 +135,8 @@ def test_meaningless_protocols_are_refused(words, needle):
     (["pretrain_fraction=0.1"], "leaves 26 examples for stage 1, fewer than batch_size=32"),
     (["pretrain_subset=classes", "pretrain_fraction=0.01"], "selects 0 of the 10 training classes"),
 ])
-def test_protocols_that_do_not_fit_the_model_or_data_exit_2_before_writing(tmp_path, extra, needle):
-    result = run_cli("train.py", tiny_words(tmp_path / "out", *WARM, *extra))
+def test_protocols_that_do_not_fit_the_model_or_data_exit_2_before_writing(tmp_path, in_process, extra, needle):
+    result = in_process("train.py", tiny_words(tmp_path / "out", *WARM, *extra))
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "out").exists()
@@ -156,9 +154,9 @@ def manifest_entries(folder):
     return sorted(read_json(folder / "manifest.json")["files"].values(), key=lambda entry: entry["iteration"])
 
 
-def test_children_share_one_stage1_training_and_record_their_lineage(tmp_path):
+def test_children_share_one_stage1_training_and_record_their_lineage(tmp_path, in_process):
     out = tmp_path / "out"
-    result = run_cli("train.py", tiny_words(out, *WARM, "reset_last=0,2", "stage2_optimizer=kept"))
+    result = in_process("train.py", tiny_words(out, *WARM, "reset_last=0,2", "stage2_optimizer=kept"))
     assert result.returncode == 0, result.stderr
     assert "3 run(s) of experiment 'default' trained: 3 done" in result.stdout
     runs = runs_by_kind(out)
@@ -196,60 +194,43 @@ def test_children_share_one_stage1_training_and_record_their_lineage(tmp_path):
 
     # Again, plus a new child of the same parent: nothing of stage 1 is trained a second time.
     parent_status = read_json(parent_dir / "status.json")
-    again = run_cli("train.py", tiny_words(out, *WARM, "reset_last=0,1,2", "stage2_optimizer=kept"))
+    again = in_process("train.py", tiny_words(out, *WARM, "reset_last=0,1,2", "stage2_optimizer=kept"))
     assert again.returncode == 0, again.stderr
     assert "skipping 3 done run(s)" in again.stdout and "1 run(s) of experiment 'default' trained: 1 done" in again.stdout
     assert read_json(parent_dir / "status.json") == parent_status
     assert len(runs_by_kind(out)["child"]) == 3
 
 
-def wait_for(condition, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
-
-
 @pytest.mark.slow
-def test_a_kill_in_stage_2_resumes_bitwise_and_stage_1_keeps_its_subset(tmp_path):
+def test_a_kill_in_stage_2_resumes_bitwise_and_stage_1_keeps_its_subset(tmp_path, in_process):
+    """SIGKILLs at counted batches (tests/test_resume.py's kill_server, never after a wait): stage 1 alone, after
+    its subset is written; then the child in stage 2; the same command then ends both bitwise as uninterrupted."""
     words = [*WARM, "epochs=12", "reset_last=1", "shrink=0.5", "perturb=0.05", "stage2_optimizer=kept",
              "augment=true", "resume_every_seconds=0"]
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    assert run_cli("train.py", tiny_words(reference_dir, *words)).returncode == 0
+    assert in_process("train.py", tiny_words(reference_dir, *words)).returncode == 0
     reference = runs_by_kind(reference_dir)
     ((_, reference_child),) = reference["child"]
     ((_, reference_parent),) = reference["stage1"]
 
-    # Stage 1 alone, SIGKILLed, then resumed: the same subset, the same run.
+    # Stage 1 alone (8 iterations), SIGKILLed in its 5th batch (its subset is drawn before the first): a state at 4.
     parent_words = [*WARM, "epochs=0", "augment=true", "resume_every_seconds=0", "pretrain_epochs=2"]
     parent_dir = killed_dir / "default" / "runs" / reference_parent.name
-    process = subprocess.Popen([sys.executable, str(REPOSITORY / "train.py"), *tiny_words(killed_dir, *parent_words)],
-                               cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: (parent_dir / "stage1_subset.json").exists() or process.poll() is not None)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    subset_before = (parent_dir / "stage1_subset.json").read_text()
+    batch = "data.stream.TrainingStream", "batch"
+    with kill_server() as kill:  # both killed processes forked from one interpreter
+        assert kill(tiny_words(killed_dir, *parent_words), *batch, 5, False) == -signal.SIGKILL
+        assert read_json(parent_dir / "status.json")["iteration"] == 4
+        subset_before = (parent_dir / "stage1_subset.json").read_text()
 
-    # The child, SIGKILLed during stage 2 (its parent trains first, to the end, in the same command).
-    child_dir = killed_dir / "default" / "runs" / reference_child.name
-    process = subprocess.Popen([sys.executable, str(REPOSITORY / "train.py"), *tiny_words(killed_dir, *words)],
-                               cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def in_stage_2():
-        try:
-            return read_json(child_dir / "status.json").get("iteration", 0) > 12
-        except (FileNotFoundError, json.JSONDecodeError):
-            return process.poll() is not None
-
-    wait_for(in_stage_2)
-    assert process.poll() is None, "the child must still be training when it is killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert read_json(child_dir / "status.json")["state"] == "running"
+        # The child, SIGKILLed during stage 2: the same command first ends the parent (its batches 5..8), then
+        # trains the child from iteration 8; the 10th batch is the child's 6th, to iteration 14.
+        child_dir = killed_dir / "default" / "runs" / reference_child.name
+        assert kill(tiny_words(killed_dir, *words), *batch, 10, False) == -signal.SIGKILL
+    assert read_json(parent_dir / "status.json")["state"] == "done"
+    status = read_json(child_dir / "status.json")
+    assert status["state"] == "running" and 12 < status["iteration"] < status["total_iterations"], status
     assert (parent_dir / "stage1_subset.json").read_text() == subset_before
-    assert run_cli("train.py", tiny_words(killed_dir, *words)).returncode == 0
+    assert in_process("train.py", tiny_words(killed_dir, *words)).returncode == 0
     for reference_folder, folder in ((reference_parent, parent_dir), (reference_child, child_dir)):
         assert manifest_entries(folder) == manifest_entries(reference_folder)  # every checkpoint's sha256
         assert (folder / "log.jsonl").read_text() == (reference_folder / "log.jsonl").read_text()

@@ -4,8 +4,11 @@ nothing else edited, both train, measure and land in the table (then removed aga
 import textwrap
 
 import pandas as pd
+import pytest
 
 from tests.conftest import REPOSITORY, run_cli, tiny_words
+
+pytestmark = pytest.mark.slow  # end to end: real runs trained and measured (make test-fast leaves them out)
 
 FAMILY = '''
     """A throw-away family (tests/test_plugins.py writes and removes this file)."""

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import train
 from folders import RunFolder, RunFolderError
-from tests.conftest import REPOSITORY, only_run_dir, read_json, run_cli, tiny_words
+from tests.conftest import REPOSITORY, copied, only_run_dir, read_json, run_cli, tiny_words
 from training import loop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,11 +27,18 @@ def folder_bytes(run_dir: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, bytes]:
-    """An uninterrupted run of the tiny grid."""
+def trained(tmp_path_factory) -> Path:
+    """The out_dir of an uninterrupted run of the tiny grid, trained by train.py's main in this process (as
+    `python train.py`, less the interpreter's start); tests that change it work on a copy (conftest's `copied`)."""
     out_dir = tmp_path_factory.mktemp("reference")
-    assert run_cli("train.py", tiny_words(out_dir)).returncode == 0
-    return folder_bytes(only_run_dir(out_dir))
+    assert train.main(tiny_words(out_dir)) == 0
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def reference(trained) -> dict[str, bytes]:
+    """What an uninterrupted run of the tiny grid writes."""
+    return folder_bytes(only_run_dir(trained))
 
 
 @contextlib.contextmanager
@@ -54,28 +62,30 @@ def one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None
 
 
 @pytest.mark.parametrize("damage", ["overwritten", "deleted"])
-def test_a_finished_runs_damaged_checkpoint_is_remade_on_the_next_launch(tmp_path, reference, damage):
+def test_a_finished_runs_damaged_checkpoint_is_remade_on_the_next_launch(tmp_path, trained, reference, damage,
+                                                                         in_process):
     """Fault 1: "skipping 1 done run" left a corrupt checkpoint for ever; now the launch re-makes it, bit for bit."""
-    assert run_cli("train.py", tiny_words(tmp_path)).returncode == 0
-    victim = only_run_dir(tmp_path) / "checkpoints" / "iteration_00000004.pt"
+    out_dir = copied(trained, tmp_path)  # the finished run
+    victim = only_run_dir(out_dir) / "checkpoints" / "iteration_00000004.pt"
     if damage == "overwritten":  # same size, other bytes: only the hash tells
         victim.write_bytes(b"garbage" + victim.read_bytes()[7:])
     else:
         victim.unlink()
-    status = run_cli("train.py", ["status", *tiny_words(tmp_path)])
+    status = in_process("train.py", ["status", *tiny_words(out_dir)])
     assert "damaged" in status.stdout
-    relaunched = run_cli("train.py", tiny_words(tmp_path))
+    relaunched = in_process("train.py", tiny_words(out_dir))
     assert relaunched.returncode == 0 and "1 done" in relaunched.stdout, relaunched.stdout + relaunched.stderr
-    assert folder_bytes(only_run_dir(tmp_path)) == reference
-    assert "skipping 1 done" in run_cli("train.py", tiny_words(tmp_path)).stdout
+    assert folder_bytes(only_run_dir(out_dir)) == reference
+    assert "skipping 1 done" in in_process("train.py", tiny_words(out_dir)).stdout
 
 
-def test_files_follow_the_umask_so_a_group_can_share_the_runs(tmp_path):
+def test_files_follow_the_umask_so_a_group_can_share_the_runs(tmp_path, in_process):
     """Fault 2: mkstemp made every file 0600; under umask 002 the group must read and write them."""
-    script = ("import os, sys; os.umask(0o002); sys.path.insert(0, sys.argv[1]); import train; "
-              "sys.exit(train.main(sys.argv[2:]))")
-    result = subprocess.run([sys.executable, "-c", script, str(REPOSITORY), *tiny_words(tmp_path)], cwd=REPOSITORY,
-                            capture_output=True, text=True, timeout=300)
+    previous = os.umask(0o002)  # this process's, for the call only
+    try:
+        result = in_process("train.py", tiny_words(tmp_path))
+    finally:
+        os.umask(previous)
     assert result.returncode == 0, result.stderr
     files = [path for path in (tmp_path / "default").rglob("*") if path.is_file()]
     assert len(files) > 10
@@ -161,16 +171,16 @@ def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
     one_error_line(result, str(tmp_path / "taken"), "not a folder")
 
 
-def test_a_read_only_out_dir_is_one_line(tmp_path):
+def test_a_read_only_out_dir_is_one_line(tmp_path, in_process):
     with mounted_tmpfs(tmp_path / "read_only", "ro,size=1m") as read_only:
-        result = run_cli("train.py", tiny_words(read_only))
+        result = in_process("train.py", tiny_words(read_only))
     assert result.returncode == 1
     one_error_line(result, "Read-only file system", str(read_only))
 
 
-def test_a_read_only_data_root_for_a_download_is_one_line(tmp_path):
+def test_a_read_only_data_root_for_a_download_is_one_line(tmp_path, in_process):
     with mounted_tmpfs(tmp_path / "read_only", "ro,size=1m") as read_only:
-        result = run_cli("train.py", [*tiny_words(tmp_path / "out"), "dataset=cifar10", "download=true",
+        result = in_process("train.py", [*tiny_words(tmp_path / "out"), "dataset=cifar10", "download=true",
                                       f"data_root={read_only / 'datasets'}"])
         download = subprocess.run([sys.executable, "-m", "data", "download", "mnist", f"data_root={read_only}"],
                                   cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
@@ -179,31 +189,31 @@ def test_a_read_only_data_root_for_a_download_is_one_line(tmp_path):
     one_error_line(download, "Read-only file system")
 
 
-def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes_bitwise(tmp_path, reference):
+def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes_bitwise(tmp_path, reference, in_process):
     """A full disk mid-run: one line naming the file and the fix, exit 1, nothing half-written; once
     there is room the same command finishes the run, bit for bit as if nothing had happened."""
     with mounted_tmpfs(tmp_path / "small", "size=96k") as small:
-        full = run_cli("train.py", tiny_words(small))
+        full = in_process("train.py", tiny_words(small))
         assert full.returncode == 1, full.stdout + full.stderr
         one_error_line(full, "No space left on device", str(small), "free space")
         assert not [path for path in small.rglob("*.tmp-*")], "a temporary was left behind"
         run_dir = only_run_dir(small)
         assert read_json(run_dir / "settings.json")["run_id"] == run_dir.name  # what was written is whole
         subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
-        resumed = run_cli("train.py", tiny_words(small))
+        resumed = in_process("train.py", tiny_words(small))
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert folder_bytes(run_dir) == reference
     assert os.path.ismount(small) is False
 
 
-def test_a_large_grid_is_announced_before_its_pre_flight_and_a_huge_one_refused(tmp_path):
+def test_a_large_grid_is_announced_before_its_pre_flight_and_a_huge_one_refused(tmp_path, in_process):
     """Fault 9: a 10⁶-run grid was silent for 150 s and 2.5 GB; now its size comes first (or a refusal)."""
     seeds = "seed=" + ",".join(str(seed) for seed in range(1000))
     missing = [f"out_dir={tmp_path}", "dataset=cifar10", "download=false", f"data_root={tmp_path / 'none'}"]
-    announced = run_cli("train.py", [seeds, *missing])
+    announced = in_process("train.py", [seeds, *missing])
     assert announced.returncode == 2
     lines = announced.stderr.strip().splitlines()
     assert lines[0].startswith("building and checking a grid of up to 1,000 runs") and "cifar10" in lines[-1]
-    refused = run_cli("train.py", [seeds, "depth=" + ",".join(str(depth) for depth in range(1, 12)), *missing])
+    refused = in_process("train.py", [seeds, "depth=" + ",".join(str(depth) for depth in range(1, 12)), *missing])
     assert refused.returncode == 2 and "11,000 runs, over max_runs=10000" in refused.stderr
     assert not (tmp_path / "default").exists()

@@ -20,8 +20,8 @@ import analysis
 from folders import ExperimentFolder, RunFolder
 from folders.curves import CurvesFolder, encode, scalar_event
 from measuring.curves import write_layer_curves
-from tests.conftest import only_run_dir, run_cli, tiny_words
-from tests.test_resume import checkpoint_digests, digests, kill_at_call, train_until_state
+from tests.conftest import only_run_dir, tiny_words
+from tests.test_resume import checkpoint_digests, digests, kill_server, train_until_state
 from training import curves as training_curves
 from training import loop
 
@@ -117,28 +117,29 @@ def test_a_resume_after_a_clean_stop_appends_a_second_file(tmp_path, tiny_settin
 
 
 @pytest.mark.slow
-def test_sigkill_past_the_last_state_drops_those_steps_and_the_resumed_ones_match(tmp_path):
+def test_sigkill_past_the_last_state_drops_those_steps_and_the_resumed_ones_match(tmp_path, in_process):
     """SIGKILLed (tests/test_resume.py's counted kills) at iteration 16 before its resume state is saved,
     after its events were written, with half a record at the end of the file; then killed again in the
     middle of a step before any flush; then restarted. Iterations 9..16 appear once, from the resumed run,
     with an uninterrupted run's values: on disk (a reader that ignores restart markers sees the same) and
     in a TensorBoard that was already showing the killed run's steps 9..16."""
     reference_dir, interrupted_dir = tmp_path / "reference", tmp_path / "interrupted"
-    assert run_cli("train.py", tiny_words(reference_dir, *SPARSE_STATES)).returncode == 0
+    assert in_process("train.py", tiny_words(reference_dir, *SPARSE_STATES)).returncode == 0
     expected = read_curves(curves_folder(reference_dir).path)
     assert expected == curves_of_log(only_run_dir(reference_dir))
     words = tiny_words(interrupted_dir, *SPARSE_STATES)
-    # states at 1, 2, 4, 8: the 5th save (iteration 16) is where the kill lands, its events already written
-    assert kill_at_call(words, "folders.RunFolder", "save_resume_state", 5, False) == -signal.SIGKILL
-    curves = curves_folder(interrupted_dir)
-    (first,) = curves.start_files()
-    live = EventAccumulator(str(curves.path), size_guidance={"scalars": 0})
-    assert [step for step, _ in read_curves(curves.path, accumulator=live)["train/loss"]] == list(range(1, 17))
-    with open(first, "ab") as handle:  # a kill inside a write leaves a record cut short
-        handle.write(encode([scalar_event(17, {"train/loss": 1.0})])[:20])
-    # resumed at 8; killed at its 3rd batch (iteration 11), before any flush: its file holds no value
-    assert kill_at_call(words, "data.stream.TrainingStream", "batch", 3, False) == -signal.SIGKILL
-    final = run_cli("train.py", words)
+    with kill_server() as kill:  # both killed processes forked from one interpreter
+        # states at 1, 2, 4, 8: the 5th save (iteration 16) is where the kill lands, its events already written
+        assert kill(words, "folders.RunFolder", "save_resume_state", 5, False) == -signal.SIGKILL
+        curves = curves_folder(interrupted_dir)
+        (first,) = curves.start_files()
+        live = EventAccumulator(str(curves.path), size_guidance={"scalars": 0})
+        assert [step for step, _ in read_curves(curves.path, accumulator=live)["train/loss"]] == list(range(1, 17))
+        with open(first, "ab") as handle:  # a kill inside a write leaves a record cut short
+            handle.write(encode([scalar_event(17, {"train/loss": 1.0})])[:20])
+        # resumed at 8; killed at its 3rd batch (iteration 11), before any flush: its file holds no value
+        assert kill(words, "data.stream.TrainingStream", "batch", 3, False) == -signal.SIGKILL
+    final = in_process("train.py", words)  # a restart in another process than the killed ones
     assert final.returncode == 0, final.stderr
     assert [path.name for path in curves.start_files()] == ["events.out.tfevents.000001.from_00000000",
                                                              "events.out.tfevents.000003.from_00000008"]
@@ -147,9 +148,9 @@ def test_sigkill_past_the_last_state_drops_those_steps_and_the_resumed_ones_matc
     assert checkpoint_digests(interrupted_dir)[1] == checkpoint_digests(reference_dir)[1]
 
 
-def test_the_analysis_adds_every_layer_metric_once_and_rewrites_only_when_new(tmp_path):
+def test_the_analysis_adds_every_layer_metric_once_and_rewrites_only_when_new(tmp_path, in_process):
     out_dir = tmp_path
-    assert run_cli("train.py", tiny_words(out_dir, "epochs=1")).returncode == 0
+    assert in_process("train.py", tiny_words(out_dir, "epochs=1")).returncode == 0
     assert analysis.main([f"out_dir={out_dir}", *QUICK_ANALYSIS, "metrics=ncc_accuracy"]) == 0
     curves = curves_folder(out_dir)
     (written,) = curves.layer_files()
@@ -254,8 +255,8 @@ def test_a_second_analysis_call_rewrites_the_curves_without_a_point_twice(tmp_pa
     assert {tag: curve for lines in charts.values() for tag, curve in lines["run/layers"].items()} == on_disk
 
 
-def test_tensorboard_false_writes_no_event_file(tmp_path):
-    assert run_cli("train.py", tiny_words(tmp_path, "epochs=1", "tensorboard=false")).returncode == 0
+def test_tensorboard_false_writes_no_event_file(tmp_path, in_process):
+    assert in_process("train.py", tiny_words(tmp_path, "epochs=1", "tensorboard=false")).returncode == 0
     assert analysis.main([f"out_dir={tmp_path}", *QUICK_ANALYSIS, "metrics=ncc_accuracy", "tensorboard=false"]) == 0
     assert not ExperimentFolder(tmp_path / "default").tensorboard_path.exists()
     assert not list(tmp_path.rglob("*tfevents*"))

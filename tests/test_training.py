@@ -116,8 +116,8 @@ def test_divergence_stops_the_run_with_its_iteration(tmp_path, tiny_settings):
     assert all(value == value and abs(value) != float("inf") for value in (r["train_loss"] for r in log[:-1]))
 
 
-def test_a_diverging_run_does_not_stop_the_grid(tmp_path):
-    result = run_cli("train.py", tiny_words(tmp_path, "lr=1e30,0.05", "batch_norm=false", "loss=mse"))
+def test_a_diverging_run_does_not_stop_the_grid(tmp_path, in_process):
+    result = in_process("train.py", tiny_words(tmp_path, "lr=1e30,0.05", "batch_norm=false", "loss=mse"))
     assert result.returncode == 0, result.stderr
     states = sorted(read_json(run / "status.json")["state"] for run in (tmp_path / "default" / "runs").iterdir())
     assert states == ["diverged", "done"]
@@ -167,17 +167,26 @@ def test_a_corrupt_checkpoint_is_reported_and_remade_identically(tmp_path, tiny_
     (["dataset=cifar10", "download=false"], "python -m data download cifar10"),
     (["checkpoint_extra=[100000]"], "checkpoint_extra=[100000] goes past the last iteration"),
 ])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, words, needle):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, in_process, words, needle):
     out_dir = tmp_path / "outputs"
-    result = run_cli("train.py", [*tiny_words(out_dir), f"data_root={tmp_path / 'datasets'}", *words])
+    result = in_process("train.py", [*tiny_words(out_dir), f"data_root={tmp_path / 'datasets'}", *words])
     assert result.returncode == 2
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not out_dir.exists()
 
 
-def test_help_exits_0():
-    result = run_cli("train.py", ["--help"])
+def test_bad_input_on_the_real_command_line_exits_2_with_one_line(tmp_path):
+    """The refusal above through `python train.py` itself (its `sys.exit(main(...))`), once."""
+    out_dir = tmp_path / "outputs"
+    result = run_cli("train.py", [*tiny_words(out_dir), "depth=0"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == ["error: depth=0 is out of range; accepted: an integer >= 1"]
+    assert not out_dir.exists()
+
+
+def test_help_exits_0(in_process):
+    result = in_process("train.py", ["--help"])
     assert result.returncode == 0 and "label_noise=0.0" in result.stdout
 
 

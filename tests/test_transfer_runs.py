@@ -17,7 +17,6 @@ from conf.plasticity import parent_settings, run_kind
 from folders import ExperimentFolder, RunFolder
 from slurm.runs import with_parents
 from tests import fabricate
-from tests.conftest import read_json, run_cli
 from tests.test_resume import train_until_state
 from training import loop, stages
 
@@ -97,7 +96,7 @@ def test_a_killed_child_resumes_bitwise(transfer_grid, tmp_path, monkeypatch, on
     assert resumed.log_path.read_text() == reference.log_path.read_text()
 
 
-def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_thread):
+def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_thread, in_process):
     plan, trained = transfer_grid
     (parent,) = [folder for settings, folder in trained.values() if run_kind(settings) == "scratch"]
     # the grid's parent holds the off-schedule start 12 among its checkpoints: name it, to name that parent
@@ -106,11 +105,11 @@ def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_th
     (child,) = phase_plan.grid
     experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
     words = [*TRANSFER, f"data_root={plan.execution.data_root}", f"out_dir={plan.execution.out_dir}", *phase_words]
-    refused = run_cli("train.py", words)  # not analysed: one line naming the command
+    refused = in_process("train.py", words)  # not analysed: one line naming the command
     assert refused.returncode == 2 and "has no phase table yet" in refused.stderr
     assert "python analysis.py experiment=default" in refused.stderr and len(refused.stderr.splitlines()) == 1
-    # phases.csv is per recipe (findings/phases.py): the parent's row names it among the recipe's runs
-    header = "recipe,runs,layer,layer_index,plateau_end,minimum,rise,transfer_peak,classifier_best\n"
+    # phases.csv is per condition (findings/phases.py): the parent's row names it among the condition's runs
+    header = "condition,runs,layer,layer_index,plateau_end,minimum,rise,transfer_peak,classifier_best\n"
     runs = f'"other-run, {parent.path.name}"'
     experiment.phases_path.write_text(header + f"every run,{runs},block00,1,2,8,16,16,24\n"
                                       f"every run,{runs},block01,2,2,4,8,8,24\n"
@@ -128,6 +127,7 @@ def test_phase_starts_where_the_phase_table_says(transfer_grid, tmp_path, one_th
 
 def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_grid, tmp_path, one_thread):
     from conf.analysis import Analysis
+    from conf.plasticity import transfers
     from measuring import protocol, snapshots, store
 
     plan, _ = transfer_grid
@@ -135,7 +135,7 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
     shutil.copytree(ExperimentFolder.of(plan.execution.out_dir, plan.experiment).runs_path, experiment.runs_path)
     runs = {folder.run_id: (folder.read_settings(), sorted(folder.checkpoint_entries()))
             for folder in experiment.run_folders()}
-    children = {run_id for run_id, (settings, _) in runs.items() if protocol.transfer_child(settings)}
+    children = {run_id for run_id, (settings, _) in runs.items() if transfers(settings)}
     assert children and set(runs) - children and max(len(runs[run_id][1]) for run_id in children) > 2
 
     def analyse(*words) -> tuple[protocol.Outcome, store.Merged]:  # analysis.py's measuring, without the figures
@@ -211,8 +211,8 @@ def test_growing_data_follows_the_appendix_and_trains_each_stage_once(tmp_path, 
     (["pretrain_dataset=same", "pretrain_fraction=0.5", "pretrain_subset=classes", "stages=9"],
      "stages=9 with pretrain_fraction=0.5 gives stages of"),
 ])
-def test_bad_transfer_inputs_are_one_line_and_write_nothing(grayscale_root, tmp_path, extra, message):
-    result = run_cli("train.py", [*TRANSFER, f"data_root={grayscale_root}", f"out_dir={tmp_path}", *extra])
+def test_bad_transfer_inputs_are_one_line_and_write_nothing(grayscale_root, tmp_path, in_process, extra, message):
+    result = in_process("train.py", [*TRANSFER, f"data_root={grayscale_root}", f"out_dir={tmp_path}", *extra])
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "default").exists()
