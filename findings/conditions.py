@@ -108,13 +108,13 @@ KIND_COLUMNS = ("pretrain_fraction", "pretrain_dataset", "epochs", "stage", "sta
 
 
 def per_run(frame: pd.DataFrame, rule) -> pd.Series:
-    """`rule(settings)` (a conf/plasticity.py run-kind rule) for every row, read from its KIND_COLUMNS; one call per
-    distinct set of them."""
+    """`rule(settings)` (a conf/plasticity.py run-kind rule) for every row, read from its KIND_COLUMNS: one call per
+    distinct set of them, mapped back onto the rows by a merge (a table holds millions of rows, a grid few sets)."""
     columns = [column for column in KIND_COLUMNS if column in frame]
-    seen: dict[tuple, object] = {}
-    values = [seen[key] if key in seen else seen.setdefault(key, rule(SimpleNamespace(**dict(zip(columns, key)))))
-              for key in frame[columns].itertuples(index=False, name=None)]
-    return pd.Series(values, index=frame.index, dtype=object)
+    distinct = frame[columns].drop_duplicates()
+    answers = distinct.assign(answer=[rule(SimpleNamespace(**dict(zip(columns, key))))
+                                      for key in distinct.itertuples(index=False, name=None)])
+    return frame[columns].merge(answers, on=columns, how="left")["answer"].set_axis(frame.index)
 
 
 def staged(metrics: pd.DataFrame) -> pd.Series:

@@ -59,15 +59,8 @@ from pathlib import Path
 
 from conf import Settings, SettingsError
 from folders.curves import CurvesFolder
-from utils import (InputError, 
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    exclusive_lock,
-    remove_stale_temporaries,
-    sha256_file,
-    torch_load,
-)
+from utils import (InputError, atomic_torch_save, atomic_write_json, atomic_write_text, exclusive_lock,
+                   remove_stale_temporaries, sha256_file, torch_load)
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # written in every checkpoint and manifest; a checkpoint of another format is refused (load_checkpoint)
