@@ -54,7 +54,7 @@ import pandas as pd  # noqa: E402
 
 from conf import Plan, SettingsError, parse_arguments
 from folders import ExperimentFolder
-from utils import command_shell, ensure_writable_folder, setup_logging
+from utils import command_shell, ensure_writable_folder, set_cpu_threads, setup_logging
 
 logger = logging.getLogger("analysis")
 # The subcommands beside measuring: their word, and the function that takes the rest of the command line.
@@ -120,32 +120,33 @@ def left_out_note(outcome) -> str:
             "(child_checkpoints=ends; child_checkpoints=all measures them)")
 
 
-def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int:
-    """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped."""
+def measure_experiment(plan: Plan, experiment: ExperimentFolder, every_run: dict, publish) -> int:
+    """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped.
+    `every_run`: each run folder as this call read it, once (ExperimentFolder.read_runs)."""
     # here, not at the top: torch and the models load only to measure (`analysis.py figures` draws without them)
     from measuring import snapshots, store
-    from measuring.protocol import analyse_runs, measurable, runs_of
+    from measuring.protocol import analyse_runs, check_runs, measurable, runs_of
     from metrics import registry
-    from measuring.protocol import apply_threads
 
-    apply_threads(plan.execution)
+    set_cpu_threads(plan.execution.threads)
     registry.select(plan.analysis.metrics)  # an unknown metric name is refused before anything is written
-    runs, skipped = runs_of(experiment, plan.overrides)
-    runs, unmeasurable = measurable(runs, experiment, plan)  # before anything is written: a bad layers= is exit 2
+    check_runs(experiment, every_run)
+    runs, skipped = runs_of(every_run, plan.overrides, experiment.runs_path)
+    runs, unmeasurable = measurable(runs, plan)  # before anything is written: a bad layers= is exit 2
     skipped += unmeasurable
     if plan.cluster.launcher == "slurm":
         from slurm.analysis_job import submit_analysis
 
-        return max(submit_analysis(plan, experiment.path, runs), report_skipped(skipped))
+        return max(submit_analysis(plan, experiment, runs, every_run), report_skipped(skipped))
     device = plan.execution.torch_device()
     for folder in (experiment.path, experiment.metrics_path):  # read-only or full: say so before any work
         ensure_writable_folder(folder)
-    outcome = analyse_runs(runs, experiment.path, plan, device)
+    outcome = analyse_runs(runs, experiment, plan, device)
     outcome.skipped[:0] = skipped
     if not runs:  # every run's settings are unusable: keep the table and the report as they are
         return report_skipped(outcome.skipped)
-    merged = store.merge(experiment.path)  # every call's current rows: this one's are added, none taken away
-    similar = snapshots.update_similarity(experiment.path)
+    merged = store.merge(experiment, every_run)  # every call's current rows: this one's are added, none taken away
+    similar = snapshots.update_similarity(experiment, every_run)
     summary = (f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
                f"{outcome.busy} left to another process, {outcome.corrupt} corrupt{left_out_note(outcome)}. "
                f"{merged.rows} rows in {experiment.table_path} ({len(merged.written)} run part(s) rewritten), "
@@ -158,7 +159,7 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, publish) -> int
         summary = ""
     else:  # nothing measured: one line if nothing is to be drawn either
         summary = f"{len(runs)} run(s), {outcome.fresh} checkpoint(s) measured before{left_out_note(outcome)}"
-    drawn = publish.publish(plan, experiment.path, measured_note=summary)
+    drawn = publish.publish(plan, experiment, every_run, measured_note=summary)
     return max(drawn, report_skipped(outcome.skipped))
 
 
@@ -183,9 +184,10 @@ def run_command(arguments: list[str]) -> int:
     setup_logging(plan.execution.log_level)
     experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
     experiment.check_preset(plan.preset_source)  # a preset file's study is read with that file (train.py's rule)
+    every_run = experiment.read_runs()  # each run folder read once: the measuring, the table and the report take these
     if only_figures:
-        return publish.publish(plan, experiment.path)
-    return measure_experiment(plan, experiment, publish)
+        return publish.publish(plan, experiment, every_run)
+    return measure_experiment(plan, experiment, every_run, publish)
 
 
 def main(arguments: list[str]) -> int:

@@ -17,12 +17,11 @@ import sys
 from conf.cpu_waiting import wait_briefly
 
 wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
-from conf import Plan, Settings, grid_size, help_text, parse_arguments
+from conf import Plan, grid_size, help_text, parse_arguments
 from conf.experiments import close_preset
-from folders import ExperimentFolder, RunFolderError
+from folders import ExperimentFolder
 from slurm import launch, runs
-from training.loop import load_data
-from training.stages import check_fits
+from training.stages import check_grid_fits
 from utils import command_shell, ensure_writable_folder, setup_logging
 
 ANNOUNCE_GRID_SIZE = 1000  # runs: building and pre-flighting a grid this size takes seconds, so say it first
@@ -51,35 +50,15 @@ def train_command(arguments: list[str]) -> int:
     experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
     experiment.check_preset(plan.preset_source)  # another study's folder (a preset file of the same stem)
     if show_status:
-        print(runs.status_table(runs.observe(status_runs(plan, experiment), experiment.path, runs.queued_job_ids())))
+        print(runs.status_report(plan, experiment))
         return 0
     if plan.cluster.launcher != "slurm":
         plan.execution.torch_device()
-    dataset_of = lambda settings: load_data(settings, plan.execution)  # noqa: E731
-    # pre-flight: every dataset readable, every subset, reset and start possible (children first: their
-    # start is checked against the parent's length before the parent's own checks)
-    for settings in reversed(runs.with_parents(plan.grid)):
-        check_fits(settings, dataset_of(settings), dataset_of, experiment)
+    check_grid_fits(plan.grid, plan.execution, experiment)  # pre-flight: bad input before anything is written
     announce_new_experiment(plan, experiment)
     ensure_writable_folder(experiment.runs_path)  # after the input checks: bad input writes nothing
     experiment.record_preset(plan.preset_source)
     return launch.launch(plan)
-
-
-def status_runs(plan: Plan, experiment: ExperimentFolder) -> tuple[Settings, ...]:
-    """`train.py status`'s runs: the command line's grid (a preset's, or the run settings typed), with the runs it
-    starts from; for an experiment of one's own named with no run settings, the runs its folder holds (its grids
-    were the command lines that trained it, which this one does not repeat). A run whose settings file is
-    unusable is named on stderr and left out."""
-    if plan.preset is not None or plan.overrides:
-        return runs.with_parents(plan.grid)
-    found = []
-    for folder in experiment.run_folders() if experiment.runs_path.is_dir() else []:
-        try:
-            found.append(folder.read_settings())
-        except RunFolderError as error:
-            print(f"warning: {error}; left out of the status", file=sys.stderr)
-    return tuple(found)
 
 
 def announce_new_experiment(plan: Plan, experiment: ExperimentFolder) -> None:

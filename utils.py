@@ -74,6 +74,18 @@ def atomic_torch_save(value: Any, path: str | Path) -> str:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def set_cpu_threads(count: int) -> int:
+    """torch's intra-op CPU threads set to `count` (0 keeps them), the count before returned: the one setter of
+    `threads=` for the analysis (for its whole command) and training (per run, restored: training/devices.py).
+    On a busy machine torch's own choice oversubscribes the cores and its threads spin-wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    return before
+
+
 def torch_load(path: str | Path, map_location="cpu") -> Any:
     """torch.load of tensors and plain containers only (weights_only: a checkpoint never runs code)."""
     import torch

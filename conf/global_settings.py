@@ -403,12 +403,12 @@ def check_fields(instance) -> None:
 
 def describe_accepted(item: dataclasses.Field) -> str:
     """The accepted values of a field, in words (used in every error line and in --help)."""
-    meta, kind = item.metadata, _type_of(item)
+    meta, value_type = item.metadata, _type_of(item)
     if meta.get("choices"):
         return ", ".join(meta["choices"])
-    if kind is bool:
+    if value_type is bool:
         return "true or false"
-    if typing.get_origin(kind) is tuple:
+    if typing.get_origin(value_type) is tuple:
         return "a list of non-negative integers like [60,120,160] or []"
     bounds = []
     if meta.get("minimum") is not None:
@@ -419,7 +419,7 @@ def describe_accepted(item: dataclasses.Field) -> str:
         bounds.append(f"<= {meta['maximum']}")
     if meta.get("below") is not None:
         bounds.append(f"< {meta['below']}")
-    noun = {int: "an integer", float: "a finite number", str: "text"}[kind]
+    noun = {int: "an integer", float: "a finite number", str: "text"}[value_type]
     return noun + (" " + " and ".join(bounds) if bounds else "")
 
 
@@ -437,23 +437,23 @@ def first_control_character(text: str) -> str | None:
 
 
 def _check_value(item: dataclasses.Field, value) -> None:
-    meta, kind = item.metadata, _type_of(item)
+    meta, value_type = item.metadata, _type_of(item)
 
     def refuse(reason: str):
         hint = f" ({meta['hint']})" if meta.get("hint") else ""
         raise SettingsError(f"{item.name}={value!r} {reason}; accepted: {describe_accepted(item)}{hint}")
 
-    if typing.get_origin(kind) is tuple:
+    if typing.get_origin(value_type) is tuple:
         if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             refuse("is not a list of integers")
         return
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    if value_type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    if not isinstance(value, value_type) or (value_type is int and isinstance(value, bool)):
         refuse(f"has the wrong type ({type(value).__name__})")
-    if kind is float and not math.isfinite(value):
+    if value_type is float and not math.isfinite(value):
         refuse("is not finite")
-    if kind is str and (character := first_control_character(value)) is not None:
+    if value_type is str and (character := first_control_character(value)) is not None:
         # repr() escapes the character, so the error stays one line
         raise SettingsError(f"{item.name}={value!r} contains the control character {character!r}; accepted: "
                             "text on one line, without newline, carriage return, tab, NUL or other control characters")
@@ -479,23 +479,23 @@ def parse_value(item: dataclasses.Field, text: str):
 
 
 def _read_value(item: dataclasses.Field, text: str):
-    kind = _type_of(item)
+    value_type = _type_of(item)
     try:
-        if kind is bool:
+        if value_type is bool:
             lowered = text.strip().lower()
             if lowered in ("true", "1", "yes", "on"):
                 return True
             if lowered in ("false", "0", "no", "off"):
                 return False
             raise ValueError(text)
-        if typing.get_origin(kind) is tuple:
+        if typing.get_origin(value_type) is tuple:
             inner = text.strip()
             if not (inner.startswith("[") and inner.endswith("]")):
                 raise ValueError(text)
             return tuple(int(part) for part in inner[1:-1].split(",") if part.strip())
-        if kind is int:
+        if value_type is int:
             return int(text)
-        if kind is float:
+        if value_type is float:
             return float(text)
         return text
     except ValueError:

@@ -162,6 +162,44 @@ def has_parent(settings) -> bool:
     return run_kind(settings) in ("stage", "child")
 
 
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    """A run and the runs it starts from, each with its kind and the start it names, worked out once
+    (`lineage_of`): train.py's pre-flight reads this value down the lineage instead of asking these rules again
+    at every step of the parent's length."""
+
+    settings: object  # conf.Settings
+    kind: str  # run_kind
+    start_number: int | None  # start_iteration_number of a child; None otherwise, or for final and phase
+    parent: "Lineage | None"  # the run it starts from (parent_settings), with its own lineage
+
+
+def lineage_of(settings) -> Lineage:
+    """The run's Lineage: its kind, and its parent's lineage for a stage or child."""
+    kind = run_kind(settings)
+    if kind not in ("stage", "child"):
+        return Lineage(settings, kind, None, None)
+    number = start_iteration_number(settings) if kind == "child" else None
+    return Lineage(settings, kind, number, lineage_of(parent_settings(settings)))
+
+
+def with_parents(grid: tuple) -> tuple:
+    """The grid with every run's parent (and its parent's, down to the first stage) before its first
+    child, once: runs that share earlier stages share their runs (module docstring)."""
+    runs: dict = {}
+
+    def add(settings) -> None:
+        if settings.run_id in runs:
+            return
+        if has_parent(settings):
+            add(parent_settings(settings))
+        runs[settings.run_id] = settings
+
+    for settings in grid:
+        add(settings)
+    return tuple(runs.values())
+
+
 def off_schedule(iteration: int) -> bool:
     """An iteration the log-spaced schedule (0 and the powers of two) does not checkpoint."""
     return iteration != 0 and iteration & (iteration - 1) != 0

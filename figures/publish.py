@@ -17,29 +17,28 @@ from conf.cli import describe_filter
 from findings.table import describe_question, question_rows, read_parquet_again_if_changed
 from conf.global_settings import SETTING_FIELDS, UNKNOWN
 from conf.plasticity import has_parent, parent_settings, run_kind
-from folders import ExperimentFolder, RunFolderError
+from folders import ExperimentFolder, RunRecord
 from utils import atomic_write_text, exclusive_lock
 
 logger = logging.getLogger(__name__)
 
 
-def run_table(experiment_dir: Path) -> pd.DataFrame:
-    """Every run folder of the experiment: id, kind, state, iteration/total, parent, why it stopped (status.json's
-    reason: a failure, a divergence, a signal) and its settings. A run whose settings file is unusable is a row
-    of state "skipped" with the error as its reason and no settings (logged): the others are still reported. A
-    training setting an imported run was not told is `unknown` (a value of its own: never equal to a number); a
-    model size its arch does not take (a torchvision builder's depth) is left empty; imported_from is `imported`
-    (its files' hash, in its run id, tells two imports apart as a seed does)."""
+def run_table(runs: dict[str, RunRecord]) -> pd.DataFrame:
+    """Every run folder of the experiment (`runs`: as this call read them, ExperimentFolder.read_runs): id, kind,
+    state, iteration/total, parent, why it stopped (status.json's reason: a failure, a divergence, a signal) and its
+    settings. A run whose settings file is unusable is a row of state "skipped" with the error as its reason and no
+    settings (logged): the others are still reported. A training setting an imported run was not told is `unknown`
+    (a value of its own: never equal to a number); a model size its arch does not take (a torchvision builder's
+    depth) is left empty; imported_from is `imported` (its files' hash, in its run id, tells two imports apart as a
+    seed does)."""
     rows = []
-    for folder in ExperimentFolder(experiment_dir).run_folders():
-        try:
-            settings = folder.read_settings()
-        except RunFolderError as error:
-            logger.warning("%s; left out of the figures", error)
-            rows.append({"run_id": folder.path.name, "kind": "", "state": "skipped", "iteration": "",
-                         "parent": "", "reason": f"settings unusable: {error}"})
+    for run in runs.values():
+        settings, status = run.settings, run.status
+        if settings is None:
+            logger.warning("%s; left out of the figures", run.problem)
+            rows.append({"run_id": run.run_id, "kind": "", "state": "skipped", "iteration": "",
+                         "parent": "", "reason": f"settings unusable: {run.problem}"})
             continue
-        status = folder.read_status()
         kind = run_kind(settings)
         rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
                      "iteration": f"{status.get('iteration', 0)}/{status.get('total_iterations', '?')}",
@@ -211,24 +210,21 @@ def read_similarity(experiment: ExperimentFolder, plan: Plan) -> pd.DataFrame | 
     return similarity
 
 
-def publish(plan: Plan, experiment_dir: Path, measured_note: str = "") -> int:
+def publish(plan: Plan, experiment: ExperimentFolder, runs: dict[str, RunRecord], measured_note: str = "") -> int:
     """Figures, phases.csv, findings.csv and report.html from metrics.parquet only; prints what was drawn or skipped.
     Draws only the figures whose inputs changed since the last call or whose files no longer hold what was
     drawn, rewrites a report or phases.csv that differs from what was written (figures/published.py), and removes
     every figure file the report no longer shows; with nothing new at all, writes nothing and says so in
     one line (after `measured_note`, what the measuring found: nothing to measure)."""
-    experiment = ExperimentFolder(experiment_dir)
     # one publication at a time: one that started before another's table change finished would record
     # that change's stamps beside figures drawn without it
     with exclusive_lock(experiment.publication_lock_path, wait=True):
-        return publish_locked(plan, experiment, measured_note)
+        return publish_locked(plan, experiment, run_table(runs), measured_note)
 
 
-def publish_locked(plan: Plan, experiment: ExperimentFolder, measured_note: str) -> int:
+def publish_locked(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame, measured_note: str) -> int:
     from figures import published
 
-    experiment_dir = experiment.path
-    runs = run_table(experiment_dir)
     description = describe_grid(plan.preset or plan.experiment, runs)
     question = f"{describe_filter(plan.overrides)} under {describe_question(plan.analysis)}"  # what is drawn
     inputs = published.Inputs.of(experiment, question, description, runs,
@@ -266,7 +262,7 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
                      f"line's analysis options); python analysis.py figures experiment={plan.experiment_argument()} "
                      "draws those of the default options, which are kept beside them.")
     troubled = troubled_runs(runs, set(metrics["run_id"]), describe_filter(plan.overrides))
-    report = write_report(experiment.path, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
+    report = write_report(experiment, f"Experiment {plan.experiment}", description, runs, drawn, skipped,
                           found, notes, troubled=troubled,
                           unfinished=set(unfinished["run_id"]) if len(unfinished) else set(),
                           lagging=eval_mode_lags(metrics), tasks=transfer_tasks(metrics))

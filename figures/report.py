@@ -2,7 +2,7 @@
 runs failed, diverged or were skipped, and why), every figure, every run and its state, the learning-phase table
 and "stop pre-training here".
 
-    write_report(experiment_dir, title, description, runs, drawn, skipped, phases, advice, notes,
+    write_report(experiment, title, description, runs, drawn, skipped, phases, advice, notes,
                  findings=[sentence, ...], troubled=troubled_runs(runs, measured_run_ids, filter_words))
 """
 
@@ -254,7 +254,7 @@ def eval_mode_lags(table: pd.DataFrame, margin: float = EVAL_MODE_MARGIN) -> dic
     return phrases
 
 
-def write_report(experiment_dir: Path, title: str, description: str, runs: pd.DataFrame, drawn: dict,
+def write_report(experiment: ExperimentFolder, title: str, description: str, runs: pd.DataFrame, drawn: dict,
                  skipped: dict, readout, notes: list[str], *, troubled: list[tuple] = (),
                  unfinished: set = frozenset(), lagging: dict | None = None, tasks: dict | None = None) -> Path:
     """Write the experiment folder's report, beside the figures folder it links (relative links: the
@@ -263,7 +263,6 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
     lags their batch statistics, `lagging`: eval_mode_lags of the table), the figures, the runs (with `tasks`:
     transfer_tasks of the table, LearnPhase's transfer probe, which task each run's was or why none), the
     seed-mean phase table."""
-    experiment = ExperimentFolder(experiment_dir)
     varying = varying_settings(runs)
     if tasks and "run_id" in runs:
         runs = runs.assign(transfer_task=runs["run_id"].map(tasks).fillna("not measured"))
@@ -275,7 +274,7 @@ def write_report(experiment_dir: Path, title: str, description: str, runs: pd.Da
              "<code>python analysis.py figures ...</code>.</p>"]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in notes]
     parts += [findings_section(readout.table, list(troubled), unfinished, lagging), "<h2>Figures</h2>",
-              *_figure_parts(drawn, experiment_dir)]
+              *_figure_parts(drawn, experiment.path)]
     if skipped:
         parts.append("<h3>Not drawn</h3><ul>" + "".join(
             f"<li>{html.escape(name)}: {html.escape(reason)}</li>" for name, reason in skipped.items()) + "</ul>")

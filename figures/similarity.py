@@ -34,12 +34,12 @@ def layer_order(rows: pd.DataFrame) -> list[str]:
     return list(rows.sort_values("layer_index")["layer"].drop_duplicates())
 
 
-def require_similarity(similarity: pd.DataFrame, kind: str) -> pd.DataFrame:
-    every = similarity[similarity["kind"] == kind] if len(similarity) else similarity
+def require_similarity(similarity: pd.DataFrame, comparison: str) -> pd.DataFrame:
+    every = similarity[similarity["comparison"] == comparison] if len(similarity) else similarity
     rows = single_stage(every) if len(every) else every
     if rows.empty:
-        raise Skip(f"every {kind} similarity row is of a staged run (warm start, transfer); this figure compares runs "
-                   "trained in one stage" if len(every) else
+        raise Skip(f"every {comparison} similarity row is of a staged run (warm start, transfer); this figure "
+                   "compares runs trained in one stage" if len(every) else
                    "no probe snapshots measured (cka_previous_layer in metrics=, probe_subset_size > 0)")
     return rows
 

@@ -49,6 +49,7 @@ Every checkpoint and resume state handed out has been checked against its record
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -59,8 +60,8 @@ from pathlib import Path
 
 from conf import Settings, SettingsError
 from folders.curves import CurvesFolder
-from utils import (InputError, atomic_torch_save, atomic_write_json, atomic_write_text, exclusive_lock,
-                   remove_stale_temporaries, sha256_file, torch_load)
+from utils import (InputError, atomic_torch_save, atomic_write_json, atomic_write_text, exclusive_lock, file_stamp,
+                   one_line, remove_stale_temporaries, sha256_file, torch_load)
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # written in every checkpoint and manifest; a checkpoint of another format is refused (load_checkpoint)
@@ -187,6 +188,11 @@ class ExperimentFolder:
         return [RunFolder(path.parent) for path in sorted(self.runs_path.glob("*/settings.json"))
                 if not path.parent.name.startswith(".")]
 
+    def read_runs(self) -> dict[str, "RunRecord"]:
+        """{run_id: RunRecord} of every run folder, each read once (RunFolder.read_record): what the analysis hands
+        down to the measuring, the table, the curves and the report instead of each reading the folders again."""
+        return {folder.run_id: folder.read_record() for folder in self.run_folders()}
+
     def staging_folders(self) -> list[Path]:
         """The runs being staged in runs/ (under a hidden name), or left half-built by a killed process."""
         return sorted(self.runs_path.glob(f"{STAGING_PREFIX}*"))
@@ -259,6 +265,27 @@ class RunFolder:
             raise RunFolderError(f"{self.settings_path} was edited: its settings hash to {settings.run_id}, not to the "
                                  f"run id {record.get('run_id')} it records; restore it (a new setting is a new run)")
         return settings
+
+    def read_record(self) -> "RunRecord":
+        """The run as a stage reads it once: settings, listed checkpoints, lineage, the stamps of settings.json and
+        manifest.json (taken first: a file replaced while it is read makes the stamp stale, never the content).
+        An unusable file is the record's `problem`, not an exception: one run never stops the others."""
+        stamps = (file_stamp(self.settings_path), file_stamp(self.manifest_path))
+        try:
+            settings = self.read_settings()
+        except RunFolderError as error:
+            return RunRecord(self, None, None, {}, stamps, self.curves(), self.read_status(), one_line(error))
+        try:
+            checkpoints = None if stamps[1] is None else self.checkpoint_entries()
+        except (RunFolderError, KeyError, TypeError, AttributeError) as error:
+            problem = one_line(error) if isinstance(error, RunFolderError) else (
+                f"{self.manifest_path} does not list checkpoints ({type(error).__name__}: {error}); launch the run's "
+                "grid again to re-make it")
+            return RunRecord(self, settings, None, {}, stamps, self.curves(), self.read_status(), problem)
+        try:
+            return RunRecord(self, settings, checkpoints, self.read_lineage(), stamps, self.curves(), self.read_status())
+        except RunFolderError as error:
+            return RunRecord(self, settings, checkpoints, {}, stamps, self.curves(), self.read_status(), one_line(error))
 
     def prepare(self, settings: Settings) -> None:
         """Create the folder, drop temporaries of a killed writer, and record the settings (a folder
@@ -401,11 +428,16 @@ class RunFolder:
     def load_checkpoint(self, iteration: int, map_location="cpu") -> dict:
         """The checkpoint at `iteration`, verified against the manifest's sha256 first; CorruptFile
         (naming the file and the fix) when it is missing, altered, does not load or is of another format."""
-        entry = self.checkpoint_entries().get(iteration)
+        return self.verified_checkpoint(self.checkpoint_entries(), None, iteration, map_location)
+
+    def verified_checkpoint(self, entries: dict[int, dict], own: Settings | None, iteration: int,
+                            map_location="cpu") -> dict:
+        """load_checkpoint against the listed `entries` and the run's settings `own` (None: read settings.json)."""
+        entry = entries.get(iteration)
         path = self.checkpoint_path(iteration)
         if entry is None:
             raise RunFolderError(f"{self.path} has no checkpoint at iteration {iteration}; accepted: "
-                                 f"{', '.join(map(str, sorted(self.checkpoint_entries()))) or 'none written yet'}")
+                                 f"{', '.join(map(str, sorted(entries))) or 'none written yet'}")
         fix = "launch the run's grid again to re-make it (training is deterministic)"
         if not path.exists() or sha256_file(path) != entry["sha256"]:
             raise CorruptFile(f"{path} is missing or corrupt (sha256 differs from the manifest); {fix}")
@@ -417,15 +449,15 @@ class RunFolder:
         found = checkpoint.get("format_version") if isinstance(checkpoint, dict) else None
         if found != FORMAT_VERSION:  # what rebuilds the model alone is format FORMAT_VERSION's (models.from_checkpoint)
             raise CorruptFile(f"{path} is not a checkpoint of format {FORMAT_VERSION} (its format: {found}); {fix}")
-        self.check_checkpoint_settings(checkpoint, path)
+        self.check_checkpoint_settings(checkpoint, path, own)
         return checkpoint
 
-    def check_checkpoint_settings(self, checkpoint, path: Path) -> None:
+    def check_checkpoint_settings(self, checkpoint, path: Path, own_settings: Settings | None = None) -> None:
         """CorruptFile naming the run and the first differing key when the settings a checkpoint holds are not
         the run's own (settings.json, checked against the run id): a model is rebuilt from the checkpoint's
         settings, and those could name a module file to import (`arch=module:FILE:CLASS`) that the run's
         settings never named. Only settings.json decides what code a run's model runs."""
-        own = self.read_settings().to_record()
+        own = (own_settings or self.read_settings()).to_record()
         held = checkpoint.get("settings") if isinstance(checkpoint, dict) else None
         if held == own:
             return
@@ -519,3 +551,36 @@ class RunFolder:
             with open(self.log_path, "a") as handle:
                 handle.write("".join(json.dumps(record) + "\n" for record in records))
                 handle.flush()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """A run as one call reads it, once (RunFolder.read_record, ExperimentFolder.read_runs): handed down as a plain
+    value, so the measuring, the table's parts and the curves of one call see one state of the run."""
+
+    folder: RunFolder
+    settings: Settings | None  # None: settings.json is unusable (`problem` says why); its rows are left out
+    checkpoints: dict[int, dict] | None  # {iteration: manifest entry}; None: no manifest (yet), or an unusable one
+    lineage: dict  # lineage.json: a child's parent and start, the environment
+    stamps: tuple  # file_stamp of settings.json and manifest.json, taken before they were read
+    curves: CurvesFolder  # where its live curves go
+    status: dict  # status.json as read ({"state": "new"} before its first start): what the report says of it
+    problem: str = ""  # why the run cannot be measured, in one line; '' when it can
+
+    @property
+    def run_id(self) -> str:
+        return self.folder.run_id
+
+    @property
+    def entries(self) -> dict[int, dict]:
+        """The listed checkpoints, {} when there is no manifest."""
+        return self.checkpoints or {}
+
+    def load_checkpoint(self, iteration: int, map_location="cpu") -> dict:
+        """The checkpoint, verified against the entry and settings read here (RunFolder.verified_checkpoint)."""
+        return self.folder.verified_checkpoint(self.entries, self.settings, iteration, map_location)
+
+    def data_records(self) -> tuple[dict | None, dict | None]:
+        """(label_noise.json, stage1_subset.json): the labels the run changed, the examples its stage trained on
+        (read only by a call that measures: they are the large files of a run folder)."""
+        return self.folder.read_label_noise(), self.folder.read_subset()

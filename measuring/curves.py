@@ -17,7 +17,7 @@ import re
 import time
 
 from conf import Execution
-from folders import ExperimentFolder
+from folders import RunRecord
 from folders.curves import (
     CurvesFolder,
     describe_failure,
@@ -35,23 +35,24 @@ LAYER_CHART_PARTS = ("metric", "split", "options")
 LAYER_INDEX_DIGITS = 3  # at least: 416 layers sort as 000..415; a model of 1000 or more gets as many digits as it needs
 
 
-def update_layer_curves(experiment: ExperimentFolder, run_id: str, execution: Execution, measured: int) -> None:
-    """Write a run's per-layer metrics, every current row of its part of the table, as one new event file (the
-    older ones removed) when this call `measured` checkpoints of it, or its cells are newer than its curves,
-    or it has none yet. A failure is one warning line: the metrics are measured all the same."""
+def update_layer_curves(layout: StoreLayout, run: RunRecord, execution: Execution, measured: int) -> None:
+    """Write a run's per-layer metrics, every current row of its part of the table (store.run_rows, from the
+    run's record as this call read it), as one new event file (the older ones removed) when this call `measured`
+    checkpoints of it, or its cells are newer than its curves, or it has none yet. A failure is one warning line:
+    the metrics are measured all the same."""
     if not execution.tensorboard:
         return
-    curves = experiment.curves(run_id)
     try:
-        written, cells = curves.layer_files(), StoreLayout(experiment).run_cell_paths(run_id)
+        written, cells = run.curves.layer_files(), layout.run_cell_paths(run.run_id)
         newest_cell = max((cell.stat().st_mtime_ns for cell in cells), default=None)
         if newest_cell is None or (written and not measured and newest_cell <= written[-1].stat().st_mtime_ns):
             return
-        table = store.run_rows(experiment, run_id)
+        table = store.run_rows(layout, run.run_id, run)
         if table is not None:
-            write_layer_curves(curves, table.to_pylist())
+            write_layer_curves(run.curves, table.to_pylist())
     except Exception as error:  # noqa: BLE001 - the table and cells are written; the curves are a view of them
-        logger.warning("%s: per-layer live curves not written (tensorboard=true): %s", run_id, describe_failure(error))
+        logger.warning("%s: per-layer live curves not written (tensorboard=true): %s", run.run_id,
+                       describe_failure(error))
 
 
 def write_layer_curves(curves: CurvesFolder, rows: list[dict]) -> None:

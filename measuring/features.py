@@ -23,33 +23,37 @@ import torch
 from conf import Execution, SettingsError
 from conf.analysis import Analysis
 from conf.subcommands import FEATURE_EXECUTION, FeatureOptions, parse_subcommand
-from folders import RunFolder
+from folders import RunFolder, RunFolderError, RunRecord
 from measuring.inputs import load_model, splits_of
 from metrics.engine import SplitData
 from metrics.pooling import pool_to
 from metrics.similarity import SNAPSHOT_DTYPE, probe_subset
-from utils import atomic_write_bytes, ensure_writable_folder, setup_logging
+from utils import atomic_write_bytes, ensure_writable_folder, set_cpu_threads, setup_logging
 
 FEATURES_USAGE = ("usage: python analysis.py features RUN_DIR iteration=N split=test out=feats.npz "
                   "[subset=all|probe] [features_at=post_activation|pre_activation] [execution options: device=cpu "
                   "data_root=... download=false threads=N log_level=INFO ...]")
 
 
-def feature_options(arguments: list[str]) -> tuple[RunFolder, FeatureOptions, Execution, Analysis]:
-    """`features`' words -> (run folder, its options, execution, analysis options), read with the one
-    grammar (conf/subcommands.py); SettingsError on a bad word or an iteration without a checkpoint."""
+def feature_options(arguments: list[str]) -> tuple[RunRecord, FeatureOptions, Execution, Analysis]:
+    """`features`' words -> (the run as read once, its options, execution, analysis options), read with the one
+    grammar (conf/subcommands.py); SettingsError on a bad word or an iteration without a checkpoint,
+    RunFolderError on an unusable settings file or manifest."""
     (run_dir,), options, execution = parse_subcommand("features", arguments, ("RUN_DIR",), FeatureOptions,
                                                       FEATURES_USAGE, FEATURE_EXECUTION)
     folder = RunFolder(run_dir)
     if not folder.settings_path.exists():
         raise SettingsError(f"{folder.path} is not a run folder (it has no settings file)")
-    files = folder.checkpoint_entries()
+    run = folder.read_record()
+    if run.problem:
+        raise RunFolderError(run.problem)
+    files = run.entries
     if options.iteration not in files:
         raise SettingsError(f"iteration={options.iteration if options.iteration >= 0 else 'N'} has no checkpoint; "
                             f"accepted: {', '.join(map(str, sorted(files)))}")
     analysis = Analysis(features_at=options.features_at, probe_subset_size=options.probe_subset_size,
                         probe_dimensions=options.probe_dimensions)
-    return folder, options, execution, analysis
+    return run, options, execution, analysis
 
 
 def writable_file(path: Path) -> Path:
@@ -63,17 +67,14 @@ def writable_file(path: Path) -> Path:
 
 def features_command(arguments: list[str]) -> int:
     """`features RUN_DIR iteration=N split=train|test out=FILE.npz` — labels + one array per layer."""
-    folder, options, execution, analysis = feature_options(arguments)
+    run, options, execution, analysis = feature_options(arguments)
     setup_logging(execution.log_level)
-    from measuring.protocol import apply_threads  # here, as analysis.py does: it loads the measuring
-
-    apply_threads(execution)
+    set_cpu_threads(execution.threads)
     iteration = options.iteration
     device = execution.torch_device()
     out = writable_file(Path(options.out))
-    settings = folder.read_settings()
-    _, model = load_model(folder, iteration, device)  # verified against its sha256 before any value is computed
-    train, test, _ = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
+    _, model = load_model(run, iteration, device)  # verified against its sha256 before any value is computed
+    train, test, _ = splits_of(run, Path(execution.data_root), execution.download, device)
     probe = options.subset == "probe"
     chosen = test if probe or options.split == "test" else train
     indices = probe_subset(len(test.labels), analysis.probe_subset_size) if probe else None

@@ -74,7 +74,7 @@ import models
 from conf import SettingsError, parse_arguments
 from conf.global_settings import MODEL_SIZES, TRAINING_FACTS
 from folders import ExperimentFolder, RunFolder, RunFolderError
-from utils import one_line, setup_logging
+from utils import one_line, set_cpu_threads, setup_logging
 
 SUFFIXES = (".pt", ".pth", ".ckpt")
 INDEX = "index.json"
@@ -115,9 +115,7 @@ def import_command(arguments: list[str]) -> int:
     folder = Path(arguments[0])
     plan = parse_arguments(arguments[1:], analysis=True)
     setup_logging(plan.execution.log_level)
-    from measuring.protocol import apply_threads  # here, as analysis.py does: it loads the measuring
-
-    apply_threads(plan.execution)
+    set_cpu_threads(plan.execution.threads)
     if len(plan.grid) != 1:
         raise SettingsError(f"import makes one run; the settings typed sweep {len(plan.grid)} (give one value per key)")
     typed = {key for key, _ in plan.overrides}
@@ -224,9 +222,9 @@ def named_files(folder: Path) -> tuple[dict[Path, int | None], dict[str, str]]:
     for path in sorted(folder.iterdir()):
         if path.suffix not in SUFFIXES:
             continue
-        kind = not_a_regular_file(path)
-        if kind:
-            ignored[path.name] = f"{kind}, not a regular file: {ONLY_REGULAR}"
+        what_it_is = not_a_regular_file(path)
+        if what_it_is:
+            ignored[path.name] = f"{what_it_is}, not a regular file: {ONLY_REGULAR}"
             continue
         stem = LIGHTNING_VERSION.sub("", path.stem) if path.suffix == ".ckpt" else path.stem
         numbers = re.findall(r"\d+", stem)
@@ -293,7 +291,7 @@ def not_a_regular_file(path: Path) -> str | None:
 
 
 def describe_mode(mode: int) -> str:
-    return next((what for is_kind, what in NOT_REGULAR if is_kind(mode)), "not a regular file")
+    return next((what for matches, what in NOT_REGULAR if matches(mode)), "not a regular file")
 
 
 def open_regular(path: Path, limit: int, fix: str) -> BinaryIO:

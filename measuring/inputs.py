@@ -1,9 +1,10 @@
 """What measuring one run needs besides its checkpoints: its splits as it trained on them, its transfer
 probe, and each checkpoint's model (verified, rebuilt from the checkpoint alone).
 
-    train, test, num_classes = splits_of(settings, RunFolder(run_dir), Path("datasets"), False, device)
-    probe, description = transfer_probe(settings, plan, train, test, num_classes, device)
-    checkpoint, model = load_model(RunFolder(run_dir), 256, device)
+    run = RunFolder(run_dir).read_record()  # read once; every step below takes this value
+    train, test, num_classes = splits_of(run, Path("datasets"), False, device)
+    probe, description = transfer_probe(run.settings, plan, train, test, num_classes, device)
+    checkpoint, model = load_model(run, 256, device)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import data
 import models
 from conf import Plan, Settings, SettingsError
-from folders import CorruptFile, RunFolder, RunFolderError
+from folders import CorruptFile, RunFolderError, RunRecord
 from metrics import transfer as transfer_metrics
 from metrics.engine import SplitData
 from models import user_module
@@ -26,16 +27,15 @@ from utils import one_line
 REMAKE = "launch the run's grid again to re-make it (training is deterministic)"
 
 
-def splits_of(settings: Settings, folder: RunFolder, data_root: Path, download: bool, device):
+def splits_of(run: RunRecord, data_root: Path, download: bool, device):
     """(train, test, num_classes): the training split as the run trained on it — its labels (after
     label noise) and, for a stage-1 run of a warm start, only its subset — both normalised as its inputs were
     (its `normalization`: the dataset's own statistics, or those it names; data.load_dataset)."""
-    dataset = data.load_dataset(settings, data_root=data_root, download=download).to(device)
+    dataset = data.load_dataset(run.settings, data_root=data_root, download=download).to(device)
     images, labels = dataset.train_images, dataset.train_labels.clone()
-    noise = folder.read_label_noise()
+    noise, subset = run.data_records()
     if noise is not None:  # the run's own record of which labels it trained with (IntermediateNC's noisy runs)
         labels[torch.tensor(noise["indices"], dtype=torch.long, device=device)] = torch.tensor(noise["noisy"], device=device)
-    subset = folder.read_subset()
     if subset is not None:  # the run's own record of stage 1's examples (Berariu et al. 2021)
         chosen = torch.tensor(subset["indices"], dtype=torch.long, device=device)
         images, labels = images[chosen], labels[chosen]
@@ -95,14 +95,15 @@ def check_module_file(settings: Settings) -> None:
             raise RunFolderError(f"run {settings.run_id}: {error}") from None
 
 
-def hooked_layers_problem(settings: Settings, folder: RunFolder, layers: str) -> str | None:
+def hooked_layers_problem(run: RunRecord, layers: str) -> str | None:
     """Why the run's layers cannot be measured — a layer module that runs twice in one pass (one ReLU reused) —
     or None; SettingsError (bad input) for a `layers=` module the model does not have. The model is built
     fresh for the shapes its newest readable checkpoint holds (its weights do not matter: which modules run is
     the architecture's). Only hooked models (`layers=`, torchvision:, module:) are looked at."""
+    settings = run.settings
     if not layers and ":" not in settings.arch:
         return None  # a built-in family's own walk: every layer is one block's output, once
-    checkpoint = newest_checkpoint(folder)
+    checkpoint = newest_checkpoint(run)
     if checkpoint is None:
         return None  # nothing to measure yet
     try:
@@ -113,23 +114,23 @@ def hooked_layers_problem(settings: Settings, folder: RunFolder, layers: str) ->
     return model.layers_problem(tuple(checkpoint["input_shape"])) if isinstance(model, HookedModel) else None
 
 
-def newest_checkpoint(folder: RunFolder) -> dict | None:
+def newest_checkpoint(run: RunRecord) -> dict | None:
     """The newest checkpoint of the run that loads (verified); None when none does (the measuring reports why)."""
-    for iteration in sorted(folder.checkpoint_entries(), reverse=True):
+    for iteration in sorted(run.entries, reverse=True):
         try:
-            return folder.load_checkpoint(iteration)
+            return run.load_checkpoint(iteration)
         except RunFolderError:
             continue
     return None
 
 
-def load_model(folder: RunFolder, iteration: int, device, layers: str = "", features_at: str = "post_activation"
+def load_model(run: RunRecord, iteration: int, device, layers: str = "", features_at: str = "post_activation"
                ) -> tuple[dict, models.LayerwiseModel]:
     """The checkpoint (verified against its sha256) and the model it rebuilds alone, with the layers
     `layers=` names (SettingsError listing the model's modules when it has no such one); CorruptFile
     (naming the file) also for a file that hashes right and loads but is not a checkpoint of ours."""
-    checkpoint = folder.load_checkpoint(iteration, map_location=device)
-    path = folder.checkpoint_path(iteration)
+    checkpoint = run.load_checkpoint(iteration, map_location=device)
+    path = run.folder.checkpoint_path(iteration)
     if not isinstance(checkpoint, dict) or not {"iteration", "epoch", "stage"} <= checkpoint.keys():
         raise CorruptFile(f"{path} is not a checkpoint (no iteration, epoch and stage); {REMAKE}")
     try:

@@ -28,8 +28,8 @@ from folders import ExperimentFolder
 class StoreLayout:
     """The store's file names in one experiment's analysis folders."""
 
-    def __init__(self, experiment: ExperimentFolder | str | Path):
-        self.experiment = experiment if isinstance(experiment, ExperimentFolder) else ExperimentFolder(experiment)
+    def __init__(self, experiment: ExperimentFolder):
+        self.experiment = experiment
 
     def cell_path(self, run_id: str, iteration: int) -> Path:
         """The metrics of one checkpoint (measuring/store.py)."""

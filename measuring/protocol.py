@@ -1,4 +1,4 @@
-"""measuring.analyse_runs(runs, experiment_dir, plan, device) — measure every checkpoint of these runs that lacks a metric.
+"""measuring.analyse_runs(runs, experiment, plan, device) — measure every checkpoint of these runs that lacks a metric.
 
 A transfer child (conf/plasticity.py `transfers`) is measured at its first and last checkpoints only, and there only for its
 classifier's accuracy (what the transfer read takes), unless `child_checkpoints=all` (`checkpoints_to_measure`,
@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 
 import data
-from conf import Execution, Plan, Settings, SettingsError
+from conf import Plan, Settings, SettingsError
 from conf.cli import describe_filter
 from conf.plasticity import transfers
-from folders import CorruptFile, ExperimentFolder, RunFolder, RunFolderError
+from folders import CorruptFile, ExperimentFolder, RunFolderError, RunRecord
 from measuring import snapshots, store
 from measuring.curves import update_layer_curves
 from measuring.inputs import check_module_file, hooked_layers_problem, load_model, splits_of, transfer_probe
@@ -60,8 +60,7 @@ class Outcome:
 class RunInputs:
     """Everything measuring one run's checkpoints needs besides the checkpoint itself."""
 
-    settings: Settings
-    folder: RunFolder
+    run: RunRecord
     plan: Plan
     device: torch.device
     recipes: dict[str, str]  # {metric: its current recipe} (metrics/registry.py)
@@ -70,15 +69,7 @@ class RunInputs:
     test: engine.SplitData
     num_classes: int
     transfer: transfer_metrics.TransferProbe | None
-    lineage: dict
     transfer_task: str = ""  # the task and its images, or `none (why)`: a column of every row (the report reads it)
-
-
-def apply_threads(execution: Execution) -> None:
-    """`threads=N`: torch's CPU threads (0 keeps torch's default). On a busy machine torch's own
-    choice oversubscribes the cores and its threads spin-wait on each other (65 s instead of 10 s)."""
-    if execution.threads:
-        torch.set_num_threads(execution.threads)
 
 
 def recipes(plan: Plan) -> dict[str, str]:
@@ -87,53 +78,50 @@ def recipes(plan: Plan) -> dict[str, str]:
     return registry.recipes(plan.analysis)
 
 
-def run_folders_of(experiment: ExperimentFolder) -> list[RunFolder]:
-    """The experiment's run folders; SettingsError naming the folder when there are none (a mistyped
-    out_dir or experiment), OSError when a file stands where a folder should be (the environment)."""
+def check_runs(experiment: ExperimentFolder, runs: dict[str, RunRecord]) -> None:
+    """SettingsError naming the folder when the experiment has no runs (a mistyped out_dir or experiment), OSError
+    when a file stands where its runs folder should be (the environment)."""
     try:
         experiment.runs_path.stat()  # a file in the way of out_dir raises NotADirectoryError, naming the path
-        folders = experiment.run_folders()
     except FileNotFoundError:
-        folders = []
-    if not folders:
+        pass
+    if not runs:
         raise SettingsError(f"{experiment.runs_path} holds no runs; check out_dir= and experiment= (or train them "
                             "first with python train.py ...)")
-    return folders
 
 
-def runs_of(experiment: ExperimentFolder, overrides: tuple) -> tuple[list[Settings], list[str]]:
-    """(settings of the runs matching the command line's run settings, one line per run skipped).
-    `depth=3,5` keeps runs with depth 3 or 5; none typed: all of them. A run whose settings file is
-    missing, not JSON, unknown or edited is reported and skipped; a filter that matches no run is
-    refused (SettingsError) before anything is written."""
+def runs_of(runs: dict[str, RunRecord], overrides: tuple, runs_path: Path) -> tuple[list[RunRecord], list[str]]:
+    """(the runs matching the command line's run settings, one line per run skipped). `depth=3,5` keeps runs with
+    depth 3 or 5; none typed: all of them. A run whose settings file is missing, not JSON, unknown or edited is
+    reported and skipped; a filter that matches no run is refused (SettingsError) before anything is written."""
     readable, skipped = [], []
-    for folder in run_folders_of(experiment):
-        try:
-            readable.append(folder.read_settings())
-        except RunFolderError as error:
-            logger.error("%s; run skipped", one_line(error))
-            skipped.append(one_line(error))
-    chosen = [settings for settings in readable
-              if all(getattr(settings, key) in values for key, values in overrides)]
+    for run in runs.values():
+        if run.settings is None:
+            logger.error("%s; run skipped", run.problem)
+            skipped.append(run.problem)
+        else:
+            readable.append(run)
+    chosen = [run for run in readable if all(getattr(run.settings, key) in values for key, values in overrides)]
     chosen += ancestors(chosen, readable)
     if overrides and not chosen:
-        present = "; ".join(f"{key} {', '.join(sorted({str(getattr(settings, key)) for settings in readable}))}"
+        present = "; ".join(f"{key} {', '.join(sorted({str(getattr(run.settings, key)) for run in readable}))}"
                             for key, _ in overrides)
         detail = f"the runs there have {present}" if readable else "no run there has usable settings"
-        raise SettingsError(f"no run under {experiment.runs_path} matches {describe_filter(overrides)} ({detail}); "
+        raise SettingsError(f"no run under {runs_path} matches {describe_filter(overrides)} ({detail}); "
                             "nothing was changed")
     return chosen, skipped
 
 
-def ancestors(chosen: list[Settings], readable: list[Settings]) -> list[Settings]:
+def ancestors(chosen: list[RunRecord], readable: list[RunRecord]) -> list[RunRecord]:
     """The runs among `readable` that a chosen run started from (its parent, their earlier stages), not chosen
     themselves: the words that trained a child (dataset=fashionmnist pretrain_dataset=mnist) trained its parent
     too, and its story is read against the parent's phases (figures/publish.py with_ancestors reads them)."""
     from conf.plasticity import has_parent, parent_settings
 
-    present = {settings.run_id: settings for settings in readable}
-    wanted, found = {settings.run_id for settings in chosen}, []
-    for settings in chosen:
+    present = {run.run_id: run for run in readable}
+    wanted, found = {run.run_id for run in chosen}, []
+    for run in chosen:
+        settings = run.settings
         while has_parent(settings):
             settings = parent_settings(settings)
             if settings.run_id in present and settings.run_id not in wanted:
@@ -142,37 +130,39 @@ def ancestors(chosen: list[Settings], readable: list[Settings]) -> list[Settings
     return found
 
 
-def measurable(runs: list[Settings], experiment: ExperimentFolder, plan: Plan) -> tuple[list[Settings], list[str]]:
+def measurable(runs: list[RunRecord], plan: Plan) -> tuple[list[RunRecord], list[str]]:
     """(the runs whose layers can be measured, one line per run that cannot: a layer module that runs twice in
     one pass); SettingsError for a `layers=` module a model lacks. Asked before anything is written, once per
     model (architecture and input shape), so a bad `layers=` leaves no cell, lock or folder behind."""
     usable, skipped, known = [], [], {}
-    for settings in runs:
+    for run in runs:
+        settings = run.settings
         model = (settings.arch, settings.depth, settings.width, settings.batch_norm, settings.patch_size,
                  settings.heads, settings.module_sha256, settings.dataset, settings.image_size)
         if model not in known:
             try:
                 check_module_file(settings)  # a changed module file is the measuring's to report, not to import
-                known[model] = hooked_layers_problem(settings, experiment.run(settings.run_id), plan.analysis.layers)
+                known[model] = hooked_layers_problem(run, plan.analysis.layers)
             except RunFolderError:
                 known[model] = None  # left to analyse_run, which reports it by name
         if known[model]:
-            logger.error("run %s: %s; run skipped", settings.run_id, known[model])
-            skipped.append(f"{settings.run_id}: {known[model]}; run skipped")
+            logger.error("run %s: %s; run skipped", run.run_id, known[model])
+            skipped.append(f"{run.run_id}: {known[model]}; run skipped")
         else:
-            usable.append(settings)
+            usable.append(run)
     return usable, skipped
 
 
-def run_inputs(settings: Settings, folder: RunFolder, plan: Plan, device) -> RunInputs:
+def run_inputs(run: RunRecord, plan: Plan, device) -> RunInputs:
+    settings = run.settings
     check_module_file(settings)  # a user's module changed since the run: refused before anything is measured
     execution = plan.execution
-    train, test, num_classes = splits_of(settings, folder, Path(execution.data_root), execution.download, device)
+    train, test, num_classes = splits_of(run, Path(execution.data_root), execution.download, device)
     probe, transfer_task = transfer_probe(settings, plan, train, test, num_classes, device)
     skipped = probe is None and plan.analysis.transfer_task != "none"  # asked for (or auto) and not done: say so
     logger.log(logging.WARNING if skipped else logging.INFO, "%s: transfer task %s", settings.run_id, transfer_task)
-    return RunInputs(settings, folder, plan, device, recipes(plan), registry.options_texts(plan.analysis), train, test,
-                     num_classes, probe, folder.read_lineage(), transfer_task)
+    return RunInputs(run, plan, device, recipes(plan), registry.options_texts(plan.analysis), train, test,
+                     num_classes, probe, transfer_task)
 
 
 def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: str, names, snapshot_path: Path) -> pd.DataFrame:
@@ -181,7 +171,7 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
     them in the cell). The probe snapshot, when gathered, is written first (to
     `snapshot_path`): a cell that holds cka_previous_layer always has its snapshot beside it."""
     rows, layers = engine.measure_layers(model, inputs.train, inputs.test, inputs.num_classes, inputs.plan.analysis,
-                                         seed=inputs.settings.seed, transfer=inputs.transfer, metrics=names)
+                                         seed=inputs.run.settings.seed, transfer=inputs.transfer, metrics=names)
     metric = snapshots.SNAPSHOT_METRIC
     snapshot = snapshots.snapshot_of(layers, inputs.test, checkpoint, inputs.recipes[metric], inputs.options[metric],
                                      checkpoint_sha256, inputs.plan.analysis.probe_subset_size)
@@ -189,11 +179,11 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
         snapshots.write_snapshot(snapshot_path, snapshot)
     index = {layer: position for position, layer in enumerate(model.layer_names())}
     frame = pd.DataFrame(rows)
-    frame.insert(0, "run_id", inputs.settings.run_id)
+    frame.insert(0, "run_id", inputs.run.run_id)
     frame.insert(1, "iteration", checkpoint["iteration"])
     frame.insert(2, "epoch", checkpoint["epoch"])
     frame.insert(3, "stage", checkpoint["stage"])
-    frame.insert(4, "parent_run_id", inputs.lineage.get("parent_run_id", ""))
+    frame.insert(4, "parent_run_id", inputs.run.lineage.get("parent_run_id", ""))
     frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
     frame["recipe"], frame["options"] = frame["metric"].map(inputs.recipes), frame["metric"].map(inputs.options)
     frame["depends_on"] = frame["metric"].map(lambda name: " ".join(registry.option_names(registry.METRICS[name])))
@@ -224,13 +214,13 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.busy += 1  # another analysis process is measuring it
             return
         analysis = inputs.plan.analysis
-        chosen = metrics_to_measure(inputs.settings, analysis)
+        chosen = metrics_to_measure(inputs.run.settings, analysis)
         names = pending_metrics(path, checkpoint_sha256, analysis, engine.applicable(chosen, inputs.transfer, analysis))
         if not names:
             outcome.fresh += 1  # another process measured it between our first look and the lock
             return
         try:
-            checkpoint, model = load_model(inputs.folder, iteration, inputs.device, inputs.plan.analysis.layers,
+            checkpoint, model = load_model(inputs.run, iteration, inputs.device, inputs.plan.analysis.layers,
                                            inputs.plan.analysis.features_at)
         except CorruptFile as error:
             logger.error("%s; skipped", one_line(error))
@@ -242,7 +232,7 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
                               checkpoint_sha256)
         store.write_cell(path, frame)
         outcome.measured += 1
-        logger.info("%s iteration %d measured", inputs.settings.run_id, checkpoint["iteration"])
+        logger.info("%s iteration %d measured", inputs.run.run_id, checkpoint["iteration"])
 
 
 # What LearnPhase's transfer read takes from a transfer child (findings/transfer.py): its classifier's test accuracy
@@ -269,36 +259,37 @@ def checkpoints_to_measure(settings: Settings, entries: dict[int, dict], child_c
     return {iteration: entries[iteration] for iteration in (min(entries), max(entries))}
 
 
-def analyse_run(settings: Settings, experiment_dir: Path, plan: Plan, device, no_transfer: dict[str, str]) -> Outcome:
+def analyse_run(run: RunRecord, layout: StoreLayout, plan: Plan, device, no_transfer: dict[str, str]) -> Outcome:
     """Measure the selected metrics of every checkpoint of one run that lacks them, of a transfer child its
-    classifier accuracy at its ends only by default (checkpoints_to_measure, metrics_to_measure); RunFolderError when a side file of the run is
-    unusable. `no_transfer`: {dataset: why it has no transfer task}, learnt in this call: the other runs
-    of that dataset need not load their data again to learn it."""
-    experiment = ExperimentFolder(experiment_dir)
-    entries, layout = experiment.run(settings.run_id).checkpoint_entries(), StoreLayout(experiment)
+    classifier accuracy at its ends only by default (checkpoints_to_measure, metrics_to_measure); RunFolderError
+    when a side file of the run is unusable. `no_transfer`: {dataset: why it has no transfer task}, learnt in this
+    call: the other runs of that dataset need not load their data again to learn it."""
+    if run.problem:
+        raise RunFolderError(run.problem)
+    settings, entries = run.settings, run.entries
     chosen = checkpoints_to_measure(settings, entries, plan.analysis.child_checkpoints)
     names = [name for name in metrics_to_measure(settings, plan.analysis)
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
     names = engine.without_snapshots(names, plan.analysis)
     pending = {iteration: entry for iteration, entry in chosen.items()
-               if pending_metrics(layout.cell_path(settings.run_id, iteration), entry["sha256"], plan.analysis, names)}
+               if pending_metrics(layout.cell_path(run.run_id, iteration), entry["sha256"], plan.analysis, names)}
     outcome = Outcome(fresh=len(chosen) - len(pending), left_out=len(entries) - len(chosen))
     if pending:
-        inputs = run_inputs(settings, experiment.run(settings.run_id), plan, device)
+        inputs = run_inputs(run, plan, device)
         if inputs.transfer is None:
             no_transfer[settings.dataset] = inputs.transfer_task
-        measure_cells(inputs, experiment, pending, outcome)
+        measure_cells(inputs, layout, pending, outcome)
     if settings.dataset in no_transfer:  # say why in every cell's rows of this question, measured now or before
         options = registry.options_texts(plan.analysis)
         for iteration in entries:
-            store.note(layout.cell_path(settings.run_id, iteration), "transfer_task", no_transfer[settings.dataset],
+            store.note(layout.cell_path(run.run_id, iteration), "transfer_task", no_transfer[settings.dataset],
                        options)
-    update_layer_curves(experiment, settings.run_id, plan.execution, outcome.measured)
+    update_layer_curves(layout, run, plan.execution, outcome.measured)
     return outcome
 
 
-def measure_cells(inputs: RunInputs, experiment: ExperimentFolder, pending: dict, outcome: Outcome) -> None:
-    run_id, layout = inputs.settings.run_id, StoreLayout(experiment)
+def measure_cells(inputs: RunInputs, layout: StoreLayout, pending: dict, outcome: Outcome) -> None:
+    run_id = inputs.run.run_id
     bar = progress_bar(inputs.plan.execution.progress, len(pending), 0, f"measuring {run_id}", unit="checkpoint")
     try:
         for iteration, entry in sorted(pending.items()):
@@ -310,15 +301,14 @@ def measure_cells(inputs: RunInputs, experiment: ExperimentFolder, pending: dict
             bar.close()
 
 
-def analyse_runs(runs: list[Settings], experiment_dir: Path, plan: Plan, device) -> Outcome:
+def analyse_runs(runs: list[RunRecord], experiment: ExperimentFolder, plan: Plan, device) -> Outcome:
     """Every run in turn; one whose folder has an unusable file is reported and skipped, the others go on."""
-    total, no_transfer = Outcome(), {}
-    for settings in runs:
+    total, no_transfer, layout = Outcome(), {}, StoreLayout(experiment)
+    for run in runs:
         try:
-            total.add(analyse_run(settings, experiment_dir, plan, device, no_transfer))
+            total.add(analyse_run(run, layout, plan, device, no_transfer))
         except (RunFolderError, data.DataError, LayerRunsTwice) as error:  # a damaged side file, this run's
             # dataset missing, or a layer that runs twice only on real images (`measurable` finds the others first)
-            logger.error("%s; run %s skipped", one_line(error), settings.run_id)
-            total.skipped.append(f"{settings.run_id}: {one_line(error)}")
+            logger.error("%s; run %s skipped", one_line(error), run.run_id)
+            total.skipped.append(f"{run.run_id}: {one_line(error)}")
     return total
-

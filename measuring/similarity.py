@@ -25,7 +25,7 @@ from conf.subcommands import CompareOptions, parse_subcommand
 from folders import ExperimentFolder, RunFolder
 from measuring.snapshots import SNAPSHOT_METRIC, Snapshot, usable_snapshots, vectors_of
 from metrics import registry
-from utils import atomic_write_text, ensure_writable_folder, setup_logging
+from utils import atomic_write_text, ensure_writable_folder, set_cpu_threads, setup_logging
 
 USAGE = ("usage: python analysis.py similarity RUN_DIR_A RUN_DIR_B [align=iteration|stage] [out=FILE.csv] [options=...] "
          "[execution options: threads=N log_level=INFO ...]")
@@ -114,9 +114,7 @@ def similarity_command(arguments: list[str]) -> int:
     runs, options, execution = parse_subcommand("similarity", arguments, ("RUN_DIR_A", "RUN_DIR_B"), CompareOptions,
                                                 USAGE)
     setup_logging(execution.log_level)
-    from measuring.protocol import apply_threads  # here, as analysis.py does: it loads the measuring
-
-    apply_threads(execution)
+    set_cpu_threads(execution.threads)
     align = options.align
     out = Path(options.out) if options.out else None
     if out is not None:

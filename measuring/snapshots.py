@@ -15,8 +15,8 @@ checkpoint, e.g. 6.2 MiB per checkpoint of CONV-4-32 on 32-pixel images (input 5
 logits 10).
 
 `similarity.parquet` (a folder of per-run parts, rebuilt only when a run's snapshots change) has a row per
-(run_id, iteration, kind, layer, other_layer, other_iteration): kind `layers` = CKA of two layers at one
-checkpoint (every ordered pair, the diagonal included), kind `to_final` = CKA of a layer with the same layer
+(run_id, iteration, comparison, layer, other_layer, other_iteration): comparison `layers` = CKA of two layers
+at one checkpoint (every ordered pair, the diagonal included), `to_final` = CKA of a layer with the same layer
 at the run's last snapshot of the same options; `cka` (linear) and `cka_debiased`, the snapshots' `options`,
 with the run's settings as columns. It holds every current snapshot's rows, whichever call measured it: a call
 under other options adds rows beside the others.
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from folders import CorruptFile, ExperimentFolder
+from folders import CorruptFile, ExperimentFolder, RunRecord
 from measuring.layout import StoreLayout
 from metrics.similarity import cka_vectors, probe_subset
 from utils import atomic_write_bytes, atomic_write_json
@@ -126,11 +126,11 @@ def snapshot_rows(snapshots: list[Snapshot]) -> pd.DataFrame:
         pairs_linear, pairs_debiased = (linear @ linear.T).tolist(), (debiased @ debiased.T).tolist()
         base = {"iteration": snapshot.iteration, "epoch": snapshot.epoch, "stage": snapshot.stage}
         for row, name in enumerate(names):
-            rows += [{**base, "kind": "layers", "layer": name, "layer_index": row, "other_layer": other,
+            rows += [{**base, "comparison": "layers", "layer": name, "layer_index": row, "other_layer": other,
                       "other_iteration": snapshot.iteration, "cka": pairs_linear[row][column],
                       "cka_debiased": pairs_debiased[row][column]} for column, other in enumerate(names)]
             if name in final_vectors:
-                rows.append({**base, "kind": "to_final", "layer": name, "layer_index": row, "other_layer": name,
+                rows.append({**base, "comparison": "to_final", "layer": name, "layer_index": row, "other_layer": name,
                              "other_iteration": final.iteration,
                              "cka": float(vectors[name][0] @ final_vectors[name][0]),
                              "cka_debiased": float(vectors[name][1] @ final_vectors[name][1])})
@@ -174,12 +174,12 @@ def similarity_rows(snapshots: list[Snapshot]) -> pd.DataFrame:
                       for options, group in sorted(groups.items())], ignore_index=True)
 
 
-def update_similarity(experiment_dir: Path, run_ids=None) -> int:
-    """Bring each run's part of similarity.parquet up to date with its current snapshots, of every options;
-    returns the rows of the parts brought up to date. A run whose snapshots did not change costs a few stats."""
+def update_similarity(experiment: ExperimentFolder, runs: dict[str, RunRecord], run_ids=None) -> int:
+    """Bring each run's part of similarity.parquet up to date with its current snapshots, of every options, each run
+    as `runs` holds it (store.merge's rule); returns the rows of the parts brought up to date. A run whose snapshots
+    did not change costs a few stats."""
     from measuring.store import current_recipe_cache, file_stamp, listed_checkpoints, settings_columns, up_to_date
 
-    experiment = ExperimentFolder(experiment_dir)
     layout, total = StoreLayout(experiment), 0
     if run_ids is None:
         parts = experiment.similarity_path.glob("*.parquet") if experiment.similarity_path.is_dir() else []
@@ -190,9 +190,9 @@ def update_similarity(experiment_dir: Path, run_ids=None) -> int:
             layout.similarity_part_path(run_id).unlink(missing_ok=True)
             layout.similarity_index_path(run_id).unlink(missing_ok=True)
             continue
-        run = experiment.run(run_id)
+        run = runs.get(run_id)
         signature = hashlib.sha256(json.dumps([SNAPSHOT_VERSION, current_recipe_cache()["versions"],
-                                               file_stamp(run.manifest_path), file_stamp(run.settings_path),
+                                               list(run.stamps) if run is not None else None,
                                                [[path.name, file_stamp(path)] for path in paths]]).encode()).hexdigest()
         part, index_path = layout.similarity_part_path(run_id), layout.similarity_index_path(run_id)
         index = up_to_date(index_path, part, signature)

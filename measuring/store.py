@@ -59,7 +59,7 @@ import pyarrow.parquet as parquet
 
 from conf.global_settings import SETTING_FIELDS
 from conf.analysis import Analysis
-from folders import ExperimentFolder, RunFolder, RunFolderError
+from folders import ExperimentFolder, RunRecord
 from measuring.layout import StoreLayout
 from metrics import registry
 from utils import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, file_stamp
@@ -256,16 +256,16 @@ def current_recipe(metric: str, options: str) -> str | None:
 # -- the table: merge (every run) and update_run (one run) -----------------------------------------------
 
 
-def merge(experiment_dir: Path, *, leave=frozenset()) -> Merged:
-    """Bring every run's part of the table up to date with its cells' current rows; the runs in `leave` are left
-    to their own Slurm array tasks. Unchanged runs cost a few stats each, so a call with nothing new stays quick
-    on a large grid."""
-    experiment = ExperimentFolder(experiment_dir)
+def merge(experiment: ExperimentFolder, runs: dict[str, RunRecord], *, leave=frozenset()) -> Merged:
+    """Bring every run's part of the table up to date with its cells' current rows, each run as `runs` holds it (its
+    RunRecord, read once by the caller: ExperimentFolder.read_runs; a run with cells and no record is a folder that
+    is gone); the runs in `leave` are left to their own Slurm array tasks. Unchanged runs cost a few stats each, so
+    a call with nothing new stays quick on a large grid."""
     prepare_table(experiment)
     merged = Merged()
     layout = StoreLayout(experiment)
     for run_id in sorted({*layout.cell_run_ids(), *layout.table_run_ids()} - set(leave)):
-        state, rows = refresh_part(experiment, run_id)
+        state, rows = refresh_part(layout, run_id, runs.get(run_id))
         merged.rows, merged.parts = merged.rows + rows, merged.parts + (rows > 0)
         if state == "written":
             merged.written.append(run_id)
@@ -274,11 +274,10 @@ def merge(experiment_dir: Path, *, leave=frozenset()) -> Merged:
     return merged
 
 
-def update_run(experiment_dir: Path, run_id: str) -> str:
+def update_run(experiment: ExperimentFolder, run: RunRecord) -> str:
     """One run's part only (a Slurm array task's share): kept, written, removed or absent."""
-    experiment = ExperimentFolder(experiment_dir)
     prepare_table(experiment)
-    return refresh_part(experiment, run_id)[0]
+    return refresh_part(StoreLayout(experiment), run.run_id, run)[0]
 
 
 def prepare_table(experiment: ExperimentFolder) -> None:
@@ -287,37 +286,35 @@ def prepare_table(experiment: ExperimentFolder) -> None:
     experiment.table_path.mkdir(parents=True, exist_ok=True)
 
 
-def refresh_part(experiment: ExperimentFolder, run_id: str) -> tuple[str, int]:
+def refresh_part(layout: StoreLayout, run_id: str, run: RunRecord | None) -> tuple[str, int]:
     """(kept | written | removed | absent, rows of the run's part). Rebuilt only when the run's
     signature changed; taken again under the part's lock, since another process may have rebuilt
     it while this one waited."""
-    index = current_index(experiment, run_id, run_signature(experiment, run_id))
+    index = current_index(layout, run_id, run_signature(layout, run_id, run))
     if index is not None:
         return "kept", index["rows"]
-    with exclusive_lock(StoreLayout(experiment).part_lock_path(run_id), wait=True):
-        signature = run_signature(experiment, run_id)
-        index = current_index(experiment, run_id, signature)
+    with exclusive_lock(layout.part_lock_path(run_id), wait=True):
+        signature = run_signature(layout, run_id, run)
+        index = current_index(layout, run_id, signature)
         if index is not None:
             return "kept", index["rows"]
-        return rebuild_part(experiment, run_id, signature)
+        return rebuild_part(layout, run_id, run, signature)
 
 
-def run_signature(experiment: ExperimentFolder, run_id: str) -> str:
+def run_signature(layout: StoreLayout, run_id: str, run: RunRecord | None) -> str:
     """A hash of everything a run's part is built from: its cells' names, sizes and modification
-    times and those of their digest files, its settings file and manifest (a checkpoint re-made makes its
-    cell stale), the metrics' versions (their recipes under the defaults change with any of them)."""
-    run = experiment.run(run_id)
+    times and those of their digest files, its settings file and manifest as the record read them (a checkpoint
+    re-made makes its cell stale), the metrics' versions (their recipes under the defaults change with any of them)."""
     built_from = {"store": STORE_VERSION, "versions": current_recipe_cache()["versions"],
-                  "settings": file_stamp(run.settings_path), "manifest": file_stamp(run.manifest_path),
+                  "run": list(run.stamps) if run is not None else None,
                   "cells": [[path.name, file_stamp(path), file_stamp(StoreLayout.cell_digest_path(path))]
-                            for path in StoreLayout(experiment).run_cell_paths(run_id)]}
+                            for path in layout.run_cell_paths(run_id)]}
     return hashlib.sha256(json.dumps(built_from).encode()).hexdigest()
 
 
-def current_index(experiment: ExperimentFolder, run_id: str, signature: str) -> dict | None:
+def current_index(layout: StoreLayout, run_id: str, signature: str) -> dict | None:
     """The run's index when its part is up to date: built from this signature, and the part on disk
     is the one written then (a part deleted or replaced by hand is rebuilt)."""
-    layout = StoreLayout(experiment)
     return up_to_date(layout.part_index_path(run_id), layout.part_path(run_id), signature)
 
 
@@ -333,21 +330,20 @@ def up_to_date(index_path: Path, part_path: Path, signature: str) -> dict | None
     return index if file_stamp(part_path) == index.get("part") else None
 
 
-def rebuild_part(experiment: ExperimentFolder, run_id: str, signature: str) -> tuple[str, int]:
+def rebuild_part(layout: StoreLayout, run_id: str, run: RunRecord | None, signature: str) -> tuple[str, int]:
     """Write the run's part from its fresh cells (or remove it when it has none), then its index:
     the index comes second, so a process killed in between leaves a part that is rebuilt, never one
     that looks up to date and is not."""
-    layout = StoreLayout(experiment)
     part, index_path = layout.part_path(run_id), layout.part_index_path(run_id)
     had_part = part.exists()
-    table = run_rows(experiment, run_id)
+    table = run_rows(layout, run_id, run)
     if table is not None:
         buffer = io.BytesIO()
         parquet.write_table(table, buffer)
         atomic_write_bytes(part, buffer.getvalue())
     else:
         part.unlink(missing_ok=True)
-    if StoreLayout(experiment).run_cell_paths(run_id):
+    if layout.run_cell_paths(run_id):
         atomic_write_json(index_path, {"signature": signature, "part": file_stamp(part),
                                        "rows": table.num_rows if table is not None else 0})
     else:  # no cells left: nothing to remember, so the run drops out of later merges
@@ -359,15 +355,14 @@ def rebuild_part(experiment: ExperimentFolder, run_id: str, signature: str) -> t
 # -- one run's rows ------------------------------------------------------------------------------------
 
 
-def run_rows(experiment: ExperimentFolder, run_id: str) -> pa.Table | None:
-    """The run's current rows (`fresh_rows`: every call's) with its settings as columns; None when there are
-    none, or its settings file is unusable (logged)."""
-    run = experiment.run(run_id)
-    settings = settings_columns(run, experiment.table_path)
+def run_rows(layout: StoreLayout, run_id: str, run: RunRecord | None) -> pa.Table | None:
+    """The run's current rows (`fresh_rows`: every call's) with its settings as columns (`run`: its record, None for
+    a run folder that is gone); None when there are none, or its settings file is unusable (logged)."""
+    settings = settings_columns(run, layout.experiment.table_path)
     if settings is None:
         return None
     listed = listed_checkpoints(run)
-    cells = [normalised(rows) for path in StoreLayout(experiment).run_cell_paths(run_id)
+    cells = [normalised(rows) for path in layout.run_cell_paths(run_id)
              if (cell := read_cell(path)) is not None and (rows := fresh_rows(cell, listed)) is not None]
     if not cells:
         return None
@@ -379,16 +374,14 @@ def run_rows(experiment: ExperimentFolder, run_id: str) -> pa.Table | None:
     return table
 
 
-def listed_checkpoints(run: RunFolder) -> dict[int, str] | None:
-    """{iteration: sha256} the manifest lists; None when there is no usable manifest (a run folder
+def listed_checkpoints(run: RunRecord | None) -> dict[int, str] | None:
+    """{iteration: sha256} the run's manifest lists; None when there is no usable manifest (a run folder
     that is gone keeps its cells' rows, as the settings do)."""
-    if not run.manifest_path.exists():
+    if run is None or run.checkpoints is None:
+        if run is not None and run.settings is not None and run.stamps[1] is not None:
+            logger.warning("%s; the cells of %s are not checked against it", run.problem, run.run_id)
         return None
-    try:
-        return {iteration: entry["sha256"] for iteration, entry in run.checkpoint_entries().items()}
-    except (RunFolderError, KeyError, TypeError, AttributeError):
-        logger.warning("%s is unusable; the cells of %s are not checked against it", run.manifest_path, run.run_id)
-        return None
+    return {iteration: entry["sha256"] for iteration, entry in run.checkpoints.items()}
 
 
 def normalised(cell: pa.Table) -> pa.Table:
@@ -418,18 +411,16 @@ def settings_type(default) -> pa.DataType:
 SETTINGS_TYPES = {name: settings_type(field.default) for name, field in SETTING_FIELDS.items()}
 
 
-def settings_columns(run: RunFolder, table_path: Path) -> dict[str, tuple] | None:
+def settings_columns(run: RunRecord | None, table_path: Path) -> dict[str, tuple] | None:
     """A run's settings as {column: (value, type)}: lists as JSON text, a float setting given as an
     int as a float, so every part types a column alike. All null for a run folder that is gone (its
     rows keep no settings); None when its settings file is unusable: its rows are left out (logged),
     since settings that do not match the run id would mislabel every row."""
-    if not run.settings_path.exists():
+    if run is None:
         return {name: (None, data_type) for name, data_type in SETTINGS_TYPES.items()}
-    try:
-        record = run.read_settings().to_record()
-    except RunFolderError as error:
-        logger.warning("%s; its rows are left out of %s", error, table_path)
+    if run.settings is None:
+        logger.warning("%s; its rows are left out of %s", run.problem, table_path)
         return None
+    record = run.settings.to_record()
     return {name: (json.dumps(record[name]) if isinstance(record[name], list) else record[name], data_type)
             for name, data_type in SETTINGS_TYPES.items()}
-

@@ -13,7 +13,7 @@
     srank              the smallest k with Σ_{i≤k} σ_i ≥ (1 − δ) Σ σ, δ = 0.01, σ sorted descending
                        (Kumar, Agarwal, Ghosh & Levine, ICLR 2021), each split
 
-Two statistic kinds (metrics/statistics.py). `unit_activity` streams Σ|a| per unit and Σ‖h‖₂ over
+Two statistics (metrics/statistics.py). `unit_activity` streams Σ|a| per unit and Σ‖h‖₂ over
 examples (one reduction per batch, float64 across batches, no host sync); it applies to the hidden
 layers only: the `input` layer's pixels are not units and the `logits` are the classifier's outputs
 (no activation follows them), so neither gets these two metrics. `spectrum` reads the ridge maps'
@@ -73,7 +73,7 @@ class UnitActivity(Statistic):
     and feature_norm read. A unit is dimension 1 of the layer's output: a channel of [B, C, H, W], a
     neuron of [B, D]. Hidden layers only (module docstring)."""
 
-    kind = "unit_activity"
+    name = "unit_activity"
     layers = LayersBut(("input", "logits"))
 
     def __init__(self, arguments, context):
@@ -163,7 +163,7 @@ class FeatureSpectrum(Statistic):
     training split's from its two parts merged, the test split's from the test Gram (computed when first
     read: that Gram is complete only after the test pass). One eigvalsh per split."""
 
-    kind = "spectrum"
+    name = "spectrum"
     options = ("features_at", "probe_dimensions")
     requires = ("ridge", "ridge_test")
 

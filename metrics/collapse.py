@@ -17,7 +17,7 @@
                          (0 = the classifier's rows are the centred class means, up to scale)
 
 C counts the classes present in the split, μ_G is the mean over samples (the count-weighted mean of the
-class means). Three statistic kinds, registered with metrics/statistics.py: `within_class_projection`
+class means). Three statistics, registered with metrics/statistics.py: `within_class_projection`
 (NC1's Mᵀ Σ_W M, streamed), `classifier_input` (NC3's class sums of the head's input, read by a hook on
 its final Linear whichever `features_at` is chosen) and `ncc_agreement` (NC4's agreeing examples); NC2
 reads the class moments alone. No D × D matrix is ever formed.
@@ -66,7 +66,7 @@ class WithinClassProjection(Statistic):
     Mᵀd per example, and P summed in float64. Test batches are ignored: NC1 is a training-split measure.
     """
 
-    kind = "within_class_projection"
+    name = "within_class_projection"
     requires = ("class_moments",)
     keeps = "flat"
 
@@ -179,11 +179,11 @@ def nc2_etf_distance(layer: LayerResults) -> dict[str, float]:
 @statistic
 class NearestCentreAgreement(Statistic):
     """NC4's count per split: examples whose NCC prediction (the training split's centres, as the `ncc`
-    kind) equals the network's own prediction (its logits' argmax, Batch.network_predictions). Counted on
+    statistic) equals the network's own prediction (its logits' argmax, Batch.network_predictions). Counted on
     the device, one scalar per split: no host synchronisation per batch."""
 
-    kind = "ncc_agreement"
-    requires = ("ncc",)  # reads the ncc kind's predictions of the same batch (it predicts first)
+    name = "ncc_agreement"
+    requires = ("ncc",)  # reads the ncc statistic's predictions of the same batch (it predicts first)
     keeps = "flat"
 
     def __init__(self, arguments, context):
@@ -216,7 +216,7 @@ class ClassifierInputMeans(Statistic):
     """NC3's class sums and counts of what the head's final Linear reads (Batch.classifier_inputs), per split,
     in float64: D is the classifier's input (at most a few thousand), C × B × D per batch is small."""
 
-    kind = "classifier_input"
+    name = "classifier_input"
     layers = ("logits",)
 
     def __init__(self, arguments, context):

@@ -29,7 +29,7 @@ from conf.analysis import Analysis, check_heldout_split
 from metrics.moments import one_hot
 from metrics.registry import METRICS, SPLITS, LayerResults, select
 from metrics.ridge import Target
-from metrics.similarity import PROBE_KINDS, probe_subset
+from metrics.similarity import PROBE_STATISTICS, probe_subset
 from metrics.statistics import STATISTICS, Batch, Context, RidgeMaps, Statistic, closure
 from metrics.transfer import TransferProbe
 from utils import seeded_generator
@@ -70,8 +70,8 @@ def applicable(names, transfer: TransferProbe | None, options: Analysis | None =
 def without_snapshots(names, options: Analysis) -> tuple[str, ...]:
     """`names` less the metrics read from the probe subset (its snapshot, its full Grams) when there is none
     (probe_subset_size=0): they would have no rows, so they would count as missing and be measured again at every call."""
-    return tuple(name for name in names
-                 if options.probe_subset_size or not any(need.startswith(PROBE_KINDS) for need in METRICS[name].needs))
+    return tuple(name for name in names if options.probe_subset_size
+                 or not any(need.startswith(PROBE_STATISTICS) for need in METRICS[name].needs))
 
 
 def measure(model: torch.nn.Module, train: SplitData, test: SplitData, num_classes: int, options: Analysis,
@@ -162,21 +162,21 @@ def tf32_off(device: torch.device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def gather(model, train: SplitData, test: SplitData, kinds: dict[str, frozenset[str]], context: Context,
+def gather(model, train: SplitData, test: SplitData, statistics_needed: dict[str, frozenset[str]], context: Context,
            heldout_name: str) -> dict[str, dict[str, Statistic]]:
-    """{layer: {kind: Statistic}} after the training split's pass, the fits, the training split's
+    """{layer: {statistic name: Statistic}} after the training split's pass, the fits, the training split's
     predictions and the test split's pass."""
     options = context.options
     # every selection reads the batches in the same order, so a metric's value does not depend on the others chosen
     parts = heldout_parts(len(train.labels), options, context.seed, heldout_name, context.device)
     layers: dict[str, dict[str, Statistic]] = {}
     kept = Kept(options.feature_cache_gb * 2 ** 30)
-    head = final_linear(model) if "classifier_input" in kinds else None
-    for prepared in prepared_batches(train, kinds, context, parts):
+    head = final_linear(model) if "classifier_input" in statistics_needed else None
+    for prepared in prepared_batches(train, statistics_needed, context, parts):
         for name, tensor in prepared.forward(model, options.features_at, head).items():
             statistics = layers.get(name)
             if statistics is None:
-                statistics = layers[name] = layer_statistics(name, kinds, context)
+                statistics = layers[name] = layer_statistics(name, statistics_needed, context)
             batch = prepared.batch("train", tensor, options.probe_dimensions)
             for statistic in statistics.values():
                 statistic.observe(batch, statistics)
@@ -184,12 +184,12 @@ def gather(model, train: SplitData, test: SplitData, kinds: dict[str, frozenset[
     for statistics in layers.values():
         for statistic in statistics.values():
             statistic.fit(statistics)
-    refit_in_float64(model, train, parts, layers, kinds, context)
-    kept.replay(model, train, parts, layers, kinds, context)
-    twin = with_batch_statistics(model) if "batch_statistics" in kinds else None
-    for prepared in prepared_batches(test, kinds, context):
+    refit_in_float64(model, train, parts, layers, statistics_needed, context)
+    kept.replay(model, train, parts, layers, statistics_needed, context)
+    twin = with_batch_statistics(model) if "batch_statistics" in statistics_needed else None
+    for prepared in prepared_batches(test, statistics_needed, context):
         features = prepared.forward(model, options.features_at, head)
-        if "batch_statistics" in kinds:
+        if "batch_statistics" in statistics_needed:
             prepared.batch_statistics_logits = batch_statistics_logits(twin, prepared.images, features["logits"])
         for name, tensor in features.items():
             statistics = layers[name]
@@ -260,7 +260,7 @@ def batch_statistics_logits(twin: torch.nn.Module | None, images: Tensor, eval_l
     return twin(images)
 
 
-def prepared_batches(split: SplitData, kinds, context: Context, parts=None):
+def prepared_batches(split: SplitData, statistics_needed, context: Context, parts=None):
     """The split's batches; with `parts` (the training split) each batch is reordered so its fitting
     rows come first: every layer then reads both parts as views, with no copy and no host sync."""
     shifts: dict[str, Tensor] = {}  # each target's first batch mean, shared by every layer's moments
@@ -271,7 +271,7 @@ def prepared_batches(split: SplitData, kinds, context: Context, parts=None):
             images, labels = images.index_select(0, order), labels.index_select(0, order)
             transfer_labels = None if transfer_labels is None else transfer_labels.index_select(0, order)
             slices = (slice(0, fitting), slice(fitting, len(order)))
-        values, target_labels = batch_targets(images, labels, transfer_labels, kinds, context)
+        values, target_labels = batch_targets(images, labels, transfer_labels, statistics_needed, context)
         for name, tensor in values.items():
             shifts.setdefault(name, tensor.mean(dim=0).to(torch.float64))  # float32-exact: sums are exact about it
         targets = {name: Target(tensor, shifts[name]) for name, tensor in values.items()}
@@ -280,7 +280,7 @@ def prepared_batches(split: SplitData, kinds, context: Context, parts=None):
         yield Prepared(images, labels, targets, target_labels, slices, part_targets)
 
 
-def refit_in_float64(model, train: SplitData, parts, layers, kinds, context: Context) -> None:
+def refit_in_float64(model, train: SplitData, parts, layers, statistics_needed, context: Context) -> None:
     """Layers whose ridge maps fit almost exactly from float32 products (metrics/statistics.py:
     RESIDUAL_RATIO) gather their ridge moments again from float64 products, in one more pass."""
     redo = [name for name, statistics in layers.items() if getattr(statistics.get("ridge"), "needs_float64", False)]
@@ -288,7 +288,7 @@ def refit_in_float64(model, train: SplitData, parts, layers, kinds, context: Con
         return
     options = context.options
     fresh = {name: RidgeMaps(layers[name]["ridge"].arguments, context, precision=torch.float64) for name in redo}
-    for prepared in prepared_batches(train, kinds, context, parts):
+    for prepared in prepared_batches(train, statistics_needed, context, parts):
         features = prepared.forward(model, options.features_at)
         for name in redo:
             fresh[name].observe(prepared.batch("train", features[name], options.probe_dimensions), layers[name])
@@ -310,23 +310,27 @@ def heldout_parts(examples: int, options: Analysis, seed: int, name: str, device
     return parts
 
 
-def layer_statistics(name: str, kinds: dict[str, frozenset[str]], context: Context) -> dict[str, Statistic]:
-    """One layer's statistics: every kind that applies to it, with the targets it measures something for.
-    A kind whose targets are all skipped on this layer is dropped, unless a kind built here requires it:
-    then it is built with no argument (a Gram-only ridge for the feature spectrum on the `input` layer)."""
+def layer_statistics(name: str, statistics_needed: dict[str, frozenset[str]], context: Context) -> dict[str, Statistic]:
+    """One layer's statistics: every needed statistic that applies to it, with the targets it measures something
+    for. A statistic whose targets are all skipped on this layer is dropped, unless a statistic built here
+    requires it: then it is built with no argument (a Gram-only ridge for the feature spectrum on the `input`
+    layer)."""
     skipped = set(SKIPPED_TARGETS.get(name, ()))
     built, required = set(), set()
-    for kind in reversed(list(kinds)):  # closure's order: a kind comes after the kinds it requires
-        cls, arguments = STATISTICS[kind], kinds[kind]
-        if (cls.layers is None or name in cls.layers) and (not arguments or arguments - skipped or kind in required):
-            built.add(kind)
+    # closure's order: a statistic comes after the statistics it requires
+    for statistic_name in reversed(list(statistics_needed)):
+        cls, arguments = STATISTICS[statistic_name], statistics_needed[statistic_name]
+        if (cls.layers is None or name in cls.layers) and (not arguments or arguments - skipped
+                                                            or statistic_name in required):
+            built.add(statistic_name)
             required.update(cls.requires)
-    return {kind: STATISTICS[kind](kinds[kind] - skipped, context) for kind in kinds if kind in built}
+    return {statistic_name: STATISTICS[statistic_name](arguments - skipped, context)
+            for statistic_name, arguments in statistics_needed.items() if statistic_name in built}
 
 
-def batch_targets(images: Tensor, labels: Tensor, transfer_labels: Tensor | None, kinds, context: Context):
+def batch_targets(images: Tensor, labels: Tensor, transfer_labels: Tensor | None, statistics_needed, context: Context):
     """({target: float [B, K]}, {target: int64 [B]}) for the targets some statistic reads."""
-    wanted = set().union(*kinds.values()) if kinds else set()
+    wanted = set().union(*statistics_needed.values()) if statistics_needed else set()
     targets, target_labels = {}, {"classes": labels}
     if "classes" in wanted:
         targets["classes"] = one_hot(labels, context.num_classes)
@@ -369,7 +373,7 @@ class Kept:
         kept.features = None  # only what was kept above stays in memory
         self.batches.setdefault(name, []).append(kept)
 
-    def replay(self, model, train: SplitData, parts, layers, kinds, context: Context) -> None:
+    def replay(self, model, train: SplitData, parts, layers, statistics_needed, context: Context) -> None:
         for name, batches in self.batches.items():
             if name in self.overflow:
                 continue
@@ -377,12 +381,12 @@ class Kept:
                 for statistic in layers[name].values():
                     statistic.predict(batch, layers[name])
         if self.overflow:
-            self._second_pass(model, train, parts, layers, kinds, context)
+            self._second_pass(model, train, parts, layers, statistics_needed, context)
         self.batches.clear()
 
-    def _second_pass(self, model, train: SplitData, parts, layers, kinds, context: Context) -> None:
+    def _second_pass(self, model, train: SplitData, parts, layers, statistics_needed, context: Context) -> None:
         options = context.options
-        for index, prepared in enumerate(prepared_batches(train, kinds, context, parts)):
+        for index, prepared in enumerate(prepared_batches(train, statistics_needed, context, parts)):
             features = prepared.forward(model, options.features_at)
             for name in self.overflow:
                 batch = prepared.batch("train", features[name], options.probe_dimensions)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from conf.analysis import Analysis, analysis_of, option_value, option_words
+from conf.analysis import analysis_of, option_value, option_words
 from conf.errors import SettingsError
 from metrics.moments import ClassMoments, cdnv
 from metrics.ridge import fitted_error, ridge_mse
@@ -37,7 +37,7 @@ SPLITS = ("train", "test")  # every metric is measured on both, in this order (t
 class LayerResults:
     """What the engine gathered about one layer, for the selected metrics: per split, class moments,
     correct NCC predictions, the fitted maps by target (with their moments and correct predictions),
-    the classifier's sums; `statistics` holds every gathered statistic by kind (for new kinds)."""
+    the classifier's sums; `statistics` holds every gathered statistic by name (for new statistics)."""
 
     name: str
     splits: tuple[str, ...]

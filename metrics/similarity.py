@@ -36,7 +36,7 @@ GRAM_PRECISION = torch.float32
 # Full features are centred in float64 a block of this many columns at a time: the float64 copy is n × 4096
 # at most (32 MB for n = 1024), never n × D (an early conv layer's D is in the tens of thousands).
 GRAM_COLUMNS = 4096
-PROBE_KINDS = ("probe_snapshot", "probe_gram")  # the statistics read from the probe subset: none without one
+PROBE_STATISTICS = ("probe_snapshot", "probe_gram")  # the statistics read from the probe subset: none without one
 
 
 def probe_subset(examples: int, size: int) -> Tensor:
@@ -76,7 +76,7 @@ class ProbeSnapshot(ProbeRows):
     """The probe subset's pooled features (float16, on the CPU at the end), gathered from the test split's
     pass in order: no extra forward pass. `features` [n, d] after the pass; None when the subset is empty."""
 
-    kind = "probe_snapshot"
+    name = "probe_snapshot"
     options = ("features_at", "probe_dimensions", "probe_subset_size")
 
     def observe(self, batch, statistics):
@@ -100,7 +100,7 @@ class ProbeGram(ProbeRows):
     blocks 32 × 8 × 8, logits 10: D = 13,322 over its 7 layers) at n = 1024 holds 55 MB of float32 features,
     CONV-20-400 2.2 GB. Afterwards 8 MB (float64 n × n) per layer."""
 
-    kind = "probe_gram"
+    name = "probe_gram"
     options = ("features_at", "probe_subset_size")  # full features: probe_dimensions does not enter
 
     def __init__(self, arguments, context):

@@ -1,6 +1,6 @@
 """Per-layer statistics as plug-ins: each metric declares what it needs, the engine gathers the union.
 
-A need is `kind` or `kind:argument` (metrics/registry.py declares them per metric):
+A need is `statistic` or `statistic:argument` (metrics/registry.py declares them per metric):
 
     class_moments             per-class count, mean and scatter of the layer's features, each split
     ncc                       correct nearest-class-centre predictions (training split's centres), each split
@@ -15,11 +15,11 @@ A need is `kind` or `kind:argument` (metrics/registry.py declares them per metri
 Targets: `classes` (one-hot of the labels the run trained on), `image` (the normalised input image:
 LearnPhase's linear decoder), `transfer` (one-hot of the transfer task's labels).
 
-A kind is a class registered here, built once per layer with the set of its arguments. The engine
-(metrics/engine.py) runs: the training split's pass (`observe`), `fit`, the training split again from
-the kept features (`predict`; a kind names what it needs kept in `keeps`), then the test split's pass
-(`observe`, then `predict`, per batch). Adding a kind = one class here; adding a metric on existing
-kinds = one function in metrics/registry.py.
+A statistic is a class registered here (under its `name`), built once per layer with the set of its
+arguments. The engine (metrics/engine.py) runs: the training split's pass (`observe`), `fit`, the training
+split again from the kept features (`predict`; a statistic names what it needs kept in `keeps`), then the
+test split's pass (`observe`, then `predict`, per batch). Adding a statistic = one class here; adding a
+metric on existing statistics = one function in metrics/registry.py.
 """
 
 from __future__ import annotations
@@ -96,12 +96,12 @@ class LinearMap:
 
 
 class Statistic:
-    """One kind of per-layer statistic. `statistics` is the layer's {kind: Statistic} (what `requires` names)."""
+    """One per-layer statistic. `statistics` is the layer's {name: Statistic} (what `requires` names)."""
 
-    kind: ClassVar[str]
+    name: ClassVar[str]  # what needs and `requires` call it (registered under it)
     version: ClassVar[int] = 1  # bump when what it gathers changes: the metrics reading it are computed again
     options: ClassVar[tuple[str, ...]] = ("features_at",)  # the analysis options its values depend on (the recipe)
-    requires: ClassVar[tuple[str, ...]] = ()  # kinds (with this one's arguments) it reads
+    requires: ClassVar[tuple[str, ...]] = ()  # statistics (with this one's arguments) it reads
     keeps: ClassVar[str | None] = None  # "flat" | "pooled": what `predict` reads of the training split
     layers: ClassVar[tuple[str, ...] | None] = None  # the layers it applies to (None: every layer)
 
@@ -135,62 +135,63 @@ STATISTICS: dict[str, type[Statistic]] = {}
 
 
 def statistic(cls: type[Statistic]) -> type[Statistic]:
-    if cls.kind in STATISTICS:
-        raise ValueError(f"statistic {cls.kind!r} is registered twice")
-    STATISTICS[cls.kind] = cls
+    if cls.name in STATISTICS:
+        raise ValueError(f"statistic {cls.name!r} is registered twice")
+    STATISTICS[cls.name] = cls
     return cls
 
 
 def need_options(need: str) -> tuple[str, ...]:
-    """The analysis options a need's values depend on: its kind's, those of what it requires, its target's."""
-    kind, argument = parse_need(need)
-    options = [*STATISTICS[kind].options, *TARGET_OPTIONS.get(argument, ())]
-    for required in STATISTICS[kind].requires:
+    """The analysis options a need's values depend on: its statistic's, those of what it requires, its target's."""
+    name, argument = parse_need(need)
+    options = [*STATISTICS[name].options, *TARGET_OPTIONS.get(argument, ())]
+    for required in STATISTICS[name].requires:
         options += need_options(f"{required}:{argument}" if argument else required)
     return tuple(dict.fromkeys(options))
 
 
 def need_versions(need: str) -> dict[str, int]:
-    kind, argument = parse_need(need)
-    versions = {kind: STATISTICS[kind].version}
-    for required in STATISTICS[kind].requires:
+    name, argument = parse_need(need)
+    versions = {name: STATISTICS[name].version}
+    for required in STATISTICS[name].requires:
         versions.update(need_versions(f"{required}:{argument}" if argument else required))
     return versions
 
 
 def parse_need(need: str) -> tuple[str, str | None]:
-    kind, _, argument = need.partition(":")
-    if kind not in STATISTICS:
-        raise ValueError(f"unknown statistic {need!r}; known kinds: {', '.join(STATISTICS)}")
+    name, _, argument = need.partition(":")
+    if name not in STATISTICS:
+        raise ValueError(f"unknown statistic {need!r}; known statistics: {', '.join(STATISTICS)}")
     if argument and argument not in TARGETS:
         raise ValueError(f"unknown target in {need!r}; known targets: {', '.join(TARGETS)}")
-    return kind, argument or None
+    return name, argument or None
 
 
 def closure(needs) -> dict[str, frozenset[str]]:
-    """{kind: its arguments} for `needs` and everything they require, in the order they are gathered."""
+    """{statistic name: its arguments} for `needs` and everything they require, in the order they are
+    gathered."""
     wanted: dict[str, set[str]] = {}
 
-    def add(kind: str, argument: str | None) -> None:
-        for required in STATISTICS[kind].requires:
+    def add(name: str, argument: str | None) -> None:
+        for required in STATISTICS[name].requires:
             add(required, argument)
-        wanted.setdefault(kind, set())
+        wanted.setdefault(name, set())
         if argument:
-            wanted[kind].add(argument)
+            wanted[name].add(argument)
 
     for need in needs:
         add(*parse_need(need))
-    return {kind: frozenset(arguments) for kind, arguments in wanted.items()}
+    return {name: frozenset(arguments) for name, arguments in wanted.items()}
 
 
-# -- the kinds ------------------------------------------------------------------------------------------
+# -- the statistics ------------------------------------------------------------------------------------
 
 
 @statistic
 class ClassStatistics(Statistic):
     """IntermediateNC's class moments of the full (flattened) features, per split."""
 
-    kind = "class_moments"
+    name = "class_moments"
 
     def __init__(self, arguments, context):
         super().__init__(arguments, context)
@@ -208,7 +209,7 @@ class ClassStatistics(Statistic):
 class NearestCentre(Statistic):
     """Correct NCC predictions per split, against the training split's centres (IntermediateNC)."""
 
-    kind = "ncc"
+    name = "ncc"
     requires = ("class_moments",)
     keeps = "flat"
 
@@ -231,7 +232,7 @@ class RidgeMaps(Statistic):
     """Ridge maps from the pooled features to each target argument, fitted on the training split: one
     shared Gram on the fitting part and one on the held-out part (l2 chosen there), refitted on both."""
 
-    kind = "ridge"
+    name = "ridge"
     version = 2  # products in float32 per batch on centred data, one Gram shared by every target
     options = RIDGE_OPTIONS
 
@@ -304,7 +305,7 @@ def collapsed(pooled: Tensor, labels: Tensor, num_classes: int) -> bool:
 class RidgeTestMoments(Statistic):
     """The maps' moments on the test split (one shared Gram), in the training split's precision."""
 
-    kind = "ridge_test"
+    name = "ridge_test"
     version = 2
     options = RIDGE_OPTIONS
     requires = ("ridge",)
@@ -330,7 +331,7 @@ class RidgeTestMoments(Statistic):
 class RidgeCorrect(Statistic):
     """Correct argmax predictions of each argument's map, per split (the probes' accuracies)."""
 
-    kind = "ridge_correct"
+    name = "ridge_correct"
     options = RIDGE_OPTIONS
     requires = ("ridge",)
     keeps = "pooled"
@@ -348,7 +349,7 @@ class RidgeCorrect(Statistic):
 class Classifier(Statistic):
     """The network's cross-entropy (summed) and correct predictions per split, on the logits layer."""
 
-    kind = "classifier"
+    name = "classifier"
     options = ()  # the logits are the same at either feature point
     layers = ("logits",)
 
@@ -370,7 +371,7 @@ class BatchStatisticsClassifier(Statistic):
     model so), on the logits layer. Batches of `analysis_batch_size` examples, in the test split's order: their
     statistics, hence the predictions, depend on both."""
 
-    kind = "batch_statistics"
+    name = "batch_statistics"
     options = ("analysis_batch_size",)  # the batch is the statistics' sample; no features_at: the logits are the same
     layers = ("logits",)
 

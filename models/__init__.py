@@ -15,9 +15,9 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 from models.base import POINTS, FeatureTap, LayerwiseModel
 from models.interventions import freeze_all_but_head, load_transferable, reset_last_modules, shrink_and_perturb
-from models.registry import REGISTRY, UnknownArchitecture, build, check_builds, family_kind, from_checkpoint, register
+from models.registry import REGISTRY, UnknownArchitecture, build, check_builds, from_checkpoint, layer_type, register
 
 ARCHITECTURES: tuple[str, ...] = tuple(sorted(REGISTRY))
 
-__all__ = ["ARCHITECTURES", "POINTS", "REGISTRY", "FeatureTap", "LayerwiseModel", "UnknownArchitecture", "build", "check_builds", "family_kind", "from_checkpoint", "register", "reset_last_modules", "freeze_all_but_head", "load_transferable",
+__all__ = ["ARCHITECTURES", "POINTS", "REGISTRY", "FeatureTap", "LayerwiseModel", "UnknownArchitecture", "build", "check_builds", "from_checkpoint", "layer_type", "register", "reset_last_modules", "freeze_all_but_head", "load_transferable",
            "shrink_and_perturb"]

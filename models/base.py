@@ -52,9 +52,9 @@ class LayerwiseModel(nn.Module):
     Every parameter lives in `stem`, `blocks` or `head`, so `module_groups()` partitions the parameters.
     """
 
-    # What the family is (convolutional, fully_connected, transformer): devices.AUTO_ON_CUDA turns bf16 and
+    # The family's layer type (convolutional, fully_connected, transformer): devices.AUTO_ON_CUDA turns bf16 and
     # channels_last on by it. A family declares it; the registry and the tests read it, never a name list.
-    kind = "other"
+    layer_type = "other"
 
     def __init__(self, *, stem: nn.Module | None, blocks: Sequence[nn.Module], head: nn.Module) -> None:
         super().__init__()

@@ -53,7 +53,7 @@ class ConvNet(LayerwiseModel):
     head's input size is computed from input_shape instead of hard-coded 8×8. PyTorch default init.
     """
 
-    kind = "convolutional"
+    layer_type = "convolutional"
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ class MLP(LayerwiseModel):
     Linear layers have a bias only without BatchNorm; PyTorch default init (as the source code).
     """
 
-    kind = "fully_connected"
+    layer_type = "fully_connected"
 
     def __init__(
         self,

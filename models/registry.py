@@ -136,9 +136,10 @@ def _build_problem(key: tuple, settings, input_shape: tuple[int, int, int], num_
     return problem
 
 
-def family_kind(arch: str) -> str:
-    """What a family is (LayerwiseModel.kind): a registered family's own word; a torchvision builder's from its
-    name (vit_/swin_/maxvit_ transformers, the others convolutional); `other` for a user's module."""
+def layer_type(arch: str) -> str:
+    """A family's layer type (LayerwiseModel.layer_type): a registered family's own word; a torchvision
+    builder's from its name (vit_/swin_/maxvit_ transformers, the others convolutional); `other` for a user's
+    module."""
     if arch.startswith("torchvision:"):
         return "transformer" if arch.split(":", 1)[1].startswith(("vit_", "swin_", "maxvit_")) else "convolutional"
-    return REGISTRY[arch].kind if arch in REGISTRY else "other"
+    return REGISTRY[arch].layer_type if arch in REGISTRY else "other"

@@ -32,7 +32,7 @@ class ResNet(LayerwiseModel):
     names none).
     """
 
-    kind = "convolutional"
+    layer_type = "convolutional"
 
     def __init__(
         self,

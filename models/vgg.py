@@ -35,7 +35,7 @@ class VGG(LayerwiseModel):
     PyTorch default init, as LearnPhase.
     """
 
-    kind = "convolutional"
+    layer_type = "convolutional"
 
     def __init__(
         self,

@@ -99,7 +99,7 @@ class VisionTransformer(LayerwiseModel):
     transformer block's residual sum (its GELU is inside the MLP branch), so there is nothing before it.
     """
 
-    kind = "transformer"
+    layer_type = "transformer"
 
     token_streams = True  # its modules return [B, tokens, width]: hooks on them turn it channel-first too
 

@@ -25,11 +25,12 @@ import submitit
 
 from conf import Plan, SettingsError
 from conf.cluster import Cluster, sbatch_parameters
+from conf.plasticity import with_parents
 from folders import ExperimentFolder
 from slurm.capacity import check_capacity, explain_refusal
 from slurm.job import TrainJob, train_pack
 from slurm.parallel import cpus_per_process, worker_pool
-from slurm.runs import RunView, observe, parent_view, queued_job_ids, to_launch, waves, with_parents
+from slurm.runs import RunView, observe, parent_view, queued_job_ids, to_launch, waves
 from training import devices
 
 logger = logging.getLogger(__name__)
@@ -185,11 +186,11 @@ class ExplainingExecutor(submitit.SlurmExecutor):
             raise SbatchRefused(explain_refusal(str(error), self.lab_cluster)) from None
 
 
-def make_executor(plan: Plan, experiment_dir: Path) -> ExplainingExecutor:
-    """The submitit executor of `plan`'s Slurm options (logs under the experiment's slurm folder);
+def make_executor(plan: Plan, slurm_path: Path) -> ExplainingExecutor:
+    """The submitit executor of `plan`'s Slurm options (logs under `slurm_path`: the experiment's slurm folder);
     its first submission checks that a node of the partition can run such a job at all."""
     cluster = plan.cluster
-    executor = ExplainingExecutor(ExperimentFolder(experiment_dir).slurm_path / "%j", cluster, cluster.max_requeues)
+    executor = ExplainingExecutor(slurm_path / "%j", cluster, cluster.max_requeues)
     # The job imports this repository's packages (the pickled TrainJob): put it first on PYTHONPATH.
     setup = [f'export PYTHONPATH="{REPOSITORY}${{PYTHONPATH:+:$PYTHONPATH}}"',
              *filter(None, (line.strip() for line in cluster.job_setup.split(";")))]
@@ -239,7 +240,7 @@ def submit_to_slurm(plan: Plan, experiment_dir: Path, ordered: list[list[RunView
         return 0
     limits = cluster_limits()
     check_submission(packs_total, len(first) + len(waiting), limits, experiment_dir, plan.cluster)
-    executor = make_executor(plan, experiment_dir)
+    executor = make_executor(plan, ExperimentFolder(experiment_dir).slurm_path)
     execution = absolute_execution(plan)
     arrays = _submit_arrays(executor, experiment_dir, first, plan, limits, execution, job_of)
     extra = sbatch_parameters(plan.cluster.sbatch_extra)

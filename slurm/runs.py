@@ -11,12 +11,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from conf import Settings
-from conf.plasticity import has_parent, parent_settings
-from folders import ExperimentFolder, RunFolder
+from conf.plasticity import has_parent, parent_settings, with_parents
+from folders import ExperimentFolder, RunFolder, RunFolderError
 
 ACTIVE = ("queued", "running")  # a job holds the run: never launched twice
 RETRYABLE = ("failed", "diverged")  # launched again only with retry=failed
@@ -78,23 +79,6 @@ def observed_state(status: dict, job: dict, queue: set[str] | None) -> str:
     if not job_id and status.get("host") == socket.gethostname() and "pid" in status:
         return state if _process_alive(status["pid"]) else "lost"
     return state  # recorded by a job, but no squeue here to ask: believe the record
-
-
-def with_parents(grid: tuple[Settings, ...]) -> tuple[Settings, ...]:
-    """The grid with every run's parent (and its parent's, down to the first stage) before its first
-    child, once: runs that share earlier stages share their runs (conf/plasticity.py)."""
-    runs: dict[str, Settings] = {}
-
-    def add(settings: Settings) -> None:
-        if settings.run_id in runs:
-            return
-        if has_parent(settings):
-            add(parent_settings(settings))
-        runs[settings.run_id] = settings
-
-    for settings in grid:
-        add(settings)
-    return tuple(runs.values())
 
 
 def parent_view(view: RunView, by_id: dict[str, RunView]) -> RunView | None:
@@ -170,3 +154,25 @@ def status_table(views: list[RunView]) -> str:
         counts[view.state] = counts.get(view.state, 0) + 1
     summary = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
     return "\n".join([*(line.rstrip() for line in lines), f"{len(views)} run(s): {summary}"])
+
+
+def status_report(plan, experiment: ExperimentFolder) -> str:
+    """`python train.py status ...`: the table of the command line's runs (status_runs) as they are now."""
+    grid = status_runs(plan, experiment)
+    return status_table(observe(grid, experiment.path, queued_job_ids()))
+
+
+def status_runs(plan, experiment: ExperimentFolder) -> tuple[Settings, ...]:
+    """`train.py status`'s runs: the command line's grid (a preset's, or the run settings typed), with the runs it
+    starts from; for an experiment of one's own named with no run settings, the runs its folder holds (its grids
+    were the command lines that trained it, which this one does not repeat). A run whose settings file is
+    unusable is named on stderr and left out."""
+    if plan.preset is not None or plan.overrides:
+        return with_parents(plan.grid)
+    found = []
+    for folder in experiment.run_folders() if experiment.runs_path.is_dir() else []:
+        try:
+            found.append(folder.read_settings())
+        except RunFolderError as error:
+            print(f"warning: {error}; left out of the status", file=sys.stderr)
+    return tuple(found)

@@ -240,9 +240,9 @@ def fabricated_similarity():
             for index, layer in enumerate(layers):
                 common = {**record, "run_id": f"run{depth}", "iteration": iteration, "layer": layer,
                           "layer_index": index, "cka_debiased": 0.5}
-                rows += [{**common, "kind": "layers", "other_layer": other, "cka": 1 / (1 + abs(index - position))}
-                         for position, other in enumerate(layers)]
-                rows.append({**common, "kind": "to_final", "other_layer": layer,
+                rows += [{**common, "comparison": "layers", "other_layer": other,
+                          "cka": 1 / (1 + abs(index - position))} for position, other in enumerate(layers)]
+                rows.append({**common, "comparison": "to_final", "other_layer": layer,
                              "cka": min(1, 0.3 + iteration / 16 + 0.1 * index)})
     return pd.DataFrame(rows).assign(options="")
 
@@ -379,10 +379,10 @@ def condition_similarity():
             for index, layer in enumerate(layers):
                 common = {**record, "run_id": settings.run_id, "iteration": iteration, "layer": layer,
                           "layer_index": index, "cka_debiased": 0.5}
-                rows += [{**common, "kind": "layers", "other_layer": other,
+                rows += [{**common, "comparison": "layers", "other_layer": other,
                           "cka": 1 / (1 + abs(index - position)) - 0.02 * number}
                          for position, other in enumerate(layers)]
-                rows.append({**common, "kind": "to_final", "other_layer": layer,
+                rows.append({**common, "comparison": "to_final", "other_layer": layer,
                              "cka": min(1.0, 0.3 + iteration / 16 + 0.1 * index) - 0.02 * number})
     return pd.DataFrame(rows)
 

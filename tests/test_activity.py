@@ -1,5 +1,5 @@
 """python -m pytest tests/test_activity.py -q — the plasticity diagnostics of metrics/activity.py: dormant
-units and feature norm (the `unit_activity` kind), effective rank and srank (the `spectrum` kind on the
+units and feature norm (the `unit_activity` statistic), effective rank and srank (the `spectrum` statistic on the
 ridge maps' shared Gram), each against a float64 NumPy reference written here or an analytic value,
 and through the engine (metrics/engine.py)."""
 
@@ -320,11 +320,11 @@ def test_effective_rank_with_the_decoder_is_measured_on_the_input_layer_too(monk
     assert {(layer, split) for layer, metric, split in both if metric == "effective_rank"} == {
         (layer, split) for layer in ("input", "stem", "block00", "block01", "logits") for split in ("train", "test")}
     assert "input" not in {layer for layer, metric, _ in both if metric == "reconstruction_mse"}
-    kinds = closure(["ridge_test:image", "spectrum"])
-    built = engine.layer_statistics("input", kinds, context(options))
-    assert {kind: statistic.arguments for kind, statistic in built.items()} == {
+    statistics_needed = closure(["ridge_test:image", "spectrum"])
+    built = engine.layer_statistics("input", statistics_needed, context(options))
+    assert {name: statistic.arguments for name, statistic in built.items()} == {
         "ridge": frozenset(), "ridge_test": frozenset(), "spectrum": frozenset()}
-    assert engine.layer_statistics("stem", kinds, context(options))["ridge"].arguments == {"image"}
+    assert engine.layer_statistics("stem", statistics_needed, context(options))["ridge"].arguments == {"image"}
     assert "ridge" not in engine.layer_statistics("input", closure(["ridge_test:image"]), context(options))
 
     def no_eigenbasis(moments):

@@ -65,15 +65,15 @@ def test_a_notebook_anywhere_imports_the_lab_and_reads_both_tables(two_runs_trai
     assert analysis.main([f"out_dir={measured}", *QUICK]) == 0  # nothing new: the session measured its copy
     script = ("import analysis; table = analysis.read_table(sys.argv[1], sys.argv[2]); similarity = "
               "analysis.read_similarity(sys.argv[1], sys.argv[2]); print(analysis.__file__, len(table), "
-              "similarity['run_id'].nunique(), sorted(set(similarity['kind'])))")
+              "similarity['run_id'].nunique(), sorted(set(similarity['comparison'])))")
     elsewhere = tmp_path / "a_notebook_folder"
     elsewhere.mkdir()
     result = subprocess.run([sys.executable, "-c", "import sys; " + script, str(measured / "default"), QUICK[0]], cwd=elsewhere,
                             capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
-    module, rows, runs, kinds = result.stdout.split(maxsplit=3)
+    module, rows, runs, comparisons = result.stdout.split(maxsplit=3)
     assert Path(module) == REPOSITORY / "analysis.py" and int(rows) == len(analysis.read_table(measured / "default", None))
-    assert int(runs) == 2 and kinds.strip() == "['layers', 'to_final']"
+    assert int(runs) == 2 and comparisons.strip() == "['layers', 'to_final']"
 
 
 def test_the_decoder_is_not_fitted_from_the_input_to_itself(measured):
@@ -197,18 +197,16 @@ def test_bad_analysis_input_exits_2(tmp_path, in_process, words, needle, through
 
 
 def _measure_table(run_dir, batch_size: int, order=None):
-    from conf import Settings
     from conf.analysis import Analysis
     from folders import RunFolder
     from measuring.inputs import load_model, splits_of
     from metrics import engine
-    from tests.conftest import read_json
 
-    settings = Settings.from_record(read_json(run_dir / "settings.json")["settings"])
-    train, test, classes = splits_of(settings, RunFolder(run_dir), Path("datasets"), False, torch.device("cpu"))
+    run = RunFolder(run_dir).read_record()
+    train, test, classes = splits_of(run, Path("datasets"), False, torch.device("cpu"))
     if order is not None:  # the same examples in another order
         train = engine.SplitData(train.images[order], train.labels[order], train.mean, train.std)
-    _, model = load_model(RunFolder(run_dir), 8, "cpu")
+    _, model = load_model(run, 8, "cpu")
     rows = engine.measure(model, train, test, classes, Analysis(analysis_batch_size=batch_size, probe_dimensions=32), 0)
     return {(row["layer"], row["metric"], row["split"]): row["value"] for row in rows}
 

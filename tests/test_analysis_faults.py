@@ -145,7 +145,7 @@ def test_a_checkpoint_without_the_fields_the_rows_need_is_corrupt(out_dir, missi
     checkpoint = torch.load(folder.checkpoint_path(8), weights_only=True)
     victim = replace_checkpoint(folder, 8, saved({key: value for key, value in checkpoint.items() if key != missing}))
     with pytest.raises(CorruptFile, match=victim.name):
-        load_model(folder, 8, "cpu")
+        load_model(folder.read_record(), 8, "cpu")
 
 
 # -- fault 4: one bad file does not stop the others ----------------------------------------------------------
@@ -187,7 +187,7 @@ def test_the_merge_leaves_out_a_run_with_bad_settings_and_an_unreadable_cell(out
     first, second, third, fourth = run_folders(out_dir)
     third.settings_path.write_text("not json")
     StoreLayout(experiment).cell_path(second.run_id, 4).write_bytes(b"not parquet")
-    store.merge(experiment.path)
+    store.merge(experiment, experiment.read_runs())
     table = pd.read_parquet(experiment.table_path)
     assert set(table["run_id"]) == {first.run_id, second.run_id, fourth.run_id}
     assert set(table[table["run_id"] == second.run_id]["iteration"]) == {0, 1, 2, 8}
@@ -228,7 +228,7 @@ def test_figures_without_a_table_or_rows_is_refused_with_one_line(tmp_path, in_p
     experiment = experiment_of(tmp_path)
     missing = in_process("analysis.py", ["figures", f"out_dir={tmp_path}"])
     assert missing.returncode == 2 and len(error_lines(missing)) == 1, missing.stderr
-    store.merge(experiment.path)  # a merge of no cell: a table folder without parts
+    store.merge(experiment, experiment.read_runs())  # a merge of no cell: a table folder without parts
     empty = in_process("analysis.py", ["figures", f"out_dir={tmp_path}"])
     assert empty.returncode == 2 and len(error_lines(empty)) == 1, empty.stderr
     assert str(experiment.table_path) in empty.stderr and not experiment.report_path.exists()
@@ -293,8 +293,8 @@ def test_threads_is_applied_locally_and_in_the_slurm_job(out_dir, torch_threads)
     assert analysis.main(words) == 0
     assert torch.get_num_threads() == 1
     torch.set_num_threads(2)
-    settings = run_folders(out_dir)[0].read_settings()
-    analysis_job.analyse_job(settings.to_record(), str(experiment_of(out_dir).path), parse_arguments(words, analysis=True))
+    run_id = run_folders(out_dir)[0].run_id
+    analysis_job.analyse_job(run_id, str(experiment_of(out_dir).path), parse_arguments(words, analysis=True))
     assert torch.get_num_threads() == 1
 
 
@@ -308,7 +308,7 @@ def test_device_cuda_without_cuda_is_refused_with_one_line(out_dir, monkeypatch,
     assert experiment.table_path.stat().st_mtime_ns == stamp  # nothing measured or merged on the CPU instead
     words = [f"out_dir={out_dir}", *QUICK, "device=cuda"]
     with pytest.raises(SettingsError, match="no CUDA device"):
-        analysis_job.analyse_job(run_folders(out_dir)[0].read_settings().to_record(), str(experiment.path),
+        analysis_job.analyse_job(run_folders(out_dir)[0].run_id, str(experiment.path),
                              parse_arguments(words, analysis=True))
 
 

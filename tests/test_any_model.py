@@ -102,9 +102,9 @@ def test_every_kind_trains_and_is_measured_layer_by_layer(measured):
 def test_measure_equals_analysis_bitwise(measured, prefix, normalization):
     """The Python API on a run's checkpoint and the data it trained on gives the table's values exactly, given
     the run's dataset's mean and std or none: its default is the same rule (data.channel_statistics)."""
-    run = RunFolder(run_of(measured, prefix))
-    settings = run.read_settings()
-    train, test, classes = splits_of(settings, run, Path("datasets"), False, torch.device("cpu"))
+    run = RunFolder(run_of(measured, prefix)).read_record()
+    settings = run.settings
+    train, test, classes = splits_of(run, Path("datasets"), False, torch.device("cpu"))
     _, model = load_model(run, 8, "cpu")
     names = [name for name in registry.select("all") if not any(need.endswith(":transfer") for need in registry.METRICS[name].needs)]
     given = {"normalization": (train.mean, train.std)} if normalization == "the run's" else {}

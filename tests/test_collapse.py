@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import metrics.collapse  # registers the kinds and metrics (metrics/registry.py does not import it yet)
+import metrics.collapse  # registers the statistics and metrics (metrics/registry.py does not import it yet)
 from conf.analysis import Analysis
 from metrics import engine
 from metrics.collapse import (NearestCentreAgreement, WithinClassProjection, class_mean_geometry, nc4_ncc_agreement,
@@ -78,7 +78,7 @@ def context(classes: int) -> Context:
 
 
 def class_statistics(features, labels, classes: int, precision=torch.float64) -> ClassStatistics:
-    """The class_moments kind of the training split, streamed over the UNEVEN batches in `precision`."""
+    """The class_moments statistic of the training split, streamed over the UNEVEN batches in `precision`."""
     statistics = ClassStatistics(frozenset(), context(classes))
     moments = statistics.moments["train"] = ClassMoments(classes, features.shape[1], precision=precision)
     for rows in batch_slices():

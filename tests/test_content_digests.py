@@ -184,7 +184,7 @@ def digested(tmp_path) -> tuple[ExperimentFolder, Path]:
     for iteration in (0, 1, 2):
         store.write_cell(StoreLayout(experiment).cell_path(SETTINGS.run_id, iteration),
                           cell_table(SETTINGS.run_id, iteration).to_pandas())
-    store.merge(experiment.path)
+    store.merge(experiment, experiment.read_runs())
     return experiment, StoreLayout(experiment).cell_path(SETTINGS.run_id, 1)
 
 
@@ -200,12 +200,12 @@ def test_an_edited_cell_is_pending_and_left_out_of_a_rebuilt_part(digested, capl
     with caplog.at_level(logging.WARNING, logger="measuring.store"):
         assert store.pending(cell, sha, RECIPES, metrics) == metrics
         os.utime(cell)  # now its stamp changed too: the part is rebuilt, without it
-        assert store.merge(experiment.path).written == [SETTINGS.run_id]
+        assert store.merge(experiment, experiment.read_runs()).written == [SETTINGS.run_id]
     named = [record.getMessage() for record in caplog.records if cell.name in record.getMessage()]
     assert named and all("changed after it was measured" in line for line in named)
     assert sorted(pd.read_parquet(experiment.table_path)["iteration"].unique()) == [0, 2]
     store.write_cell(cell, cell_table(SETTINGS.run_id, 1).to_pandas())  # measured again
-    store.merge(experiment.path)
+    store.merge(experiment, experiment.read_runs())
     assert sorted(pd.read_parquet(experiment.table_path)["iteration"].unique()) == [0, 1, 2]
 
 

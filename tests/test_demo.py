@@ -52,7 +52,7 @@ def test_reduced_demo_shows_phases_collapse_and_the_warm_start_gap(tmp_path):
     similarity = pd.read_parquet(experiment / "similarity.parquet")
     # every run but the 4 transfer children (start 0, 16, 64, 256): measured at their ends, they have no similarity
     # rows (child_checkpoints=ends); the child that starts from the parent's end is not a transfer child
-    assert set(similarity["kind"]) == {"layers", "to_final"} and similarity["run_id"].nunique() == 12 - 4
+    assert set(similarity["comparison"]) == {"layers", "to_final"} and similarity["run_id"].nunique() == 12 - 4
     test = metrics[metrics["split"] == "test"].sort_values("iteration")
 
     # LearnPhase: the top hidden layer's reconstruction loss falls, then rises; its transfer probe falls.

@@ -9,7 +9,7 @@ import torch
 
 import data
 from conf import EXPERIMENTS, Settings, parse_arguments
-from conf.plasticity import parent_settings, run_kind
+from conf.plasticity import lineage_of, parent_settings, run_kind
 from folders import ExperimentFolder, checkpoint_schedule
 from tests import fabricate
 from tests.fabricate import fabricated_similarity, run_frame
@@ -180,7 +180,7 @@ def test_report_lists_runs_figures_and_phases(metrics, tmp_path):
     drawn, skipped = figures.draw_all(metrics, tmp_path / "figures", names=["ncc_by_layer"])
     runs = pd.DataFrame([{"run_id": run, "kind": "scratch", "state": "done", "iteration": "8/8", "parent": "",
                           "depth": depth} for run, depth in metrics.groupby("run_id")["depth"].first().items()])
-    path = write_report(tmp_path, "Experiment test", "fabricated", runs, drawn, {"x": "why not"}, readout(metrics),
+    path = write_report(ExperimentFolder(tmp_path), "Experiment test", "fabricated", runs, drawn, {"x": "why not"}, readout(metrics),
                         ["1 run(s) not done"])
     page = path.read_text()
     assert "figures/ncc_by_layer.png" in page and "why not" in page and "Learning phases (LearnPhase), per condition" in page
@@ -218,7 +218,7 @@ def test_intermediate_nc_presets_follow_the_papers_condition(name, arch, depths,
 
 
 def test_plasticity_preset_is_scratch_vs_half_then_all_with_resets():
-    from slurm.runs import with_parents
+    from conf.plasticity import with_parents
     from training import stages
 
     grid = parse_arguments(["experiment=plasticity"]).grid
@@ -238,7 +238,7 @@ def test_plasticity_preset_is_scratch_vs_half_then_all_with_resets():
             continue
         assert (settings.pretrain_fraction, settings.pretrain_epochs, settings.epochs) == (0.5, 350, 500)
         assert settings.reset_last in (0, 4, 5)
-        first = stages.planned_first(settings, lambda run: cifar10, ExperimentFolder("."))  # its parent's length
+        first = stages.planned_first(lineage_of(settings), lambda run: cifar10, ExperimentFolder("."))  # its parent's length
         stage = stages.plan_stage(settings, labels, 10, stages.StartPoint(first, 350.0, "final"))
         assert stage.number == 2 and stage.first_iteration == 350 * (25000 // 128)  # stage 1: half the data
         total = stage.first_iteration + 500 * (50000 // 128)
@@ -277,7 +277,7 @@ def test_demo_holds_the_three_stories():
 
 def fabricated_experiment(grid) -> pd.DataFrame:
     """Fabricated metric rows of every run of a grid and of its stage-1 runs, as the analysis would write."""
-    from slurm.runs import with_parents
+    from conf.plasticity import with_parents
 
     frames = []
     for settings in with_parents(grid):

@@ -18,9 +18,16 @@ import data
 import models
 from conf import Settings, parse_arguments
 from conf.global_settings import TRAINING_FACTS
-from figures.publish import describe_differences, describe_grid, run_table, swept_words, varying_keys
+from figures.publish import (
+    describe_differences,
+    describe_grid,
+    run_table,
+    swept_words,
+    varying_keys,
+)
 from figures.style import condition_groups, varying
 from findings.conditions import condition_labels, run_rows
+from folders import ExperimentFolder
 from tests.conftest import only_run_dir, read_json
 from tests.test_any_model import QUICK, SMALL, fabricated_checkpoints
 from training import loop
@@ -142,11 +149,9 @@ def test_an_unknown_setting_is_a_value_of_its_own_when_runs_are_grouped(tmp_path
 
 def run_table_of(folder: Path, *settings: Settings) -> pd.DataFrame:
     """figures/publish.py's run table of these runs, from their folders (settings.json alone) in `folder`."""
-    from folders import ExperimentFolder
-
     for one in settings:
         ExperimentFolder(folder).run(one.run_id).prepare(one)
-    return run_table(folder)
+    return run_table(ExperimentFolder(folder).read_runs())
 
 
 def test_told_facts_and_the_normalization_are_recorded_and_measured_with(tmp_path, capsys, one_thread, monkeypatch):
@@ -222,7 +227,7 @@ def test_a_torchvision_run_carries_no_depth_or_width(tmp_path, capsys, one_threa
     assert run.name.startswith("mobilenet_v3_small-synthetic-s0-")
     record = read_json(run / "settings.json")["settings"]
     assert record["depth"] is None and record["width"] is None and record["lr"] == 0.1
-    runs = run_table(tmp_path / "default")
+    runs = run_table(ExperimentFolder(tmp_path / "default").read_runs())
     assert describe_grid("default", runs) == ("one run (image_size=16, synthetic_train_size=256, synthetic_test_size=64, "
                                               "arch=torchvision:mobilenet_v3_small, lr=0.1, imported; label_noise, "
                                               "augment, loss, optimizer, momentum, weight_decay, lr_schedule, "

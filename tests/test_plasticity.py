@@ -85,15 +85,15 @@ def test_shrink_and_perturb_follows_its_formula_and_spares_the_reset_modules():
 def test_stage1_subset_has_the_requested_size_and_is_drawn_from_the_seed():
     """Stage 1 of the two-stage protocol: stage_indices' first stage (stages=1, stage=1), as training/stages.py draws it."""
     labels = torch.arange(1000) % 10
-    half = data.stage_indices(labels, fraction=0.5, kind="examples", seed=0, num_classes=10)
+    half = data.stage_indices(labels, fraction=0.5, unit="examples", seed=0, num_classes=10)
     assert len(half) == 500 and torch.equal(half, half.unique())  # sorted, no repeats
-    assert torch.equal(half, data.stage_indices(labels, fraction=0.5, kind="examples", seed=0, num_classes=10))
-    assert not torch.equal(half, data.stage_indices(labels, fraction=0.5, kind="examples", seed=1, num_classes=10))
-    classes = data.stage_indices(labels, fraction=0.3, kind="classes", seed=0, num_classes=10)
+    assert torch.equal(half, data.stage_indices(labels, fraction=0.5, unit="examples", seed=0, num_classes=10))
+    assert not torch.equal(half, data.stage_indices(labels, fraction=0.5, unit="examples", seed=1, num_classes=10))
+    classes = data.stage_indices(labels, fraction=0.3, unit="classes", seed=0, num_classes=10)
     chosen = labels[classes].unique()
     assert len(chosen) == 3 and torch.equal(classes, torch.isin(labels, chosen).nonzero().flatten())
     with pytest.raises(data.DataError, match="selects 0 of the 10 training classes"):
-        data.stage_indices(labels, fraction=0.01, kind="classes", seed=0, num_classes=10)
+        data.stage_indices(labels, fraction=0.01, unit="classes", seed=0, num_classes=10)
 
 
 def test_children_name_one_shared_parent_and_a_scratch_arm_stays_one_run():
@@ -238,7 +238,8 @@ def test_a_kill_in_stage_2_resumes_bitwise_and_stage_1_keeps_its_subset(tmp_path
 
 
 def test_children_wait_for_their_stage1_run_or_are_stranded_by_its_failure(tmp_path):
-    from slurm.runs import observe, to_launch, waves, with_parents
+    from conf.plasticity import with_parents
+    from slurm.runs import observe, to_launch, waves
 
     grid = parse_arguments(["pretrain_fraction=0.5", "pretrain_epochs=2", "seed=0,1,2,3", "reset_last=0,1"]).grid
     runs = with_parents(grid)

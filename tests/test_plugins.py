@@ -21,7 +21,7 @@ FAMILY = '''
 
     @register("throwaway")
     class Throwaway(LayerwiseModel):
-        kind = "fully_connected"
+        layer_type = "fully_connected"
 
         def __init__(self, *, depth, width, batch_norm, input_shape, num_classes):
             channels, height, side = input_shape

@@ -11,6 +11,7 @@ import torch
 
 import analysis
 from conf.analysis import Analysis
+from folders import ExperimentFolder
 from measuring import snapshots
 from measuring.layout import StoreLayout
 from metrics import engine
@@ -149,13 +150,13 @@ def test_snapshots_the_similarity_table_and_the_export_agree(measured, in_proces
     exported = np.load(out)
     assert len(exported["indices"]) == 64  # the whole tiny test split (probe_subset_size 1024 > 64)
     final = np.load(measured / "probe.npz")
-    rows = table[(table["run_id"] == run_dir.name) & (table["iteration"] == 8) & (table["kind"] == "layers")]
+    rows = table[(table["run_id"] == run_dir.name) & (table["iteration"] == 8) & (table["comparison"] == "layers")]
     for _, row in rows.iterrows():
         first, second = (final[name].astype(np.float64) for name in (row["layer"], row["other_layer"]))
         assert row["cka"] == pytest.approx(reference_linear_cka(first, second), rel=1e-4, abs=1e-6)
     diagonal = rows[rows["layer"] == rows["other_layer"]]
     assert np.allclose(diagonal["cka"], 1) and np.allclose(diagonal["cka_debiased"], 1)
-    to_final = table[(table["run_id"] == run_dir.name) & (table["kind"] == "to_final")]
+    to_final = table[(table["run_id"] == run_dir.name) & (table["comparison"] == "to_final")]
     assert set(to_final["iteration"]) == {0, 1, 2, 4, 8} and (to_final["other_iteration"] == 8).all()
     assert np.allclose(to_final[to_final["iteration"] == 8]["cka"], 1)
     assert {"depth", "seed"} <= set(table.columns)
@@ -187,7 +188,7 @@ def test_similarity_compares_two_runs_and_a_run_with_itself(measured, in_process
 def test_a_lost_corrupt_or_other_version_snapshot_is_measured_again_alone(measured, monkeypatch):
     metrics_dir = measured / "default" / "metrics"
     run_id = sorted(path.name for path in metrics_dir.iterdir())[0]
-    layout = StoreLayout(measured / "default")  # QUICK's snapshots: taken under probe_dimensions=32
+    layout = StoreLayout(ExperimentFolder(measured / "default"))  # QUICK's snapshots: taken under probe_dimensions=32
     lost, corrupt, other = (layout.snapshot_path(run_id, iteration, "probe_dimensions=32") for iteration in (4, 8, 2))
     lost.unlink()
     corrupt.write_bytes(b"not a zip")

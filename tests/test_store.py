@@ -32,7 +32,7 @@ def experiment(tmp_path) -> ExperimentFolder:
     experiment = ExperimentFolder(tmp_path / "experiment")
     for settings in RUNS:
         fabricate_run(experiment, settings, ITERATIONS)
-    store.merge(experiment.path)
+    store.merge(experiment, experiment.read_runs())
     return experiment
 
 
@@ -79,14 +79,14 @@ def test_pandas_reads_the_table_as_every_fresh_cell_with_its_settings(experiment
 
 def test_nothing_new_rewrites_no_part(experiment):
     before = snapshot(experiment)
-    merged = store.merge(experiment.path)
+    merged = store.merge(experiment, experiment.read_runs())
     assert merged.written == [] and merged.removed == [] and snapshot(experiment) == before
     assert merged.rows == len(RUNS) * len(ITERATIONS) * 70 and merged.parts == len(RUNS)
 
 
 def test_a_part_deleted_by_hand_is_rebuilt(experiment):
     StoreLayout(experiment).part_path(RUNS[0].run_id).unlink()
-    assert store.merge(experiment.path).written == [RUNS[0].run_id]
+    assert store.merge(experiment, experiment.read_runs()).written == [RUNS[0].run_id]
     assert pd.read_parquet(experiment.table_path)["run_id"].nunique() == len(RUNS)
 
 
@@ -94,7 +94,7 @@ def test_one_run_with_a_changed_cell_is_the_only_part_rewritten(experiment):
     changed = RUNS[1].run_id
     before = snapshot(experiment)
     write_cell(experiment, changed, 1, seed=7)  # measured again: other values
-    merged = store.merge(experiment.path)
+    merged = store.merge(experiment, experiment.read_runs())
     after = snapshot(experiment)
     assert merged.written == [changed]
     assert {name for name in before if before[name] != after[name]} == {f"{changed}.parquet", f".{changed}.json"}
@@ -106,7 +106,7 @@ def test_a_slurm_task_writes_only_its_own_runs_part(experiment):
     for settings in RUNS[:2]:
         write_cell(experiment, settings.run_id, 2, seed=9)
     before = snapshot(experiment)
-    assert store.update_run(experiment.path, RUNS[0].run_id) == "written"
+    assert store.update_run(experiment, experiment.run(RUNS[0].run_id).read_record()) == "written"
     after = snapshot(experiment)
     assert {name for name in before if before[name] != after[name]} == {f"{RUNS[0].run_id}.parquet",
                                                                        f".{RUNS[0].run_id}.json"}
@@ -115,11 +115,11 @@ def test_a_slurm_task_writes_only_its_own_runs_part(experiment):
 def test_a_run_whose_settings_are_bad_is_left_out(experiment):
     bad = RUNS[2]
     experiment.run(bad.run_id).settings_path.write_text("not json")
-    merged = store.merge(experiment.path)
+    merged = store.merge(experiment, experiment.read_runs())
     assert merged.removed == [bad.run_id] and not StoreLayout(experiment).part_path(bad.run_id).exists()
     table = pd.read_parquet(experiment.table_path)
     assert set(table["run_id"]) == {settings.run_id for settings in RUNS[:2]}
-    assert store.merge(experiment.path).removed == []  # remembered: its cells are not read again
+    assert store.merge(experiment, experiment.read_runs()).removed == []  # remembered: its cells are not read again
 
 
 def test_stale_cells_are_left_out(experiment):
@@ -131,7 +131,7 @@ def test_stale_cells_are_left_out(experiment):
     manifest = json.loads(folder.manifest_path.read_text())
     manifest["files"][folder.checkpoint_path(2).name]["sha256"] = "0" * 64  # the checkpoint was made again
     folder.manifest_path.write_text(json.dumps(manifest))
-    store.merge(experiment.path)
+    store.merge(experiment, experiment.read_runs())
     table = pd.read_parquet(experiment.table_path)
     assert sorted(table[table["run_id"] == run]["iteration"].unique()) == [0]
     assert set(table["recipe"]) == set(RECIPES.values())
@@ -151,12 +151,12 @@ def test_a_file_where_the_table_folder_goes_is_refused_in_one_line_and_left_as_i
     store.write_frame(experiment.table_path, expected_rows(experiment, RUNS[:1]))
     before = experiment.table_path.read_bytes()
     with pytest.raises(FileExistsError) as refused:
-        store.merge(experiment.path)
+        store.merge(experiment, experiment.read_runs())
     line = describe_environment_error(refused.value)
     assert str(experiment.table_path) in line and "a file of that name is in the way" in line and "\n" not in line
     assert experiment.table_path.read_bytes() == before
     experiment.table_path.unlink()
-    assert store.merge(experiment.path).parts == len(RUNS)
+    assert store.merge(experiment, experiment.read_runs()).parts == len(RUNS)
 
 
 CONCURRENT = """
@@ -168,7 +168,7 @@ from metrics import registry
 experiment = ExperimentFolder(sys.argv[1])
 for iteration in range(10, 16):
     write_cell(experiment, sys.argv[2], iteration, seed=int(sys.argv[3]))
-    store.merge(experiment.path)
+    store.merge(experiment, experiment.read_runs())
 """
 
 
@@ -200,12 +200,12 @@ def test_a_part_rebuilt_by_another_process_while_this_one_waited_is_kept(experim
             interleaved.append(1)  # the other process: a new cell, then its own merge, all before our lock
             monkeypatch.setattr(store, "exclusive_lock", real_lock)
             write_cell(experiment, run, 2, seed=5)
-            assert store.merge(experiment.path).written == [run]
+            assert store.merge(experiment, experiment.read_runs()).written == [run]
         return real_lock(path, **options)
 
     write_cell(experiment, run, 1, seed=4)  # what this process came to merge
     monkeypatch.setattr(store, "exclusive_lock", lock_after_the_other_process)
-    assert store.update_run(experiment.path, run) == "kept" and interleaved
+    assert store.update_run(experiment, experiment.run(run).read_record()) == "kept" and interleaved
     pd.testing.assert_frame_equal(sorted_rows(pd.read_parquet(experiment.table_path))[list(expected_rows(
         experiment, RUNS).columns)], expected_rows(experiment, RUNS), check_dtype=False)
 
@@ -227,7 +227,7 @@ def test_rows_of_other_options_sit_beside_and_a_new_version_replaces_only_its_ow
     beside = cell.assign(recipe=cell["metric"].map(asked), options=cell["metric"].map(words), value=-1.0)
     store.write_cell(cell_path, store.combine(cell_path, beside, digest))
     assert store.pending(cell_path, digest, asked, metrics) == [] and store.pending(cell_path, digest, RECIPES, metrics) == []
-    store.merge(experiment.path)
+    store.merge(experiment, experiment.read_runs())
     table = sorted_rows(pd.read_parquet(experiment.table_path))
     pd.testing.assert_frame_equal(table[table["options"] == ""].reset_index(drop=True)[list(before.columns)], before)
     added = table[table["options"] != ""]
@@ -238,13 +238,13 @@ def test_rows_of_other_options_sit_beside_and_a_new_version_replaces_only_its_ow
     store.write_cell(cell_path, store.combine(cell_path, older, digest))
     assert len(pd.read_parquet(cell_path)) == 2 * len(cell)  # it replaced the rows of its metric and options only
     assert store.pending(cell_path, digest, RECIPES, metrics) == [metrics[0]]
-    store.merge(experiment.path)
+    store.merge(experiment, experiment.read_runs())
     table = pd.read_parquet(experiment.table_path)
     mine = table[(table["run_id"] == run) & (table["iteration"] == 1) & (table["options"] == "")]
     assert metrics[0] not in set(mine["metric"]) and set(mine["metric"]) == set(metrics[1:])
     remade = older.assign(recipe=RECIPES[metrics[0]], value=-3.0)  # the same question under today's code
     store.write_cell(cell_path, store.combine(cell_path, remade, digest))
-    store.merge(experiment.path)
+    store.merge(experiment, experiment.read_runs())
     table = pd.read_parquet(experiment.table_path)
     rows = table[(table["run_id"] == run) & (table["metric"] == metrics[0]) & (table["value"] < 0)]
     assert set(rows["iteration"]) == {1} and set(rows["value"]) == {-3.0, -1.0} and len(rows) == 2 * len(older)

@@ -15,7 +15,7 @@ import data
 from conf import Execution, SettingsError, parse_arguments
 from conf.plasticity import parent_settings, run_kind
 from folders import ExperimentFolder, RunFolder
-from slurm.runs import with_parents
+from conf.plasticity import with_parents
 from tests import fabricate
 from tests.test_resume import train_until_state
 from training import loop, stages
@@ -141,9 +141,9 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
     def analyse(*words) -> tuple[protocol.Outcome, store.Merged]:  # analysis.py's measuring, without the figures
         analysis = parse_arguments([f"data_root={plan.execution.data_root}", "download=false", "tensorboard=false",
                                     "metrics=classifier_accuracy,ncc_accuracy", "progress=off", *words], analysis=True)
-        outcome = protocol.analyse_runs([settings for settings, _ in runs.values()], experiment.path, analysis,
-                                         torch.device("cpu"))
-        return outcome, store.merge(experiment.path)
+        records = experiment.read_runs()
+        outcome = protocol.analyse_runs(list(records.values()), experiment, analysis, torch.device("cpu"))
+        return outcome, store.merge(experiment, records)
 
     def measured() -> dict:
         return {run_id: sorted(set(rows["iteration"])) for run_id, rows in
@@ -166,8 +166,8 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
     analyse("child_checkpoints=all")
     assert measured() == every and metrics_of(children) == {"classifier_accuracy", "ncc_accuracy"}
     # the words that trained the children name their dataset only; their parent is measured and read with them
-    chosen, _ = protocol.runs_of(experiment, (("dataset", ("fashionmnist",)),))
-    assert {settings.run_id for settings in chosen} == set(runs)
+    chosen, _ = protocol.runs_of(experiment.read_runs(), (("dataset", ("fashionmnist",)),), experiment.runs_path)
+    assert {run.run_id for run in chosen} == set(runs)
     # the children's layer similarity is left out with their middle checkpoints: under ends no snapshot is taken
     for run_id in children:
         settings = runs[run_id][0]

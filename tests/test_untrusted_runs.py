@@ -145,7 +145,7 @@ def test_a_checkpoint_whose_settings_differ_is_refused_by_features_and_by_a_chil
     with pytest.raises(CorruptFile, match="first differing key: arch"):  # start_from_iteration's reader
         stages.parent_state(RunFolder(run_dir), iteration)
     with pytest.raises(CorruptFile, match=f"run {run_dir.name}"):  # measure() on a run's checkpoint, from Python
-        load_model(RunFolder(run_dir), iteration, "cpu")
+        load_model(RunFolder(run_dir).read_record(), iteration, "cpu")
     assert not marker.exists()
 
 

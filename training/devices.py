@@ -27,10 +27,11 @@ import torch
 
 import models
 from conf import Execution, Settings, cpu_waiting
+from utils import set_cpu_threads
 
 logger = logging.getLogger("training")  # its lines are the training run's
 # What `auto` turns on for the CUDA-only execution options bf16 and channels_last (never on the CPU): the
-# kinds of family each pays for (models.family_kind). The one place to change once a GPU measurement says.
+# layer types each pays for (models.layer_type). The one place to change once a GPU measurement says.
 AUTO_ON_CUDA = {"bf16": ("convolutional",), "channels_last": ("convolutional",)}
 # torch's own thread count, read before anything here sets one: it follows OMP_NUM_THREADS and the CPU
 # affinity the process started with (a job's `taskset`, Slurm's task/affinity), capped at the physical cores.
@@ -68,12 +69,11 @@ def choose_threads(run_id: str, requested: int, recorded: int | None, given: int
 def cpu_threads(count: int):
     """torch's intra-op CPU threads set to `count` while a run trains, and restored after: several runs
     trained one after another in one process (a pack) each keep their own count."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(count)
+    saved = set_cpu_threads(count)
     try:
         yield
     finally:
-        torch.set_num_threads(saved)
+        set_cpu_threads(saved)
 
 
 @functools.cache
@@ -92,10 +92,10 @@ def cpu_kernel_libraries() -> str:
 
 def cuda_option(execution: Execution, name: str, settings: Settings, device: torch.device) -> bool:
     """Whether the auto/on/off execution option `name` (bf16, channels_last) is in effect for this run:
-    never on the CPU; `auto` = on for the kinds of family AUTO_ON_CUDA names."""
+    never on the CPU; `auto` = on for the layer types AUTO_ON_CUDA names."""
     value = getattr(execution, name)
     return device.type == "cuda" and (value == "on" or (value == "auto" and
-                                                        models.family_kind(settings.arch) in AUTO_ON_CUDA[name]))
+                                                        models.layer_type(settings.arch) in AUTO_ON_CUDA[name]))
 
 
 def execution_environment(settings: Settings, execution: Execution, device: torch.device) -> dict:

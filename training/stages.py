@@ -28,7 +28,7 @@ from torch import Tensor
 import data
 import models
 from conf import Settings, SettingsError
-from conf.plasticity import has_parent, parent_settings, run_kind, start_iteration_number
+from conf.plasticity import Lineage, lineage_of, parent_settings, run_kind, start_iteration_number, with_parents
 from folders import ExperimentFolder, RunFolder, RunFolderError, checkpoint_schedule
 from training import devices
 from utils import derive_seed
@@ -77,7 +77,7 @@ def plan_stage(settings: Settings, train_labels: Tensor, num_classes: int, start
 
 def stage_subset(settings: Settings, train_labels: Tensor, num_classes: int) -> Tensor:
     """The examples of a first or shared earlier stage (data/subsets.py: App. A.3's D_i)."""
-    return data.stage_indices(train_labels, fraction=settings.pretrain_fraction, kind=settings.pretrain_subset,
+    return data.stage_indices(train_labels, fraction=settings.pretrain_fraction, unit=settings.pretrain_subset,
                               seed=settings.seed, num_classes=num_classes, stages=settings.stages,
                               stage=max(settings.stage, 1))
 
@@ -223,51 +223,51 @@ def parent_state(parent: RunFolder, iteration: int) -> tuple[dict, Path, str]:
 DatasetOf = Callable[[Settings], data.ImageDataset]
 
 
-def run_length(settings: Settings, dataset_of: DatasetOf, experiment: ExperimentFolder) -> int:
+def run_length(run: Lineage, dataset_of: DatasetOf, experiment: ExperimentFolder) -> int:
     """The run's last iteration, from its settings and data alone (train.py's pre-flight: nothing trained yet)."""
-    return planned_first(settings, dataset_of, experiment) + own_iterations(settings, dataset_of(settings))
+    return planned_first(run, dataset_of, experiment) + own_iterations(run, dataset_of(run.settings))
 
 
-def own_examples(settings: Settings, dataset: data.ImageDataset) -> int:
+def own_examples(run: Lineage, dataset: data.ImageDataset) -> int:
     """How many examples the run's own stage trains on (a first or earlier stage: its subset)."""
-    labels, _ = trained_labels(settings, dataset)
-    if run_kind(settings) in ("stage1", "stage"):
-        return len(stage_subset(settings, labels, dataset.num_classes))
+    labels, _ = trained_labels(run.settings, dataset)
+    if run.kind in ("stage1", "stage"):
+        return len(stage_subset(run.settings, labels, dataset.num_classes))
     return len(labels)
 
 
-def own_iterations(settings: Settings, dataset: data.ImageDataset) -> int:
-    epochs = settings.pretrain_epochs if run_kind(settings) in ("stage1", "stage") else settings.epochs
-    return epochs * (own_examples(settings, dataset) // settings.batch_size)
+def own_iterations(run: Lineage, dataset: data.ImageDataset) -> int:
+    epochs = run.settings.pretrain_epochs if run.kind in ("stage1", "stage") else run.settings.epochs
+    return epochs * (own_examples(run, dataset) // run.settings.batch_size)
 
 
-def planned_first(settings: Settings, dataset_of: DatasetOf, experiment: ExperimentFolder) -> int:
+def planned_first(run: Lineage, dataset_of: DatasetOf, experiment: ExperimentFolder) -> int:
     """The run's first iteration as its first start will choose it (SettingsError for a start the parent lacks)."""
-    if not has_parent(settings):
+    if run.parent is None:
         return 0
-    parent = parent_settings(settings)
+    parent, settings = run.parent, run.settings
     parent_total = run_length(parent, dataset_of, experiment)
-    number = start_iteration_number(settings)
+    number = run.start_number
     if number is None:
         return (parent_total if settings.start_from_iteration == "final"
-                else phase_start(settings, experiment, parent.run_id)[0])
+                else phase_start(settings, experiment, parent.settings.run_id)[0])
     schedule = checkpoint_schedule(total_iterations=parent_total, first_iteration=planned_first(parent, dataset_of, experiment),
-                                   iterations_per_epoch=own_examples(parent, dataset_of(parent)) // parent.batch_size,
-                                   every_epochs=parent.checkpoint_every_epochs, extra=parent.checkpoint_extra)
+                                   iterations_per_epoch=own_examples(parent, dataset_of(parent.settings)) // parent.settings.batch_size,
+                                   every_epochs=parent.settings.checkpoint_every_epochs, extra=parent.settings.checkpoint_extra)
     if number not in schedule:
-        raise SettingsError(f"start_from_iteration={number} is not an iteration of the parent run {parent.run_id} "
+        raise SettingsError(f"start_from_iteration={number} is not an iteration of the parent run {parent.settings.run_id} "
                             f"(its last is {parent_total}); accepted: 0..{parent_total} (launch the children with their "
                             "parent in one grid: off-schedule ones are added to its checkpoints), final or phase")
     return number
 
 
-def check_stage_fits(settings: Settings, dataset: data.ImageDataset) -> None:
+def check_stage_fits(run: Lineage, dataset: data.ImageDataset) -> None:
     """Checks of a staged run that need its data and model (SettingsError / DataError, one line each)."""
-    kind = run_kind(settings)
+    settings, kind = run.settings, run.kind
     if kind == "scratch":
         return
     if kind in ("stage1", "stage") or settings.pretrain_dataset == "same":
-        first_stage = settings if kind != "child" else parent_settings(settings)
+        first_stage = settings if kind != "child" else run.parent.settings
         labels, _ = trained_labels(first_stage, dataset)
         subset_size = len(stage_subset(first_stage, labels, dataset.num_classes))
         if subset_size < settings.batch_size:
@@ -286,6 +286,17 @@ def check_stage_fits(settings: Settings, dataset: data.ImageDataset) -> None:
                             " or stage2_train=all")
 
 
+def check_grid_fits(grid: tuple[Settings, ...], execution, experiment: ExperimentFolder) -> None:
+    """train.py's pre-flight of a grid: every dataset readable, every subset, reset and start possible, for each run
+    and the runs it starts from (children first: a start is checked against its parent's length before the
+    parent's own checks). SettingsError / DataError (one line) before anything is written."""
+    def dataset_of(settings: Settings) -> data.ImageDataset:
+        return data.load_dataset(settings, data_root=Path(execution.data_root), download=execution.download)
+
+    for settings in reversed(with_parents(grid)):
+        check_fits(settings, dataset_of(settings), dataset_of, experiment)
+
+
 def check_fits(settings: Settings, dataset: data.ImageDataset, dataset_of: DatasetOf | None = None,
                experiment: ExperimentFolder | None = None) -> None:
     """The pre-flight of train.py for one run: checks that need the dataset's size, the model's modules or
@@ -299,11 +310,12 @@ def check_fits(settings: Settings, dataset: data.ImageDataset, dataset_of: Datas
     if settings.batch_size > examples:
         raise SettingsError(f"batch_size={settings.batch_size} exceeds the {examples} training examples of "
                             f"{settings.dataset}; accepted: 1..{examples}")
-    check_stage_fits(settings, dataset)
-    if run_kind(settings) in ("stage1", "stage"):
+    run = lineage_of(settings)  # the kinds and parents along the lineage, worked out once
+    check_stage_fits(run, dataset)
+    if run.kind in ("stage1", "stage"):
         return  # checkpoint_extra is checked against its children's whole length; it keeps those in earlier stages
     dataset_of = dataset_of or (lambda other: dataset)
-    total = run_length(settings, dataset_of, experiment or ExperimentFolder("."))
+    total = run_length(run, dataset_of, experiment or ExperimentFolder("."))
     beyond = [iteration for iteration in settings.checkpoint_extra if iteration > total]
     if beyond:
         raise SettingsError(f"checkpoint_extra={list(settings.checkpoint_extra)} goes past the last iteration; "
