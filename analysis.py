@@ -54,7 +54,7 @@ import pandas as pd  # noqa: E402
 
 from conf import Plan, SettingsError, parse_arguments
 from folders import ExperimentFolder
-from utils import command_shell, ensure_writable_folder, set_cpu_threads, setup_logging
+from utils import command_shell, set_cpu_threads, setup_logging
 
 logger = logging.getLogger("analysis")
 # The subcommands beside measuring: their word, and the function that takes the rest of the command line.
@@ -124,43 +124,39 @@ def measure_experiment(plan: Plan, experiment: ExperimentFolder, every_run: dict
     """Measure the chosen runs' missing cells, bring the table's parts up to date, draw; 1 when a file was skipped.
     `every_run`: each run folder as this call read it, once (ExperimentFolder.read_runs)."""
     # here, not at the top: torch and the models load only to measure (`analysis.py figures` draws without them)
-    from measuring import snapshots, store
-    from measuring.protocol import analyse_runs, check_runs, measurable, runs_of
-    from metrics import registry
+    from measuring.protocol import chosen_runs, measure_and_merge
 
     set_cpu_threads(plan.execution.threads)
-    registry.select(plan.analysis.metrics)  # an unknown metric name is refused before anything is written
-    check_runs(experiment, every_run)
-    runs, skipped = runs_of(every_run, plan.overrides, experiment.runs_path)
-    runs, unmeasurable = measurable(runs, plan)  # before anything is written: a bad layers= is exit 2
-    skipped += unmeasurable
+    runs, skipped = chosen_runs(plan, experiment, every_run)  # bad input refused before anything is written
     if plan.cluster.launcher == "slurm":
         from slurm.analysis_job import submit_analysis
 
         return max(submit_analysis(plan, experiment, runs, every_run), report_skipped(skipped))
-    device = plan.execution.torch_device()
-    for folder in (experiment.path, experiment.metrics_path):  # read-only or full: say so before any work
-        ensure_writable_folder(folder)
-    outcome = analyse_runs(runs, experiment, plan, device)
+    outcome, merged, similar = measure_and_merge(runs, every_run, experiment, plan)
     outcome.skipped[:0] = skipped
-    if not runs:  # every run's settings are unusable: keep the table and the report as they are
-        return report_skipped(outcome.skipped)
-    merged = store.merge(experiment, every_run)  # every call's current rows: this one's are added, none taken away
-    similar = snapshots.update_similarity(experiment, every_run)
-    summary = (f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
-               f"{outcome.busy} left to another process, {outcome.corrupt} corrupt{left_out_note(outcome)}. "
-               f"{merged.rows} rows in {experiment.table_path} ({len(merged.written)} run part(s) rewritten), "
-               f"{similar} in {experiment.similarity_path}")
+    drawn = 0
+    if runs:  # every run's settings unusable: the table and the report are kept as they are, nothing said
+        summary = (f"{len(runs)} run(s): {outcome.measured} checkpoint(s) measured, {outcome.fresh} already fresh, "
+                   f"{outcome.busy} left to another process, {outcome.corrupt} corrupt{left_out_note(outcome)}. "
+                   f"{merged.rows} rows in {experiment.table_path} ({len(merged.written)} run part(s) rewritten), "
+                   f"{similar} in {experiment.similarity_path}")
+        drawn = draw(plan, experiment, every_run, publish, summary, outcome, merged, len(runs))
+    return max(drawn, report_skipped(outcome.skipped))
+
+
+def draw(plan: Plan, experiment: ExperimentFolder, every_run: dict, publish, summary: str, outcome, merged,
+         run_count: int) -> int:
+    """The measuring's summary, then the figures and the report (figures=true and rows to draw); their exit code.
+    With nothing measured the summary shrinks to one line before publish's own."""
     if not (merged.rows and plan.analysis.figures):
         print(summary)
-        return report_skipped(outcome.skipped)
+        return 0
     if outcome.measured or merged.written or outcome.busy:
         print(summary)
         summary = ""
     else:  # nothing measured: one line if nothing is to be drawn either
-        summary = f"{len(runs)} run(s), {outcome.fresh} checkpoint(s) measured before{left_out_note(outcome)}"
-    drawn = publish.publish(plan, experiment, every_run, measured_note=summary)
-    return max(drawn, report_skipped(outcome.skipped))
+        summary = f"{run_count} run(s), {outcome.fresh} checkpoint(s) measured before{left_out_note(outcome)}"
+    return publish.publish(plan, experiment, every_run, measured_note=summary)
 
 
 def show_help() -> int:

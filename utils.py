@@ -111,6 +111,25 @@ def file_stamp(path: str | Path) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def signature(value) -> str:
+    """The sha256 of a value's canonical JSON: what an incremental cache records it was built from (the table's
+    parts, the similarity table's, the figures' record), so a later call compares one string."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def current_record(record_path: Path, built_from: str, output: Path | None = None) -> dict | None:
+    """The one up-to-date rule of every incremental cache: the JSON record at `record_path` when it says it was
+    built from `built_from` (a `signature`) and `output`, if given, is still the file written then (its
+    file_stamp, recorded as "output"); None otherwise (missing, unreadable, stale, or the output replaced by hand)."""
+    try:
+        record = json.loads(record_path.read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("built_from") != built_from:
+        return None
+    return record if output is None or file_stamp(output) == record.get("output") else None
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete temporaries left by a writer that was killed mid-write (recursively)."""
     folder = Path(folder)

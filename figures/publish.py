@@ -229,15 +229,15 @@ def publish_locked(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame,
     question = f"{describe_filter(plan.overrides)} under {describe_question(plan.analysis)}"  # what is drawn
     inputs = published.Inputs.of(experiment, question, description, runs,
                                  formats=tuple(plan.analysis.figure_formats.split(",")))
-    record = published.read_record(experiment)
-    if inputs.unchanged(record, experiment):
-        drawn = sum(name.endswith(".png") for entry in record["figures"].values() for name in entry.get("files", []))
+    current = inputs.unchanged(experiment)
+    if current is not None:
+        drawn = sum(name.endswith(".png") for entry in current["figures"].values() for name in entry.get("files", []))
         print(f"nothing new: {measured_note + '; ' if measured_note else ''}the table, {drawn} figure(s), "
               f"{experiment.phases_path.name}, {experiment.findings_path.name} and the report are up to date ({experiment.report_path})")
-        return record.get("exit", 0)
+        return current.get("exit", 0)
     if measured_note:
         print(measured_note)
-    return draw_and_report(plan, experiment, runs, description, inputs, record)
+    return draw_and_report(plan, experiment, runs, description, inputs, published.read_record(experiment))
 
 
 def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame, description: str, inputs,
@@ -267,7 +267,7 @@ def draw_and_report(plan: Plan, experiment: ExperimentFolder, runs: pd.DataFrame
                           unfinished=set(unfinished["run_id"]) if len(unfinished) else set(),
                           lagging=eval_mode_lags(metrics), tasks=transfer_tasks(metrics))
     code = 1 if any(reason.startswith("failed:") for reason in skipped.values()) else 0
-    published.write_record(experiment, {"report": inputs.report_key(), "exit": code, "figures": entries,
+    published.write_record(experiment, {"built_from": inputs.report_key(), "exit": code, "figures": entries,
                                         "outputs": published.output_digests(experiment)})
     for note in notes:
         print(note)

@@ -33,14 +33,10 @@ from pathlib import Path
 import pandas as pd
 
 from folders import ExperimentFolder
-from utils import atomic_write_json, file_stamp, sha256_file
+from utils import atomic_write_json, current_record, file_stamp, sha256_file, signature
 
 # figures/ and the read-out they draw (findings/): a change to either draws the figures again
 CODE = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "findings")
-
-
-def digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def folder_stamp(folder: Path) -> list:
@@ -64,14 +60,14 @@ class Inputs:
            formats: tuple[str, ...] = ("png",)) -> "Inputs":
         code = [[f"{folder.name}/{path.name}", hashlib.sha256(path.read_bytes()).hexdigest()]
                 for folder in CODE for path in sorted(folder.glob("*.py"))]
-        return cls(tables={"metrics": digest(folder_stamp(experiment.table_path)),
-                           "similarity": digest(folder_stamp(experiment.similarity_path))},
-                   runs=digest(runs.to_json(orient="split", default_handler=str)),
-                   context=digest([code, filter_words, experiment.path.name, description]), formats=formats)
+        return cls(tables={"metrics": signature(folder_stamp(experiment.table_path)),
+                           "similarity": signature(folder_stamp(experiment.similarity_path))},
+                   runs=signature(runs.to_json(orient="split", default_handler=str)),
+                   context=signature([code, filter_words, experiment.path.name, description]), formats=formats)
 
     def figure_key(self, table: str) -> str:
         """What a figure drawn from `table` depends on."""
-        return digest([self.context, self.tables[table]])
+        return signature([self.context, self.tables[table]])
 
     def in_formats(self, entry: dict) -> bool:
         """Whether a figure's record entry has a file in every format asked for (a skipped figure has none to
@@ -81,15 +77,19 @@ class Inputs:
         return "skipped" in entry or set(self.formats) <= drawn
 
     def report_key(self) -> str:
-        return digest([self.context, self.tables, self.runs])
+        """What the whole publication was built from (the record's built_from: utils.current_record)."""
+        return signature([self.context, self.tables, self.runs])
 
-    def unchanged(self, record: dict, experiment: ExperimentFolder) -> bool:
-        """Whether the last publication drew from these very inputs and every file it wrote still holds what
-        it wrote (size and sha256: an emptied figure or an edited report is not "up to date")."""
-        if record.get("report") != self.report_key() or not outputs_intact(experiment, record):
-            return False
-        return all(figure_intact(experiment.figures_path, entry) and self.in_formats(entry)
-                   for entry in record.get("figures", {}).values())
+    def unchanged(self, experiment: ExperimentFolder) -> dict | None:
+        """The last publication's record when it drew from these very inputs (utils.current_record) and every file
+        it wrote still holds what it wrote (size and sha256: an emptied figure or an edited report is not "up to
+        date"); None otherwise."""
+        record = current_record(experiment.publication_path, self.report_key())
+        if record is None or not outputs_intact(experiment, record):
+            return None
+        intact = all(figure_intact(experiment.figures_path, entry) and self.in_formats(entry)
+                     for entry in record.get("figures", {}).values())
+        return record if intact else None
 
 
 def file_digest(path: Path) -> list | None:

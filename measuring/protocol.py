@@ -23,6 +23,7 @@ import torch
 
 import data
 from conf import Plan, Settings, SettingsError
+from conf.analysis import Analysis
 from conf.cli import describe_filter
 from conf.plasticity import transfers
 from folders import CorruptFile, ExperimentFolder, RunFolderError, RunRecord
@@ -33,7 +34,7 @@ from measuring.layout import StoreLayout
 from metrics import engine, registry
 from metrics import transfer as transfer_metrics
 from models.hooked import LayerRunsTwice
-from utils import one_line, progress_bar
+from utils import ensure_writable_folder, one_line, progress_bar
 
 logger = logging.getLogger("analysis")  # the analysis's lines, whichever module writes them
 
@@ -63,8 +64,8 @@ class RunInputs:
     run: RunRecord
     plan: Plan
     device: torch.device
-    recipes: dict[str, str]  # {metric: its current recipe} (metrics/registry.py)
-    options: dict[str, str]  # {metric: the options its recipe reads that differ from the defaults, as words}
+    question: "Question"
+    names: tuple[str, ...]  # the metrics its checkpoints get (metrics_to_measure, those its transfer probe allows)
     train: engine.SplitData
     test: engine.SplitData
     num_classes: int
@@ -72,10 +73,19 @@ class RunInputs:
     transfer_task: str = ""  # the task and its images, or `none (why)`: a column of every row (the report reads it)
 
 
-def recipes(plan: Plan) -> dict[str, str]:
-    """{metric: recipe} of every registered metric under the plan's analysis options: what decides a
-    metric's numbers besides the checkpoint. A metric's rows computed under another recipe are stale."""
-    return registry.recipes(plan.analysis)
+@dataclasses.dataclass(frozen=True)
+class Question:
+    """What a call asks of every checkpoint, worked out once from its analysis options (metrics/registry.py): each
+    registered metric's recipe (what decides its numbers besides the checkpoint: rows under another are stale) and
+    its options words (the `options` column: rows of other options sit beside these)."""
+
+    analysis: Analysis
+    recipes: dict[str, str]
+    options: dict[str, str]
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> "Question":
+        return cls(analysis, registry.recipes(analysis), registry.options_texts(analysis))
 
 
 def check_runs(experiment: ExperimentFolder, runs: dict[str, RunRecord]) -> None:
@@ -88,6 +98,32 @@ def check_runs(experiment: ExperimentFolder, runs: dict[str, RunRecord]) -> None
     if not runs:
         raise SettingsError(f"{experiment.runs_path} holds no runs; check out_dir= and experiment= (or train them "
                             "first with python train.py ...)")
+
+
+def chosen_runs(plan: Plan, experiment: ExperimentFolder, every_run: dict[str, RunRecord]) -> tuple[list[RunRecord], list[str]]:
+    """(the runs this call measures, one line per run skipped): the command line's filter with their ancestors,
+    those whose layers can be measured. Bad input — an unknown metric name, no runs, a filter that matches none, a
+    `layers=` module a model lacks — is refused (SettingsError) before anything is written."""
+    registry.select(plan.analysis.metrics)
+    check_runs(experiment, every_run)
+    runs, skipped = runs_of(every_run, plan.overrides, experiment.runs_path)
+    runs, unmeasurable = measurable(runs, plan)
+    return runs, skipped + unmeasurable
+
+
+def measure_and_merge(runs: list[RunRecord], every_run: dict[str, RunRecord], experiment: ExperimentFolder,
+                      plan: Plan) -> tuple[Outcome, store.Merged, int]:
+    """Measure the runs' missing cells, then bring every run's part of the table and of the similarity table up to
+    date (`every_run`: each as this call read it); (what was measured, the merge, the similarity rows). A read-only
+    or full folder is refused before any work (OSError); with no usable run the tables are left as they are."""
+    device = plan.execution.torch_device()
+    for folder in (experiment.path, experiment.metrics_path):  # read-only or full: say so before any work
+        ensure_writable_folder(folder)
+    outcome = analyse_runs(runs, experiment, plan, device)
+    if not runs:
+        return outcome, store.Merged(), 0
+    merged = store.merge(experiment, every_run)  # every call's current rows: this one's are added, none taken away
+    return outcome, merged, snapshots.update_similarity(experiment, every_run)
 
 
 def runs_of(runs: dict[str, RunRecord], overrides: tuple, runs_path: Path) -> tuple[list[RunRecord], list[str]]:
@@ -153,7 +189,7 @@ def measurable(runs: list[RunRecord], plan: Plan) -> tuple[list[RunRecord], list
     return usable, skipped
 
 
-def run_inputs(run: RunRecord, plan: Plan, device) -> RunInputs:
+def run_inputs(run: RunRecord, plan: Plan, question: Question, device) -> RunInputs:
     settings = run.settings
     check_module_file(settings)  # a user's module changed since the run: refused before anything is measured
     execution = plan.execution
@@ -161,8 +197,8 @@ def run_inputs(run: RunRecord, plan: Plan, device) -> RunInputs:
     probe, transfer_task = transfer_probe(settings, plan, train, test, num_classes, device)
     skipped = probe is None and plan.analysis.transfer_task != "none"  # asked for (or auto) and not done: say so
     logger.log(logging.WARNING if skipped else logging.INFO, "%s: transfer task %s", settings.run_id, transfer_task)
-    return RunInputs(run, plan, device, recipes(plan), registry.options_texts(plan.analysis), train, test,
-                     num_classes, probe, transfer_task)
+    names = engine.applicable(metrics_to_measure(settings, plan.analysis), probe, plan.analysis)
+    return RunInputs(run, plan, device, question, names, train, test, num_classes, probe, transfer_task)
 
 
 def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: str, names, snapshot_path: Path) -> pd.DataFrame:
@@ -173,7 +209,8 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
     rows, layers = engine.measure_layers(model, inputs.train, inputs.test, inputs.num_classes, inputs.plan.analysis,
                                          seed=inputs.run.settings.seed, transfer=inputs.transfer, metrics=names)
     metric = snapshots.SNAPSHOT_METRIC
-    snapshot = snapshots.snapshot_of(layers, inputs.test, checkpoint, inputs.recipes[metric], inputs.options[metric],
+    question = inputs.question
+    snapshot = snapshots.snapshot_of(layers, inputs.test, checkpoint, question.recipes[metric], question.options[metric],
                                      checkpoint_sha256, inputs.plan.analysis.probe_subset_size)
     if snapshot is not None:
         snapshots.write_snapshot(snapshot_path, snapshot)
@@ -185,23 +222,22 @@ def cell_frame(inputs: RunInputs, checkpoint: dict, model, checkpoint_sha256: st
     frame.insert(3, "stage", checkpoint["stage"])
     frame.insert(4, "parent_run_id", inputs.run.lineage.get("parent_run_id", ""))
     frame["layer_index"] = frame["layer"].map(index).fillna(-1).astype(int)
-    frame["recipe"], frame["options"] = frame["metric"].map(inputs.recipes), frame["metric"].map(inputs.options)
+    frame["recipe"], frame["options"] = frame["metric"].map(question.recipes), frame["metric"].map(question.options)
     frame["depends_on"] = frame["metric"].map(lambda name: " ".join(registry.option_names(registry.METRICS[name])))
     frame["checkpoint_sha256"] = checkpoint_sha256
     frame["transfer_task"] = inputs.transfer_task  # which task transfer_accuracy read, or why there is none
     return frame
 
 
-def pending_metrics(path: Path, checkpoint_sha256: str, analysis, names) -> list[str]:
-    """The metrics among `names` that the cell at `path` lacks under their recipes for the `analysis` options
+def pending_metrics(path: Path, checkpoint_sha256: str, question: Question, names) -> list[str]:
+    """The metrics among `names` that the cell at `path` lacks under their recipes for the `question`
     (store.pending), with cka_previous_layer also when its probe snapshot under them is missing, unreadable or of
     another recipe."""
-    names, current = list(names), registry.recipes(analysis)
-    missing = store.pending(path, checkpoint_sha256, current, names)
-    metric = snapshots.SNAPSHOT_METRIC
-    snapshot_path = StoreLayout.cell_snapshot_path(path, registry.options_text(registry.METRICS[metric], analysis))
+    names, metric = list(names), snapshots.SNAPSHOT_METRIC
+    missing = store.pending(path, checkpoint_sha256, question.recipes, names)
+    snapshot_path = StoreLayout.cell_snapshot_path(path, question.options[metric])
     if metric in names and metric not in missing and not snapshots.snapshot_fresh(
-            snapshot_path, current[metric], checkpoint_sha256):
+            snapshot_path, question.recipes[metric], checkpoint_sha256):
         missing.append(metric)
     return missing
 
@@ -213,9 +249,7 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
         if not mine:
             outcome.busy += 1  # another analysis process is measuring it
             return
-        analysis = inputs.plan.analysis
-        chosen = metrics_to_measure(inputs.run.settings, analysis)
-        names = pending_metrics(path, checkpoint_sha256, analysis, engine.applicable(chosen, inputs.transfer, analysis))
+        names = pending_metrics(path, checkpoint_sha256, inputs.question, inputs.names)
         if not names:
             outcome.fresh += 1  # another process measured it between our first look and the lock
             return
@@ -227,7 +261,7 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
             outcome.corrupt += 1
             outcome.skipped.append(one_line(error))
             return
-        snapshot_path = StoreLayout.cell_snapshot_path(path, inputs.options[snapshots.SNAPSHOT_METRIC])
+        snapshot_path = StoreLayout.cell_snapshot_path(path, inputs.question.options[snapshots.SNAPSHOT_METRIC])
         frame = store.combine(path, cell_frame(inputs, checkpoint, model, checkpoint_sha256, names, snapshot_path),
                               checkpoint_sha256)
         store.write_cell(path, frame)
@@ -259,7 +293,8 @@ def checkpoints_to_measure(settings: Settings, entries: dict[int, dict], child_c
     return {iteration: entries[iteration] for iteration in (min(entries), max(entries))}
 
 
-def analyse_run(run: RunRecord, layout: StoreLayout, plan: Plan, device, no_transfer: dict[str, str]) -> Outcome:
+def analyse_run(run: RunRecord, layout: StoreLayout, plan: Plan, question: Question, device,
+                no_transfer: dict[str, str]) -> Outcome:
     """Measure the selected metrics of every checkpoint of one run that lacks them, of a transfer child its
     classifier accuracy at its ends only by default (checkpoints_to_measure, metrics_to_measure); RunFolderError
     when a side file of the run is unusable. `no_transfer`: {dataset: why it has no transfer task}, learnt in this
@@ -272,18 +307,17 @@ def analyse_run(run: RunRecord, layout: StoreLayout, plan: Plan, device, no_tran
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
     names = engine.without_snapshots(names, plan.analysis)
     pending = {iteration: entry for iteration, entry in chosen.items()
-               if pending_metrics(layout.cell_path(run.run_id, iteration), entry["sha256"], plan.analysis, names)}
+               if pending_metrics(layout.cell_path(run.run_id, iteration), entry["sha256"], question, names)}
     outcome = Outcome(fresh=len(chosen) - len(pending), left_out=len(entries) - len(chosen))
     if pending:
-        inputs = run_inputs(run, plan, device)
+        inputs = run_inputs(run, plan, question, device)
         if inputs.transfer is None:
             no_transfer[settings.dataset] = inputs.transfer_task
         measure_cells(inputs, layout, pending, outcome)
     if settings.dataset in no_transfer:  # say why in every cell's rows of this question, measured now or before
-        options = registry.options_texts(plan.analysis)
         for iteration in entries:
             store.note(layout.cell_path(run.run_id, iteration), "transfer_task", no_transfer[settings.dataset],
-                       options)
+                       question.options)
     update_layer_curves(layout, run, plan.execution, outcome.measured)
     return outcome
 
@@ -303,10 +337,10 @@ def measure_cells(inputs: RunInputs, layout: StoreLayout, pending: dict, outcome
 
 def analyse_runs(runs: list[RunRecord], experiment: ExperimentFolder, plan: Plan, device) -> Outcome:
     """Every run in turn; one whose folder has an unusable file is reported and skipped, the others go on."""
-    total, no_transfer, layout = Outcome(), {}, StoreLayout(experiment)
+    total, no_transfer, layout, question = Outcome(), {}, StoreLayout(experiment), Question.of(plan.analysis)
     for run in runs:
         try:
-            total.add(analyse_run(run, layout, plan, device, no_transfer))
+            total.add(analyse_run(run, layout, plan, question, device, no_transfer))
         except (RunFolderError, data.DataError, LayerRunsTwice) as error:  # a damaged side file, this run's
             # dataset missing, or a layer that runs twice only on real images (`measurable` finds the others first)
             logger.error("%s; run %s skipped", one_line(error), run.run_id)

@@ -24,7 +24,6 @@ under other options adds rows beside the others.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -38,7 +37,7 @@ import torch
 from folders import CorruptFile, ExperimentFolder, RunRecord
 from measuring.layout import StoreLayout
 from metrics.similarity import cka_vectors, probe_subset
-from utils import atomic_write_bytes, atomic_write_json
+from utils import atomic_write_bytes, atomic_write_json, current_record, file_stamp, signature
 
 SNAPSHOT_VERSION = 2  # in every snapshot and the similarity parts' signature: bumped when what a snapshot holds changes
 SNAPSHOT_METRIC = "cka_previous_layer"  # the metric whose measurement writes the snapshot (its recipe is the snapshot's)
@@ -178,7 +177,7 @@ def update_similarity(experiment: ExperimentFolder, runs: dict[str, RunRecord], 
     """Bring each run's part of similarity.parquet up to date with its current snapshots, of every options, each run
     as `runs` holds it (store.merge's rule); returns the rows of the parts brought up to date. A run whose snapshots
     did not change costs a few stats."""
-    from measuring.store import current_recipe_cache, file_stamp, listed_checkpoints, settings_columns, up_to_date
+    from measuring.store import current_recipe_cache, listed_checkpoints, settings_columns
 
     layout, total = StoreLayout(experiment), 0
     if run_ids is None:
@@ -191,11 +190,11 @@ def update_similarity(experiment: ExperimentFolder, runs: dict[str, RunRecord], 
             layout.similarity_index_path(run_id).unlink(missing_ok=True)
             continue
         run = runs.get(run_id)
-        signature = hashlib.sha256(json.dumps([SNAPSHOT_VERSION, current_recipe_cache()["versions"],
-                                               list(run.stamps) if run is not None else None,
-                                               [[path.name, file_stamp(path)] for path in paths]]).encode()).hexdigest()
+        built_from = signature([SNAPSHOT_VERSION, current_recipe_cache()["versions"],
+                                list(run.stamps) if run is not None else None,
+                                [[path.name, file_stamp(path)] for path in paths]])
         part, index_path = layout.similarity_part_path(run_id), layout.similarity_index_path(run_id)
-        index = up_to_date(index_path, part, signature)
+        index = current_record(index_path, built_from, part)
         if index is not None:
             total += index.get("rows", 0)
             continue
@@ -210,6 +209,6 @@ def update_similarity(experiment: ExperimentFolder, runs: dict[str, RunRecord], 
         else:
             part.unlink(missing_ok=True)
         rows = 0 if frame is None else len(frame)
-        atomic_write_json(index_path, {"signature": signature, "part": file_stamp(part), "rows": rows})
+        atomic_write_json(index_path, {"built_from": built_from, "output": file_stamp(part), "rows": rows})
         total += rows
     return total

@@ -62,7 +62,8 @@ from conf.analysis import Analysis
 from folders import ExperimentFolder, RunRecord
 from measuring.layout import StoreLayout
 from metrics import registry
-from utils import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive_lock, file_stamp
+from utils import (atomic_write_bytes, atomic_write_json, atomic_write_text, current_record, exclusive_lock,
+                   file_stamp, signature)
 
 logger = logging.getLogger(__name__)
 KEY = ["run_id", "iteration", "layer", "metric", "split", "options"]
@@ -294,43 +295,30 @@ def refresh_part(layout: StoreLayout, run_id: str, run: RunRecord | None) -> tup
     if index is not None:
         return "kept", index["rows"]
     with exclusive_lock(layout.part_lock_path(run_id), wait=True):
-        signature = run_signature(layout, run_id, run)
-        index = current_index(layout, run_id, signature)
+        built_from = run_signature(layout, run_id, run)
+        index = current_index(layout, run_id, built_from)
         if index is not None:
             return "kept", index["rows"]
-        return rebuild_part(layout, run_id, run, signature)
+        return rebuild_part(layout, run_id, run, built_from)
 
 
 def run_signature(layout: StoreLayout, run_id: str, run: RunRecord | None) -> str:
     """A hash of everything a run's part is built from: its cells' names, sizes and modification
     times and those of their digest files, its settings file and manifest as the record read them (a checkpoint
     re-made makes its cell stale), the metrics' versions (their recipes under the defaults change with any of them)."""
-    built_from = {"store": STORE_VERSION, "versions": current_recipe_cache()["versions"],
-                  "run": list(run.stamps) if run is not None else None,
-                  "cells": [[path.name, file_stamp(path), file_stamp(StoreLayout.cell_digest_path(path))]
-                            for path in layout.run_cell_paths(run_id)]}
-    return hashlib.sha256(json.dumps(built_from).encode()).hexdigest()
+    return signature({"store": STORE_VERSION, "versions": current_recipe_cache()["versions"],
+                      "run": list(run.stamps) if run is not None else None,
+                      "cells": [[path.name, file_stamp(path), file_stamp(StoreLayout.cell_digest_path(path))]
+                                for path in layout.run_cell_paths(run_id)]})
 
 
-def current_index(layout: StoreLayout, run_id: str, signature: str) -> dict | None:
+def current_index(layout: StoreLayout, run_id: str, built_from: str) -> dict | None:
     """The run's index when its part is up to date: built from this signature, and the part on disk
-    is the one written then (a part deleted or replaced by hand is rebuilt)."""
-    return up_to_date(layout.part_index_path(run_id), layout.part_path(run_id), signature)
+    is the one written then (a part deleted or replaced by hand is rebuilt: utils.current_record)."""
+    return current_record(layout.part_index_path(run_id), built_from, layout.part_path(run_id))
 
 
-def up_to_date(index_path: Path, part_path: Path, signature: str) -> dict | None:
-    """The index at `index_path` when it was built from `signature` and `part_path` is the part written
-    then; None otherwise (missing, unreadable, stale, or the part changed by hand)."""
-    try:
-        index = json.loads(index_path.read_text())
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
-    if not isinstance(index, dict) or index.get("signature") != signature:
-        return None
-    return index if file_stamp(part_path) == index.get("part") else None
-
-
-def rebuild_part(layout: StoreLayout, run_id: str, run: RunRecord | None, signature: str) -> tuple[str, int]:
+def rebuild_part(layout: StoreLayout, run_id: str, run: RunRecord | None, built_from: str) -> tuple[str, int]:
     """Write the run's part from its fresh cells (or remove it when it has none), then its index:
     the index comes second, so a process killed in between leaves a part that is rebuilt, never one
     that looks up to date and is not."""
@@ -344,7 +332,7 @@ def rebuild_part(layout: StoreLayout, run_id: str, run: RunRecord | None, signat
     else:
         part.unlink(missing_ok=True)
     if layout.run_cell_paths(run_id):
-        atomic_write_json(index_path, {"signature": signature, "part": file_stamp(part),
+        atomic_write_json(index_path, {"built_from": built_from, "output": file_stamp(part),
                                        "rows": table.num_rows if table is not None else 0})
     else:  # no cells left: nothing to remember, so the run drops out of later merges
         index_path.unlink(missing_ok=True)
