@@ -549,12 +549,12 @@ def resume_row(sizes: Sizes, table: Table, root: Path, flag: bool, codes: dict, 
                     + log_tail(root / f"{next(iter(failed))}.log"))
         return
     plan = plan_of(sizes.resume_run, root, sizes)
-    folders = [ExperimentFolder.of(root / f"{kind}-{flag}", plan.experiment).run(plan.grid[0].run_id)
-               for kind in ("reference", "interrupted")]
+    folders = [ExperimentFolder.of(root / f"{copy}-{flag}", plan.experiment).run(plan.grid[0].run_id)
+               for copy in ("reference", "interrupted")]
     identical, total, equal, difference = compare_runs(*folders)
     warned = sorted({line.split(" does not have a deterministic")[0].split()[-1]
-                     for kind in ("reference", "killed", "resumed")
-                     for line in (root / f"{kind}-{flag}.log").read_text().splitlines()
+                     for copy in ("reference", "killed", "resumed")
+                     for line in (root / f"{copy}-{flag}.log").read_text().splitlines()
                      if "does not have a deterministic" in line})
     table.add(str(flag).lower(), *killed, f"{identical}/{total}", "yes" if equal else "no", f"{difference:.3g}",
               ", ".join(warned) or "none")

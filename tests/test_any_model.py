@@ -65,12 +65,17 @@ def user_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory, user_file) -> Path:
-    """One short run of each kind, trained and analysed with default options (the grid: one train.py call)."""
+    """One short run of each kind, trained and analysed with default options (the grid: one train.py call, its
+    main() in this process: no interpreter to start, no torch to import; the analysis a process of its own, so that
+    test_measure_equals_analysis_bitwise compares two processes); the figures and the report are drawn by the one
+    test that looks at them (`analysis.py figures`)."""
+    import train
+
     out = tmp_path_factory.mktemp("any")
     archs = ",".join([*ARCHS, f"module:{user_file}:TinyNet"])
-    trained = run_cli("train.py", tiny_words(out, *SMALL, f"arch={archs}", "depth=2", "width=16", "heads=2"))
-    assert trained.returncode == 0, trained.stderr
-    result = run_cli("analysis.py", [f"out_dir={out}", "threads=1", "log_level=WARNING"])  # default options; 1 thread as here
+    assert train.main(tiny_words(out, *SMALL, f"arch={archs}", "depth=2", "width=16", "heads=2")) == 0
+    result = run_cli("analysis.py", [f"out_dir={out}", "threads=1", "log_level=WARNING",  # default options; 1 thread
+                                     "figures=false"])  # as here; figures: in no recipe
     assert result.returncode == 0, result.stderr
     return out
 
@@ -80,7 +85,7 @@ def run_of(out: Path, prefix: str) -> Path:
     return run
 
 
-def test_every_kind_trains_and_is_measured_layer_by_layer(measured):
+def test_every_kind_trains_and_is_measured_layer_by_layer(measured, in_process):
     table = analysis.read_table(measured / "default")
     layers = {run: list(rows.sort_values("layer_index")["layer"].unique())
               for run, rows in table[table["metric"] == "ncc_accuracy"].groupby("run_id")}
@@ -94,6 +99,9 @@ def test_every_kind_trains_and_is_measured_layer_by_layer(measured):
     assert table["value"].notna().any() and len(table["run_id"].unique()) == 4
     tinynet = read_json(run_of(measured, "tinynet-w16") / "settings.json")["settings"]
     assert tinynet["module_sha256"] and tinynet["arch"].startswith("module:/")  # the file's path made absolute
+    # every figure and the report from this table, each figure in a process of its own (threads unset: the cores)
+    drawn = in_process("analysis.py", ["figures", f"out_dir={measured}", "log_level=WARNING"])
+    assert drawn.returncode == 0, drawn.stderr
     assert (measured / "default" / "figures" / "ncc_by_layer.png").exists()
 
 
@@ -153,13 +161,15 @@ def test_hooks_are_removed_after_every_pass_and_on_error():
 
 
 @pytest.mark.parametrize("arch", ["torchvision:mobilenet_v3_small", "vit"])
-def test_sigkill_at_a_counted_batch_resumes_bitwise(tmp_path, arch):
+def test_sigkill_at_a_counted_batch_resumes_bitwise(tmp_path, arch, in_process):
+    """The reference and the restart by train.py's main() in this process, the killed run in a process forked from
+    tests/test_resume.py's server (as its test_sigkill_at_counted_moments_resumes_bitwise)."""
     words = [*SMALL, "epochs=2", f"arch={arch}", "depth=2", "width=16", "heads=2", "resume_every_seconds=0"]
-    assert run_cli("train.py", tiny_words(tmp_path / "reference", *words)).returncode == 0
+    assert in_process("train.py", tiny_words(tmp_path / "reference", *words)).returncode == 0
     _, expected = checkpoint_digests(tmp_path / "reference")
     interrupted = tiny_words(tmp_path / "interrupted", *words)
     assert kill_at_call(interrupted, "data.stream.TrainingStream", "batch", 6, False) == -signal.SIGKILL
-    assert run_cli("train.py", interrupted).returncode == 0
+    assert in_process("train.py", interrupted).returncode == 0
     assert checkpoint_digests(tmp_path / "interrupted")[1] == expected
 
 

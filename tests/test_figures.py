@@ -73,8 +73,10 @@ def metrics():
 def test_every_figure_type_renders_from_a_fabricated_table(metrics, tmp_path):
     import figures
 
+    # two forked workers (the machine's cores; saving is most of a figure's time): a figure that fails in a worker
+    # is skipped with "failed: ..." as in this process (draw_part either way)
     drawn, skipped = figures.draw_all(metrics, tmp_path, similarity_table=fabricated_similarity(),
-                                      formats=("png", "pdf"))
+                                      formats=("png", "pdf"), workers=2)
     # transfer children have their own table (another dataset's parent would join this one's conditions)
     transfer_drawn, transfer_skipped = figures.draw_all(fabricate.transfer_table(), tmp_path, names=["transfer_curve"],
                                                         formats=("png", "pdf"))

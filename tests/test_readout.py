@@ -22,6 +22,24 @@ EXAMPLES = 10_000  # test examples: the resolution, three of them, is 0.03 point
 DIRECTIONS = (noise.HIGHER, noise.LOWER)
 
 
+def read_out(grid, *arguments) -> pd.DataFrame:
+    """The read-out's table of the harness table `grid(*arguments)`."""
+    return readout(grid(*arguments)).table
+
+
+def in_parallel(*calls: tuple) -> list:
+    """[function(*arguments) for (function, *arguments) in calls]: the last here, each other one in a process forked
+    from this one, at once (the two cores at work on one test; each call a pure function of its arguments, seeded:
+    the same tables as one after another)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(len(calls) - 1, mp_context=multiprocessing.get_context("fork")) as pool:
+        others = [pool.submit(*call) for call in calls[:-1]]
+        here = calls[-1][0](*calls[-1][1:])
+        return [other.result() for other in others] + [here]
+
+
 def stated(table: pd.DataFrame, question: str, grids: int = GRIDS) -> float:
     """The share of the question's rows with a direction."""
     rows = table[table["question"] == question]
@@ -49,7 +67,7 @@ def peaks(table: pd.DataFrame) -> tuple[float, float]:
 
 
 def test_a_flat_probe_gets_no_stop_advice_and_a_planted_peak_does():
-    null, planted = readout(phase_grid(0.0, seed=1)).table, readout(phase_grid(3 * SIGMA, seed=2)).table
+    null, planted = in_parallel((read_out, phase_grid, 0.0, 1), (read_out, phase_grid, 3 * SIGMA, 2))
     false, found = stated(null, "stop_pretraining"), stated(planted, "stop_pretraining")
     print(f"stop_pretraining: direction stated in {false:.1%} of null grids, {found:.1%} of 3-sigma grids")
     (by_rule, confirmed), (_, planted_confirmed) = peaks(null), peaks(planted)
@@ -85,8 +103,8 @@ def warm_start_grid(gap: float, recovered: float, seed: int, grids: int = GRIDS)
 
 
 def test_warm_start_gaps_and_interventions_are_stated_only_beyond_noise():
-    null = readout(warm_start_grid(0.0, 0.0, seed=3, grids=2 * GRIDS)).table  # the rate near its limit: more grids
-    planted = readout(warm_start_grid(3 * SIGMA, 3 * SIGMA, seed=4)).table
+    null, planted = in_parallel((read_out, warm_start_grid, 0.0, 0.0, 3, 2 * GRIDS),  # the rate near its limit: more
+                                (read_out, warm_start_grid, 3 * SIGMA, 3 * SIGMA, 4))  # grids; seeds 3 and 4
     for question in ("warm_start_gap", "intervention"):
         false, found = stated(null, question, 2 * GRIDS), stated(planted, question)
         print(f"{question}: direction stated in {false:.1%} of null grids, {found:.1%} of 3-sigma grids")
@@ -119,8 +137,7 @@ def transfer_grid(helps: float, seed: int, grids: int = GRIDS, starts=(0, 16, 12
 
 
 def test_stopping_early_is_said_to_help_only_beyond_noise():
-    null = readout(transfer_grid(0.0, seed=5)).table
-    planted = readout(transfer_grid(3 * SIGMA, seed=6)).table
+    null, planted = in_parallel((read_out, transfer_grid, 0.0, 5), (read_out, transfer_grid, 3 * SIGMA, 6))
     false, found = stated(null, "transfer_start"), stated(planted, "transfer_start")
     print(f"transfer_start: direction stated in {false:.1%} of null grids, {found:.1%} of 3-sigma grids")
     assert false <= 0.05 and found >= 0.90
@@ -150,7 +167,7 @@ DEPTH_NOISE = 1 / np.sqrt(2)  # layers: the difference of two runs' depths has a
 
 
 def test_a_depth_trend_is_stated_only_beyond_noise():
-    null, planted = readout(depth_grid(0.0, seed=7)).table, readout(depth_grid(3.0, seed=8)).table
+    null, planted = in_parallel((read_out, depth_grid, 0.0, 7), (read_out, depth_grid, 3.0, 8))
     along = {name: table[table["key"] == "width"] for name, table in (("null", null), ("planted", planted))}
     false, found = stated(along["null"], "effective_depth_trend"), stated(along["planted"], "effective_depth_trend")
     print(f"effective_depth_trend: direction stated in {false:.1%} of null grids, {found:.1%} of 3-sigma grids")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPOSITORY, run_cli, tiny_words
+from tests.conftest import REPOSITORY, tiny_words
 
 QUICK = ["probe_dimensions=32", "log_level=WARNING"]
 SMALL = ["image_size=8", "depth=1", "epochs=2", "synthetic_train_size=128"]
@@ -33,8 +33,11 @@ SECOND = [*SMALL, "width=6", "lr=0.1,0.02", "label_noise=0.25", "seed=1,2", "bat
 def analysed_grid(tmp_path_factory) -> Path:
     """The experiment folder of five measured and drawn runs (`default`, as a command-line grid writes it),
     built once per session: in the session's base folder, whichever test module asks first (a module that
-    imports this one holds a second copy of it, so a cache in this module would not be shared)."""
+    imports this one holds a second copy of it, so a cache in this module would not be shared). Trained and
+    measured by train.py's and analysis.py's main() in this process: no interpreter to start and no torch to
+    import for each call (seconds each on a busy 2-CPU machine); the command lines are tested elsewhere."""
     import analysis
+    import train
 
     out_dir = tmp_path_factory.getbasetemp() / "report_grid"
     experiment = out_dir / "default"
@@ -42,8 +45,7 @@ def analysed_grid(tmp_path_factory) -> Path:
         return experiment
     shutil.rmtree(out_dir, ignore_errors=True)  # a build that failed half way
     for words in (FIRST, SECOND):
-        result = run_cli("train.py", tiny_words(out_dir, *words))
-        assert result.returncode == 0, result.stderr
+        assert train.main(tiny_words(out_dir, *words)) == 0
     assert analysis.main([f"out_dir={out_dir}", *QUICK]) == 0
     (out_dir / "complete").touch()
     return experiment

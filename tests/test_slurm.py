@@ -21,22 +21,10 @@ NODE = ["gpus=0", "cpus=1", "mem_gb=0", "time=10"]
 
 
 @pytest.fixture(scope="session")
-def slurm():
-    """A running Slurm: the one already up, or the one-node cluster started as root; else skip."""
-    def up() -> bool:
-        try:
-            listing = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout
-        except (OSError, subprocess.SubprocessError):
-            return False
-        return any(state in listing for state in ("idle", "mix", "alloc"))
-
-    if not up():
-        if shutil.which("slurmctld") is None or os.geteuid() != 0:
-            pytest.skip("no Slurm here: install slurm-wlm and munge and run as root (CI does) to run these tests")
-        started = subprocess.run(["sh", str(REPOSITORY / "slurm" / "local_cluster.sh"), "start"],
-                                 capture_output=True, text=True, timeout=120)
-        if started.returncode != 0 or not up():
-            pytest.skip(f"Slurm could not be started here: {started.stderr.strip()[-300:]}")
+def slurm(slurm_cluster):
+    """A running Slurm (conftest's slurm_cluster, started at the session's start); else skip, saying why."""
+    if slurm_cluster:
+        pytest.skip(slurm_cluster)
 
 
 def submit(*words: str) -> subprocess.CompletedProcess:
