@@ -17,7 +17,8 @@ state_dir=/var/spool/slurm-lab
 log_dir=/var/log/slurm-lab
 
 running() {
-    timeout 10 sinfo -h -o %T 2>/dev/null | grep -q -E "idle|mix|alloc"
+    # scontrol ping answers at once; sinfo against a configured controller that is down waits ~9 s to give up
+    scontrol ping >/dev/null 2>&1 && timeout 10 sinfo -h -o %T 2>/dev/null | grep -q -E "idle|mix|alloc"
 }
 
 write_config() {
