@@ -21,7 +21,7 @@ gallery: demo
 	$(PYTHON) -m figures.gallery outputs/demo docs/gallery
 
 test: setup
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n 2 --dist loadgroup
 
 test-fast: setup
 	$(PYTHON) -m pytest -m "not slow"

@@ -74,6 +74,15 @@ def measured_copy(trained: Path, tmp_path_factory, name: str) -> Path:
     return out_dir
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Every test on the Slurm cluster in one xdist group: `make test` runs two workers (-n 2 --dist loadgroup), and
+    the Slurm lane, mostly waiting on Slurm's own clock, runs on one of them beside the CPU work on the other; its
+    tests share the one cluster's queue one at a time, as in a single process."""
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 def slurm_answers() -> bool:
     """Whether a Slurm controller answers with a usable node (`scontrol ping` first: it answers at once, where sinfo
     against a configured controller that is down waits ~9 s to give up)."""
@@ -98,8 +107,13 @@ def slurm_cluster() -> str:
 
     if shutil.which("slurmctld") is None or os.geteuid() != 0:
         return "no Slurm here: install slurm-wlm and munge and run as root (CI does) to run these tests"
-    started = subprocess.run(["sh", str(REPOSITORY / "slurm" / "local_cluster.sh"), "start"],
-                             capture_output=True, text=True, timeout=120)
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "lab-tests-slurm-start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # `make test`'s two workers start it once (local_cluster.sh: already running)
+        started = subprocess.run(["sh", str(REPOSITORY / "slurm" / "local_cluster.sh"), "start"],
+                                 capture_output=True, text=True, timeout=120)
     if started.returncode != 0 or not slurm_answers():
         return f"Slurm could not be started here: {started.stderr.strip()[-300:]}"
     return ""
