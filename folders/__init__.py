@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -271,21 +272,22 @@ class RunFolder:
         manifest.json (taken first: a file replaced while it is read makes the stamp stale, never the content).
         An unusable file is the record's `problem`, not an exception: one run never stops the others."""
         stamps = (file_stamp(self.settings_path), file_stamp(self.manifest_path))
+        record = functools.partial(RunRecord, self, stamps=stamps, curves=self.curves(), status=self.read_status())
         try:
             settings = self.read_settings()
         except RunFolderError as error:
-            return RunRecord(self, None, None, {}, stamps, self.curves(), self.read_status(), one_line(error))
+            return record(None, None, {}, problem=one_line(error))
         try:
             checkpoints = None if stamps[1] is None else self.checkpoint_entries()
         except (RunFolderError, KeyError, TypeError, AttributeError) as error:
             problem = one_line(error) if isinstance(error, RunFolderError) else (
                 f"{self.manifest_path} does not list checkpoints ({type(error).__name__}: {error}); launch the run's "
                 "grid again to re-make it")
-            return RunRecord(self, settings, None, {}, stamps, self.curves(), self.read_status(), problem)
+            return record(settings, None, {}, problem=problem)
         try:
-            return RunRecord(self, settings, checkpoints, self.read_lineage(), stamps, self.curves(), self.read_status())
+            return record(settings, checkpoints, self.read_lineage())
         except RunFolderError as error:
-            return RunRecord(self, settings, checkpoints, {}, stamps, self.curves(), self.read_status(), one_line(error))
+            return record(settings, checkpoints, {}, problem=one_line(error))
 
     def prepare(self, settings: Settings) -> None:
         """Create the folder, drop temporaries of a killed writer, and record the settings (a folder

@@ -1,9 +1,12 @@
 """Shared test helpers: tiny synthetic runs and a subprocess runner for the CLI."""
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -103,13 +106,8 @@ def slurm_cluster() -> str:
     in every train.py of every test that runs before the Slurm tests start it."""
     if slurm_answers():
         return ""
-    import shutil
-
     if shutil.which("slurmctld") is None or os.geteuid() != 0:
         return "no Slurm here: install slurm-wlm and munge and run as root (CI does) to run these tests"
-    import fcntl
-    import tempfile
-
     with open(Path(tempfile.gettempdir()) / "lab-tests-slurm-start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # `make test`'s two workers start it once (local_cluster.sh: already running)
         started = subprocess.run(["sh", str(REPOSITORY / "slurm" / "local_cluster.sh"), "start"],
