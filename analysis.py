@@ -42,7 +42,6 @@ environment failed (a read-only or full folder, a file in the way); 2 bad input 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 from pathlib import Path
@@ -170,9 +169,6 @@ def show_help() -> int:
 
 
 def run_command(arguments: list[str]) -> int:
-    if arguments and arguments[0] in SUBCOMMANDS:
-        module, _, function = SUBCOMMANDS[arguments[0]].partition(":")
-        return getattr(importlib.import_module(module), function)(arguments[1:])
     only_figures = bool(arguments) and arguments[0] == "figures"
     from figures import publish  # here: matplotlib and seaborn load only for drawing
 
@@ -192,7 +188,7 @@ def main(arguments: list[str]) -> int:
     (utils.command_shell)."""
     if any(argument in ("-h", "--help", "help") for argument in arguments):
         return show_help()
-    return command_shell(run_command, arguments)
+    return command_shell(run_command, arguments, SUBCOMMANDS)
 
 
 if __name__ == "__main__":

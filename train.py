@@ -17,14 +17,14 @@ import sys
 from conf.cpu_waiting import wait_briefly
 
 wait_briefly()  # before torch loads: its OpenMP runtime reads how to wait once (conf/cpu_waiting.py)
-from conf import Plan, grid_size, help_text, parse_arguments
+from conf import Plan, announce_grid, help_text, parse_arguments
 from conf.experiments import close_preset
 from folders import ExperimentFolder
-from slurm import launch, runs
+from slurm import launch
 from training.stages import check_grid_fits
 from utils import command_shell, ensure_writable_folder, setup_logging
 
-ANNOUNCE_GRID_SIZE = 1000  # runs: building and pre-flighting a grid this size takes seconds, so say it first
+SUBCOMMANDS = {"status": "slurm.runs:status_command"}  # beside training: its word, and the function taking the rest
 
 
 def main(arguments: list[str]) -> int:
@@ -34,24 +34,16 @@ def main(arguments: list[str]) -> int:
     if any(argument in ("-h", "--help", "help") for argument in arguments):
         print(help_text())
         return 0
-    return command_shell(train_command, arguments)
+    return command_shell(train_command, arguments, SUBCOMMANDS)
 
 
 def train_command(arguments: list[str]) -> int:
-    """`python train.py [status] [key=value ...]`: check the grid (bad input before anything is written), then
-    show its status or launch it."""
-    show_status = bool(arguments) and arguments[0] == "status"
-    words = arguments[1:] if show_status else arguments
-    size = grid_size(words)  # counted without building it: a grid over max_runs is refused at once
-    if size >= ANNOUNCE_GRID_SIZE:
-        print(f"building and checking a grid of up to {size:,} runs ...", file=sys.stderr, flush=True)
-    plan = parse_arguments(words)
+    """`python train.py [key=value ...]`: check the grid (bad input before anything is written), then launch it."""
+    announce_grid(arguments)  # counted without building it: a grid over max_runs is refused at once
+    plan = parse_arguments(arguments)
     setup_logging(plan.execution.log_level)
     experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
     experiment.check_preset(plan.preset_source)  # another study's folder (a preset file of the same stem)
-    if show_status:
-        print(runs.status_report(plan, experiment))
-        return 0
     if plan.cluster.launcher != "slurm":
         plan.execution.torch_device()
     check_grid_fits(plan.grid, plan.execution, experiment)  # pre-flight: bad input before anything is written

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -234,11 +235,16 @@ class Stopped(Exception):
     signal_number: int
 
 
-def command_shell(body, arguments: list[str]) -> int:
-    """`sys.exit(command_shell(main_body, sys.argv[1:]))` — every command's one mapping of an exception to what the
-    user sees and its exit code: bad input one line and 2, the environment (a full disk, a read-only folder) one
-    line with the fix and 1, a signal after the state was saved a warning and 128 + its number."""
+def command_shell(body, arguments: list[str], subcommands: dict[str, str] | None = None) -> int:
+    """`sys.exit(command_shell(main_body, sys.argv[1:], {"status": "slurm.runs:status_command"}))` — every command's
+    one mapping of an exception to what the user sees and its exit code: bad input one line and 2, the environment
+    (a full disk, a read-only folder) one line with the fix and 1, a signal after the state was saved a warning and
+    128 + its number. A first argument naming one of `subcommands` ("module:function", imported only then: a
+    subcommand loads only what it needs) runs that function on the rest instead of `body`."""
     try:
+        if subcommands and arguments and arguments[0] in subcommands:
+            module, _, function = subcommands[arguments[0]].partition(":")
+            body, arguments = getattr(importlib.import_module(module), function), arguments[1:]
         return body(arguments)
     except InputError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import itertools
 import math
+import sys
 from dataclasses import dataclass
 
 from conf.analysis import Analysis
@@ -27,6 +28,7 @@ from conf.global_settings import SETTING_FIELDS, Execution, Settings, SettingsEr
 EXECUTION_FIELDS = {item.name: item for item in dataclasses.fields(Execution)}
 CLUSTER_FIELDS = {item.name: item for item in dataclasses.fields(Cluster)}
 ANALYSIS_FIELDS = {item.name: item for item in dataclasses.fields(Analysis)}
+ANNOUNCE_GRID_SIZE = 1000  # runs: building and pre-flighting a grid this size takes seconds, so say it first
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,14 @@ def grid_size(arguments: list[str], *, analysis: bool = False) -> int:
     size = count_grid_points(experiment_sweeps(words.preset, words.run_values))
     check_grid_size(size, words.cluster.max_runs)
     return size
+
+
+def announce_grid(arguments: list[str]) -> None:
+    """train.py's first word on a grid of ANNOUNCE_GRID_SIZE runs or more, on stderr before it is built: building
+    and pre-flighting it takes seconds. SettingsError as grid_size (a grid over max_runs is refused at once)."""
+    size = grid_size(arguments)
+    if size >= ANNOUNCE_GRID_SIZE:
+        print(f"building and checking a grid of up to {size:,} runs ...", file=sys.stderr, flush=True)
 
 
 def check_grid_size(size: int, max_runs: int) -> None:

@@ -183,6 +183,12 @@ def lineage_of(settings) -> Lineage:
     return Lineage(settings, kind, number, lineage_of(parent_settings(settings)))
 
 
+def lineages(grid: tuple, *, parents: bool = True) -> tuple:
+    """Each run of the grid as its Lineage, worked out once for every reader downstream (the pre-flight, the
+    launcher's waves, the status table); `parents=True` adds the runs they start from first (with_parents)."""
+    return tuple(lineage_of(settings) for settings in (with_parents(grid) if parents else grid))
+
+
 def with_parents(grid: tuple) -> tuple:
     """The grid with every run's parent (and its parent's, down to the first stage) before its first
     child, once: runs that share earlier stages share their runs (module docstring)."""

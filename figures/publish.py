@@ -16,7 +16,7 @@ from conf.analysis import asks_defaults
 from conf.cli import describe_filter
 from findings.table import describe_question, question_rows, read_parquet_again_if_changed
 from conf.global_settings import SETTING_FIELDS, UNKNOWN
-from conf.plasticity import has_parent, parent_settings, run_kind
+from conf.plasticity import with_parents
 from folders import ExperimentFolder, RunRecord
 from utils import atomic_write_text, exclusive_lock
 
@@ -39,10 +39,9 @@ def run_table(runs: dict[str, RunRecord]) -> pd.DataFrame:
             rows.append({"run_id": run.run_id, "kind": "", "state": "skipped", "iteration": "",
                          "parent": "", "reason": f"settings unusable: {run.problem}"})
             continue
-        kind = run_kind(settings)
-        rows.append({"run_id": settings.run_id, "kind": kind, "state": status.get("state", "new"),
+        rows.append({"run_id": settings.run_id, "kind": run.kind, "state": status.get("state", "new"),
                      "iteration": f"{status.get('iteration', 0)}/{status.get('total_iterations', '?')}",
-                     "parent": parent_settings(settings).run_id if has_parent(settings) else "",
+                     "parent": run.parent_id,
                      "reason": str(status.get("reason", "")),
                      **{key: json.dumps(value) if isinstance(value, list) else value
                         for key, value in settings.to_record().items()}, **dict.fromkeys(settings.unknown(), UNKNOWN),
@@ -72,13 +71,7 @@ def expected_run_ids(experiment: str | Experiment) -> set[str]:
         grid = [settings for sweeps in experiment_sweeps(preset, {}) for settings in expand_grid(sweeps)]
     except SettingsError:
         return set()
-    expected = set()
-    for settings in grid:
-        expected.add(settings.run_id)
-        while has_parent(settings):  # a warm start's stage-1 run (and its earlier stages) live beside it
-            settings = parent_settings(settings)
-            expected.add(settings.run_id)
-    return expected
+    return {settings.run_id for settings in with_parents(tuple(grid))}  # a warm start's earlier stages beside it
 
 
 def describe_values(name: str, values: list) -> str:

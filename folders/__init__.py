@@ -60,6 +60,7 @@ import time
 from pathlib import Path
 
 from conf import Settings, SettingsError
+from conf.plasticity import lineage_of, transfers
 from folders.curves import CurvesFolder
 from utils import (InputError, atomic_torch_save, atomic_write_json, atomic_write_text, exclusive_lock, file_stamp,
                    one_line, remove_stale_temporaries, sha256_file, torch_load)
@@ -68,26 +69,6 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # written in every checkpoint and manifest; a checkpoint of another format is refused (load_checkpoint)
 RESUME_STATES_KEPT = 2  # the newest, and one older in case the newest is found corrupt
 STAGING_PREFIX = ".staging-"  # hidden: a run being built under this name is no run yet
-
-
-def checkpoint_schedule(*, total_iterations: int, iterations_per_epoch: int, every_epochs: int = 0,
-                        extra: tuple[int, ...] = (), first_iteration: int = 0) -> list[int]:
-    """The first iteration, first + every power of two, the final iteration, every `every_epochs`
-    epochs from the first, and the `extra` iterations between first and final.
-
-    Powers of two because the learning phases (LearnPhase, AAAI 2024) happen on a log time scale:
-    their sample log checkpoints at 0, 2, 4, ..., 65536. A warm-started child's stage 2 starts at its
-    parent's last iteration and is log-spaced from there, so what the switch does shows up at once."""
-    points = {first_iteration, total_iterations,
-              *(iteration for iteration in extra if first_iteration <= iteration <= total_iterations)}
-    power = 1
-    while first_iteration + power < total_iterations:
-        points.add(first_iteration + power)
-        power *= 2
-    if every_epochs:
-        step = every_epochs * iterations_per_epoch
-        points.update(range(first_iteration + step, total_iterations + 1, step))
-    return sorted(points)
 
 
 # Entries of the execution environment that are recorded but change no computed bit (tests/test_cpu_waiting.py):
@@ -223,6 +204,26 @@ class ExperimentFolder:
             raise
 
 
+def lineage_facts(settings: Settings) -> dict:
+    """A run's kind, the runs it starts from and whether it is a transfer child (conf/plasticity.py's rules), worked
+    out when its folder is read, so that no reader downstream asks the rules again."""
+    run = lineage = lineage_of(settings)
+    ancestors = []
+    while lineage.parent is not None:
+        lineage = lineage.parent
+        ancestors.append(lineage.settings.run_id)
+    return {"kind": run.kind, "ancestor_ids": tuple(ancestors), "transfer_child": transfers(settings)}
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusFiles:
+    """What a run folder says about the run's state (RunFolder.read_status_files)."""
+
+    status: dict  # status.json ({"state": "new"} when absent or cut short)
+    job: dict  # job.json ({} when none was submitted)
+    damaged: tuple[int, ...]  # iterations whose checkpoint is missing or changed (a run recorded done; else none)
+
+
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -277,6 +278,7 @@ class RunFolder:
             settings = self.read_settings()
         except RunFolderError as error:
             return record(None, None, {}, problem=one_line(error))
+        record = functools.partial(record, **lineage_facts(settings))
         try:
             checkpoints = None if stamps[1] is None else self.checkpoint_entries()
         except (RunFolderError, KeyError, TypeError, AttributeError) as error:
@@ -316,6 +318,13 @@ class RunFolder:
             return _read_json(self.job_path, {})
         except RunFolderError:
             return {}
+
+    def read_status_files(self) -> "StatusFiles":
+        """status.json and job.json, and for a run recorded done its damaged checkpoints (the launcher's quick look:
+        damaged_checkpoints(thorough=False)), read once for the launcher and the status table."""
+        status = self.read_status()
+        damaged = self.damaged_checkpoints(thorough=False) if status.get("state") == "done" else []
+        return StatusFiles(status, self.read_job(), tuple(damaged))
 
     def write_job(self, job_id: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -568,10 +577,18 @@ class RunRecord:
     curves: CurvesFolder  # where its live curves go
     status: dict  # status.json as read ({"state": "new"} before its first start): what the report says of it
     problem: str = ""  # why the run cannot be measured, in one line; '' when it can
+    kind: str = ""  # conf.plasticity.run_kind of its settings ('' when they are unusable)
+    ancestor_ids: tuple[str, ...] = ()  # the run it starts from, that run's, ... down to the first stage
+    transfer_child: bool = False  # conf.plasticity.transfers: measured at its ends only by default
 
     @property
     def run_id(self) -> str:
         return self.folder.run_id
+
+    @property
+    def parent_id(self) -> str:
+        """The run it starts from (a stage or child), else ''."""
+        return self.ancestor_ids[0] if self.ancestor_ids else ""
 
     @property
     def entries(self) -> dict[int, dict]:

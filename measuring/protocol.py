@@ -1,6 +1,6 @@
 """measuring.analyse_runs(runs, experiment, plan, device) — measure every checkpoint of these runs that lacks a metric.
 
-A transfer child (conf/plasticity.py `transfers`) is measured at its first and last checkpoints only, and there only for its
+A transfer child (conf/plasticity.py `transfers`, read with its folder: RunRecord.transfer_child) is measured at its first and last checkpoints only, and there only for its
 classifier's accuracy (what the transfer read takes), unless `child_checkpoints=all` (`checkpoints_to_measure`,
 `metrics_to_measure`); the checkpoints and metrics left out are not pending, so a second call still finds nothing
 new.
@@ -22,10 +22,9 @@ import pandas as pd
 import torch
 
 import data
-from conf import Plan, Settings, SettingsError
+from conf import Plan, SettingsError
 from conf.analysis import Analysis
 from conf.cli import describe_filter
-from conf.plasticity import transfers
 from folders import CorruptFile, ExperimentFolder, RunFolderError, RunRecord
 from measuring import snapshots, store
 from measuring.curves import update_layer_curves
@@ -152,17 +151,13 @@ def ancestors(chosen: list[RunRecord], readable: list[RunRecord]) -> list[RunRec
     """The runs among `readable` that a chosen run started from (its parent, their earlier stages), not chosen
     themselves: the words that trained a child (dataset=fashionmnist pretrain_dataset=mnist) trained its parent
     too, and its story is read against the parent's phases (figures/publish.py with_ancestors reads them)."""
-    from conf.plasticity import has_parent, parent_settings
-
     present = {run.run_id: run for run in readable}
     wanted, found = {run.run_id for run in chosen}, []
     for run in chosen:
-        settings = run.settings
-        while has_parent(settings):
-            settings = parent_settings(settings)
-            if settings.run_id in present and settings.run_id not in wanted:
-                wanted.add(settings.run_id)
-                found.append(present[settings.run_id])
+        for run_id in run.ancestor_ids:  # RunRecord: the lineage rules asked once, when the folder was read
+            if run_id in present and run_id not in wanted:
+                wanted.add(run_id)
+                found.append(present[run_id])
     return found
 
 
@@ -197,7 +192,7 @@ def run_inputs(run: RunRecord, plan: Plan, question: Question, device) -> RunInp
     probe, transfer_task = transfer_probe(settings, plan, train, test, num_classes, device)
     skipped = probe is None and plan.analysis.transfer_task != "none"  # asked for (or auto) and not done: say so
     logger.log(logging.WARNING if skipped else logging.INFO, "%s: transfer task %s", settings.run_id, transfer_task)
-    names = engine.applicable(metrics_to_measure(settings, plan.analysis), probe, plan.analysis)
+    names = engine.applicable(metrics_to_measure(run.transfer_child, plan.analysis), probe, plan.analysis)
     return RunInputs(run, plan, device, question, names, train, test, num_classes, probe, transfer_task)
 
 
@@ -275,20 +270,20 @@ def measure_cell(inputs: RunInputs, iteration: int, checkpoint_sha256: str, path
 CHILD_METRICS = ("classifier_accuracy",)
 
 
-def metrics_to_measure(settings: Settings, analysis) -> list[str]:
+def metrics_to_measure(transfer_child: bool, analysis) -> list[str]:
     """The metrics `analysis.metrics` selects that a run's checkpoints get: a transfer child's, under
     child_checkpoints=ends, only those the transfer read takes (CHILD_METRICS); every one otherwise."""
     names = registry.select(analysis.metrics)
-    if analysis.child_checkpoints == "all" or not transfers(settings):
+    if analysis.child_checkpoints == "all" or not transfer_child:
         return names
     return [name for name in names if name in CHILD_METRICS]
 
 
-def checkpoints_to_measure(settings: Settings, entries: dict[int, dict], child_checkpoints: str) -> dict[int, dict]:
+def checkpoints_to_measure(transfer_child: bool, entries: dict[int, dict], child_checkpoints: str) -> dict[int, dict]:
     """The checkpoint entries the analysis measures: a transfer child's first and last only under
     child_checkpoints=ends (figures/transfer.py reads its start and end accuracy, nothing between), every
     one otherwise. A child still training has its newest checkpoint as its last (measured again at its end)."""
-    if child_checkpoints == "all" or not transfers(settings) or len(entries) <= 2:
+    if child_checkpoints == "all" or not transfer_child or len(entries) <= 2:
         return entries
     return {iteration: entries[iteration] for iteration in (min(entries), max(entries))}
 
@@ -302,8 +297,8 @@ def analyse_run(run: RunRecord, layout: StoreLayout, plan: Plan, question: Quest
     if run.problem:
         raise RunFolderError(run.problem)
     settings, entries = run.settings, run.entries
-    chosen = checkpoints_to_measure(settings, entries, plan.analysis.child_checkpoints)
-    names = [name for name in metrics_to_measure(settings, plan.analysis)
+    chosen = checkpoints_to_measure(run.transfer_child, entries, plan.analysis.child_checkpoints)
+    names = [name for name in metrics_to_measure(run.transfer_child, plan.analysis)
              if settings.dataset not in no_transfer or name in engine.applicable([name], None)]
     names = engine.without_snapshots(names, plan.analysis)
     pending = {iteration: entry for iteration, entry in chosen.items()

@@ -25,7 +25,7 @@ import submitit
 
 from conf import Plan, SettingsError
 from conf.cluster import Cluster, sbatch_parameters
-from conf.plasticity import with_parents
+from conf.plasticity import lineages
 from folders import ExperimentFolder
 from slurm.capacity import check_capacity, explain_refusal
 from slurm.job import TrainJob, train_pack
@@ -80,7 +80,7 @@ def absolute_execution(plan: Plan) -> dict:
 def launch(plan: Plan) -> int:
     """Launch what the grid still needs; print what was done or submitted. Returns an exit code."""
     experiment_dir = Path(plan.execution.out_dir).resolve() / plan.experiment
-    views = observe(with_parents(plan.grid), experiment_dir, queued_job_ids())
+    views = observe(lineages(plan.grid), experiment_dir, queued_job_ids())
     chosen = to_launch(views, plan.cluster.retry)
     skipped = {}
     for view in views:

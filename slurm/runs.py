@@ -15,9 +15,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from conf import Settings
-from conf.plasticity import has_parent, parent_settings, with_parents
+from conf import Settings, announce_grid, parse_arguments
+from conf.plasticity import Lineage, lineages
 from folders import ExperimentFolder, RunFolder, RunFolderError
+from utils import setup_logging
 
 ACTIVE = ("queued", "running")  # a job holds the run: never launched twice
 RETRYABLE = ("failed", "diverged")  # launched again only with retry=failed
@@ -28,11 +29,15 @@ RETRYABLE = ("failed", "diverged")  # launched again only with retry=failed
 
 @dataclass(frozen=True)
 class RunView:
-    settings: Settings
+    lineage: Lineage  # the run's settings, kind and parent (conf.plasticity.lineages)
     folder: RunFolder
     status: dict
     job: dict
     state: str  # new | queued | running | done | damaged | diverged | failed | interrupted | lost
+
+    @property
+    def settings(self) -> Settings:
+        return self.lineage.settings
 
     @property
     def job_id(self) -> str | None:
@@ -82,20 +87,22 @@ def observed_state(status: dict, job: dict, queue: set[str] | None) -> str:
 
 
 def parent_view(view: RunView, by_id: dict[str, RunView]) -> RunView | None:
-    """The view of a run's parent (`by_id`: views by run id; with_parents put it there); None for runs
+    """The view of a run's parent (`by_id`: views by run id; lineages put it there); None for runs
     without one."""
-    return by_id[parent_settings(view.settings).run_id] if has_parent(view.settings) else None
+    parent = view.lineage.parent
+    return None if parent is None else by_id[parent.settings.run_id]
 
 
-def observe(grid: tuple[Settings, ...], experiment_dir: Path, queue: set[str] | None) -> list[RunView]:
+def observe(runs: tuple[Lineage, ...], experiment_dir: Path, queue: set[str] | None) -> list[RunView]:
+    """Each run's view: its folder's status files read once (RunFolder.read_status_files), corrected by the queue."""
     views, experiment = [], ExperimentFolder(experiment_dir)
-    for settings in grid:
-        folder = experiment.run(settings.run_id)
-        status, job = folder.read_status(), folder.read_job()
-        state = observed_state(status, job, queue)
-        if state == "done" and folder.damaged_checkpoints(thorough=False):
+    for run in runs:
+        folder = experiment.run(run.settings.run_id)
+        files = folder.read_status_files()
+        state = observed_state(files.status, files.job, queue)
+        if state == "done" and files.damaged:
             state = "damaged"  # trained again from a state before the damage, which re-makes the files bit for bit
-        views.append(RunView(settings, folder, status, job, state))
+        views.append(RunView(run, folder, files.status, files.job, state))
     return views
 
 
@@ -156,19 +163,31 @@ def status_table(views: list[RunView]) -> str:
     return "\n".join([*(line.rstrip() for line in lines), f"{len(views)} run(s): {summary}"])
 
 
+def status_command(arguments: list[str]) -> int:
+    """`python train.py status [experiment=NAME|FILE.py] [key=value ...]`: the table of the command line's runs as
+    they are now (status_report); the same checks of the command line as training's, and nothing written."""
+    announce_grid(arguments)
+    plan = parse_arguments(arguments)
+    setup_logging(plan.execution.log_level)
+    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
+    experiment.check_preset(plan.preset_source)
+    print(status_report(plan, experiment))
+    return 0
+
+
 def status_report(plan, experiment: ExperimentFolder) -> str:
-    """`python train.py status ...`: the table of the command line's runs (status_runs) as they are now."""
-    grid = status_runs(plan, experiment)
-    return status_table(observe(grid, experiment.path, queued_job_ids()))
+    """`python train.py status ...`: the table of the command line's runs as they are now: its grid (a preset's, or
+    the run settings typed) with the runs it starts from; for an experiment of one's own named with no run
+    settings, the runs its folder holds (its grids were the command lines that trained it, which this one does not
+    repeat)."""
+    typed = plan.preset is not None or bool(plan.overrides)
+    grid = plan.grid if typed else settings_found(experiment)
+    return status_table(observe(lineages(grid, parents=typed), experiment.path, queued_job_ids()))
 
 
-def status_runs(plan, experiment: ExperimentFolder) -> tuple[Settings, ...]:
-    """`train.py status`'s runs: the command line's grid (a preset's, or the run settings typed), with the runs it
-    starts from; for an experiment of one's own named with no run settings, the runs its folder holds (its grids
-    were the command lines that trained it, which this one does not repeat). A run whose settings file is
-    unusable is named on stderr and left out."""
-    if plan.preset is not None or plan.overrides:
-        return with_parents(plan.grid)
+def settings_found(experiment: ExperimentFolder) -> tuple[Settings, ...]:
+    """The settings of every run the experiment's folder holds; a run whose settings file is unusable is named on
+    stderr and left out."""
     found = []
     for folder in experiment.run_folders() if experiment.runs_path.is_dir() else []:
         try:

@@ -10,7 +10,8 @@ import torch
 import data
 from conf import EXPERIMENTS, Settings, parse_arguments
 from conf.plasticity import lineage_of, parent_settings, run_kind
-from folders import ExperimentFolder, checkpoint_schedule
+from folders import ExperimentFolder
+from training.stages import checkpoint_schedule
 from tests import fabricate
 from tests.fabricate import fabricated_similarity, run_frame
 

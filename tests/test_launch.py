@@ -8,6 +8,7 @@ import pytest
 
 from conf import Cluster, SettingsError, parse_arguments
 from conf.cluster import sbatch_parameters, time_in_minutes
+from conf.plasticity import lineages
 from slurm.launch import check_submission, make_executor, pack_runs, split_arrays
 from slurm.runs import observe, observed_state, status_table, to_launch
 from tests.conftest import read_json, tiny_words
@@ -117,12 +118,12 @@ def test_observed_state_from_the_folder_and_the_queue():
 def test_what_is_launched_again(tmp_path):
     plan = parse_arguments(["depth=1,2,3,4,5,6"])
     states = ["done", "running", "failed", "diverged", "interrupted", None]
-    views = observe(plan.grid, tmp_path, queue={"5_1"})
+    views = observe(lineages(plan.grid), tmp_path, queue={"5_1"})
     for view, state in zip(views, states):
         if state:
             view.folder.path.mkdir(parents=True)
             view.folder.write_status(state, **({"job_id": "5_1"} if state == "running" else {}))
-    views = observe(plan.grid, tmp_path, queue={"5_1"})
+    views = observe(lineages(plan.grid), tmp_path, queue={"5_1"})
     assert [view.state for view in views] == ["done", "running", "failed", "diverged", "interrupted", "new"]
     assert [view.settings.depth for view in to_launch(views, "none")] == [5, 6]
     assert [view.settings.depth for view in to_launch(views, "failed")] == [3, 4, 5, 6]

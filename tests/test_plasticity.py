@@ -238,12 +238,12 @@ def test_a_kill_in_stage_2_resumes_bitwise_and_stage_1_keeps_its_subset(tmp_path
 
 
 def test_children_wait_for_their_stage1_run_or_are_stranded_by_its_failure(tmp_path):
-    from conf.plasticity import with_parents
+    from conf.plasticity import lineages
     from slurm.runs import observe, to_launch, waves
 
     grid = parse_arguments(["pretrain_fraction=0.5", "pretrain_epochs=2", "seed=0,1,2,3", "reset_last=0,1"]).grid
-    runs = with_parents(grid)
-    assert [run_kind(settings) for settings in runs] == ["stage1", "child", "child"] * 4  # each parent once, first
+    runs = lineages(grid)
+    assert [run.kind for run in runs] == ["stage1", "child", "child"] * 4  # each parent once, first
     parents = runs[0::3]
     for parent, state in zip(parents, ["done", "failed", "running", None]):
         if state:
@@ -258,3 +258,31 @@ def test_children_wait_for_their_stage1_run_or_are_stranded_by_its_failure(tmp_p
     assert seeds(stranded) == [(1, "child"), (1, "child")]  # a failed parent, not retried
     (first, second), stranded = waves(views, to_launch(views, "failed"))
     assert not stranded and seeds(second).count((1, "child")) == 2
+
+
+def test_a_run_record_carries_its_lineage_as_the_rules_give_it(tmp_path):
+    """RunRecord's kind, ancestors and transfer flag (worked out once when the folder is read) agree with
+    conf/plasticity.py's rules asked step by step, for growing data and for a transfer child."""
+    from conf.plasticity import has_parent, lineages, transfers
+    from folders import ExperimentFolder
+
+    grids = [["pretrain_fraction=0.25", "pretrain_epochs=2", "stages=3", "reset_last=0,1"],
+             ["dataset=fashionmnist", "pretrain_dataset=mnist", "pretrain_epochs=2", "start_from_iteration=final,4"]]
+    experiment = ExperimentFolder(tmp_path)
+    grid = [run for words in grids for run in lineages(parse_arguments(words).grid)]
+    for run in grid:
+        experiment.run(run.settings.run_id).prepare(run.settings)
+    records = experiment.read_runs()
+    assert len(records) == len({run.settings.run_id for run in grid}) > 6
+    for run in grid:
+        settings, chain = run.settings, []
+        while has_parent(settings):
+            settings = parent_settings(settings)
+            chain.append(settings.run_id)
+        record = records[run.settings.run_id]
+        assert (record.kind, record.ancestor_ids, record.parent_id) == (run_kind(run.settings), tuple(chain),
+                                                                        chain[0] if chain else "")
+        assert record.transfer_child == transfers(run.settings)
+    kinds = sorted(record.kind for record in records.values())
+    assert {"stage1", "stage", "child", "scratch"} <= set(kinds) and any(record.transfer_child for record in records.values())
+    assert max(len(record.ancestor_ids) for record in records.values()) == 3  # a child after stages 1, 2 and 3

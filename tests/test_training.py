@@ -8,7 +8,8 @@ import torch
 
 import models
 from conf import Settings
-from folders import RunFolder, RunFolderError, checkpoint_schedule
+from folders import RunFolder, RunFolderError
+from training.stages import checkpoint_schedule
 from tests.conftest import read_json, run_cli, tiny_words
 from training import loop
 from utils import sha256_file

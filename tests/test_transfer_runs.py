@@ -170,9 +170,10 @@ def test_a_transfer_child_is_measured_at_its_ends_unless_all_are_asked(transfer_
     assert {run.run_id for run in chosen} == set(runs)
     # the children's layer similarity is left out with their middle checkpoints: under ends no snapshot is taken
     for run_id in children:
-        settings = runs[run_id][0]
-        assert protocol.metrics_to_measure(settings, Analysis()) == ["classifier_accuracy"]
-        assert snapshots.SNAPSHOT_METRIC in protocol.metrics_to_measure(settings, Analysis(child_checkpoints="all"))
+        run = experiment.read_runs()[run_id]
+        assert run.transfer_child and run.kind == "child"
+        assert protocol.metrics_to_measure(run.transfer_child, Analysis()) == ["classifier_accuracy"]
+        assert snapshots.SNAPSHOT_METRIC in protocol.metrics_to_measure(run.transfer_child, Analysis(child_checkpoints="all"))
 
 
 def test_growing_data_follows_the_appendix_and_trains_each_stage_once(tmp_path, one_thread):

@@ -22,7 +22,7 @@ import data
 import models
 from conf import Execution, Settings
 from conf.plasticity import has_parent, run_kind
-from folders import RunFolder, RunFolderError, checkpoint_schedule
+from folders import RunFolder, RunFolderError
 from training import devices, stages
 from training.curves import CurvesRunFolder
 from utils import Stopped, derive_seed, exclusive_lock, progress_bar
@@ -140,7 +140,7 @@ class RunTraining:
         self.stage, self.stream = self._stream()
         self.first = self.stage.first_iteration  # 0, or a child's parent's last: iterations count on through stage 2
         self.total = self.first + self.stage.epochs * self.stream.iterations_per_epoch
-        self.schedule = checkpoint_schedule(
+        self.schedule = stages.checkpoint_schedule(
             total_iterations=self.total, iterations_per_epoch=self.stream.iterations_per_epoch,
             first_iteration=self.first, every_epochs=settings.checkpoint_every_epochs, extra=settings.checkpoint_extra)
         folder.start_manifest(self.schedule, self.stream.iterations_per_epoch)

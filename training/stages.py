@@ -28,8 +28,8 @@ from torch import Tensor
 import data
 import models
 from conf import Settings, SettingsError
-from conf.plasticity import Lineage, lineage_of, parent_settings, run_kind, start_iteration_number, with_parents
-from folders import ExperimentFolder, RunFolder, RunFolderError, checkpoint_schedule
+from conf.plasticity import Lineage, lineages, parent_settings, run_kind, start_iteration_number
+from folders import ExperimentFolder, RunFolder, RunFolderError
 from training import devices
 from utils import derive_seed
 
@@ -55,6 +55,26 @@ class StartPoint:
     iteration: int
     epoch: float
     rule: str
+
+
+def checkpoint_schedule(*, total_iterations: int, iterations_per_epoch: int, every_epochs: int = 0,
+                        extra: tuple[int, ...] = (), first_iteration: int = 0) -> list[int]:
+    """The first iteration, first + every power of two, the final iteration, every `every_epochs`
+    epochs from the first, and the `extra` iterations between first and final.
+
+    Powers of two because the learning phases (LearnPhase, AAAI 2024) happen on a log time scale:
+    their sample log checkpoints at 0, 2, 4, ..., 65536. A warm-started child's stage 2 starts at its
+    parent's last iteration and is log-spaced from there, so what the switch does shows up at once."""
+    points = {first_iteration, total_iterations,
+              *(iteration for iteration in extra if first_iteration <= iteration <= total_iterations)}
+    power = 1
+    while first_iteration + power < total_iterations:
+        points.add(first_iteration + power)
+        power *= 2
+    if every_epochs:
+        step = every_epochs * iterations_per_epoch
+        points.update(range(first_iteration + step, total_iterations + 1, step))
+    return sorted(points)
 
 
 def plan_stage(settings: Settings, train_labels: Tensor, num_classes: int, start: StartPoint | None = None) -> Stage:
@@ -293,15 +313,16 @@ def check_grid_fits(grid: tuple[Settings, ...], execution, experiment: Experimen
     def dataset_of(settings: Settings) -> data.ImageDataset:
         return data.load_dataset(settings, data_root=Path(execution.data_root), download=execution.download)
 
-    for settings in reversed(with_parents(grid)):
-        check_fits(settings, dataset_of(settings), dataset_of, experiment)
+    for run in reversed(lineages(grid)):  # the kinds and parents along each lineage, worked out once
+        check_fits(run, dataset_of(run.settings), dataset_of, experiment)
 
 
-def check_fits(settings: Settings, dataset: data.ImageDataset, dataset_of: DatasetOf | None = None,
+def check_fits(run: Lineage, dataset: data.ImageDataset, dataset_of: DatasetOf | None = None,
                experiment: ExperimentFolder | None = None) -> None:
     """The pre-flight of train.py for one run: checks that need the dataset's size, the model's modules or
     the parent's length (known only once the data is read). `dataset_of` loads another run's data (the
     parent's); `experiment`: where the parent's phase table is."""
+    settings = run.settings
     try:
         models.check_builds(settings, input_shape=tuple(dataset.train_images.shape[1:]), num_classes=dataset.num_classes)
     except ValueError as error:
@@ -310,7 +331,6 @@ def check_fits(settings: Settings, dataset: data.ImageDataset, dataset_of: Datas
     if settings.batch_size > examples:
         raise SettingsError(f"batch_size={settings.batch_size} exceeds the {examples} training examples of "
                             f"{settings.dataset}; accepted: 1..{examples}")
-    run = lineage_of(settings)  # the kinds and parents along the lineage, worked out once
     check_stage_fits(run, dataset)
     if run.kind in ("stage1", "stage"):
         return  # checkpoint_extra is checked against its children's whole length; it keeps those in earlier stages
