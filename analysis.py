@@ -174,8 +174,7 @@ def run_command(arguments: list[str]) -> int:
 
     plan = parse_arguments(arguments[1:] if only_figures else arguments, analysis=True)
     setup_logging(plan.execution.log_level)
-    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
-    experiment.check_preset(plan.preset_source)  # a preset file's study is read with that file (train.py's rule)
+    experiment = ExperimentFolder.of_plan(plan)  # a preset file's study is read with that file (train.py's rule)
     every_run = experiment.read_runs()  # each run folder read once: the measuring, the table and the report take these
     if only_figures:
         return publish.publish(plan, experiment, every_run)

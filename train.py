@@ -42,8 +42,7 @@ def train_command(arguments: list[str]) -> int:
     announce_grid(arguments)  # counted without building it: a grid over max_runs is refused at once
     plan = parse_arguments(arguments)
     setup_logging(plan.execution.log_level)
-    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
-    experiment.check_preset(plan.preset_source)  # another study's folder (a preset file of the same stem)
+    experiment = ExperimentFolder.of_plan(plan)  # another study's folder (a preset file of the same stem): refused
     if plan.cluster.launcher != "slurm":
         plan.execution.torch_device()
     check_grid_fits(plan.grid, plan.execution, experiment)  # pre-flight: bad input before anything is written

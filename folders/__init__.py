@@ -139,6 +139,14 @@ class ExperimentFolder:
     def of(cls, out_dir: str | Path, experiment: str) -> "ExperimentFolder":
         return cls(Path(out_dir) / experiment)
 
+    @classmethod
+    def of_plan(cls, plan) -> "ExperimentFolder":
+        """The folder a command line's plan (conf.Plan) names, checked against the preset file its study was trained
+        from (check_preset: one study a folder): every command that reads or writes an experiment opens it so."""
+        experiment = cls.of(plan.execution.out_dir, plan.experiment)
+        experiment.check_preset(plan.preset_source)
+        return experiment
+
     def run(self, run_id: str) -> "RunFolder":
         return RunFolder(self.runs_path / run_id)
 

@@ -120,8 +120,7 @@ def import_command(arguments: list[str]) -> int:
         raise SettingsError(f"import makes one run; the settings typed sweep {len(plan.grid)} (give one value per key)")
     typed = {key for key, _ in plan.overrides}
     check_label_noise(plan.grid[0], typed)
-    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
-    experiment.check_preset(plan.preset_source)  # another study's folder (a preset file of the same stem): train.py's rule
+    experiment = ExperimentFolder.of_plan(plan)  # another study's folder (a preset file of the same stem): refused
     candidates, ignored = checkpoint_files(folder)
     dataset = data.load_dataset(plan.grid[0], data_root=Path(plan.execution.data_root), download=plan.execution.download)
     shape, classes = tuple(dataset.train_images.shape[1:]), dataset.num_classes

@@ -169,8 +169,7 @@ def status_command(arguments: list[str]) -> int:
     announce_grid(arguments)
     plan = parse_arguments(arguments)
     setup_logging(plan.execution.log_level)
-    experiment = ExperimentFolder.of(plan.execution.out_dir, plan.experiment)
-    experiment.check_preset(plan.preset_source)
+    experiment = ExperimentFolder.of_plan(plan)
     print(status_report(plan, experiment))
     return 0
 
